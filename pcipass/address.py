@@ -1,0 +1,54 @@
+"""PCI addresses: parsing user input and the canonical form."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+# Domain: 4 hex digits normally, wider for Intel VMD (e.g. 10000:e0:00.0, see drivers/pci/controller/vmd.c).
+_ADDR_RE = re.compile(
+    r"^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<slot>[0-9a-fA-F]{2})\.(?P<func>[0-7])$"
+)
+
+
+@dataclass(frozen=True, order=True)
+class PciAddress:
+    domain: int
+    bus: int
+    slot: int
+    function: int
+
+    @classmethod
+    def parse(cls, text: str) -> PciAddress:
+        """Parse ``DDDD:BB:DD.F`` or ``BB:DD.F`` (any case). Raise UsageError naming the bad value."""
+        m = _ADDR_RE.match(text.strip()) if isinstance(text, str) else None
+        if not m or int(m["slot"], 16) > 0x1F:
+            raise UsageError(
+                f"invalid PCI address {text!r} (expected DDDD:BB:DD.F or BB:DD.F, e.g. 0000:3b:00.0)"
+            )
+        return cls(int(m["domain"] or "0", 16), int(m["bus"], 16), int(m["slot"], 16), int(m["func"]))
+
+    @classmethod
+    def try_parse(cls, text: str) -> PciAddress | None:
+        try:
+            return cls.parse(text)
+        except UsageError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function}"
+
+    @property
+    def slot_id(self) -> str:
+        """The address without the function (``0000:3b:00``): what functions of one card share."""
+        return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}"
+
+
+def canonical(text: str) -> str:
+    return str(PciAddress.parse(text))
+
+
+def is_address(name: str) -> bool:
+    return PciAddress.try_parse(name) is not None

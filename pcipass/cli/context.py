@@ -1,0 +1,50 @@
+"""Per-invocation state shared by the commands: the host root, the output format, --debug."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from ..errors import ExitCode
+from ..host import Host
+from ..result import Result
+from .render import Format, View, render
+
+
+@dataclass
+class State:
+    root: str | None = None
+    fmt: Format = Format.table
+    debug: bool = False
+    command: str = "pcipass"
+    _host: Host | None = None
+
+    def host(self) -> Host:
+        if self._host is None:
+            self._host = Host.from_env(self.root)
+        return self._host
+
+
+#: The state of the running invocation; main() reads it to render errors in the chosen format.
+CURRENT = State()
+
+FormatOption = Annotated[
+    Format | None,
+    typer.Option("--format", "-f", help="Output format (overrides the global --format).", show_default=False),
+]
+
+
+def state(fmt: Format | None = None) -> State:
+    if fmt is not None:
+        CURRENT.fmt = fmt
+    return CURRENT
+
+
+def finish(result: Result, view: View) -> None:
+    """Render ``result`` and end the command with its exit code."""
+    render(result, CURRENT.fmt, view)
+    code = result.code
+    if code is not ExitCode.OK:
+        raise typer.Exit(int(code))

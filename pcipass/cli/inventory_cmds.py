@@ -1,0 +1,212 @@
+"""Inventory commands: ``list``, ``show``, ``groups``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ..address import PciAddress
+from . import context
+from .context import FormatOption, finish
+from .render import Block, KeyValues, Table
+
+AddressArg = Annotated[str, typer.Argument(metavar="ADDR", help="PCI address, DDDD:BB:DD.F or BB:DD.F.")]
+
+
+def _inventory():
+    from ..inventory import Inventory
+
+    return Inventory.scan(context.CURRENT.host())
+
+
+def _short_class(dev: dict[str, Any]) -> str | None:
+    return dev.get("subclass_name") or dev.get("class_name") or dev.get("class_id")
+
+
+def _name(dev: dict[str, Any]) -> str:
+    parts = [p for p in (dev.get("vendor_name"), dev.get("device_name")) if p]
+    return " ".join(parts) if parts else "-"
+
+
+def _ids(dev: dict[str, Any]) -> str:
+    return f"{dev.get('vendor_id') or '????'}:{dev.get('device_id') or '????'}"
+
+
+_LIST_COLUMNS = ("ADDRESS", "GROUP", "CLASS", "ID", "NAME", "DRIVER", "ROLE")
+
+
+def _list_row(dev: dict[str, Any]) -> list[Any]:
+    driver = dev.get("driver")
+    if dev.get("driver_override"):
+        driver = f"{driver or '-'} (override {dev['driver_override']})"
+    return [
+        dev["address"],
+        dev.get("iommu_group"),
+        _short_class(dev),
+        _ids(dev),
+        _name(dev),
+        driver,
+        "bridge" if dev.get("is_bridge") else "endpoint",
+    ]
+
+
+def _list_view(data: list[dict[str, Any]]) -> list[Block]:
+    return [Table(_LIST_COLUMNS, [_list_row(d) for d in data])]
+
+
+def _tree_view(data: list[dict[str, Any]]) -> list[Block]:
+    rows: list[list[Any]] = []
+    sections: set[int] = set()
+    for bucket in data:
+        label = "no group" if bucket["group"] is None else f"{bucket['group']} ({bucket['verdict']})"
+        for i, dev in enumerate(bucket["devices"]):
+            row = _list_row(dev)
+            row[1] = label if i == 0 else ""
+            rows.append(row)
+        if rows:
+            sections.add(len(rows) - 1)
+    return [Table(_LIST_COLUMNS, rows, sections=sections)]
+
+
+def list_cmd(
+    device_class: Annotated[
+        list[str] | None,
+        typer.Option("--class", "-c", help="Only this class: gpu, nic, storage, nvme, usb, audio, bridge, accel, "
+                     "... or a hex class code (0300, 0c03). Repeatable."),
+    ] = None,
+    vendor: Annotated[str | None, typer.Option("--vendor", help="Vendor id (10de) or part of its name.")] = None,
+    driver: Annotated[str | None, typer.Option("--driver", help="Bound driver name, or 'none' for unbound.")] = None,
+    group: Annotated[int | None, typer.Option("--group", "-g", help="Only devices of this IOMMU group.")] = None,
+    vfio: Annotated[bool, typer.Option("--vfio", help="Only devices on vfio-pci or a vfio variant driver.")] = False,
+    tree: Annotated[bool, typer.Option("--tree", help="Group the rows by IOMMU group.")] = False,
+    fmt: FormatOption = None,
+) -> None:
+    """List PCI devices with their drivers, IOMMU groups and names."""
+    context.state(fmt)
+    from ..result import Result, jsonable
+    from ..select import filter_devices
+
+    inv = _inventory()
+    devices = filter_devices(
+        inv.devices.values(),
+        classes=device_class or (),
+        vendor=vendor,
+        driver=driver,
+        group=group,
+        vfio=vfio,
+        variant_modules=inv.variant_modules,
+    )
+    if not tree:
+        finish(Result("list", data=[jsonable(d) for d in devices]), _list_view)
+        return
+    buckets: dict[int | None, list[Any]] = {}
+    for dev in devices:
+        buckets.setdefault(dev.iommu_group, []).append(jsonable(dev))
+    data = []
+    for gnum in sorted(buckets, key=lambda g: (g is None, g or 0)):
+        verdict = inv.groups[gnum].verdict.value if gnum is not None and gnum in inv.groups else "none"
+        data.append({"group": gnum, "verdict": verdict, "devices": buckets[gnum]})
+    finish(Result("list", data=data), _tree_view)
+
+
+def _show_view(data: dict[str, Any]) -> list[Block]:
+    dev = data["device"]
+    sriov = dev.get("sriov")
+    link = dev.get("link") or {}
+    speed = None
+    if link.get("current_link_speed"):
+        speed = f"{link['current_link_speed']} x{link.get('current_link_width')}"
+        if link.get("max_link_speed"):
+            speed += f" (max {link['max_link_speed']} x{link.get('max_link_width')})"
+    pairs = [
+        ("address", dev["address"]),
+        ("name", _name(dev)),
+        ("ids", f"{_ids(dev)} subsystem {dev.get('subsystem_vendor_id') or '????'}:"
+                f"{dev.get('subsystem_device_id') or '????'}"),
+        ("subsystem", " ".join(x for x in (dev.get("subsystem_vendor_name"), dev.get("subsystem_device_name")) if x)
+         or None),
+        ("class", f"{dev.get('class_id') or '??????'} "
+                  + " / ".join(x for x in (dev.get("class_name"), dev.get("subclass_name"), dev.get("prog_if_name"))
+                               if x)),
+        ("revision", dev.get("revision")),
+        ("role", "bridge" if dev.get("is_bridge") else "endpoint"),
+        ("driver", dev.get("driver")),
+        ("driver_override", dev.get("driver_override")),
+        ("module", dev.get("module")),
+        ("iommu_group", dev.get("iommu_group")),
+        ("numa_node", dev.get("numa_node")),
+        ("physical_slot", dev.get("physical_slot")),
+        ("parent_bridge", dev.get("parent_bridge")),
+        ("functions", dev.get("functions")),
+        ("boot_vga", dev.get("boot_vga")),
+        ("reset_method", dev.get("reset_method")),
+        ("link", speed),
+        ("network interfaces", dev.get("net")),
+        ("block devices", dev.get("block")),
+        ("drm cards", dev.get("drm")),
+    ]
+    if dev.get("physfn"):
+        pairs.append(("sr-iov pf", dev["physfn"]))
+    if sriov:
+        pairs.append(("sr-iov vfs", f"{sriov.get('numvfs')} of {sriov.get('totalvfs')}"))
+        if sriov.get("vfs"):
+            pairs.append(("sr-iov vf addresses", sriov["vfs"]))
+    blocks: list[Block] = [KeyValues(pairs)]
+    group = data.get("iommu_group")
+    if group is None:
+        blocks.append("IOMMU group: none (the IOMMU is off or this device is not behind one)")
+    else:
+        rows = [[m["address"], m["role"], m["driver"], f"{m.get('vendor_id')}:{m.get('device_id')}", m.get("name")]
+                for m in group["devices"]]
+        title = f"IOMMU group {group['group']}: {group['verdict']}"
+        blocks.append(Table(("ADDRESS", "ROLE", "DRIVER", "ID", "NAME"), rows, title=title))
+    return blocks
+
+
+def show_cmd(address: AddressArg, fmt: FormatOption = None) -> None:
+    """Everything about one device, with its IOMMU group peers and their roles."""
+    context.state(fmt)
+    from ..result import Result, jsonable
+
+    addr = PciAddress.parse(address)
+    inv = _inventory()
+    dev = inv.device(addr)
+    group = inv.group_of(dev.address)
+    finish(Result("show", data={"device": jsonable(dev), "iommu_group": jsonable(group)}), _show_view)
+
+
+def _groups_view(data: list[dict[str, Any]]) -> list[Block]:
+    rows: list[list[Any]] = []
+    sections: set[int] = set()
+    for g in data:
+        for i, m in enumerate(g["devices"] or [{}]):
+            rows.append([
+                g["group"] if i == 0 else "",
+                g["verdict"] if i == 0 else "",
+                m.get("address"),
+                m.get("role"),
+                m.get("driver"),
+                f"{m.get('vendor_id')}:{m.get('device_id')}" if m else None,
+                m.get("name"),
+            ])
+        sections.add(len(rows) - 1)
+    return [Table(("GROUP", "VERDICT", "ADDRESS", "ROLE", "DRIVER", "ID", "NAME"), rows, sections=sections)]
+
+
+def groups_cmd(fmt: FormatOption = None) -> None:
+    """Every IOMMU group with its members, their drivers, and whether it can be assigned to a VM."""
+    context.state(fmt)
+    from ..result import Result, jsonable
+
+    inv = _inventory()
+    result = Result("groups", data=[jsonable(g) for g in inv.groups.values()])
+    if not inv.groups:
+        result.messages.append("no IOMMU groups: the IOMMU is off or unsupported (see 'pcipass check-iommu')")
+    finish(result, _groups_view)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_cmd)
+    app.command("show")(show_cmd)
+    app.command("groups")(groups_cmd)

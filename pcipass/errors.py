@@ -1,0 +1,121 @@
+"""Exit codes and typed errors.
+
+One enum of exit codes (public: provisioning scripts depend on it) and one place, ``from_oserror``, that turns
+an ``OSError`` from sysfs/procfs into a typed error carrying the device address, the path and the errno, with
+a remedy where the errno has a well-known meaning for PCI binding.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in README and the man page."""
+
+    OK = 0  #: everything done
+    FAILED = 1  #: failed (also: a check failed, no such device)
+    USAGE = 2  #: bad command line or bad input value
+    PARTIAL = 3  #: some items done, others refused or failed
+    PERMISSION = 4  #: needs root / permission denied
+    REFUSED = 5  #: refused by a safety check
+
+
+class PcipassError(Exception):
+    """Base of every error pcipass reports to the user."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+    code: str = "failed"  #: stable machine-readable code, used in the JSON envelope's ``errors``
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        address: str | None = None,
+        path: str | None = None,
+        errno: int | None = None,
+        remedy: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.address = address
+        self.path = path
+        self.errno = errno
+        self.remedy = remedy
+
+    def to_dict(self) -> dict:
+        out: dict = {"code": self.code, "message": self.message}
+        if self.address is not None:
+            out["address"] = self.address
+        if self.path is not None:
+            out["path"] = self.path
+        if self.errno is not None:
+            out["errno"] = _errno.errorcode.get(self.errno, str(self.errno))
+        if self.remedy is not None:
+            out["remedy"] = self.remedy
+        return out
+
+
+class UsageError(PcipassError):
+    exit_code = ExitCode.USAGE
+    code = "usage"
+
+
+class DeviceNotFound(PcipassError):
+    exit_code = ExitCode.FAILED
+    code = "not-found"
+
+
+class PermissionDenied(PcipassError):
+    exit_code = ExitCode.PERMISSION
+    code = "permission"
+
+
+class Refused(PcipassError):
+    exit_code = ExitCode.REFUSED
+    code = "refused"
+
+
+class SysfsError(PcipassError):
+    """A read or write of a kernel attribute failed in a way we cannot tolerate."""
+
+    code = "sysfs"
+
+
+# What a failed write to a PCI sysfs attribute means in practice. The kernel returns these from
+# drivers/pci/pci-driver.c (bind/unbind/drivers_probe/new_id) and drivers/pci/pci-sysfs.c (driver_override).
+_REMEDIES = {
+    _errno.EBUSY: "the device or its driver is busy: stop whatever uses it (a VM, a mounted filesystem, "
+    "a display server) and try again",
+    _errno.EINVAL: "the kernel rejected the value: the driver did not accept the device (for vfio-pci: no "
+    "IOMMU group, IOMMU off, or the device is not an endpoint)",
+    _errno.ENODEV: "the device or driver vanished (hot-unplugged or removed); rescan and check the address",
+    _errno.EACCES: "permission denied: run as root",
+    _errno.EPERM: "operation not permitted: run as root (and check lockdown/SELinux)",
+    _errno.EEXIST: "already present: the ID or binding exists (a leftover new_id?); check driver_override "
+    "and the driver's bound devices",
+    _errno.ENOENT: "the attribute does not exist: the kernel is too old or the device is gone",
+    _errno.ETIMEDOUT: "the kernel did not finish in time: the driver is stuck releasing the device",
+}
+
+
+def remedy_for(err: int | None) -> str | None:
+    return _REMEDIES.get(err) if err is not None else None
+
+
+def from_oserror(
+    exc: OSError, *, action: str, path: str, address: str | None = None
+) -> PcipassError:
+    """Map an OSError raised while touching ``path`` to a typed pcipass error."""
+    err = exc.errno
+    name = _errno.errorcode.get(err, str(err)) if err is not None else "?"
+    what = f"{action} {path}: {exc.strerror or exc} ({name})"
+    if address:
+        what = f"{address}: {what}"
+    cls: type[PcipassError] = SysfsError
+    if err in (_errno.EACCES, _errno.EPERM):
+        cls = PermissionDenied
+    elif err == _errno.ENODEV and address:
+        cls = DeviceNotFound
+    return cls(what, address=address, path=path, errno=err, remedy=remedy_for(err))

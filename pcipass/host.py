@@ -1,0 +1,288 @@
+"""The host root: the only code that knows where the kernel's and the system's files live.
+
+Modelled on ghw's context: a ``Host`` is built from a root directory (``/`` for the running system, or an
+unpacked snapshot / a fake tree in tests) and every other module asks it for paths. No other module spells
+``/sys``, ``/proc``, ``/dev``, ``/etc``, ``/run``, ``/lib/modules`` or ``/boot``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from .address import PciAddress
+from .errors import UsageError
+
+#: Environment variable that sets the default root.
+ROOT_ENV = "PCIPASS_ROOT"
+#: Environment variable naming a pci.ids file to use before the usual locations.
+PCI_IDS_ENV = "PCIPASS_PCI_IDS"
+
+# pci.ids locations: hwdata (Fedora/RHEL/Arch, and a symlink on Debian), the pciutils default (Debian's
+# `pci.ids` package), and an older pciutils default.
+_PCI_IDS_CANDIDATES = (
+    "usr/share/hwdata/pci.ids",
+    "usr/share/misc/pci.ids",
+    "usr/share/pci.ids",
+)
+
+
+def _unpack_archive(archive: Path) -> Path:
+    """Unpack a snapshot (tar, optionally gz/xz/bz2) into a private temporary directory removed at exit.
+
+    The ``data`` extraction filter refuses absolute paths, links leaving the tree and device nodes: a
+    support bundle from another machine is untrusted input.
+    """
+    import atexit
+    import shutil
+    import tarfile
+    import tempfile
+
+    dest = Path(tempfile.mkdtemp(prefix="pcipass-root-"))
+    atexit.register(shutil.rmtree, dest, True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"--root {str(archive)!r}: not a readable snapshot archive ({reason})") from exc
+    return dest
+
+
+def _pci_ids_rel() -> list[str]:
+    return [name for rel in _PCI_IDS_CANDIDATES for name in (rel, rel + ".gz")]
+
+
+class Host:
+    """Paths of one host, resolved under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        root_path = Path(root)
+        #: The archive this host was unpacked from (``pcipass snapshot`` output), else None.
+        self.archive: Path | None = None
+        if root_path.is_file():
+            self.archive = root_path
+            root_path = _unpack_archive(root_path)
+        elif not root_path.is_dir():
+            raise UsageError(f"--root {str(root)!r} is not a directory or a snapshot archive")
+        self.root = root_path
+
+    @classmethod
+    def from_env(cls, root: str | None = None) -> Host:
+        return cls(root or os.environ.get(ROOT_ENV) or "/")
+
+    def __repr__(self) -> str:
+        return f"Host({str(self.root)!r})"
+
+    @cached_property
+    def is_live(self) -> bool:
+        """True when the root is the running system's ``/`` (mutations then reach real hardware)."""
+        try:
+            return self.root.resolve() == Path("/").resolve()
+        except OSError:
+            return False
+
+    # --- top-level trees -------------------------------------------------------------------------------
+    def sys(self, *parts: str) -> Path:
+        return self.root.joinpath("sys", *parts)
+
+    def proc(self, *parts: str) -> Path:
+        return self.root.joinpath("proc", *parts)
+
+    def dev(self, *parts: str) -> Path:
+        return self.root.joinpath("dev", *parts)
+
+    def etc(self, *parts: str) -> Path:
+        return self.root.joinpath("etc", *parts)
+
+    def run(self, *parts: str) -> Path:
+        return self.root.joinpath("run", *parts)
+
+    def boot(self, *parts: str) -> Path:
+        return self.root.joinpath("boot", *parts)
+
+    def usr(self, *parts: str) -> Path:
+        return self.root.joinpath("usr", *parts)
+
+    # --- PCI ------------------------------------------------------------------------------------------
+    @property
+    def pci_devices_dir(self) -> Path:
+        return self.sys("bus", "pci", "devices")
+
+    @property
+    def pci_drivers_dir(self) -> Path:
+        return self.sys("bus", "pci", "drivers")
+
+    @property
+    def pci_slots_dir(self) -> Path:
+        return self.sys("bus", "pci", "slots")
+
+    @property
+    def pci_drivers_probe(self) -> Path:
+        return self.sys("bus", "pci", "drivers_probe")
+
+    def pci_device(self, address: PciAddress | str) -> Path:
+        return self.pci_devices_dir / str(address)
+
+    def pci_driver(self, name: str) -> Path:
+        return self.pci_drivers_dir / name
+
+    @property
+    def sys_devices_dir(self) -> Path:
+        return self.sys("devices")
+
+    def sys_class(self, name: str) -> Path:
+        return self.sys("class", name)
+
+    @property
+    def iommu_groups_dir(self) -> Path:
+        return self.sys("kernel", "iommu_groups")
+
+    @property
+    def iommu_class_dir(self) -> Path:
+        return self.sys("class", "iommu")
+
+    def sys_module(self, name: str = "") -> Path:
+        return self.sys("module", name) if name else self.sys("module")
+
+    @property
+    def acpi_tables_dir(self) -> Path:
+        return self.sys("firmware", "acpi", "tables")
+
+    @property
+    def efi_dir(self) -> Path:
+        return self.sys("firmware", "efi")
+
+    def vfio_group_node(self, group: int) -> Path:
+        return self.dev("vfio", str(group))
+
+    def vfio_noiommu_group_node(self, group: int) -> Path:
+        return self.dev("vfio", f"noiommu-{group}")
+
+    # --- /proc ----------------------------------------------------------------------------------------
+    @property
+    def cmdline(self) -> Path:
+        return self.proc("cmdline")
+
+    @property
+    def cpuinfo(self) -> Path:
+        return self.proc("cpuinfo")
+
+    @property
+    def proc_modules(self) -> Path:
+        return self.proc("modules")
+
+    @property
+    def mountinfo(self) -> Path:
+        return self.proc("self", "mountinfo")
+
+    @property
+    def swaps(self) -> Path:
+        return self.proc("swaps")
+
+    @property
+    def route_v4(self) -> Path:
+        return self.proc("net", "route")
+
+    @property
+    def route_v6(self) -> Path:
+        return self.proc("net", "ipv6_route")
+
+    @property
+    def if_inet6(self) -> Path:
+        return self.proc("net", "if_inet6")
+
+    @property
+    def proc_config_gz(self) -> Path:
+        return self.proc("config.gz")
+
+    @property
+    def osrelease(self) -> Path:
+        return self.proc("sys", "kernel", "osrelease")
+
+    @property
+    def kmsg_log(self) -> Path:
+        """Where a persisted kernel log may be found (for snapshots and hosts without dmesg access)."""
+        return self.root.joinpath("var", "log", "kern.log")
+
+    # --- kernel release, modules, boot ------------------------------------------------------------------
+    @cached_property
+    def kernel_release(self) -> str | None:
+        """``uname -r`` of the host: from procfs under the root, else (live only) from uname."""
+        try:
+            text = self.osrelease.read_text().strip()
+            if text:
+                return text
+        except OSError:
+            pass
+        if self.is_live:
+            return os.uname().release
+        # A snapshot without osrelease: use the only module tree if there is exactly one.
+        try:
+            trees = [p.name for p in self.root.joinpath("lib", "modules").iterdir() if p.is_dir()]
+        except OSError:
+            return None
+        return trees[0] if len(trees) == 1 else None
+
+    def lib_modules(self, *parts: str) -> Path | None:
+        kver = self.kernel_release
+        if kver is None:
+            return None
+        base = self.root.joinpath("lib", "modules", kver)
+        if not base.exists():
+            # usrmerge: /lib is a symlink to /usr/lib, but a snapshot may only hold usr/lib/modules.
+            alt = self.root.joinpath("usr", "lib", "modules", kver)
+            if alt.exists():
+                base = alt
+        return base.joinpath(*parts)
+
+    def kernel_config(self) -> Path | None:
+        kver = self.kernel_release
+        return self.boot(f"config-{kver}") if kver else None
+
+    @property
+    def modprobe_dirs(self) -> tuple[Path, ...]:
+        # modprobe.d(5): /lib/modprobe.d, /usr/lib/modprobe.d, /etc/modprobe.d, /run/modprobe.d
+        return (
+            self.root.joinpath("lib", "modprobe.d"),
+            self.root.joinpath("usr", "lib", "modprobe.d"),
+            self.etc("modprobe.d"),
+            self.run("modprobe.d"),
+        )
+
+    @property
+    def modules_load_dir(self) -> Path:
+        return self.etc("modules-load.d")
+
+    @property
+    def default_grub(self) -> Path:
+        return self.etc("default", "grub")
+
+    @property
+    def kernel_cmdline_file(self) -> Path:
+        return self.etc("kernel", "cmdline")
+
+    @property
+    def state_dir(self) -> Path:
+        """Root-only runtime state of pcipass (cleared at reboot, as the bindings are)."""
+        return self.run("pcipass")
+
+    # --- pci.ids ------------------------------------------------------------------------------------------
+    def pci_ids_candidates(self) -> list[Path]:
+        """Where to look for pci.ids: under the root first (a snapshot may carry its own), then the running
+        system: $PCIPASS_PCI_IDS, then the distribution locations (plain or ``.gz``)."""
+        out: list[Path] = []
+        if not self.is_live:
+            out += [self.root / rel for rel in _pci_ids_rel()]
+        env = os.environ.get(PCI_IDS_ENV)
+        if env:
+            out.append(Path(env))
+        out += [Path("/") / rel for rel in _pci_ids_rel()]
+        return out
+
+    def find_pci_ids(self) -> Path | None:
+        for cand in self.pci_ids_candidates():
+            if cand.is_file():
+                return cand
+        return None

@@ -1,0 +1,117 @@
+"""The inventory's data: frozen dataclasses named after the kernel's attributes. ``None`` means unknown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Role(str, Enum):
+    ENDPOINT = "endpoint"
+    BRIDGE = "bridge"
+
+
+class GroupVerdict(str, Enum):
+    READY = "ready"  #: every endpoint is on a vfio driver, pci-stub, or no driver: the group can be assigned
+    BINDABLE = "bindable"  #: some endpoints are on host drivers that would have to be moved first
+    NONE = "none"  #: no IOMMU group at all (IOMMU off, or the device is not behind one)
+
+
+@dataclass(frozen=True)
+class Sriov:
+    """SR-IOV state of a physical function (``sriov_*`` attributes and ``virtfnN`` links)."""
+
+    totalvfs: int | None
+    numvfs: int | None
+    vfs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PciLink:
+    """PCIe link attributes (``current_link_speed`` etc.); all None on conventional PCI."""
+
+    current_link_speed: str | None = None
+    current_link_width: int | None = None
+    max_link_speed: str | None = None
+    max_link_width: int | None = None
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    address: str
+    vendor_id: str | None
+    device_id: str | None
+    subsystem_vendor_id: str | None
+    subsystem_device_id: str | None
+    class_id: str | None
+    revision: str | None
+    vendor_name: str | None
+    device_name: str | None
+    subsystem_vendor_name: str | None
+    subsystem_device_name: str | None
+    class_name: str | None
+    subclass_name: str | None
+    prog_if_name: str | None
+    driver: str | None
+    driver_override: str | None
+    module: str | None
+    modalias: str | None
+    iommu_group: int | None
+    numa_node: int | None
+    is_bridge: bool
+    header_type: int | None
+    physical_slot: str | None
+    parent_bridge: str | None
+    functions: tuple[str, ...]  #: other functions of the same slot (multifunction siblings)
+    physfn: str | None  #: for an SR-IOV VF, its PF
+    sriov: Sriov | None  #: for an SR-IOV PF
+    boot_vga: bool | None
+    reset_method: tuple[str, ...] | None
+    link: PciLink
+    net: tuple[str, ...] = ()
+    block: tuple[str, ...] = ()
+    drm: tuple[str, ...] = ()
+
+    @property
+    def role(self) -> Role:
+        return Role.BRIDGE if self.is_bridge else Role.ENDPOINT
+
+    @property
+    def base_class(self) -> int | None:
+        return int(self.class_id[:2], 16) if self.class_id else None
+
+    @property
+    def id_pair(self) -> str | None:
+        """``vvvv:dddd`` (lower-case), or None when either id is unknown."""
+        if self.vendor_id and self.device_id:
+            return f"{self.vendor_id}:{self.device_id}"
+        return None
+
+    @property
+    def display_name(self) -> str:
+        if self.vendor_name or self.device_name:
+            return " ".join(x for x in (self.vendor_name, self.device_name) if x)
+        return self.id_pair or "unknown device"
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    address: str
+    role: Role
+    driver: str | None
+    vendor_id: str | None
+    device_id: str | None
+    class_id: str | None
+    name: str | None
+
+
+@dataclass(frozen=True)
+class IommuGroup:
+    group: int
+    verdict: GroupVerdict
+    type: str | None  #: default DMA domain type (identity, DMA, DMA-FQ), from the group's ``type``
+    devices: tuple[GroupMember, ...] = field(default_factory=tuple)
+
+    @property
+    def endpoints(self) -> tuple[GroupMember, ...]:
+        return tuple(m for m in self.devices if m.role is Role.ENDPOINT)

@@ -1,0 +1,155 @@
+"""Small, tolerant readers for kernel attribute files, and the one strict writer.
+
+Reading is tolerant (psutil style): a missing file, a dangling link, EACCES or an attribute the driver
+refuses to produce (EINVAL/EIO/ENODEV on read are all seen in practice, e.g. ``reset_method`` on devices
+without one, ``vpd`` on broken cards) gives ``None`` for that field. Callers decide the fallback explicitly.
+
+Writing is strict: see ``write_attr``, which maps every OSError to a typed error carrying address, path
+and errno through ``errors.from_oserror``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from .errors import PcipassError, SysfsError, from_oserror
+
+# Attributes are at most a page (sysfs show() buffers are PAGE_SIZE); reading more is never needed.
+_MAX_ATTR = 65536
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int = _MAX_ATTR) -> bytes | None:
+    """Raw content of an attribute, or None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_str(path: str | os.PathLike[str]) -> str | None:
+    """The attribute as text without its trailing newline; None when unreadable."""
+    data = read_bytes(path)
+    if data is None:
+        return None
+    return data.decode("utf-8", "replace").rstrip("\n")
+
+
+def read_int(path: str | os.PathLike[str], base: int = 10) -> int | None:
+    text = read_str(path)
+    if text is None:
+        return None
+    try:
+        return int(text.strip(), base)
+    except ValueError:
+        return None
+
+
+def read_hex(path: str | os.PathLike[str]) -> int | None:
+    """A ``0x1234`` style attribute (vendor, device, class...)."""
+    return read_int(path, 16)
+
+
+def read_lines(path: str | os.PathLike[str]) -> list[str]:
+    """All lines of a (possibly large) text file, [] when unreadable. For procfs tables and configs."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read().splitlines()
+    except OSError:
+        return []
+
+
+def link_name(path: str | os.PathLike[str]) -> str | None:
+    """Last component of a symlink's target, even when the target is missing (dangling link)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    return os.path.basename(target.rstrip("/")) or None
+
+
+def link_target(path: str | os.PathLike[str]) -> str | None:
+    """The symlink's target made absolute *textually* (no filesystem access, so dangling links work)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(os.fspath(path)), target))
+
+
+def list_dir(path: str | os.PathLike[str]) -> list[str]:
+    """Sorted entry names of a directory, [] when missing or unreadable."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def write_attr(
+    path: Path,
+    value: str,
+    *,
+    address: str | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Write ``value`` to a kernel attribute in one write(2), strictly.
+
+    ``timeout``: a write to ``unbind``/``bind``/``drivers_probe`` runs the driver's remove/probe in the
+    writer's context and can block for as long as the driver waits for its users (a GPU in use, the boot
+    framebuffer). The write then runs in a daemon thread and is abandoned after ``timeout`` seconds with
+    ETIMEDOUT; the thread is left blocked in the kernel (it cannot be interrupted) and dies with the process.
+    """
+    data = value.encode()
+
+    def _do() -> None:
+        # O_WRONLY without O_CREAT/O_TRUNC: a sysfs attribute must already exist; never create files.
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(0, f"short write ({written} of {len(data)} bytes)")
+        finally:
+            os.close(fd)
+
+    if timeout is None:
+        try:
+            _do()
+        except OSError as exc:
+            raise from_oserror(exc, action="write", path=str(path), address=address) from exc
+        return
+
+    box: dict[str, BaseException] = {}
+
+    def _runner() -> None:
+        try:
+            _do()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            box["exc"] = exc
+
+    thread = threading.Thread(target=_runner, name=f"pcipass-write {path}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        import errno
+
+        raise SysfsError(
+            f"{address + ': ' if address else ''}write {path} still blocked after {timeout:g} s; abandoned",
+            address=address,
+            path=str(path),
+            errno=errno.ETIMEDOUT,
+            remedy="the driver is waiting for the device's users to let go: stop them, then retry",
+        )
+    exc = box.get("exc")
+    if isinstance(exc, OSError):
+        raise from_oserror(exc, action="write", path=str(path), address=address) from exc
+    if isinstance(exc, PcipassError):
+        raise exc
+    if exc is not None:
+        raise exc

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One entry point for setting up pcipass on a fresh Debian machine.
+#   scripts/setup.sh run   install pcipass in .venv, then run the main job on this host and on
+#                          the bundled example host (examples/hpe-dl380-gen9-a2)
+#   scripts/setup.sh test  install everything the tests need (Debian packages as root, Python
+#                          packages in .venv), then run the whole test suite, real-kernel tier included
+# Extra arguments after `test` go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+shift || true
+
+RUN_DEBS=(python3-venv python3-pip pci.ids)
+# qemu/busybox/kmod/pciutils: the real-kernel tier; libvirt-dev + pkg-config: building libvirt-python;
+# libvirt-daemon*: the end-to-end scenarios run a real libvirtd inside the guest.
+TEST_DEBS=(qemu-system-x86 busybox-static kmod pciutils libvirt-dev pkg-config libxml2-utils
+           libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients iproute2 gcc python3-dev)
+
+apt_install() {
+    local missing=()
+    for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: need root to install Debian packages: ${missing[*]}" >&2
+        exit 4
+    fi
+    echo "setup: apt-get install ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+venv() {
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    .venv/bin/python -m pip install -q --upgrade pip >&2
+    .venv/bin/python -m pip install -q -e ".$1" >&2
+}
+
+case "$mode" in
+run)
+    apt_install "${RUN_DEBS[@]}"
+    venv ""
+    echo "== pcipass check-iommu (this host)"
+    .venv/bin/pcipass check-iommu || true
+    echo "== pcipass list (this host)"
+    .venv/bin/pcipass list
+    echo "== pcipass groups --root examples/hpe-dl380-gen9-a2 (bundled example host)"
+    .venv/bin/pcipass --root examples/hpe-dl380-gen9-a2 groups
+    echo "== pcipass check-iommu --root examples/hpe-dl380-gen9-a2"
+    .venv/bin/pcipass --root examples/hpe-dl380-gen9-a2 check-iommu || true
+    ;;
+test)
+    apt_install "${RUN_DEBS[@]}" "${TEST_DEBS[@]}"
+    venv "[test,libvirt]"
+    .venv/bin/python scripts/gen_docs.py --check
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+*)
+    echo "usage: scripts/setup.sh run|test [pytest args...]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,66 @@
+"""Shared fixtures: fake hosts, recorded real hosts, pinned pci.ids."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.fakehost import FakeHost
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _pinned_environment(monkeypatch, tmp_path_factory):
+    """Tests never read the machine's pci.ids or inherit a root from the environment."""
+    monkeypatch.setenv("PCIPASS_PCI_IDS", str(pinned_pci_ids(tmp_path_factory)))
+    monkeypatch.delenv("PCIPASS_ROOT", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+_PCI_IDS_CACHE: dict[str, Path] = {}
+
+
+def pinned_pci_ids(tmp_path_factory) -> Path:
+    if "p" not in _PCI_IDS_CACHE:
+        out = tmp_path_factory.getbasetemp() / "pci.ids"
+        if not out.exists():
+            out.write_bytes(lzma.decompress((DATA / "pci-ids" / "pci.ids.debian12-2023.04.11.xz").read_bytes()))
+        _PCI_IDS_CACHE["p"] = out
+    return _PCI_IDS_CACHE["p"]
+
+
+@pytest.fixture
+def fake(tmp_path) -> FakeHost:
+    return FakeHost(tmp_path / "root")
+
+
+def _unpack(name: str, dest: Path) -> Path:
+    src = DATA / "hosts" / name
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(src) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def hpe_a2(tmp_path_factory) -> Path:
+    """The HPE ProLiant Gen9 with the NVIDIA A2 (SR-IOV, 16 VFs), IOMMU on: 226 devices, 106 groups."""
+    return _unpack("hpe-gen9-a2.sysfs-tree.tar.xz", tmp_path_factory.mktemp("hpe_a2"))
+
+
+@pytest.fixture(scope="session")
+def hpe_iommu_off(tmp_path_factory) -> Path:
+    """The same HPE host recorded earlier with the IOMMU off: 208 devices, no groups."""
+    return _unpack("hpe-gen9-iommu-off.sysfs-tree.tar.xz", tmp_path_factory.mktemp("hpe_off"))
+
+
+@pytest.fixture(scope="session")
+def hpe_ghw(tmp_path_factory) -> Path:
+    """A ghw-style snapshot of the same host: few attributes, no config, no groups."""
+    return _unpack("hpe-gen9-ghw.tar.gz", tmp_path_factory.mktemp("hpe_ghw"))

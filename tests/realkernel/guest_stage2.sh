@@ -1,0 +1,73 @@
+#!/bin/sh
+# pcipass real-kernel guest, stage 2: runs as root chrooted into the overlay of the host's /.
+# Read from the host's tree over 9p at every boot (not baked into the initramfs).
+# Mounts the pseudo filesystems, bind-mounts the extracted kernel's modules, mounts the writable
+# result channel, loads drivers for every device (modprobe on each modalias, two passes: there is
+# no udev here), then runs the host-written command script and records its exit status.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root
+umask 022
+
+say() { echo "pcipass-stage2: [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+[ -d /sys/kernel/debug ] && mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+
+IO_TAG=pcipass-io
+IO_MNT=/run/pcipass-io
+MODULES=
+NODRIVERS=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        pcipass_modules=*) MODULES=${arg#pcipass_modules=} ;;
+        pcipass_io_tag=*) IO_TAG=${arg#pcipass_io_tag=} ;;
+        pcipass_nodrivers=1) NODRIVERS=1 ;;
+    esac
+done
+KVER=$(uname -r)
+say "kernel $KVER"
+
+if [ -n "$MODULES" ]; then
+    mkdir -p "/lib/modules/$KVER"
+    mount --bind "$MODULES" "/lib/modules/$KVER" || say "WARNING: cannot bind $MODULES"
+fi
+
+mkdir -p "$IO_MNT"
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 "$IO_TAG" "$IO_MNT"; then
+    say "FATAL: cannot mount the result channel ($IO_TAG)"
+    exit 3
+fi
+
+load_drivers() {
+    find /sys/devices -name modalias -type f -exec cat {} + 2>/dev/null | sort -u >/tmp/modaliases
+    # shellcheck disable=SC2046
+    xargs -r modprobe -q -a -b </tmp/modaliases 2>/dev/null
+}
+if [ -z "$NODRIVERS" ]; then
+    load_drivers
+    load_drivers
+fi
+say "drivers loaded ($(wc -l </tmp/modaliases) modaliases)"
+
+hostname pcipass-guest 2>/dev/null
+ip link set lo up 2>/dev/null
+
+if [ -f "$IO_MNT/command.sh" ]; then
+    say "running command.sh"
+    /bin/sh "$IO_MNT/command.sh" >"$IO_MNT/command.log" 2>&1 </dev/null
+    rc=$?
+    echo "$rc" >"$IO_MNT/command.rc"
+    say "command.sh exited with $rc"
+else
+    say "no command.sh in the result channel"
+    echo 127 >"$IO_MNT/command.rc"
+fi
+sync
+exit 0
