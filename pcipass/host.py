@@ -243,12 +243,12 @@ class Host:
 
     @property
     def modprobe_dirs(self) -> tuple[Path, ...]:
-        # modprobe.d(5): /lib/modprobe.d, /usr/lib/modprobe.d, /etc/modprobe.d, /run/modprobe.d
+        """modprobe.d directories, lowest precedence first (modprobe.d(5): /etc > /run > /lib)."""
         return (
             self.root.joinpath("lib", "modprobe.d"),
             self.root.joinpath("usr", "lib", "modprobe.d"),
-            self.etc("modprobe.d"),
             self.run("modprobe.d"),
+            self.etc("modprobe.d"),
         )
 
     @property

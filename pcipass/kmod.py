@@ -1,0 +1,174 @@
+"""Kernel module state, read like kmod reads it (no libkmod binding: it is not on PyPI as a maintained
+package, and the files are simple): loaded, built in, available, blacklisted, or missing.
+
+Sources, all through the host root:
+- loaded: ``/sys/module/<m>/initstate`` (only loadable modules have it) or ``/proc/modules``;
+- built in: ``/lib/modules/$(uname -r)/modules.builtin`` — built-in modules never appear in /proc/modules;
+- available: ``modules.dep``;
+- blacklisted: ``blacklist <m>`` or ``install <m> /bin/false`` (or ``/bin/true``) in modprobe.d(5), and
+  ``modprobe.blacklist=`` / ``module_blacklist=`` on the kernel command line.
+Names are compared with ``-`` folded to ``_``, as the kernel does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from enum import Enum
+
+from .drivers import normalize
+from .host import Host
+from .sysfs import link_name, list_dir, read_lines, read_str
+
+
+class ModState(str, Enum):
+    LOADED = "loaded"
+    BUILTIN = "builtin"
+    AVAILABLE = "available"
+    BLACKLISTED = "blacklisted"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    name: str
+    state: ModState
+    #: True when modprobe.d or the command line blacklists the module (even if it is loaded already).
+    blacklisted: bool
+    #: Where the blacklist comes from: ``file:line`` or ``kernel command line``.
+    blacklist_source: str | None
+    #: The ``install`` command modprobe.d runs instead of loading the module, when one is set.
+    install_override: str | None
+
+
+def _module_name(path_or_name: str) -> str:
+    base = os.path.basename(path_or_name.strip())
+    for suffix in (".ko.xz", ".ko.zst", ".ko.gz", ".ko"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return normalize(base)
+
+
+def _conf_files(host: Host) -> list[str]:
+    """modprobe.d files in kmod's order: sorted by file name across all directories; for one file name the
+    highest-precedence directory wins (modprobe.d(5): /etc over /run over /lib)."""
+    chosen: dict[str, str] = {}
+    for directory in host.modprobe_dirs:  # lowest precedence first; later ones overwrite
+        for name in list_dir(directory):
+            if name.endswith(".conf"):
+                chosen[name] = os.path.join(directory, name)
+    return [chosen[n] for n in sorted(chosen)]
+
+
+def _rel(host: Host, path: str) -> str:
+    """A path as the user knows it on the host (without the --root prefix)."""
+    root = os.fspath(host.root)
+    if root != "/" and path.startswith(root):
+        return "/" + os.path.relpath(path, root)
+    return path
+
+
+def _cmdline_blacklist(host: Host) -> set[str]:
+    out: set[str] = set()
+    text = read_str(host.cmdline) or ""
+    for token in text.split():
+        key, _, value = token.partition("=")
+        if key in ("modprobe.blacklist", "module_blacklist"):
+            out.update(normalize(v) for v in value.split(",") if v)
+    return out
+
+
+def _blacklist(host: Host, name: str) -> tuple[str | None, str | None]:
+    """(source of a blacklist entry, install override) for module ``name``."""
+    source: str | None = None
+    install: str | None = None
+    for path in _conf_files(host):
+        for lineno, raw in enumerate(read_lines(path), 1):
+            words = raw.split("#", 1)[0].split()
+            if len(words) < 2 or normalize(words[1]) != name:
+                continue
+            if words[0] == "blacklist" and source is None:
+                source = f"{_rel(host, path)}:{lineno}"
+            elif words[0] == "install":
+                install = " ".join(words[2:])
+                # install <m> /bin/false (or /bin/true) is the documented way to forbid loading entirely.
+                if words[2:3] and os.path.basename(words[2]) in ("false", "true") and source is None:
+                    source = f"{_rel(host, path)}:{lineno}"
+    if source is None and name in _cmdline_blacklist(host):
+        source = "kernel command line"
+    return source, install
+
+
+def _in_modules_file(host: Host, filename: str, name: str) -> bool:
+    path = host.lib_modules(filename)
+    if path is None:
+        return False
+    for line in read_lines(path):
+        entry = line.split(":", 1)[0]
+        if entry and _module_name(entry) == name:
+            return True
+    return False
+
+
+def is_loaded(host: Host, name: str) -> bool:
+    name = normalize(name)
+    if read_str(host.sys_module(name) / "initstate") == "live":
+        return True
+    return any(line.split(" ", 1)[0] == name for line in read_lines(host.proc_modules))
+
+
+def is_builtin(host: Host, name: str) -> bool:
+    return _in_modules_file(host, "modules.builtin", normalize(name))
+
+
+def module_info(host: Host, name: str) -> ModuleInfo:
+    name = normalize(name)
+    source, install = _blacklist(host, name)
+    blacklisted = source is not None
+    if is_loaded(host, name):
+        state = ModState.LOADED
+    elif is_builtin(host, name):
+        state = ModState.BUILTIN
+    elif blacklisted:
+        state = ModState.BLACKLISTED
+    elif _in_modules_file(host, "modules.dep", name):
+        state = ModState.AVAILABLE
+    else:
+        state = ModState.MISSING
+    return ModuleInfo(name, state, blacklisted, source, install)
+
+
+def vfio_variant_for(host: Host, modalias: str | None) -> str | None:
+    """The vfio variant driver module for a device, from ``alias vfio_pci:...`` lines of modules.alias.
+
+    Variant drivers (mlx5_vfio_pci, hisi_acc_vfio_pci, nvgrace_gpu_vfio_pci...) declare their devices with
+    ``MODULE_DEVICE_TABLE`` entries flagged ``PCI_DRIVER_OVERRIDE_DEVICE_VFIO``, which modpost writes as
+    ``vfio_pci:`` aliases (kernel commit cc6711b0bf36, "PCI / VFIO: Add 'override_only' support for VFIO
+    PCI sub system"). Among several matches the most specific (fewest wildcards) wins, as libvirt and
+    NVIDIA's vfio-manage choose.
+    """
+    if not modalias or not modalias.startswith("pci:"):
+        return None
+    path = host.lib_modules("modules.alias")
+    if path is None:
+        return None
+    target = "vfio_" + modalias
+    best: tuple[int, str] | None = None
+    for line in read_lines(path):
+        words = line.split()
+        if len(words) != 3 or words[0] != "alias" or not words[1].startswith("vfio_pci:"):
+            continue
+        if fnmatch.fnmatchcase(target, words[1]):
+            score = words[1].count("*")
+            if best is None or score < best[0]:
+                best = (score, normalize(words[2]))
+    return best[1] if best else None
+
+
+def driver_module(host: Host, driver_name: str) -> str | None:
+    """The module providing a PCI driver: the driver's ``module`` link, else its name with ``_``."""
+    if not driver_name:
+        return None
+    return link_name(host.pci_driver(driver_name) / "module") or normalize(driver_name)

@@ -1,0 +1,77 @@
+from pcipass.host import Host
+from pcipass.kmod import ModState, driver_module, module_info, vfio_variant_for
+
+KVER = "6.1.0-test-amd64"
+
+
+def _modules(fake, builtin=(), dep=(), alias=()):
+    fake.write(f"lib/modules/{KVER}/modules.builtin", "".join(f"kernel/{p}\n" for p in builtin))
+    fake.write(f"lib/modules/{KVER}/modules.dep", "".join(f"kernel/{p}:\n" for p in dep))
+    fake.write(f"lib/modules/{KVER}/modules.alias", "".join(f"alias {a} {m}\n" for a, m in alias))
+
+
+def test_states(fake):
+    _modules(fake, builtin=["drivers/vfio/vfio.ko"], dep=["drivers/vfio/pci/vfio-pci.ko.xz",
+                                                          "drivers/vfio/vfio_iommu_type1.ko"])
+    fake.write("sys/module/kvm/initstate", "live\n")
+    fake.write("proc/modules", "e1000e 286720 0 - Live 0x0000000000000000\n")
+    host = Host(fake.root)
+    assert module_info(host, "vfio").state is ModState.BUILTIN
+    assert module_info(host, "vfio-pci").state is ModState.AVAILABLE
+    assert module_info(host, "vfio_pci").name == "vfio_pci"
+    assert module_info(host, "kvm").state is ModState.LOADED
+    assert module_info(host, "e1000e").state is ModState.LOADED
+    assert module_info(host, "nouveau").state is ModState.MISSING
+
+
+def test_blacklist_sources(fake):
+    _modules(fake, dep=["drivers/vfio/pci/vfio-pci.ko", "drivers/gpu/nouveau.ko", "drivers/x/foo.ko"])
+    fake.write("etc/modprobe.d/pass.conf", "# comment\nblacklist vfio-pci  # no\n")
+    fake.write("lib/modprobe.d/gpu.conf", "install nouveau /bin/false\n")
+    host = Host(fake.root)
+    info = module_info(host, "vfio_pci")
+    assert info.state is ModState.BLACKLISTED
+    assert info.blacklist_source == "/etc/modprobe.d/pass.conf:2"
+    nouveau = module_info(host, "nouveau")
+    assert nouveau.state is ModState.BLACKLISTED and nouveau.install_override == "/bin/false"
+    assert module_info(host, "foo").state is ModState.AVAILABLE
+    fake.write("proc/cmdline", "quiet modprobe.blacklist=foo,bar\n")
+    info = module_info(Host(fake.root), "foo")
+    assert info.blacklisted and info.blacklist_source == "kernel command line"
+
+
+def test_etc_overrides_lib_same_file_name(fake):
+    _modules(fake, dep=["drivers/vfio/pci/vfio-pci.ko"])
+    fake.write("lib/modprobe.d/vfio.conf", "blacklist vfio_pci\n")
+    fake.write("etc/modprobe.d/vfio.conf", "# emptied by the admin\n")
+    assert module_info(Host(fake.root), "vfio_pci").state is ModState.AVAILABLE
+
+
+def test_loaded_but_blacklisted_keeps_flag(fake):
+    _modules(fake)
+    fake.write("sys/module/vfio_pci/initstate", "live\n")
+    fake.write("etc/modprobe.d/x.conf", "blacklist vfio_pci\n")
+    info = module_info(Host(fake.root), "vfio_pci")
+    assert info.state is ModState.LOADED and info.blacklisted
+
+
+def test_vfio_variant_most_specific_wins(fake):
+    _modules(fake, alias=[
+        ("vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*", "mlx5_vfio_pci"),
+        ("vfio_pci:v000015B3d*sv*sd*bc*sc*i*", "generic_vfio_pci"),
+        ("pci:v000015B3d0000101Esv*sd*bc*sc*i*", "mlx5_core"),
+    ])
+    host = Host(fake.root)
+    alias = "pci:v000015B3d0000101Esv000015B3sd00000001bc02sc00i00"
+    assert vfio_variant_for(host, alias) == "mlx5_vfio_pci"
+    assert vfio_variant_for(host, "pci:v000015B3d00001017sv0sd0bc02sc00i00") == "generic_vfio_pci"
+    assert vfio_variant_for(host, "pci:v00008086d000010D3sv0sd0bc02sc00i00") is None
+    assert vfio_variant_for(host, None) is None
+
+
+def test_driver_module(fake):
+    fake.add_driver("vfio-pci")
+    fake.add_driver("pcieport", module="")
+    host = Host(fake.root)
+    assert driver_module(host, "vfio-pci") == "vfio_pci"
+    assert driver_module(host, "pcieport") == "pcieport"
