@@ -17,7 +17,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp is NOT replaced by a tmpfs: the project may live under the host's /tmp (a CI clone); the
+# overlay already makes it writable and keeps writes in the guest.
 [ -d /sys/kernel/debug ] && mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 
 IO_TAG=pcipass-io
@@ -46,15 +47,16 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 "$IO_TAG" "$IO_MN
 fi
 
 load_drivers() {
-    find /sys/devices -name modalias -type f -exec cat {} + 2>/dev/null | sort -u >/tmp/modaliases
+    find /sys/devices -name modalias -type f -exec cat {} + 2>/dev/null \
+        | grep -E '^(pci|virtio|hdaudio):' | sort -u >/tmp/modaliases
     # shellcheck disable=SC2046
     xargs -r modprobe -q -a -b </tmp/modaliases 2>/dev/null
 }
 if [ -z "$NODRIVERS" ]; then
     load_drivers
     load_drivers
+    say "drivers loaded ($(wc -l </tmp/modaliases) modaliases)"
 fi
-say "drivers loaded ($(wc -l </tmp/modaliases) modaliases)"
 
 hostname pcipass-guest 2>/dev/null
 ip link set lo up 2>/dev/null

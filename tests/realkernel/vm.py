@@ -19,10 +19,12 @@ import dataclasses
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from . import topology as topo
 from .provision import STAGE2_SCRIPT, Provisioned, provision
@@ -133,6 +135,7 @@ def run_guest(
     prov: Provisioned | None = None,
     run_name: str | None = None,
     extra_cmdline: tuple[str, ...] = (),
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> GuestRun:
     """Boot ``topology``, run ``script`` (sh) as root in the guest, power off. Never raises on guest failure."""
     prov = prov or provision()
@@ -146,15 +149,21 @@ def run_guest(
     (run_dir / "qemu-cmd.txt").write_text(shlex.join(cmd) + "\n")
     run = GuestRun(topology, run_dir, io_dir, run_dir / "serial.log", cmd)
     t0 = time.monotonic()
-    try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=timeout_s + 30, start_new_session=True)
-        run.qemu_rc = p.returncode
-        run.qemu_stderr = p.stderr
-        run.timed_out = p.returncode in (124, 137)
-    except subprocess.TimeoutExpired as e:  # timeout(1) itself did not end it: belt and braces
-        run.timed_out = True
-        run.qemu_stderr = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+    stderr_path = run_dir / "qemu-stderr.log"
+    with open(stderr_path, "wb") as err:
+        # Own session: the caller can end exactly this timeout+qemu process group.
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        if on_start is not None:
+            on_start(p)
+        try:
+            run.qemu_rc = p.wait(timeout=timeout_s + 30)
+        except subprocess.TimeoutExpired:  # timeout(1) itself did not end it: belt and braces
+            os.killpg(p.pid, signal.SIGKILL)
+            run.qemu_rc = p.wait()
+            run.timed_out = True
+    run.qemu_stderr = _tail(stderr_path, 50)
+    run.timed_out = run.timed_out or run.qemu_rc in (124, 137, -signal.SIGKILL)
     run.wall_s = time.monotonic() - t0
     (run_dir / "nvme.img").unlink(missing_ok=True)
     rc_file = io_dir / "command.rc"
