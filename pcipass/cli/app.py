@@ -64,9 +64,10 @@ def _global(
 
 
 def _register() -> None:
-    from . import inventory_cmds
+    from . import inventory_cmds, snapshot_cmds
 
     inventory_cmds.register(app)
+    snapshot_cmds.register(app)
 
 
 _register()

@@ -134,7 +134,9 @@ def dump_json(data: Any) -> str:
 def dump_yaml(data: Any) -> str:
     import yaml
 
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    # libyaml's emitter when PyYAML was built with it: ~10x faster on a few hundred devices, same output.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
 def write_stdout(text: str) -> None:

@@ -1,0 +1,222 @@
+"""``pcipass snapshot``: capture what pcipass reads into a tar archive that ``--root`` reads back.
+
+A support bundle: the PCI part of sysfs (device attributes and links, drivers, slots, IOMMU groups and
+units, the class objects behind devices), module state, the firmware tables' presence, the procfs files
+the preflight and the guards read, module indexes, modprobe/boot-loader configuration and pcipass's own
+state. Only what pcipass reads is captured, never BARs: reading ``resourceN``/``rom`` performs device I/O,
+and ``vpd`` can hang on broken devices (kernel bugzilla 196023), so those are skipped by name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .host import Host
+from .sysfs import list_dir, read_bytes
+
+# Attributes never read: BARs/ROM (device I/O), vpd (may block), and write-only triggers.
+_SKIP_ATTRS = {"rom", "vpd", "remove", "rescan", "reset", "reset_subordinate", "bind", "unbind", "new_id",
+               "remove_id", "uevent"}
+_MAX_FILE = 1 << 20  # procfs tables on a big router can be large; nothing pcipass reads is larger
+_MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "kvm", "kvm_intel", "kvm_amd",
+            "pci_stub", "vfio_virqfd")
+
+
+def _skip_attr(name: str) -> bool:
+    return name in _SKIP_ATTRS or (name.startswith("resource") and name != "resource")
+
+
+class _Collector:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.root = os.fspath(host.root)
+        self.seen: set[str] = set()
+        self.entries: list[tuple[str, tarfile.TarInfo, bytes | None]] = []
+        self.mtime = int(time.time())
+
+    def _arc(self, path: str) -> str:
+        return os.path.relpath(path, self.root)
+
+    def _dirs_for(self, arc: str) -> None:
+        parent = os.path.dirname(arc)
+        chain = []
+        while parent and parent not in self.seen:
+            chain.append(parent)
+            parent = os.path.dirname(parent)
+        for d in reversed(chain):
+            self.seen.add(d)
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            info.mtime = self.mtime
+            self.entries.append((d, info, None))
+
+    def add_dir(self, path: str | os.PathLike[str]) -> None:
+        arc = self._arc(os.fspath(path))
+        if arc in self.seen:
+            return
+        self._dirs_for(arc)
+        self.seen.add(arc)
+        info = tarfile.TarInfo(arc)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        info.mtime = self.mtime
+        self.entries.append((arc, info, None))
+
+    def add(self, path: str | os.PathLike[str], placeholder_devices: bool = False) -> None:
+        """Add one file or symlink (not recursing); unreadable files are skipped, links kept as links."""
+        path = os.fspath(path)
+        arc = self._arc(path)
+        if arc in self.seen or arc.startswith(".."):
+            return
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        info = tarfile.TarInfo(arc)
+        info.mtime = self.mtime
+        data: bytes | None = None
+        if stat.S_ISLNK(st.st_mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(path)
+            if os.path.isabs(info.linkname):
+                # Absolute links would point outside the snapshot when read back; make them relative.
+                info.linkname = os.path.relpath(self.root + info.linkname, os.path.dirname(path))
+        elif stat.S_ISDIR(st.st_mode):
+            self.add_dir(path)
+            return
+        elif stat.S_ISREG(st.st_mode):
+            data = read_bytes(path, _MAX_FILE)
+            if data is None:
+                return
+            info.size = len(data)
+            info.mode = st.st_mode & 0o644 or 0o444
+        elif placeholder_devices and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            # Device nodes cannot be carried safely; an empty file keeps "it exists" answerable.
+            data = b""
+            info.size = 0
+            info.mode = 0o600
+        else:
+            return
+        self._dirs_for(arc)
+        self.seen.add(arc)
+        self.entries.append((arc, info, data))
+
+    def add_tree_level(self, directory: str | os.PathLike[str]) -> None:
+        """A directory's files and links (depth 1); subdirectories only as empty directories."""
+        directory = os.fspath(directory)
+        self.add_dir(directory)
+        for name in list_dir(directory):
+            if _skip_attr(name):
+                continue
+            full = os.path.join(directory, name)
+            if os.path.isdir(full) and not os.path.islink(full):
+                self.add_dir(full)
+            else:
+                self.add(full)
+
+    def add_glob_files(self, directory: str | os.PathLike[str], suffix: str = "") -> None:
+        for name in list_dir(directory):
+            if name.endswith(suffix):
+                self.add(os.path.join(directory, name))
+
+    def write(self, out: Path) -> int:
+        mode = "w:xz" if out.name.endswith((".xz", ".txz")) else "w:gz"
+        self.entries.sort(key=lambda e: e[0])
+        tmp = out.with_name(out.name + ".tmp")
+        with tarfile.open(tmp, mode) as tar:
+            for _arc, info, data in self.entries:
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        os.replace(tmp, out)
+        return len(self.entries)
+
+
+def _real(path: Path) -> str | None:
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return None
+
+
+def _device_dirs(host: Host) -> Iterator[str]:
+    for name in list_dir(host.pci_devices_dir):
+        real = _real(host.pci_devices_dir / name)
+        if real and os.path.isdir(real):
+            yield real
+
+
+def capture(host: Host, out: Path) -> int:
+    """Write the snapshot of ``host`` to ``out`` (gzip, or xz for ``.xz``); return the number of entries."""
+    c = _Collector(host)
+    # PCI devices: the bus links, each device's attributes and links, and its own subdirectories' names.
+    c.add_tree_level(host.pci_devices_dir)
+    for real in _device_dirs(host):
+        c.add_tree_level(real)
+    for drv in list_dir(host.pci_drivers_dir):
+        c.add_tree_level(host.pci_driver(drv))
+    for slot in list_dir(host.pci_slots_dir):
+        c.add(host.pci_slots_dir / slot / "address")
+    # IOMMU groups and units.
+    for group in list_dir(host.iommu_groups_dir):
+        gdir = host.iommu_groups_dir / group
+        c.add(gdir / "type")
+        c.add(gdir / "reserved_regions")
+        c.add_tree_level(gdir / "devices")
+    c.add_tree_level(host.iommu_class_dir)
+    for unit in list_dir(host.iommu_class_dir):
+        real = _real(host.iommu_class_dir / unit)
+        if real:
+            c.add_tree_level(real)
+            c.add_tree_level(os.path.join(real, "intel-iommu"))
+            c.add_tree_level(os.path.join(real, "amd-iommu"))
+    # Host objects behind devices: network interfaces, disks and partitions, DRM cards, framebuffers.
+    for cls in ("net", "block", "drm", "graphics"):
+        cdir = host.sys_class(cls)
+        c.add_tree_level(cdir)
+        for name in list_dir(cdir):
+            real = _real(cdir / name)
+            if real and os.path.isdir(real):
+                c.add_tree_level(real)
+                for sub in ("holders", "slaves", "device"):
+                    if os.path.isdir(os.path.join(real, sub)) and not os.path.islink(os.path.join(real, sub)):
+                        c.add_tree_level(os.path.join(real, sub))
+    # Modules: which are live, and the parameters the preflight reads.
+    for mod in list_dir(host.sys_module()):
+        c.add(host.sys_module(mod) / "initstate")
+    for mod in _MODULES:
+        c.add_tree_level(host.sys_module(mod) / "parameters")
+        c.add_tree_level(host.sys_module(mod) / "holders")
+    # Firmware: ACPI DMAR/IVRS tables and EFI boot.
+    for table in ("DMAR", "IVRS"):
+        c.add(host.acpi_tables_dir / table)
+    if host.efi_dir.is_dir():
+        c.add_dir(host.efi_dir)
+    # procfs.
+    for p in (host.cmdline, host.cpuinfo, host.proc_modules, host.mountinfo, host.swaps, host.route_v4,
+              host.route_v6, host.if_inet6, host.proc("net", "fib_trie"), host.osrelease, host.proc_config_gz):
+        c.add(p)
+    # Device nodes pcipass checks for existence.
+    c.add(host.dev("kvm"), placeholder_devices=True)
+    for node in list_dir(host.dev("vfio")):
+        c.add(host.dev("vfio", node), placeholder_devices=True)
+    # Module indexes, modprobe and boot configuration, kernel config, pcipass state.
+    for name in ("modules.builtin", "modules.dep", "modules.alias"):
+        path = host.lib_modules(name)
+        if path is not None:
+            c.add(path)
+    for directory in host.modprobe_dirs:
+        c.add_glob_files(directory, ".conf")
+    c.add_glob_files(host.modules_load_dir, ".conf")
+    for p in (host.default_grub, host.kernel_cmdline_file, host.etc("os-release"), host.kmsg_log):
+        c.add(p)
+    config = host.kernel_config()
+    if config is not None:
+        c.add(config)
+    c.add_tree_level(host.state_dir)
+    return c.write(out)
