@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for setting up pcipass on a fresh Debian machine.
 #   scripts/setup.sh run   install pcipass in .venv, then run the main job on this host and on
-#                          the bundled example host (examples/hpe-dl380-gen9-a2)
+#                          the bundled example host (examples/hpe-gen9-a2.tar.xz)
 #   scripts/setup.sh test  install everything the tests need (Debian packages as root, Python
 #                          packages in .venv), then run the whole test suite, real-kernel tier included
 # Extra arguments after `test` go to pytest.
@@ -45,10 +45,10 @@ run)
     .venv/bin/pcipass check-iommu || true
     echo "== pcipass list (this host)"
     .venv/bin/pcipass list
-    echo "== pcipass groups --root examples/hpe-dl380-gen9-a2 (bundled example host)"
-    .venv/bin/pcipass --root examples/hpe-dl380-gen9-a2 groups
-    echo "== pcipass check-iommu --root examples/hpe-dl380-gen9-a2"
-    .venv/bin/pcipass --root examples/hpe-dl380-gen9-a2 check-iommu || true
+    echo "== pcipass --root examples/hpe-gen9-a2.tar.xz list --tree (bundled example host)"
+    .venv/bin/pcipass --root examples/hpe-gen9-a2.tar.xz list --tree
+    echo "== pcipass --root examples/hpe-gen9-a2.tar.xz check-iommu"
+    .venv/bin/pcipass --root examples/hpe-gen9-a2.tar.xz check-iommu || true
     ;;
 test)
     apt_install "${RUN_DEBS[@]}" "${TEST_DEBS[@]}"

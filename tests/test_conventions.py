@@ -1,0 +1,50 @@
+"""Project rules that reviewers would otherwise have to catch by eye."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "pcipass"
+HOST_PREFIXES = ("/sys", "/proc", "/dev")
+
+
+def _sources():
+    return sorted(PKG.rglob("*.py"))
+
+
+def test_only_host_knows_kernel_paths():
+    """Only pcipass/host.py may spell /sys, /proc or /dev: --root must reach every read and write."""
+    offenders = []
+    for path in _sources():
+        if path.name == "host.py" and path.parent == PKG:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                v = node.value
+                if any(v == p or v.startswith(p + "/") for p in HOST_PREFIXES):
+                    offenders.append(f"{path.relative_to(PKG.parent)}:{node.lineno}: {v!r}")
+    assert offenders == []
+
+
+def test_library_never_prints_or_exits():
+    offenders = []
+    for path in _sources():
+        if "cli" in path.relative_to(PKG).parts or path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+                if name == "print" or (isinstance(f, ast.Attribute) and name == "exit"
+                                       and isinstance(f.value, ast.Name) and f.value.id == "sys"):
+                    offenders.append(f"{path.relative_to(PKG.parent)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_cli_import_is_lazy():
+    """`pcipass --help`/`--version` must not pay for rich, yaml, pyudev, libvirt or lxml."""
+    code = ("import sys, pcipass.cli.app; "
+            "print(sorted(m for m in ('rich', 'yaml', 'pyudev', 'libvirt', 'lxml', 'jsonschema') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
