@@ -202,6 +202,15 @@ class Host:
         return self.proc("sys", "kernel", "osrelease")
 
     @property
+    def kvm_device(self) -> Path:
+        return self.dev("kvm")
+
+    @property
+    def kmsg_device(self) -> Path:
+        """The kernel's live log (readable by root, or by anyone when ``kernel.dmesg_restrict`` is 0)."""
+        return self.dev("kmsg")
+
+    @property
     def kmsg_log(self) -> Path:
         """Where a persisted kernel log may be found (for snapshots and hosts without dmesg access)."""
         return self.root.joinpath("var", "log", "kern.log")
@@ -262,6 +271,33 @@ class Host:
     @property
     def kernel_cmdline_file(self) -> Path:
         return self.etc("kernel", "cmdline")
+
+    @property
+    def default_grub_d(self) -> Path:
+        """Drop-ins sourced after /etc/default/grub by grub-mkconfig (Debian/Ubuntu cloud images use it)."""
+        return self.etc("default", "grub.d")
+
+    @property
+    def os_release_files(self) -> tuple[Path, ...]:
+        # os-release(5): /etc/os-release, falling back to /usr/lib/os-release.
+        return (self.etc("os-release"), self.usr("lib", "os-release"))
+
+    @property
+    def esp_dirs(self) -> tuple[Path, ...]:
+        """Where an EFI system partition is usually mounted: /boot/efi, /efi, /boot (systemd-boot)."""
+        return (self.boot("efi"), self.root.joinpath("efi"), self.boot())
+
+    def grub_cfg_candidates(self) -> tuple[Path, ...]:
+        """The GRUB configuration files a BIOS or a UEFI (shim/grub2) boot reads, most common first."""
+        return (self.boot("grub2", "grub.cfg"), self.boot("grub", "grub.cfg"))
+
+    def find_program(self, name: str) -> Path | None:
+        """An executable of the host (under the root), searched in the usual sbin/bin directories."""
+        for rel in ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin"):
+            path = self.root.joinpath(rel, name)
+            if path.is_file():
+                return path
+        return None
 
     @property
     def state_dir(self) -> Path:

@@ -68,6 +68,7 @@ def _register() -> None:
 
     inventory_cmds.register(app)
     snapshot_cmds.register(app)
+    __import__(f"{__package__}.check_cmds", fromlist=["register"]).register(app)  # check-iommu
 
 
 _register()

@@ -1,0 +1,260 @@
+"""What the checks read, each read once per run: command line, CPU, IOMMU units and groups, kernel config,
+kernel log, boot loader, inventory."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..host import Host
+from . import bootloader, files, kconfig
+from .cmdline import Cmdline
+
+INTEL = "intel"
+AMD = "amd"
+
+# /proc/cpuinfo vendor_id values; Hygon Dhyana CPUs use the AMD IOMMU (drivers/iommu/amd).
+_CPU_VENDORS = {"GenuineIntel": INTEL, "AuthenticAMD": AMD, "HygonGenuine": AMD}
+# Host bridge (00:00.0) vendor ids: Intel, AMD, Hygon.
+_BRIDGE_VENDORS = {"0x8086": INTEL, "0x1022": AMD, "0x1d94": AMD}
+
+#: Bounds on the kernel log: records read from /dev/kmsg, bytes read from the end of a log file.
+KMSG_MAX_RECORDS = 200_000
+KMSG_MAX_BYTES = 16 << 20
+LOG_TAIL_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class KernelLog:
+    source: str  #: where it was read (/dev/kmsg or a log file)
+    lines: tuple[str, ...]
+
+
+def _read_kmsg(path: str) -> list[str]:
+    """Messages of ``/dev/kmsg`` (one record per read(2), non-blocking, bounded); Documentation/ABI/testing/dev-kmsg."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    out: list[str] = []
+    total = 0
+    try:
+        for _ in range(KMSG_MAX_RECORDS):
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break  # EAGAIN: no more records
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # the record was overwritten while we read; the next read resumes
+                    continue
+                raise
+            if not rec:
+                break
+            total += len(rec)
+            # "prio,seq,usec,flags;message\n" followed by " KEY=value" continuation lines.
+            head = rec.split(b"\n", 1)[0]
+            out.append(head.split(b";", 1)[-1].decode("utf-8", "replace"))
+            if total > KMSG_MAX_BYTES:
+                break
+    finally:
+        os.close(fd)
+    return out
+
+
+class Facts:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        #: Kernel command-line changes the checks asked for, in order: (add tokens, remove names).
+        self.changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+
+    def shown(self, path) -> str:
+        return files.shown(self.host, path)
+
+    @property
+    def here(self) -> str:
+        """How messages name the place: the running host, or a snapshot/test root."""
+        return "on this host" if self.host.is_live else "in this root"
+
+    # --- command line, CPU ----------------------------------------------------------------------------
+    @cached_property
+    def cmdline(self) -> Cmdline | None:
+        text = files.read_text(self.host.cmdline, 1 << 20)
+        return None if text is None else Cmdline.parse(text.replace("\0", " "))
+
+    @cached_property
+    def cpuinfo(self) -> dict[str, str] | None:
+        """The first processor's fields from /proc/cpuinfo; None when the root has none."""
+        text = files.read_text(self.host.cpuinfo)
+        if text is None:
+            return None
+        out: dict[str, str] = {}
+        for line in text.splitlines():
+            if not line.strip():
+                if out:
+                    break
+                continue
+            key, _, value = line.partition(":")
+            out.setdefault(key.strip(), value.strip())
+        return out
+
+    @cached_property
+    def cpu_flags(self) -> set[str] | None:
+        info = self.cpuinfo
+        return None if info is None else set(info.get("flags", "").split())
+
+    @cached_property
+    def vendor(self) -> tuple[str | None, str]:
+        """(intel | amd | None, the evidence)."""
+        try:
+            info = self.cpuinfo or {}
+        except files.Unreadable:
+            info = {}
+        vid = info.get("vendor_id")
+        if vid in _CPU_VENDORS:
+            return _CPU_VENDORS[vid], f"{vid} in {self.shown(self.host.cpuinfo)}"
+        try:
+            units = self.iommu_units or sorted(self.device_iommu_units)
+        except files.Unreadable:
+            units = sorted(self.device_iommu_units)
+        for unit in units:
+            if unit.startswith("dmar"):
+                return INTEL, f"Intel IOMMU unit {unit}"
+            if unit.startswith("ivhd"):
+                return AMD, f"AMD IOMMU unit {unit}"
+        try:
+            tables = self.acpi_tables or []
+        except files.Unreadable:
+            tables = []
+        if "DMAR" in tables:
+            return INTEL, "ACPI DMAR table"
+        if "IVRS" in tables:
+            return AMD, "ACPI IVRS table"
+        bridge = self.host.pci_device("0000:00:00.0") / "vendor"
+        try:
+            text = files.read_text(bridge, 64)
+        except files.Unreadable:
+            text = None
+        if text and text.strip() in _BRIDGE_VENDORS:
+            return _BRIDGE_VENDORS[text.strip()], f"host bridge vendor {text.strip()}"
+        return None, "no vendor_id in /proc/cpuinfo, no IOMMU unit, no ACPI DMAR/IVRS table, no host bridge"
+
+    # --- IOMMU ----------------------------------------------------------------------------------------
+    @cached_property
+    def iommu_units(self) -> list[str]:
+        return files.list_names(self.host.iommu_class_dir) or []
+
+    @cached_property
+    def device_iommu_units(self) -> set[str]:
+        """IOMMU units named by the PCI devices' ``iommu`` links (snapshots may lack /sys/class/iommu)."""
+        out: set[str] = set()
+        try:
+            names = files.list_names(self.host.pci_devices_dir) or []
+        except files.Unreadable:
+            return out
+        for name in names:
+            try:
+                out.add(os.path.basename(os.readlink(self.host.pci_device(name) / "iommu")))
+            except OSError:
+                continue
+        return out
+
+    @cached_property
+    def groups(self) -> dict[str, str | None]:
+        """IOMMU group name -> its ``type`` (default domain type), in numeric order."""
+        names = files.list_names(self.host.iommu_groups_dir) or []
+        names.sort(key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+        out: dict[str, str | None] = {}
+        for name in names:
+            try:
+                text = files.read_text(self.host.iommu_groups_dir / name / "type", 256)
+            except files.Unreadable:
+                text = None
+            out[name] = text.strip() if text else None
+        return out
+
+    @cached_property
+    def noiommu_groups(self) -> list[str]:
+        """Groups vfio created for no-IOMMU mode (their ``name`` is ``vfio-noiommu``; drivers/vfio/group.c)."""
+        out = []
+        for name in self.groups:
+            try:
+                text = files.read_text(self.host.iommu_groups_dir / name / "name", 256)
+            except files.Unreadable:
+                continue
+            if text and text.strip() == "vfio-noiommu":
+                out.append(name)
+        return out
+
+    @cached_property
+    def acpi_tables(self) -> list[str] | None:
+        return files.list_names(self.host.acpi_tables_dir)
+
+    # --- kernel config, log -------------------------------------------------------------------------------
+    @cached_property
+    def kconfig(self) -> kconfig.KernelConfig | None:
+        """The kernel config; raises files.Unreadable (not cached) when it exists but cannot be read."""
+        return kconfig.load(self.host)
+
+    def kconfig_or_none(self) -> kconfig.KernelConfig | None:
+        try:
+            return self.kconfig
+        except files.Unreadable:
+            return None
+
+    @cached_property
+    def kernel_log(self) -> KernelLog | None:
+        """The kernel log: /dev/kmsg on a live host, else a log file under the root (snapshots); None when
+        there is none. Raises files.Unreadable when one exists and none can be read."""
+        problem: files.Unreadable | None = None
+        dev = self.host.kmsg_device
+        try:
+            is_chr = stat.S_ISCHR(os.stat(dev).st_mode)
+        except OSError:
+            is_chr = False
+        if is_chr:
+            try:
+                return KernelLog(self.shown(dev), tuple(_read_kmsg(os.fspath(dev))))
+            except OSError as exc:
+                problem = files.Unreadable(dev, "permission denied (run as root, or sysctl kernel.dmesg_restrict=0)"
+                                           if exc.errno in (errno.EACCES, errno.EPERM) else exc.strerror or str(exc))
+        try:
+            data = files.read_bytes(self.host.kmsg_log, LOG_TAIL_BYTES, tail=True)
+        except files.Unreadable as exc:
+            raise problem or exc from None
+        if data is not None:
+            return KernelLog(self.shown(self.host.kmsg_log), tuple(data.decode("utf-8", "replace").splitlines()))
+        if problem is not None:
+            raise problem
+        return None
+
+    # --- boot loader, inventory -----------------------------------------------------------------------
+    @cached_property
+    def bootloader(self) -> bootloader.BootLoader:
+        try:
+            running = self.cmdline
+        except files.Unreadable:
+            running = None
+        return bootloader.detect(self.host, running)
+
+    def cmdline_remedy(self, add: Sequence[str] = (), remove: Sequence[str] = ()) -> str:
+        """The boot-loader edit for this change (and remember it for the summary's combined edit)."""
+        self.changes.append((tuple(add), tuple(remove)))
+        return self.bootloader.remedy(add, remove)
+
+    def combined_cmdline_remedy(self) -> str | None:
+        if not self.changes:
+            return None
+        add: list[str] = []
+        remove: list[str] = []
+        for a, r in self.changes:
+            remove += [n for n in r if n not in remove]
+        for a, _ in self.changes:
+            add += [t for t in a if t not in add]
+        return self.bootloader.remedy(add, remove)
+
+    @cached_property
+    def inventory(self):
+        from ..inventory import Inventory
+
+        return Inventory.scan(self.host)

@@ -1,0 +1,81 @@
+"""Reading for the preflight: like ``pcipass.sysfs``'s readers, but telling *missing* from *unreadable*.
+
+The preflight must say which checks it skipped and why; a file that exists but cannot be read (a non-root
+user and ``/dev/kmsg`` under ``kernel.dmesg_restrict=1``, a 0700 ``/boot/efi``) raises :class:`Unreadable`,
+which the check runner turns into a ``skip`` naming the file. A missing file is just ``None`` / ``[]``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from ..host import Host
+
+#: Text files the preflight reads whole are small (cmdline, cpuinfo, configs); this bounds a hostile root.
+MAX_TEXT = 8 << 20
+
+
+class Unreadable(Exception):
+    """A file or directory exists but cannot be read."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (run as root)"
+    return exc.strerror or type(exc).__name__
+
+
+_MISSING = (FileNotFoundError, NotADirectoryError)
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int = MAX_TEXT, *, tail: bool = False) -> bytes | None:
+    """The file's content (its last ``limit`` bytes with ``tail``); None when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            if tail:
+                size = os.fstat(fh.fileno()).st_size
+                if size > limit:
+                    fh.seek(size - limit)
+            return fh.read(limit)
+    except _MISSING:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise Unreadable(path, _reason(exc)) from exc
+
+
+def read_text(path: str | os.PathLike[str], limit: int = MAX_TEXT) -> str | None:
+    data = read_bytes(path, limit)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def list_names(path: str | os.PathLike[str]) -> list[str] | None:
+    """Sorted entries of a directory; None when it does not exist."""
+    try:
+        return sorted(os.listdir(path))
+    except _MISSING:
+        return None
+    except OSError as exc:
+        raise Unreadable(path, _reason(exc)) from exc
+
+
+def shown(host: Host, path: str | os.PathLike[str]) -> str:
+    """A path under the host root as the user knows it on that host (``/boot/...``, not ``<root>/boot/...``)."""
+    try:
+        rel = Path(path).relative_to(host.root)
+    except ValueError:
+        return os.fspath(path)
+    return "/" + rel.as_posix() if rel.parts else "/"
+
+
+def exists(path: Path) -> bool:
+    """True for any existing entry, device nodes and dangling links included."""
+    return os.path.lexists(path)
