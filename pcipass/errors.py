@@ -83,6 +83,18 @@ class SysfsError(PcipassError):
     code = "sysfs"
 
 
+class ModuleError(PcipassError):
+    """A kernel module is missing, blacklisted, or failed to load."""
+
+    code = "module"
+
+
+class LockBusy(PcipassError):
+    """Another pcipass run holds the lock for mutating commands."""
+
+    code = "lock-busy"
+
+
 # What a failed write to a PCI sysfs attribute means in practice. The kernel returns these from
 # drivers/pci/pci-driver.c (bind/unbind/drivers_probe/new_id) and drivers/pci/pci-sysfs.c (driver_override).
 _REMEDIES = {

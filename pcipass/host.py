@@ -194,6 +194,16 @@ class Host:
         return self.proc("net", "if_inet6")
 
     @property
+    def fib_trie(self) -> Path:
+        """IPv4 FIB as a trie: the only procfs view of local IPv4 addresses (``/32 host LOCAL`` leaves)."""
+        return self.proc("net", "fib_trie")
+
+    @property
+    def btrfs_fs_dir(self) -> Path:
+        """One directory per mounted btrfs filesystem, with ``devices/`` naming its block devices."""
+        return self.sys("fs", "btrfs")
+
+    @property
     def proc_config_gz(self) -> Path:
         return self.proc("config.gz")
 
@@ -298,6 +308,16 @@ class Host:
             if path.is_file():
                 return path
         return None
+
+    def executable(self, name: str) -> str | None:
+        """A system tool of the running system (live root only: a tool under another root cannot act on
+        this kernel): $PATH, then the sbin directories a non-login root shell may lack."""
+        if not self.is_live:
+            return None
+        import shutil
+
+        path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+        return shutil.which(name, path=path)
 
     @property
     def state_dir(self) -> Path:

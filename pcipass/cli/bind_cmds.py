@@ -1,0 +1,164 @@
+"""Binding commands: ``enable``, ``disable``, ``status``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from . import context
+from .context import FormatOption, finish
+from .render import Block, Table, warn
+
+AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR...", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")]
+TimeoutOption = Annotated[
+    float,
+    typer.Option("--timeout", min=0.1, metavar="S",
+                 help="Abandon a bind/unbind write, or a wait for the kernel, after S seconds."),
+]
+
+
+def _value(v: Any) -> Any:
+    return v.replace("\n", "\\n") if isinstance(v, str) else v
+
+
+def _devices_table(data: dict[str, Any]) -> Table:
+    rows = []
+    for d in data["devices"]:
+        drv = d["driver_before"] or "-"
+        if d["driver_after"] != d["driver_before"]:
+            drv += f" -> {d['driver_after'] or '-'}"
+        note = list(d["reasons"])
+        if d["rolled_back"] is True:
+            note.insert(0, "rolled back")
+        elif d["rolled_back"] is False:
+            note.insert(0, "NOT fully rolled back")
+        if not d["requested"]:
+            note.insert(0, "group peer")
+        rows.append([d["address"], d["group"], d["outcome"], drv, d["target"], "; ".join(note) or None])
+    return Table(("ADDRESS", "GROUP", "OUTCOME", "DRIVER", "TARGET", "NOTE"), rows)
+
+
+def _steps_table(steps: list[dict[str, Any]], title: str, status: bool) -> Table:
+    cols = ["#", "DEVICE", "STEP", "PATH", "VALUE", "CONDITION"] + (["STATUS"] if status else [])
+    rows = []
+    for i, s in enumerate(steps, 1):
+        row = [i, s["address"] or (f"group {s['group']}" if s["group"] is not None else "host"), s["op"],
+               s["path"], _value(s["value"]), s["condition"]]
+        if status:
+            row.append(s["status"] + (f" ({s['detail']})" if s["detail"] else ""))
+        rows.append(row)
+    return Table(cols, rows, title=title)
+
+
+def _bind_view(data: dict[str, Any]) -> list[Block]:
+    blocks: list[Block] = [_devices_table(data)]
+    if data["dry_run"]:
+        if data["steps"]:
+            blocks.append(_steps_table(data["steps"], "Plan (dry run: nothing was written)", status=False))
+        else:
+            blocks.append("Plan: nothing to do.")
+    elif data["rollback"]:
+        blocks.append(_steps_table(data["steps"], "Steps", status=True))
+        blocks.append(_steps_table(data["rollback"], "Rollback (in reverse order)", status=True))
+    return blocks
+
+
+def _finish_report(report) -> None:
+    from ..result import Result
+
+    finish(
+        Result(report.action, data=report.data(), errors=list(report.errors), exit_code=report.exit_code,
+               messages=list(report.messages)),
+        _bind_view,
+    )
+
+
+def _on_lock_wait(message: str) -> None:
+    warn(message)
+
+
+def enable_cmd(
+    addresses: AddressesArg,
+    group: Annotated[bool, typer.Option("--group", help="Move every endpoint of each device's IOMMU group "
+                                        "(bridges stay on their driver).")] = False,
+    driver: Annotated[str, typer.Option("--driver", metavar="vfio-pci|auto|NAME",
+                                        help="Driver to bind: vfio-pci, auto (the vfio variant driver matching "
+                                        "the device in modules.alias, else vfio-pci), or a driver name.")] = "vfio-pci",
+    dry_run: DryRunOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Proceed although the device (or a group peer) is in "
+                                        "use by the host. Overrides the in-use guards only.")] = False,
+    timeout: TimeoutOption = 10.0,
+    fmt: FormatOption = None,
+) -> None:
+    """Bind devices to vfio-pci, safely: planned, guarded, verified by the kernel, rolled back on failure."""
+    context.state(fmt)
+    from .. import engine
+
+    report = engine.enable(context.CURRENT.host(), addresses, driver=driver, move_group=group, force=force,
+                           dry_run=dry_run, timeout=timeout, on_lock_wait=_on_lock_wait)
+    _finish_report(report)
+
+
+def disable_cmd(
+    addresses: AddressesArg,
+    dry_run: DryRunOption = False,
+    timeout: TimeoutOption = 10.0,
+    fmt: FormatOption = None,
+) -> None:
+    """Return devices to their host driver (the one recorded by enable, else the kernel's choice)."""
+    context.state(fmt)
+    from .. import engine
+
+    report = engine.disable(context.CURRENT.host(), addresses, dry_run=dry_run, timeout=timeout,
+                            on_lock_wait=_on_lock_wait)
+    _finish_report(report)
+
+
+def _viable(d: dict[str, Any]) -> str | None:
+    if d["vfio_viable"] is True:
+        return "viable"
+    if d["vfio_viable"] is False:
+        return "NOT viable"
+    return d["vfio_detail"]
+
+
+def _status_view(data: list[dict[str, Any]]) -> list[Block]:
+    rows = []
+    for d in data:
+        phase = d["phase"]
+        if d["interrupted"]:
+            phase = f"{phase} (INTERRUPTED)"
+        recorded = d["recorded_driver"]
+        if d["recorded_known"] is False:
+            recorded = "unknown"
+        elif d["recorded_known"] and recorded is None:
+            recorded = "none"
+        rows.append([d["address"], d["group"], d["driver"], d["driver_override"], recorded, phase,
+                     d["group_verdict"], _viable(d)])
+    if not rows:
+        return ["No device is on a vfio driver, has a driver_override, or is recorded by pcipass."]
+    return [Table(("ADDRESS", "GROUP", "DRIVER", "OVERRIDE", "RECORDED DRIVER", "PHASE", "VERDICT", "KERNEL SAYS"),
+                  rows)]
+
+
+def status_cmd(
+    addresses: Annotated[list[str] | None, typer.Argument(metavar="[ADDR...]", help="Devices to show "
+                                                          "(default: every device pcipass or vfio holds).")] = None,
+    fmt: FormatOption = None,
+) -> None:
+    """Current driver, override, the driver pcipass recorded, and the kernel's VFIO viability answer."""
+    context.state(fmt)
+    from .. import engine
+    from ..result import Result, jsonable
+
+    report = engine.status(context.CURRENT.host(), addresses or None)
+    finish(Result("status", data=jsonable(list(report.devices)), errors=list(report.errors),
+                  messages=list(report.messages)), _status_view)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("enable")(enable_cmd)
+    app.command("disable")(disable_cmd)
+    app.command("status")(status_cmd)

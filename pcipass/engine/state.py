@@ -1,0 +1,228 @@
+"""What pcipass changed, kept across runs: the state file and the lock, both under ``host.state_dir``.
+
+Before its first write, a run records each device's original driver and ``driver_override`` with the phase
+``enabling``/``disabling``; the phase becomes ``enabled`` (or the record goes) when the group's transaction
+ends. A record still ``enabling``/``disabling`` when a later run holds the lock was left by a run that died
+(kill -9, power loss of the process): that later run reports it, and ``enable`` completes it while
+``disable`` undoes it, from the recorded originals. ``state_dir`` is on /run (tmpfs), so records vanish at
+reboot together with the bindings they describe.
+
+The file is root-only (directory 0700, file 0600) and replaced atomically (write a temporary file in the
+same directory, fsync, rename), so a reader sees the old or the new content, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+from ..errors import LockBusy, PcipassError
+from ..host import Host
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+
+
+class Phase(str, Enum):
+    ENABLING = "enabling"
+    ENABLED = "enabled"
+    DISABLING = "disabling"
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    address: str
+    original_driver: str | None
+    original_override: str | None
+    target: str | None
+    group: int | None
+    phase: Phase
+    pid: int
+    since: str  #: UTC, ISO 8601, when the phase began
+    #: False when pcipass never saw the device on its host driver (bound to vfio at boot, or by hand): the
+    #: original_* fields are then unknown, and disable lets the kernel choose the driver.
+    known: bool = True
+
+    @property
+    def in_flight(self) -> bool:
+        return self.phase in (Phase.ENABLING, Phase.DISABLING)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["phase"] = self.phase.value
+        return d
+
+
+class StateError(PcipassError):
+    code = "state"
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _mkdir_private(path) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+class StateStore:
+    def __init__(self, host: Host) -> None:
+        self.dir = host.state_dir
+        self.path = self.dir / STATE_FILE
+
+    def load(self) -> dict[str, DeviceRecord]:
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StateError(f"cannot read the state file {self.path}: {exc.strerror}", path=str(self.path),
+                             errno=exc.errno, remedy="run as root") from exc
+        try:
+            doc = json.loads(raw)
+            if doc.get("version") != STATE_VERSION:
+                raise ValueError(f"unknown version {doc.get('version')!r}")
+            return {
+                addr: DeviceRecord(
+                    address=addr,
+                    original_driver=rec["original_driver"],
+                    original_override=rec["original_override"],
+                    target=rec["target"],
+                    group=rec["group"],
+                    phase=Phase(rec["phase"]),
+                    pid=int(rec["pid"]),
+                    since=str(rec["since"]),
+                    known=bool(rec.get("known", True)),
+                )
+                for addr, rec in doc["devices"].items()
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(
+                f"the state file {self.path} is not pcipass state ({exc})",
+                path=str(self.path),
+                remedy="inspect it; it records the drivers devices were on before pcipass moved them. "
+                "Remove it only once every device is back on its host driver",
+            ) from exc
+
+    def save(self, records: dict[str, DeviceRecord]) -> None:
+        _mkdir_private(self.dir)
+        doc = {
+            "version": STATE_VERSION,
+            "devices": {a: {k: v for k, v in records[a].to_dict().items() if k != "address"} for a in sorted(records)},
+        }
+        tmp = self.dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        # The rename is durable only once the directory is synced.
+        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lock:
+    """The one exclusive lock of the mutating commands: ``flock`` on ``<state_dir>/lock``.
+
+    flock is released by the kernel when its holder dies, so a killed run never leaves a stale lock. The
+    holder writes its pid and command into the file for the message a waiting run prints."""
+
+    def __init__(self, host: Host, *, wait: float, command: str,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        self.path = host.state_dir / LOCK_FILE
+        self.wait = wait
+        self.command = command
+        self.on_wait = on_wait
+        self.waited: float = 0.0
+        self._fd: int | None = None
+
+    def _holder(self, fd: int) -> str:
+        try:
+            text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or "another process"
+
+    def __enter__(self) -> Lock:
+        _mkdir_private(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        start = time.monotonic()
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+            waited = time.monotonic() - start
+            if waited >= self.wait:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise LockBusy(
+                    f"another pcipass run holds {self.path} ({holder}); gave up after {self.wait:g} s",
+                    path=str(self.path),
+                    remedy="wait for it to finish (a stuck unbind ends at its --timeout) and retry",
+                )
+            if not announced and self.on_wait is not None:
+                self.on_wait(f"waiting up to {self.wait:g} s for the lock held by {self._holder(fd)}")
+                announced = True
+            time.sleep(min(0.05, self.wait - waited))
+        self.waited = time.monotonic() - start
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: pcipass {self.command}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_is_free(host: Host) -> bool:
+    """True when no mutating run holds the lock (read-only check for ``status``: writes nothing)."""
+    path = host.state_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def interrupted_message(rec: DeviceRecord) -> str:
+    what = "enable" if rec.phase is Phase.ENABLING else "disable"
+    orig = rec.original_driver or "no driver" if rec.known else "unknown"
+    return (f"{rec.address}: a 'pcipass {what}' (pid {rec.pid}, started {rec.since}) died before finishing; "
+            f"original driver {orig}. 'pcipass enable {rec.address}' completes the enable, "
+            f"'pcipass disable {rec.address}' returns it to the host")
