@@ -16,7 +16,7 @@ Conventions for a guest test module ``tests/guest/test_*.py``:
 
 Fixtures: ``topology`` (dict: name, iommu, addresses, protected, shared_groups, single_groups,
 free_endpoints -- see tests/realkernel/topology.py), ``addr`` (role key -> address),
-``protected`` (set of addresses), ``lspci`` (parsed ``lspci -D -n -k``), ``sysfs_groups``
+``protected`` (set of addresses), ``lspci`` (parsed ``lspci -D -n -vmm -k``), ``sysfs_groups``
 (group number -> set of addresses, from /sys/kernel/iommu_groups), ``run_cli`` (runs
 ``python -m pcipass ...`` and returns the CompletedProcess).
 
@@ -147,37 +147,38 @@ def protected() -> set[str]:
     return _protected()
 
 
+LSPCI_CMD = ["lspci", "-D", "-n", "-vmm", "-k"]
+
+
 def parse_lspci(text: str) -> dict[str, dict]:
-    """``lspci -D -n -k`` -> address -> {vendor_id, device_id, class_id, driver, modules}."""
+    """``lspci -D -n -vmm -k`` -> address -> {vendor_id, device_id, class_id, revision, driver, modules}.
+
+    (Plain ``lspci -n`` omits the prog-if; the -vmm records always carry it.)
+    """
     out: dict[str, dict] = {}
-    cur: dict | None = None
-    for line in text.splitlines():
-        if not line.strip():
+    for record in text.strip().split("\n\n"):
+        fields: dict[str, list[str]] = {}
+        for line in record.splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), []).append(value.strip())
+        if "Slot" not in fields:
             continue
-        if not line[0].isspace():
-            # 0000:00:02.0 0200: 8086:10d3 [(rev 02)] [(prog-if 01)]
-            parts = line.split()
-            address, cls = parts[0], parts[1].rstrip(":")
-            vendor, device = parts[2].split(":")
-            prog_if = "00"
-            if "(prog-if" in line:
-                prog_if = line.split("(prog-if", 1)[1].split(")", 1)[0].strip()
-            cur = {"vendor_id": vendor, "device_id": device, "class_id": (cls + prog_if).lower(),
-                   "driver": None, "modules": []}
-            out[address] = cur
-        elif cur is not None:
-            key, _, value = line.strip().partition(":")
-            if key == "Kernel driver in use":
-                cur["driver"] = value.strip()
-            elif key == "Kernel modules":
-                cur["modules"] = [m.strip() for m in value.split(",")]
+        one = {k: v[0] for k, v in fields.items()}
+        out[one["Slot"]] = {
+            "vendor_id": one["Vendor"].lower(),
+            "device_id": one["Device"].lower(),
+            "class_id": (one["Class"] + one.get("ProgIf", "00")).lower(),
+            "revision": one.get("Rev", "00").lower(),
+            "driver": one.get("Driver"),
+            "modules": fields.get("Module", []),
+        }
     return out
 
 
 @pytest.fixture
 def lspci() -> dict[str, dict]:
-    """Fresh ``lspci -D -n -k`` view (function scope: tests may rebind devices)."""
-    p = subprocess.run(["lspci", "-D", "-n", "-k"], capture_output=True, text=True, check=True)
+    """Fresh ``lspci -D -n -vmm -k`` view (function scope: tests may rebind devices)."""
+    p = subprocess.run(LSPCI_CMD, capture_output=True, text=True, check=True)
     return parse_lspci(p.stdout)
 
 

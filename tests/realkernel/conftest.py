@@ -138,7 +138,10 @@ class GuestItem(_TierItem):
         out = run.outcome(self.test.nodeid, self.test.module)
         self.user_properties.append(("guest_cases", out.cases))
         if out.status == "skipped":
-            pytest.skip(out.message)
+            try:  # report the guest test's location, not this line
+                raise pytest.skip.Exception(out.message, _use_item_location=True)
+            except TypeError:
+                pytest.skip(out.message)
         if out.status == "failed":
             raise GuestFailure(f"[guest {self.topology}] {out.message}")
 
@@ -266,6 +269,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(
             f"{t}: guest wall {wall} (boot+drivers {boot} guest uptime), {len(run.cases)} guest test cases: "
             f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
+            + (f", {c['unfinished']} unfinished" if c["unfinished"] else "")
             + (f"; queued {waited:.1f} s" if waited > 1 else "")
             + (f"; PROBLEM: {run.run_problem().splitlines()[0]}" if run.run_problem() else "")
         )

@@ -183,8 +183,12 @@ class TopologyRun:
             for key in (module, nodeid):
                 if key in self.collect_errors:
                     return Outcome("failed", f"guest collection error in {key}:\n{self.collect_errors[key]}")
-            why = problem or "the guest run completed but never reported this test (not collected in the guest?)"
-            return Outcome("failed", f"{nodeid}: no result from the guest. {why}\n\n{self.diagnostics()}")
+            if problem:
+                where = f"; logs in {self.run.run_dir}" if self.run else ""
+                return Outcome("failed", f"{nodeid}: no result from the guest: {problem}"
+                               f" (details in the {self.topology}::guest_session failure{where})")
+            return Outcome("failed", f"{nodeid}: the guest run completed but never reported this test "
+                           f"(not collected in the guest?)\n\n{self.diagnostics()}")
         failures: list[str] = []
         skips: list[str] = []
         passed = 0
@@ -201,7 +205,9 @@ class TopologyRun:
             elif any(r["when"] == "call" and r["outcome"] == "passed" for r in recs):
                 passed += 1
             else:
-                failures.append(f"--- guest {nid}: incomplete report (guest killed mid-test?) ---\n{self.diagnostics()}")
+                log = self.run.command_log_tail(20) if self.run else ""
+                failures.append(f"--- guest {nid}: started but never finished: {self.run_problem() or 'no call report'}"
+                                f" ---\n--- command.log (last 20 lines) ---\n{log}")
         if failures:
             return Outcome("failed", "\n".join(failures), len(full))
         if passed == 0 and skips:
@@ -212,14 +218,16 @@ class TopologyRun:
         return sorted(b for b in self.by_base if b not in self.expected)
 
     def counts(self) -> dict[str, int]:
-        c = {"passed": 0, "failed": 0, "skipped": 0}
+        c = {"passed": 0, "failed": 0, "skipped": 0, "unfinished": 0}
         for nid, recs in self.cases.items():
             if any(r["outcome"] == "failed" for r in recs):
                 c["failed"] += 1
             elif any(r["outcome"] == "skipped" for r in recs):
                 c["skipped"] += 1
-            else:
+            elif any(r["when"] == "call" and r["outcome"] == "passed" for r in recs):
                 c["passed"] += 1
+            else:
+                c["unfinished"] += 1
         return c
 
 
