@@ -192,3 +192,27 @@ class FakeHost:
         dev = self.devices[address]
         (dev.path / "drm" / card).mkdir(parents=True, exist_ok=True)
         self.symlink(f"sys/class/drm/{card}", dev.path / "drm" / card)
+
+    # --- preflight inputs -----------------------------------------------------------------------------
+    KVER = "6.1.0-test-amd64"  #: the kernel release written to proc/sys/kernel/osrelease
+
+    def set_cmdline(self, text: str) -> None:
+        self.write("proc/cmdline", text + "\n")
+
+    def set_cpuinfo(self, vendor: str = "GenuineIntel", flags: tuple[str, ...] = ("fpu", "vmx", "sse2")) -> None:
+        block = f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {' '.join(flags)}\n\n"
+        self.write("proc/cpuinfo", block + block.replace("processor\t: 0", "processor\t: 1"))
+
+    def add_acpi_table(self, name: str) -> None:
+        self.write(f"sys/firmware/acpi/tables/{name}", "")
+
+    def set_kconfig(self, **options: str | None) -> None:
+        """boot/config-<kver>: ``VFIO_PCI="m"``; None writes "# CONFIG_X is not set"."""
+        lines = [f"# CONFIG_{k} is not set" if v is None else f"CONFIG_{k}={v}" for k, v in options.items()]
+        self.write(f"boot/config-{self.KVER}", "\n".join(lines) + "\n")
+
+    def set_modules(self, builtin: tuple[str, ...] = (), dep: tuple[str, ...] = ()) -> None:
+        """modules.builtin / modules.dep of the running kernel, from module names."""
+        base = f"lib/modules/{self.KVER}"
+        self.write(f"{base}/modules.builtin", "".join(f"kernel/drivers/{m}.ko\n" for m in builtin))
+        self.write(f"{base}/modules.dep", "".join(f"kernel/drivers/{m}.ko.xz:\n" for m in dep))

@@ -84,12 +84,12 @@ class BootLoader:
         return Cmdline.parse(" ".join(self.running)).tokens(*names) if names else []
 
     def _grubby(self, add: Sequence[str], gone: set[str]) -> str:
-        cmd = ["grubby", "--update-kernel=ALL"]
+        cmd = "grubby --update-kernel=ALL"
         if add:
-            cmd.append("--args=" + " ".join(add))
+            cmd += f' --args="{" ".join(add)}"'
         if gone:
-            cmd.append("--remove-args=" + " ".join(self._running_tokens(gone) or sorted(gone)))
-        return f"run: {shlex.join(cmd)}; then reboot"
+            cmd += f' --remove-args="{" ".join(self._running_tokens(gone) or sorted(gone))}"'
+        return f"run: {cmd}; then reboot"
 
     def _grub(self, add: Sequence[str], gone: set[str]) -> str:
         current = {v.name: v for v in self.grub_vars}
@@ -110,8 +110,8 @@ class BootLoader:
                 edits.append(f'in {where} set {name}="{" ".join(kept)}"')
         after = f"then run {self.regenerate} and reboot"
         if already:
-            return (f"{self.grub_file} already has this change but the running kernel was not booted with it: "
-                    f"{after}")
+            return f"the GRUB configuration already has {_change(add, gone)}, but the running kernel was not " \
+                   f"booted with it: {after}"
         return "; ".join(edits) + f"; {after}"
 
     def _kernel_cmdline(self, add: Sequence[str], gone: set[str]) -> str:
@@ -120,9 +120,15 @@ class BootLoader:
         kept += [t for t in add if t not in kept]
         after = f"then run {self.regenerate} and reboot"
         if kept == tokens and self.cmdline_file_exists:
-            return f"{self.cmdline_file} already has this change but the running kernel was not booted with it: {after}"
+            return f"{self.cmdline_file} already has {_change(add, gone)}, but the running kernel was not booted " \
+                   f"with it: {after}"
         verb = "set" if self.cmdline_file_exists else "create"
         return f"{verb} {self.cmdline_file} to: {' '.join(kept)}; {after}"
+
+
+def _change(add: Sequence[str], gone: set[str]) -> str:
+    parts = list(add) + [f"no {name}" for name in sorted(gone) if not any(t.split("=", 1)[0] == name for t in add)]
+    return " ".join(parts) if len(parts) == 1 else "this change (" + ", ".join(parts) + ")"
 
 
 def _os_ids(host: Host) -> set[str]:

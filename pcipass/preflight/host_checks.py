@@ -199,9 +199,9 @@ def _enable_remedy(fx: Facts) -> str:
             a, r = _replace_option(fx, "iommu", ("off",), None)
             add += a
             remove += r
-        if vendor == INTEL and (_intel_state(fx)[0] == "off" or
-                                (_intel_state(fx)[0] == "absent" and _intel_default_on(fx) is not True)):
-            a, r = _replace_option(fx, "intel_iommu", ("on", "off"), "on")
+        state, unknown = _intel_state(fx)
+        if vendor == INTEL and (state == "off" or (state == "absent" and _intel_default_on(fx) is not True)):
+            a, r = _replace_option(fx, "intel_iommu", ("on", "off", *unknown), "on")
             add += a
             remove += r
         if vendor == AMD and "off" in cl.options("amd_iommu"):
@@ -210,6 +210,9 @@ def _enable_remedy(fx: Facts) -> str:
             remove += r
     if add or remove:
         return fx.cmdline_remedy(add, remove)
+    if cl is None and vendor == INTEL and _intel_default_on(fx) is not True:
+        return "unless the kernel command line already has intel_iommu=on (this root has none to tell): " \
+            + fx.cmdline_remedy(["intel_iommu=on"])
     tables = fx.acpi_tables
     if vendor in (INTEL, AMD) and tables is not None and ("DMAR" if vendor == INTEL else "IVRS") not in tables:
         return "enable VT-d / AMD-Vi (IOMMU) in the firmware setup, then reboot (see firmware.*)"
