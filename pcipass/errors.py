@@ -95,6 +95,12 @@ class LockBusy(PcipassError):
     code = "lock-busy"
 
 
+class HypervisorError(PcipassError):
+    """The hypervisor (libvirt) refused or failed, or its client library is missing."""
+
+    code = "hypervisor"
+
+
 # What a failed write to a PCI sysfs attribute means in practice. The kernel returns these from
 # drivers/pci/pci-driver.c (bind/unbind/drivers_probe/new_id) and drivers/pci/pci-sysfs.c (driver_override).
 _REMEDIES = {

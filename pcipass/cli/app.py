@@ -69,6 +69,7 @@ def _register() -> None:
     inventory_cmds.register(app)
     snapshot_cmds.register(app)
     __import__(f"{__package__}.check_cmds", fromlist=["register"]).register(app)  # check-iommu
+    __import__(f"{__package__}.emit_cmds", fromlist=["register"]).register(app)  # emit, attach, detach
     __import__(f"{__package__}.bind_cmds", fromlist=["register"]).register(app)  # enable, disable, status
 
 

@@ -1,0 +1,164 @@
+"""Attach and detach PCI host devices to and from libvirt domains (libvirt-python, imported lazily).
+
+Each device is one ``virDomainAttachDeviceFlags`` / ``virDomainDetachDeviceFlags`` call with the flags
+``--live`` / ``--config`` map to (neither: ``VIR_DOMAIN_AFFECT_CURRENT``, as virsh does). A driver that
+does not implement those calls (libvirt's ``test:///`` driver) still has its persistent configuration
+edited when only the configuration is affected: the inactive XML is read, the ``<hostdev>`` added or
+removed, and the domain redefined. Live changes need the real call.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..address import PciAddress
+from ..errors import HypervisorError, PcipassError, Refused
+from ..emit.libvirt import Hostdev, hostdev_element, source_address, to_xml
+
+_INSTALL_HINT = ("install it with: pip install 'pcipass[libvirt]' (building it needs the libvirt development "
+                 "files and pkg-config: apt-get install libvirt-dev pkg-config)")
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError as exc:
+        raise HypervisorError("libvirt-python is not installed", remedy=_INSTALL_HINT) from exc
+    # libvirt's default handler prints every error on stderr; errors are raised to us as exceptions anyway.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt
+
+
+@dataclass(frozen=True)
+class Change:
+    """What was done to one device of one domain."""
+
+    address: str
+    domain: str
+    action: str  #: "attached" or "detached"
+    live: bool
+    config: bool
+
+
+def _error(exc: Any, what: str, address: str | None = None) -> HypervisorError:
+    return HypervisorError(f"{what}: {exc.get_error_message() or exc}", address=address)
+
+
+@contextmanager
+def _domain(uri: str | None, name: str) -> Iterator[tuple[Any, Any, Any]]:
+    lv = _libvirt()
+    try:
+        conn = lv.open(uri)
+    except lv.libvirtError as exc:
+        raise _error(exc, f"cannot connect to libvirt{f' at {uri}' if uri else ''}") from exc
+    try:
+        try:
+            dom = conn.lookupByName(name)
+        except lv.libvirtError as exc:
+            raise _error(exc, f"no libvirt domain {name!r}") from exc
+        yield lv, conn, dom
+    finally:
+        conn.close()
+
+
+def _flags(lv: Any, live: bool, config: bool) -> int:
+    flags = lv.VIR_DOMAIN_AFFECT_CURRENT
+    if live:
+        flags |= lv.VIR_DOMAIN_AFFECT_LIVE
+    if config:
+        flags |= lv.VIR_DOMAIN_AFFECT_CONFIG
+    return flags
+
+
+def _affected(dom: Any, live: bool, config: bool) -> tuple[bool, bool]:
+    """(live, config) as libvirt applies the flags: CURRENT means live on a running domain, else config."""
+    if not live and not config:
+        return (True, False) if dom.isActive() else (False, True)
+    return live, config
+
+
+def _hostdevs(lv: Any, dom: Any, inactive: bool) -> tuple[ET.Element, dict[PciAddress, ET.Element]]:
+    root = ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE if inactive else 0))
+    found = {}
+    for el in root.iterfind("devices/hostdev"):
+        addr = source_address(el)
+        if addr is not None:
+            found[addr] = el
+    return root, found
+
+
+def _redefine(lv: Any, conn: Any, root: ET.Element, what: str, address: str) -> None:
+    try:
+        conn.defineXML(ET.tostring(root, encoding="unicode"))
+    except lv.libvirtError as exc:
+        raise _error(exc, what, address) from exc
+
+
+def _unsupported(lv: Any, exc: Any) -> bool:
+    return exc.get_error_code() == lv.VIR_ERR_NO_SUPPORT
+
+
+def attach(uri: str | None, domain: str, items: Sequence[Hostdev], *, live: bool = False,
+           config: bool = False) -> tuple[list[Change], list[PcipassError]]:
+    """Attach each hostdev; a device already in the affected definition is refused, others go on."""
+    changes: list[Change] = []
+    errors: list[PcipassError] = []
+    with _domain(uri, domain) as (lv, conn, dom):
+        eff_live, eff_config = _affected(dom, live, config)
+        for h in items:
+            addr = str(h.source)
+            views = [v for v, on in ((False, eff_live), (True, eff_config)) if on]
+            if any(h.source in _hostdevs(lv, dom, inactive)[1] for inactive in views):
+                errors.append(Refused(f"{addr} is already attached to {domain}", address=addr))
+                continue
+            xml = to_xml(hostdev_element(h))
+            try:
+                dom.attachDeviceFlags(xml, _flags(lv, live, config))
+            except lv.libvirtError as exc:
+                if not (_unsupported(lv, exc) and eff_config and not eff_live):
+                    errors.append(_error(exc, f"attaching {addr} to {domain}", addr))
+                    continue
+                root, _ = _hostdevs(lv, dom, inactive=True)
+                root.find("devices").append(hostdev_element(h))
+                try:
+                    _redefine(lv, conn, root, f"attaching {addr} to {domain}", addr)
+                except HypervisorError as err:
+                    errors.append(err)
+                    continue
+            changes.append(Change(addr, domain, "attached", eff_live, eff_config))
+    return changes, errors
+
+
+def detach(uri: str | None, domain: str, addresses: Sequence[PciAddress], *, live: bool = False,
+           config: bool = False) -> tuple[list[Change], list[PcipassError]]:
+    """Detach the hostdev of each address, using the element as the domain itself describes it."""
+    changes: list[Change] = []
+    errors: list[PcipassError] = []
+    with _domain(uri, domain) as (lv, conn, dom):
+        eff_live, eff_config = _affected(dom, live, config)
+        for source in addresses:
+            addr = str(source)
+            _, present = _hostdevs(lv, dom, inactive=not eff_live)
+            el = present.get(source)
+            if el is None:
+                errors.append(HypervisorError(f"{addr} is not attached to {domain}", address=addr))
+                continue
+            try:
+                dom.detachDeviceFlags(ET.tostring(el, encoding="unicode"), _flags(lv, live, config))
+            except lv.libvirtError as exc:
+                if not (_unsupported(lv, exc) and eff_config and not eff_live):
+                    errors.append(_error(exc, f"detaching {addr} from {domain}", addr))
+                    continue
+                root, inactive = _hostdevs(lv, dom, inactive=True)
+                root.find("devices").remove(inactive[source])
+                try:
+                    _redefine(lv, conn, root, f"detaching {addr} from {domain}", addr)
+                except HypervisorError as err:
+                    errors.append(err)
+                    continue
+            changes.append(Change(addr, domain, "detached", eff_live, eff_config))
+    return changes, errors
