@@ -38,22 +38,26 @@ _pcipass() {
         fi
         case "$cmd|$w" in
             "|--root") skip=root ;;
-            "|-f"|"|--format"|"list|-c"|"list|--class"|"list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-o"|"snapshot|--output"|"snapshot|-f"|"snapshot|--format") skip=value ;;
-            "|list"|"|show"|"|groups"|"|snapshot") cmd=${cmd:+$cmd }$w ;;
+            "|-f"|"|--format"|"list|-c"|"list|--class"|"list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-o"|"snapshot|--output"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-d"|"check-iommu|--device"|"check-iommu|-f"|"check-iommu|--format"|"attach|-c"|"attach|--connect"|"attach|--managed"|"attach|-f"|"attach|--format"|"detach|-c"|"detach|--connect"|"detach|-f"|"detach|--format"|"enable|--driver"|"enable|--timeout"|"enable|-f"|"enable|--format"|"disable|--timeout"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"emit libvirt|--managed"|"emit libvirt|--guest-address"|"emit libvirt|--rom-bar"|"emit kubevirt|--from"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--current"|"emit kubevirt|--only"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|--node"|"emit harvester|--user"|"emit harvester|--pcidevices"|"emit harvester|-f"|"emit harvester|--format") skip=value ;;
+            "|list"|"|show"|"|groups"|"|snapshot"|"|check-iommu"|"|attach"|"|detach"|"|enable"|"|disable"|"|status"|"|emit"|"emit|libvirt"|"emit|kubevirt"|"emit|harvester") cmd=${cmd:+$cmd }$w ;;
         esac
     done
     # The value of an option.
     case "$cmd|$prev" in
-        "|-f"|"|--format"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-f"|"snapshot|--format") COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
+        "|-f"|"|--format"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-f"|"check-iommu|--format"|"attach|-f"|"attach|--format"|"detach|-f"|"detach|--format"|"enable|-f"|"enable|--format"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|-f"|"emit harvester|--format") COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
         "list|-c"|"list|--class") COMPREPLY=($(compgen -W "storage nvme nic network gpu display multimedia audio memory bridge communication system input serial-bus usb smbus wireless crypto signal accel" -- "$cur")); return ;;
-        "|--root"|"snapshot|-o"|"snapshot|--output")
+        "attach|--managed"|"emit libvirt|--managed") COMPREPLY=($(compgen -W "yes no auto" -- "$cur")); return ;;
+        "emit libvirt|--guest-address") COMPREPLY=($(compgen -W "auto none" -- "$cur")); return ;;
+        "emit libvirt|--rom-bar") COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
+        "emit kubevirt|--only") COMPREPLY=($(compgen -W "kubevirt vm" -- "$cur")); return ;;
+        "|--root"|"snapshot|-o"|"snapshot|--output"|"emit kubevirt|--from"|"emit kubevirt|--current"|"emit harvester|--pcidevices")
             compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "list|--vendor"|"list|--driver"|"list|-g"|"list|--group") COMPREPLY=(); return ;;
+        "list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"check-iommu|-d"|"check-iommu|--device"|"attach|-c"|"attach|--connect"|"detach|-c"|"detach|--connect"|"enable|--driver"|"enable|--timeout"|"disable|--timeout"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit harvester|--node"|"emit harvester|--user") COMPREPLY=(); return ;;
     esac
     # Options, sub-commands or arguments of the command.
     case "$cmd" in
         "")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--root -f --format --debug --version -h --help" -- "$cur")); else COMPREPLY=($(compgen -W "list show groups snapshot" -- "$cur")); fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--root -f --format --debug --version -h --help" -- "$cur")); else COMPREPLY=($(compgen -W "list show groups snapshot check-iommu attach detach enable disable status emit" -- "$cur")); fi ;;
         "list")
             COMPREPLY=($(compgen -W "-c --class --vendor --driver -g --group --vfio --tree -f --format -h --help" -- "$cur")) ;;
         "show")
@@ -62,6 +66,26 @@ _pcipass() {
             COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")) ;;
         "snapshot")
             COMPREPLY=($(compgen -W "-o --output -f --format -h --help" -- "$cur")) ;;
+        "check-iommu")
+            COMPREPLY=($(compgen -W "-d --device -f --format -h --help" -- "$cur")) ;;
+        "attach")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-c --connect --live --config --group --managed -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+        "detach")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-c --connect --live --config -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+        "enable")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--group --driver --dry-run --force --timeout -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+        "disable")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--dry-run --timeout -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+        "status")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else COMPREPLY=(); fi ;;
+        "emit")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-h --help" -- "$cur")); else COMPREPLY=($(compgen -W "libvirt kubevirt harvester" -- "$cur")); fi ;;
+        "emit libvirt")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--group --managed --guest-address --rom-bar -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+        "emit kubevirt")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--all-vfio --per-device --from --vm --node --current --only -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+        "emit harvester")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--node --user --per-device --pcidevices -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
     esac
 }
 complete -F _pcipass pcipass
