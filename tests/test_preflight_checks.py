@@ -15,12 +15,12 @@ def test_healthy_intel_host_passes_everything(fake):
     got = verdicts(fake)
     assert set(got.values()) == {"pass"}, got
     assert list(got) == [
-        "cpu.vendor", "cpu.virt", "kvm.dev", "firmware.dmar", "iommu.active", "iommu.domain_type",
+        "iommu.vendor", "cpu.virt", "kvm.dev", "firmware.dmar", "iommu.active", "iommu.domain_type",
         "cmdline.intel_iommu", "cmdline.iommu_off", "cmdline.iommu_pt", "cmdline.acs_override", "cmdline.noiommu",
         "cmdline.vfio_ids", "irq.remap", "vfio.unsafe_interrupts", "kconfig.vfio_pci", "kconfig.intel_iommu",
         "kconfig.irq_remap", "module.vfio", "module.vfio_pci", "module.vfio_iommu_type1", "kernel.driver_override"]
     report = run(Host(fake.root))
-    assert report.summary.cmdline_remedy is None and report.summary.cpu_vendor == "intel"
+    assert report.summary.cmdline_remedy is None and report.summary.iommu_vendor == "intel"
     assert report.summary.counts == {"pass": 21, "warn": 0, "fail": 0, "skip": 0}
 
 
@@ -41,25 +41,27 @@ def test_healthy_amd_host_passes_everything(fake):
 
 @pytest.mark.parametrize("vendor, expected", [("GenuineIntel", "intel"), ("AuthenticAMD", "amd"),
                                               ("HygonGenuine", "amd")])
-def test_cpu_vendor_from_cpuinfo(fake, vendor, expected):
+def test_iommu_vendor_from_cpuinfo(fake, vendor, expected):
     fake.set_cpuinfo(vendor, ("svm",))
-    assert run(Host(fake.root)).summary.cpu_vendor == expected
-    assert checks(fake)["cpu.vendor"].verdict.value == "pass"
+    assert run(Host(fake.root)).summary.iommu_vendor == expected
+    assert checks(fake)["iommu.vendor"].detail.endswith(f"(CPU {vendor})")
 
 
-def test_cpu_vendor_inferred_or_unknown(fake):
+def test_iommu_vendor_evidence_order(fake):
     fake.add_device("0000:00:00.0", vendor="1022", device="1480", class_="060000")
-    c = checks(fake)
-    assert c["cpu.vendor"].detail == "AMD (host bridge vendor 0x1022)"
-    fake.add_acpi_table("DMAR")
-    assert checks(fake)["cpu.vendor"].detail == "Intel (ACPI DMAR table)"
-    fake.enable_iommu("ivhd0", vendor="amd")
-    assert checks(fake)["cpu.vendor"].detail == "AMD (AMD IOMMU unit ivhd0)"
+    assert checks(fake)["iommu.vendor"].detail == "AMD-Vi (host bridge vendor 0x1022)"
+    fake.set_cpuinfo("GenuineIntel")
+    assert checks(fake)["iommu.vendor"].detail == "Intel VT-d (CPU GenuineIntel)"
+    fake.add_acpi_table("IVRS")
+    assert checks(fake)["iommu.vendor"].detail == "AMD-Vi (ACPI IVRS table)"
+    # an emulated Intel IOMMU with any CPU (qemu TCG): the IOMMU itself decides
+    fake.enable_iommu("dmar0")
+    assert checks(fake)["iommu.vendor"].detail == "Intel VT-d (IOMMU unit dmar0)"
 
 
-def test_cpu_vendor_unknown_drops_vendor_checks(fake):
+def test_iommu_vendor_unknown_drops_vendor_checks(fake):
     c = checks(fake)
-    assert c["cpu.vendor"].verdict.value == "skip"
+    assert c["iommu.vendor"].verdict.value == "skip"
     assert not any(k.startswith(("firmware.", "kconfig.intel", "kconfig.amd", "cmdline.intel", "cmdline.amd"))
                    for k in c)
 
@@ -139,6 +141,11 @@ def test_iommu_active_pass_and_default_on_note(fake):
                                         "intel_iommu=on on the command line)")
     assert c["cmdline.intel_iommu"].verdict.value == "pass"
     assert "CONFIG_INTEL_IOMMU_DEFAULT_ON=y" in c["cmdline.intel_iommu"].detail
+    # Debian's own option (on, except for integrated graphics) counts as on
+    fake.set_kconfig(VFIO_PCI="m", INTEL_IOMMU="y", IRQ_REMAP="y", INTEL_IOMMU_DEFAULT_ON=None,
+                     INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF="y")
+    c = checks(fake)["cmdline.intel_iommu"]
+    assert c.verdict.value == "pass" and "(CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y)" in c.detail
 
 
 def test_iommu_active_units_without_groups_warns(fake):

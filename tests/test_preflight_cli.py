@@ -97,7 +97,7 @@ def test_recorded_host_iommu_on(hpe_a2, capsys):
     by = {(c["id"], c["device"]): c for c in data["checks"]}
     assert by[("iommu.active", None)]["verdict"] == "pass"
     assert by[("iommu.active", None)]["detail"].startswith("106 IOMMU groups")
-    assert by[("cpu.vendor", None)]["detail"] == "Intel (Intel IOMMU unit dmar0)"
+    assert by[("iommu.vendor", None)]["detail"] == "Intel VT-d (IOMMU unit dmar0)"
     assert by[("kernel.driver_override", None)]["verdict"] == "pass"
     assert by[("device.group", "0000:08:00.0")]["detail"] == "IOMMU group 38"
     assert by[("device.group_peers", "0000:08:00.0")]["verdict"] == "pass"

@@ -60,7 +60,7 @@ def _summary(fx: Facts, checks: list[Check]) -> Summary:
         failed=tuple(c.key for c in checks if c.verdict is Verdict.FAIL),
         warned=tuple(c.key for c in checks if c.verdict is Verdict.WARN),
         skipped=tuple(c.key for c in checks if c.verdict is Verdict.SKIP),
-        cpu_vendor=vendor,
+        iommu_vendor=vendor,
         boot_loader=fx.bootloader.description,
         cmdline_remedy=fx.combined_cmdline_remedy(),
     )

@@ -105,23 +105,20 @@ class Facts:
 
     @cached_property
     def vendor(self) -> tuple[str | None, str]:
-        """(intel | amd | None, the evidence)."""
-        try:
-            info = self.cpuinfo or {}
-        except files.Unreadable:
-            info = {}
-        vid = info.get("vendor_id")
-        if vid in _CPU_VENDORS:
-            return _CPU_VENDORS[vid], f"{vid} in {self.shown(self.host.cpuinfo)}"
+        """The IOMMU family (intel: VT-d, amd: AMD-Vi, None: unknown) and the evidence.
+
+        The IOMMU itself is the best evidence (its units, then its ACPI table); the CPU vendor decides only
+        when neither is there. On real hardware they agree; an emulator can pair an Intel IOMMU with any CPU.
+        """
         try:
             units = self.iommu_units or sorted(self.device_iommu_units)
         except files.Unreadable:
             units = sorted(self.device_iommu_units)
         for unit in units:
             if unit.startswith("dmar"):
-                return INTEL, f"Intel IOMMU unit {unit}"
+                return INTEL, f"IOMMU unit {unit}"
             if unit.startswith("ivhd"):
-                return AMD, f"AMD IOMMU unit {unit}"
+                return AMD, f"IOMMU unit {unit}"
         try:
             tables = self.acpi_tables or []
         except files.Unreadable:
@@ -130,6 +127,13 @@ class Facts:
             return INTEL, "ACPI DMAR table"
         if "IVRS" in tables:
             return AMD, "ACPI IVRS table"
+        try:
+            info = self.cpuinfo or {}
+        except files.Unreadable:
+            info = {}
+        vid = info.get("vendor_id")
+        if vid in _CPU_VENDORS:
+            return _CPU_VENDORS[vid], f"CPU {vid}"
         bridge = self.host.pci_device("0000:00:00.0") / "vendor"
         try:
             text = files.read_text(bridge, 64)
@@ -137,7 +141,7 @@ class Facts:
             text = None
         if text and text.strip() in _BRIDGE_VENDORS:
             return _BRIDGE_VENDORS[text.strip()], f"host bridge vendor {text.strip()}"
-        return None, "no vendor_id in /proc/cpuinfo, no IOMMU unit, no ACPI DMAR/IVRS table, no host bridge"
+        return None, "no IOMMU unit, no ACPI DMAR/IVRS table, no vendor_id in /proc/cpuinfo, no host bridge"
 
     # --- IOMMU ----------------------------------------------------------------------------------------
     @cached_property

@@ -40,19 +40,16 @@ def _no_cmdline(fx: Facts, check_id: str) -> Check:
     return Check(check_id, S, f"no {fx.shown(fx.host.cmdline)} {fx.here}")
 
 
-def _vendor_name(vendor: str | None) -> str:
-    return {INTEL: "Intel", AMD: "AMD"}.get(vendor or "", "unknown")
-
-
 # --- CPU and KVM --------------------------------------------------------------------------------------------
 
 
-def cpu_vendor(fx: Facts) -> Check:
+def iommu_vendor(fx: Facts) -> Check:
     vendor, evidence = fx.vendor
     if vendor is None:
-        return Check("cpu.vendor", S, f"unknown ({evidence}); the firmware-table, intel_iommu/amd_iommu and "
+        return Check("iommu.vendor", S, f"unknown ({evidence}); the firmware-table, intel_iommu/amd_iommu and "
                      "kernel-config IOMMU checks need it and were not run")
-    return Check("cpu.vendor", P, f"{_vendor_name(vendor)} ({evidence})")
+    family = {INTEL: "Intel VT-d", AMD: "AMD-Vi"}[vendor]
+    return Check("iommu.vendor", P, f"{family} ({evidence})")
 
 
 def cpu_virt(fx: Facts) -> Check:
@@ -125,11 +122,25 @@ def _intel_state(fx: Facts) -> tuple[str, list[str]]:
     return state, unknown
 
 
+# Kernel options that turn VT-d on without intel_iommu=on: upstream INTEL_IOMMU_DEFAULT_ON, and Debian's
+# INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF (a Debian-only choice: on, except for the integrated graphics).
+_INTEL_DEFAULT_ON = ("INTEL_IOMMU_DEFAULT_ON", "INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF")
+
+
 def _intel_default_on(fx: Facts) -> bool | None:
+    """Whether this kernel enables VT-d without a parameter; None when its config is not available."""
     cfg = fx.kconfig_or_none()
     if cfg is None:
         return None
-    return cfg.get("INTEL_IOMMU_DEFAULT_ON") == "y"
+    return any(cfg.get(o) == "y" for o in _INTEL_DEFAULT_ON)
+
+
+def _intel_default_text(fx: Facts) -> str:
+    cfg = fx.kconfig_or_none()
+    if cfg is None:
+        return "kernel config not available"
+    on = [cfg.describe(o) for o in _INTEL_DEFAULT_ON if cfg.get(o) == "y"]
+    return ", ".join(on) if on else f"{cfg.describe(_INTEL_DEFAULT_ON[0])}"
 
 
 def _replace_option(fx: Facts, name: str, drop: tuple[str, ...], first: str | None) -> tuple[list[str], list[str]]:
@@ -261,11 +272,11 @@ def cmdline_intel_iommu(fx: Facts) -> Check:
     default_on = _intel_default_on(fx)
     if default_on:
         return Check(cid, P, f"not on the command line; this kernel enables VT-d by default "
-                     f"(CONFIG_INTEL_IOMMU_DEFAULT_ON=y){ignored}")
+                     f"({_intel_default_text(fx)}){ignored}")
     if default_on is None and _active(fx):
         return Check(cid, P, f"not on the command line; the IOMMU is active, so this kernel enables VT-d by "
                      f"default{ignored}")
-    why = ("this kernel leaves VT-d off by default (CONFIG_INTEL_IOMMU_DEFAULT_ON is not set)" if default_on is False
+    why = (f"this kernel leaves VT-d off by default ({_intel_default_text(fx)})" if default_on is False
            else "the kernel config is not available to tell whether VT-d is on by default, and the IOMMU is off")
     add, remove = _replace_option(fx, "intel_iommu", ("on", "off", *unknown), "on")
     return Check(cid, F, f"no intel_iommu=on: {why}{ignored}", fx.cmdline_remedy(add, remove))
@@ -581,7 +592,7 @@ def host_checks(fx: Facts) -> list[tuple[str, HostCheck]]:
     """The host checks for this host's CPU vendor, in report order: (id, function)."""
     vendor = fx.vendor[0]
     out: list[tuple[str, HostCheck]] = [
-        ("cpu.vendor", cpu_vendor),
+        ("iommu.vendor", iommu_vendor),
         ("cpu.virt", cpu_virt),
         ("kvm.dev", kvm_dev),
     ]
