@@ -263,10 +263,19 @@ def test_pooled_and_external_for_one_selector_is_refused(capsys, hpe_a2, tmp_pat
     assert "both would hand out the same devices" in r.err and r.out == ""
 
 
+def test_current_may_be_the_list_kubectl_get_prints(capsys, gpu, tmp_path):
+    path = _current(tmp_path, [{"pciVendorSelector": "8086:6F54", "resourceName": "intel.com/qat"}])
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [yaml.safe_load(path.read_text())]}))
+    cr, _ = _split(_emit(capsys, gpu, LONE, "--current", str(path)).out)
+    assert "intel.com/qat" in [p["resourceName"] for p in _permits(cr)]
+
+
 def test_current_must_be_a_kubevirt_object(capsys, gpu, tmp_path):
     bad = tmp_path / "x.yaml"
     bad.write_text("kind: ConfigMap\n")
-    assert "not a KubeVirt object" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
+    assert "not one KubeVirt object" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
+    bad.write_text("kind: List\nitems: [{kind: KubeVirt}, {kind: KubeVirt}]\n")
+    assert "not one KubeVirt object" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
     bad.write_text("kind: KubeVirt\nspec: {configuration: {permittedHostDevices: {pciHostDevices: [{a: 1}]}}}\n")
     assert "malformed" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
     assert _emit(capsys, gpu, LONE, "--current", str(tmp_path / "missing.yaml"), code=2).out == ""

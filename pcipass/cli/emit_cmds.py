@@ -188,16 +188,15 @@ def emit_kubevirt_cmd(
     node: NodeOption = None,
     current: Annotated[
         str | None,
-        typer.Option("--current", metavar="FILE", help="The live KubeVirt CR ('kubectl get kubevirt -A -o yaml' of "
-                     "it): its other pciHostDevices entries and feature gates are kept in the patch.",
+        typer.Option("--current", metavar="FILE", help="The live KubeVirt CR ('kubectl get kubevirt -A -o yaml'): "
+                     "its other pciHostDevices entries and feature gates are kept in the patch.",
                      show_default=False),
     ] = None,
     only: Annotated[KubevirtPart | None, typer.Option("--only", help="Print only the KubeVirt CR patch or only the "
                                                       "VM snippet.", show_default=False)] = None,
     fmt: FormatOption = None,
 ) -> None:
-    """Print the KubeVirt CR merge patch permitting the devices (plus the HostDevices feature gate) and a VM
-    snippet requesting them."""
+    """Print the KubeVirt CR merge patch permitting the devices (and the HostDevices gate), and a VM snippet."""
     from ..emit import devices, kubevirt
 
     doc_fmt = _document_format(fmt)

@@ -95,11 +95,15 @@ def _pooled_names(targets: Sequence[Target]) -> dict[str, str]:
 
 
 def _current_lists(current: dict[str, Any] | None) -> tuple[list[Permit], list[str]]:
-    """The pciHostDevices entries and feature gates of a KubeVirt CR read with ``kubectl get -o yaml``."""
+    """The pciHostDevices entries and feature gates of a KubeVirt CR (or of a ``List`` holding just it, as
+    ``kubectl get kubevirt -A -o yaml`` prints)."""
     if current is None:
         return [], []
+    if isinstance(current, dict) and current.get("kind") == "List" and isinstance(current.get("items"), list) \
+            and len(current["items"]) == 1:
+        current = current["items"][0]
     if not isinstance(current, dict) or current.get("kind") != "KubeVirt":
-        raise UsageError("--current: not a KubeVirt object (save it with 'kubectl get kubevirt -A -o yaml')")
+        raise UsageError("--current: not one KubeVirt object (save it with 'kubectl get kubevirt -A -o yaml')")
     config = (current.get("spec") or {}).get("configuration") or {}
     entries = ((config.get("permittedHostDevices") or {}).get("pciHostDevices")) or []
     gates = ((config.get("developerConfiguration") or {}).get("featureGates")) or []
