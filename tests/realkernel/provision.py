@@ -137,6 +137,11 @@ def check_tools() -> dict[str, str]:
     missing: dict[str, str] = {}
     for tool, pkg in REQUIRED_TOOLS.items():
         path = _which(tool)
+        if tool == "qemu-system-x86_64" and os.environ.get("PCIPASS_REALKERNEL_QEMU"):
+            override = os.environ["PCIPASS_REALKERNEL_QEMU"]
+            path = override if os.access(override, os.X_OK) else None
+            if path is None:
+                tool = f"PCIPASS_REALKERNEL_QEMU={override} (not executable)"
         if path is None:
             missing[tool] = pkg
         else:

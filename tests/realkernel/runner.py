@@ -158,7 +158,7 @@ class TopologyRun:
 
     def diagnostics(self) -> str:
         if self.run is None:
-            return self.error or "the guest was never started"
+            return "(no guest was started)"
         return self.run.diagnostics()
 
     def run_problem(self) -> str | None:
@@ -185,7 +185,7 @@ class TopologyRun:
                     return Outcome("failed", f"guest collection error in {key}:\n{self.collect_errors[key]}")
             if problem:
                 where = f"; logs in {self.run.run_dir}" if self.run else ""
-                return Outcome("failed", f"{nodeid}: no result from the guest: {problem}"
+                return Outcome("failed", f"{nodeid}: no result from the guest: {problem.splitlines()[0][:300]}"
                                f" (details in the {self.topology}::guest_session failure{where})")
             return Outcome("failed", f"{nodeid}: the guest run completed but never reported this test "
                            f"(not collected in the guest?)\n\n{self.diagnostics()}")

@@ -88,10 +88,11 @@ def _new_run_dir(cache: Path, name: str) -> Path:
         n += 1
         d = runs / f"{stamp}-{os.getpid()}-{name}-{n}"
     d.mkdir()
-    # prune old runs (keep the newest KEEP_RUNS)
+    # prune old runs: keep the newest KEEP_RUNS, and anything younger than an hour (a concurrent
+    # pytest session in the same tree may still be using it)
     old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for p in old[:-KEEP_RUNS]:
-        if p != d:
+        if p != d and time.time() - p.stat().st_mtime > 3600:
             shutil.rmtree(p, ignore_errors=True)
     return d
 
