@@ -209,8 +209,9 @@ class HostUse:
     @classmethod
     def scan(cls, host: Host, inventory: Inventory) -> HostUse:
         nets = _scan_nets(host)
-        addresses = _scan_addresses(host, nets)
-        routed = _scan_routes(host)
+        routes_v4 = _route_rows(host)
+        addresses = _scan_addresses(host, routes_v4)
+        routed = _scan_routes(host, routes_v4)
         blocks = _scan_blocks(host)
         mounts: dict[str, list[str]] = {}
         for line in read_lines(host.mountinfo):
@@ -269,8 +270,9 @@ class HostUse:
             if upper in seen:
                 continue
             seen.add(upper)
-            for _, detail in self._net_own(upper):
-                out.append(InUse(address, UseKind.NET_UPPER, ifname, f"under {upper}, which {detail}"))
+            for kind, detail in self._net_own(upper):
+                verb = "is " if kind is UseKind.NET_ROUTE else ""
+                out.append(InUse(address, UseKind.NET_UPPER, ifname, f"under {upper}, which {verb}{detail}"))
             if upper in self._nets:
                 todo += self._nets[upper].uppers
         return out
@@ -304,7 +306,7 @@ def _scan_nets(host: Host) -> dict[str, _Net]:
     return out
 
 
-def _scan_addresses(host: Host, nets: dict[str, _Net]) -> dict[str, set[str]]:
+def _scan_addresses(host: Host, routes_v4: list[list[str]]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     # IPv6: /proc/net/if_inet6 "addr ifindex plen scope flags name" (net/ipv6/addrconf.c if6_seq_show).
     for line in read_lines(host.if_inet6):
@@ -328,7 +330,7 @@ def _scan_addresses(host: Host, nets: dict[str, _Net]) -> dict[str, set[str]]:
         # A snapshot has no ioctl: attribute each local address of fib_trie to the interface whose
         # directly connected route (gateway 0) covers it, longest prefix first.
         connected: list[tuple[int, int, int, str]] = []
-        for f in _route_rows(host):
+        for f in routes_v4:
             dest, gw, mask = _hex_ipv4(f[1]), _hex_ipv4(f[2]), _hex_ipv4(f[7])
             if dest is None or mask is None or gw != 0 or mask == 0:
                 continue
@@ -355,10 +357,10 @@ def _route_rows(host: Host) -> list[list[str]]:
     return rows
 
 
-def _scan_routes(host: Host) -> dict[str, str]:
+def _scan_routes(host: Host, routes_v4: list[list[str]]) -> dict[str, str]:
     """Interface -> the first route through it, described (IPv4 main table, then IPv6)."""
     out: dict[str, str] = {}
-    for f in _route_rows(host):
+    for f in routes_v4:
         dest, gw, mask = _hex_ipv4(f[1]), _hex_ipv4(f[2]), _hex_ipv4(f[7])
         if dest is None or mask is None:
             continue

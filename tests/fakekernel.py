@@ -96,6 +96,14 @@ class FakeKernel:
             raise ModuleError(f"modprobe {name} failed: injected")
         self.loaded.append(name)
         self.fake.add_driver(_MODULE_DRIVERS.get(name, name), module=name)
+        if name == "vfio_pci":
+            # vfio (a dependency) creates the container node /dev/vfio/vfio when it loads.
+            self.fake.write("dev/vfio/vfio", "")
+
+    def preload(self, module: str) -> None:
+        """The module was loaded before the test (not by the engine)."""
+        self.load_module(module, timeout=0)
+        self.loaded.remove(module)
 
     def vfio_status(self, group: int) -> VfioGroupStatus:
         node = self.root / "dev/vfio" / str(group)

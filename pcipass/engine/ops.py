@@ -23,6 +23,7 @@ from ..errors import DeviceNotFound, ExitCode, ModuleError, PcipassError, Refuse
 from ..host import Host
 from ..hostuse import HostUse
 from ..inventory import Inventory
+from ..pciids import PciIds
 from ..model import PciDevice
 from .. import kmod
 from .execute import Executor, GroupRun, StepRecord, driver_of
@@ -118,7 +119,9 @@ class _Context:
         self.host = host
         self.kernel = kernel
         self.records = records
-        self.inv = Inventory.scan(host)
+        # Names from pci.ids are not needed to bind (refusals name devices by address, ids and driver), and
+        # looking up a large vendor block (Intel's) costs milliseconds per device.
+        self.inv = Inventory.scan(host, ids=PciIds(None))
         self.resolver = DriverResolver(host)
         self.steps = StepBuilder(host)
         self.module_steps: dict[str, Step] = {}
@@ -194,13 +197,21 @@ def _plan_enable(ctx: _Context, addrs: list[str], *, driver: str, move_group: bo
         assert dev.iommu_group is not None
         by_group.setdefault(dev.iommu_group, []).append(dev)
 
+    # Devices an interrupted enable (kill -9) left half-done: enabling any device of their group completes
+    # them too, through the ordinary steps (those already done are skipped or harmless).
+    inflight = {a for a, r in ctx.records.items() if r.phase is Phase.ENABLING and a in inv.devices}
     groups: list[GroupPlan] = []
     for g in sorted(by_group):
         req = by_group[g]
         names = {d.address: ctx.target_name(d, driver) for d in req}
-        todo = [d for d in req if not _satisfied(d, names[d.address], driver)]
-        blockers = blocking_peers(inv, g, {d.address for d in req})
-        if not todo and not (move_group and blockers):
+        todo = [d for d in req if d.address in inflight or not _satisfied(d, names[d.address], driver)]
+        req_set = {d.address for d in req}
+        resume = [inv.devices[m.address] for m in inv.groups[g].endpoints
+                  if m.address in inflight and m.address not in req_set]
+        for d in resume:
+            names[d.address] = ctx.records[d.address].target or ctx.target_name(d, driver)
+        blockers = blocking_peers(inv, g, req_set | {d.address for d in resume})
+        if not todo and not resume and not (move_group and blockers):
             note = ()
             if blockers:
                 note = (f"group {g} is not viable yet: {', '.join(describe(p) for p in blockers)}",)
@@ -216,7 +227,7 @@ def _plan_enable(ctx: _Context, addrs: list[str], *, driver: str, move_group: bo
         peers = blockers if move_group else []
         for p in peers:
             names[p.address] = ctx.target_name(p, driver)
-        moving = todo + peers
+        moving = todo + resume + peers
         in_use = [r for d in moving for r in in_use_refusals(use, d, inv)]
         if in_use and not force:
             _refuse(results, errors, req, in_use)
@@ -229,11 +240,10 @@ def _plan_enable(ctx: _Context, addrs: list[str], *, driver: str, move_group: bo
                 results[d.address] = _result(d, Outcome.FAILED, reasons=(err.message,), error=err)
             errors.append(err)
             continue
-        requested = {d.address for d in req}
         moves = []
         for d in moving:
             orig, orig_ovr = _originals(ctx, d)
-            moves.append(Move(d.address, g, d.address in requested, d.driver, d.driver_override, orig, orig_ovr,
+            moves.append(Move(d.address, g, d.address in req_set, d.driver, d.driver_override, orig, orig_ovr,
                               targets[d.address][0]))
         steps = [s for m in moves for s in ctx.steps.enable(m)]
         if all(is_vfio_driver(m.target) for m in moves):
@@ -351,7 +361,7 @@ def _mutate(
     lock = nullcontext() if dry_run else Lock(host, wait=lock_wait, command=f"{action} {' '.join(addrs)}",
                                                 on_wait=on_lock_wait)
     with lock:
-        if isinstance(lock, Lock) and lock.waited >= 0.5:
+        if isinstance(lock, Lock) and lock.contended:
             messages.append(f"waited {lock.waited:.1f} s for another pcipass run to finish")
         store = StateStore(host)
         records = store.load()

@@ -157,6 +157,7 @@ class Lock:
         self.command = command
         self.on_wait = on_wait
         self.waited: float = 0.0
+        self.contended = False  #: another run held the lock when this one arrived
         self._fd: int | None = None
 
     def _holder(self, fd: int) -> str:
@@ -179,6 +180,7 @@ class Lock:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     os.close(fd)
                     raise
+            self.contended = True
             waited = time.monotonic() - start
             if waited >= self.wait:
                 holder = self._holder(fd)

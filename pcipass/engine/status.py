@@ -9,6 +9,7 @@ from ..drivers import is_vfio_driver
 from ..errors import DeviceNotFound, PcipassError
 from ..host import Host
 from ..inventory import Inventory
+from ..pciids import PciIds
 from .kernel import Kernel, SysfsKernel
 from .state import StateStore, interrupted_message, lock_is_free, pid_alive
 from .vfio import VfioGroupStatus
@@ -44,7 +45,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
     kernel = kernel or SysfsKernel(host)
     records = StateStore(host).load()
     free = lock_is_free(host)
-    inv = Inventory.scan(host)
+    inv = Inventory.scan(host, ids=PciIds(None))
     errors: list[PcipassError] = []
     if addresses:
         wanted = list(dict.fromkeys(str(PciAddress.parse(a)) for a in addresses))
