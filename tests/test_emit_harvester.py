@@ -130,6 +130,11 @@ def test_a_device_the_cluster_does_not_know_is_an_error(capsys, gpu, tmp_path):
                                                    code=2).err
     (tmp_path / "junk.yaml").write_text("- 1\n")
     assert _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(tmp_path / "junk.yaml"), code=2).out == ""
+    (tmp_path / "junk.yaml").write_text("items: [x, 3, {kind: PCIDevice, metadata: x}]\n")
+    assert "no PCIDevice" in _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(tmp_path / "junk.yaml"),
+                                   code=2).err
+    pds = _pcidevices(tmp_path, {**_pcidevice("n1-00003b000", GPU, "n1"), "metadata": {"name": "n1-00003b000"}})
+    assert "no metadata.uid" in _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(pds), code=2).err
 
 
 # --- formats and goldens -------------------------------------------------------------------------------------

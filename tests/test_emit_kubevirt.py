@@ -276,7 +276,10 @@ def test_current_must_be_a_kubevirt_object(capsys, gpu, tmp_path):
     assert "not one KubeVirt object" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
     bad.write_text("kind: List\nitems: [{kind: KubeVirt}, {kind: KubeVirt}]\n")
     assert "not one KubeVirt object" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
-    bad.write_text("kind: KubeVirt\nspec: {configuration: {permittedHostDevices: {pciHostDevices: [{a: 1}]}}}\n")
+    for entries in ("[{a: 1}]", "[x]", "{a: 1}"):
+        bad.write_text(f"kind: KubeVirt\nspec: {{configuration: {{permittedHostDevices: {{pciHostDevices: {entries}}}}}}}\n")
+        assert "malformed" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
+    bad.write_text("kind: KubeVirt\nspec: {configuration: {developerConfiguration: {featureGates: x}}}\n")
     assert "malformed" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
     assert _emit(capsys, gpu, LONE, "--current", str(tmp_path / "missing.yaml"), code=2).out == ""
 
@@ -307,6 +310,13 @@ def test_fleet_all_vfio_and_explicit_node_names(capsys, gpu, hpe_a2, tmp_path):
     assert r.code == 0, r.err
     cr, _ = _split(r.out)
     assert [p["resourceName"] for p in _permits(cr)] == ["nvidia.com/gpu-1-00003b000", "intel.com/gpu-1-000000190"]
+
+
+def test_fleet_node_name_is_the_file_name_without_its_extension(capsys, gpu, tmp_path):
+    a = _save_inventory(capsys, gpu, tmp_path / "gpu-1.rack2.example.com.json")
+    r = run(capsys, "emit", "kubevirt", LONE, "--per-device", "--from", str(a))
+    assert r.code == 0, r.err
+    assert _permits(_split(r.out)[0])[0]["resourceName"] == "intel.com/gpu-1.rack2.example.com-000000190"
 
 
 def test_fleet_named_address_must_exist_somewhere(capsys, gpu, tmp_path):

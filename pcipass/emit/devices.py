@@ -141,7 +141,7 @@ def load_inventory(spec: str) -> tuple[str, list[Target]]:
     if not eq:
         node, path_text = "", spec
     path = Path(path_text)
-    node = node or path.name.split(".")[0]
+    node = node or path.stem
     try:
         env = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

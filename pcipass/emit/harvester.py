@@ -30,8 +30,8 @@ def _owner_index(pcidevices: dict[str, Any] | None) -> dict[str, dict[str, Any]]
         raise UsageError("--pcidevices: not a list of PCIDevice objects (save 'kubectl get pcidevices -o json')")
     out = {}
     for item in items:
-        meta = (item or {}).get("metadata") or {}
-        if (item or {}).get("kind") == "PCIDevice" and isinstance(meta.get("name"), str):
+        meta = item.get("metadata") if isinstance(item, dict) else None
+        if isinstance(meta, dict) and item.get("kind") == "PCIDevice" and isinstance(meta.get("name"), str):
             out[meta["name"]] = item
     return out
 
@@ -41,7 +41,7 @@ def _owner_reference(name: str, t: Target, node: str, index: dict[str, dict[str,
     if pd is None:
         raise UsageError(f"{t.address}: the cluster has no PCIDevice {name!r} (is the node name {node!r} right?)",
                          address=t.address)
-    status = pd.get("status") or {}
+    status = pd.get("status") if isinstance(pd.get("status"), dict) else {}
     seen = (status.get("address"), status.get("nodeName"), status.get("vendorId"), status.get("deviceId"))
     if seen != (t.address, node, t.vendor_id, t.device_id):
         raise Refused(
@@ -49,7 +49,7 @@ def _owner_reference(name: str, t: Target, node: str, index: dict[str, dict[str,
             f"{t.vendor_id}:{t.device_id}: the hardware or the inventory changed; refusing to claim the wrong device",
             address=t.address,
         )
-    uid = (pd.get("metadata") or {}).get("uid")
+    uid = pd["metadata"].get("uid")
     if not isinstance(uid, str) or not uid:
         raise UsageError(f"--pcidevices: PCIDevice {name!r} has no metadata.uid")
     return {"apiVersion": API_VERSION, "kind": "PCIDevice", "name": name, "uid": uid}

@@ -108,12 +108,14 @@ def _current_lists(current: dict[str, Any] | None) -> tuple[list[Permit], list[s
     entries = ((config.get("permittedHostDevices") or {}).get("pciHostDevices")) or []
     gates = ((config.get("developerConfiguration") or {}).get("featureGates")) or []
     permits = []
+    if not isinstance(entries, list):
+        raise UsageError(f"--current: malformed pciHostDevices {entries!r}")
     for e in entries:
-        sel, res = (e or {}).get("pciVendorSelector"), (e or {}).get("resourceName")
+        sel, res = (e.get("pciVendorSelector"), e.get("resourceName")) if isinstance(e, dict) else (None, None)
         if not (isinstance(sel, str) and isinstance(res, str)):
             raise UsageError(f"--current: malformed pciHostDevices entry {e!r}")
         permits.append(Permit(sel.upper(), res, bool(e.get("externalResourceProvider"))))
-    if not all(isinstance(g, str) for g in gates):
+    if not (isinstance(gates, list) and all(isinstance(g, str) for g in gates)):
         raise UsageError(f"--current: malformed featureGates {gates!r}")
     return permits, list(gates)
 

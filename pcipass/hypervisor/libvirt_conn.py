@@ -123,7 +123,10 @@ def attach(uri: str | None, domain: str, items: Sequence[Hostdev], *, live: bool
                     errors.append(_error(exc, f"attaching {addr} to {domain}", addr))
                     continue
                 root, _ = _hostdevs(lv, dom, inactive=True)
-                root.find("devices").append(hostdev_element(h))
+                devices = root.find("devices")
+                if devices is None:
+                    devices = ET.SubElement(root, "devices")
+                devices.append(hostdev_element(h))
                 try:
                     _redefine(lv, conn, root, f"attaching {addr} to {domain}", addr)
                 except HypervisorError as err:
