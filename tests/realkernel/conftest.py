@@ -205,6 +205,15 @@ class BrokenModuleItem(pytest.Item):
 # --------------------------------------------------------------------------- session hooks
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Run the guest items last: the guests boot in the background from the end of collection, so the
+    host's own tests run meanwhile instead of the main thread waiting for a guest."""
+    tier_items = [i for i in items if isinstance(i, _TierItem)]
+    if tier_items:
+        items[:] = [i for i in items if not isinstance(i, _TierItem)] + tier_items
+
+
 def pytest_collection_finish(session):
     tier = RealKernelTier()
     session.config.stash[TIER_KEY] = tier

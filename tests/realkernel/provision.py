@@ -272,8 +272,19 @@ def ensure_kernel(cache: Path, timings: dict[str, float]) -> Kernel:
     kdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=kdir, prefix=".download-") as tmp:
         _log(f"apt-get download {package}")
-        _run(["apt-get", "download", "-o", "APT::Sandbox::User=root", package], cwd=Path(tmp),
-             what="apt-get download", timeout=900)
+        download = ["apt-get", "download", "-o", "APT::Sandbox::User=root", package]
+        try:
+            _run(download, cwd=Path(tmp), what="apt-get download", timeout=900)
+        except ProvisionError:
+            if os.geteuid() != 0:
+                raise
+            # stale package lists (the mirror dropped that version): refresh once and retry
+            _log("apt-get download failed; apt-get update and retry")
+            _run(["apt-get", "update", "-qq"], what="apt-get update", timeout=600)
+            if not wanted:
+                package = _resolve_kernel_package()
+                download[-1] = package
+            _run(download, cwd=Path(tmp), what="apt-get download", timeout=900)
         debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
         if not debs:
             raise ProvisionError(f"apt-get download {package} produced no .deb")
