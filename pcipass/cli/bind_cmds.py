@@ -97,7 +97,8 @@ def enable_cmd(
     from .. import engine
 
     report = engine.enable(context.CURRENT.host(), addresses, driver=driver, move_group=group, force=force,
-                           dry_run=dry_run, timeout=timeout, on_lock_wait=_on_lock_wait)
+                           dry_run=dry_run, timeout=timeout, lock_wait=engine.DEFAULT_LOCK_WAIT,
+                           on_lock_wait=_on_lock_wait)
     _finish_report(report)
 
 
@@ -112,7 +113,7 @@ def disable_cmd(
     from .. import engine
 
     report = engine.disable(context.CURRENT.host(), addresses, dry_run=dry_run, timeout=timeout,
-                            on_lock_wait=_on_lock_wait)
+                            lock_wait=engine.DEFAULT_LOCK_WAIT, on_lock_wait=_on_lock_wait)
     _finish_report(report)
 
 

@@ -4,7 +4,7 @@ Public entry points: ``enable``, ``disable`` (both return a ``BindReport``) and 
 """
 
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, disable, enable
-from .status import DeviceStatus, StatusReport, status
+from .readstatus import DeviceStatus, StatusReport, status
 
 __all__ = [
     "DEFAULT_LOCK_WAIT",
