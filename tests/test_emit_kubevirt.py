@@ -361,3 +361,20 @@ def test_golden_per_device_json(capsys, hpe_a2):
 
 def test_golden_gpu_with_audio(capsys, gpu):
     check_golden("emit-kubevirt.fake-gpu-audio.yaml", _emit(capsys, gpu, GPU, GPU_AUDIO).out)
+
+
+def test_two_models_with_one_name_get_distinct_resources():
+    """pci.ids may name two device IDs alike; KubeVirt would then pool both models under one resource."""
+    from pcipass.emit import kubevirt
+    from pcipass.emit.devices import Target
+
+    def target(address, device):
+        return Target(address=address, vendor_id="8086", device_id=device, vendor_name="Intel Corporation",
+                      device_name="I350 Gigabit Network Connection", class_id="020000", driver="vfio-pci",
+                      vfio=True, iommu_group=1, is_bridge=False)
+
+    plan = kubevirt.plan([target("0000:01:00.0", "1521"), target("0000:02:00.0", "1522")])
+    assert [(p.selector, p.resource) for p in plan.permits] == [
+        ("8086:1521", "intel.com/I350_Gigabit_Network_Connection_8086_1521"),
+        ("8086:1522", "intel.com/I350_Gigabit_Network_Connection_8086_1522"),
+    ]
