@@ -207,6 +207,18 @@ def test_iommu_off_by_parameters(fake):
     assert c["cmdline.iommu_off"].verdict.value == "fail"
 
 
+def test_combined_remedy_is_one_consistent_edit(fake):
+    intel_host(fake, cmdline="root=/dev/sda1 iommu=off intremap=off")
+    fake.write("etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet iommu=off"\nGRUB_CMDLINE_LINUX="intremap=off"\n')
+    _iommu_off(fake)
+    report = run(Host(fake.root))
+    assert {c.id for c in report.checks if c.verdict.value == "fail"} >= {"iommu.active", "cmdline.intel_iommu",
+                                                                          "cmdline.iommu_off", "irq.remap"}
+    assert report.summary.cmdline_remedy == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX="" and GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on '
+        'iommu=pt"; then run update-grub and reboot')
+
+
 def test_iommu_only_noiommu_groups(fake):
     intel_host(fake)
     _iommu_off(fake)

@@ -94,7 +94,7 @@ class BootLoader:
     def _grub(self, add: Sequence[str], gone: set[str]) -> str:
         current = {v.name: v for v in self.grub_vars}
         target = GRUB_DEFAULT if GRUB_DEFAULT in current else GRUB_LINUX
-        edits: list[str] = []
+        edits: dict[str, list[str]] = {}  # file -> assignments, in order
         already = True
         for name in (GRUB_LINUX, GRUB_DEFAULT):
             var = current.get(name)
@@ -107,12 +107,12 @@ class BootLoader:
             if kept != tokens:
                 already = False
                 where = var.source.rsplit(":", 1)[0] if var else self.grub_file
-                edits.append(f'in {where} set {name}="{" ".join(kept)}"')
+                edits.setdefault(where, []).append(f'{name}="{" ".join(kept)}"')
         after = f"then run {self.regenerate} and reboot"
         if already:
             return f"the GRUB configuration already has {_change(add, gone)}, but the running kernel was not " \
                    f"booted with it: {after}"
-        return "; ".join(edits) + f"; {after}"
+        return "; ".join(f"in {where} set {' and '.join(lines)}" for where, lines in edits.items()) + f"; {after}"
 
     def _kernel_cmdline(self, add: Sequence[str], gone: set[str]) -> str:
         tokens = list(self.cmdline_tokens)

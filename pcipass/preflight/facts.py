@@ -80,7 +80,7 @@ class Facts:
     @cached_property
     def cmdline(self) -> Cmdline | None:
         text = files.read_text(self.host.cmdline, 1 << 20)
-        return None if text is None else Cmdline.parse(text.replace("\0", " "))
+        return None if text is None else Cmdline.parse(text)
 
     @cached_property
     def cpuinfo(self) -> dict[str, str] | None:
@@ -251,10 +251,9 @@ class Facts:
             return None
         add: list[str] = []
         remove: list[str] = []
-        for a, r in self.changes:
-            remove += [n for n in r if n not in remove]
-        for a, _ in self.changes:
-            add += [t for t in a if t not in add]
+        for tokens, names in self.changes:
+            add += [t for t in tokens if t not in add]
+            remove += [n for n in names if n not in remove]
         return self.bootloader.remedy(add, remove)
 
     @cached_property

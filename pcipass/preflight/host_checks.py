@@ -329,7 +329,7 @@ def cmdline_iommu_pt(fx: Facts) -> Check:
     if mode is None and cfg is not None and cfg.get("IOMMU_DEFAULT_PASSTHROUGH") == "y":
         return Check(cid, P, f"not on the command line; this kernel defaults to passthrough "
                      f"(CONFIG_IOMMU_DEFAULT_PASSTHROUGH=y): {good}")
-    add, remove = _replace_option(fx, "iommu", ("pt", "nopt"), "pt")
+    add, remove = _replace_option(fx, "iommu", ("pt", "nopt", "off"), "pt")  # "off": see cmdline.iommu_off
     if mode == "nopt":
         remove = remove + ["iommu.passthrough"]
         return Check(cid, W, f"{' '.join(cl.tokens('iommu', 'iommu.passthrough'))}: host DMA is translated "
