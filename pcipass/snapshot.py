@@ -3,7 +3,8 @@
 A support bundle: the PCI part of sysfs (device attributes and links, drivers, slots, IOMMU groups and
 units, the class objects behind devices), module state, the firmware tables' presence, the procfs files
 the preflight and the guards read, module indexes, modprobe/boot-loader configuration and pcipass's own
-state. Only what pcipass reads is captured, never BARs: reading ``resourceN``/``rom`` performs device I/O,
+state. The kernel log of a live host (``/dev/kmsg``, which cannot be archived) is stored as the log file the
+preflight reads on snapshots. Only what pcipass reads is captured, never BARs: reading ``resourceN``/``rom`` performs device I/O,
 and ``vpd`` can hang on broken devices (kernel bugzilla 196023), so those are skipped by name.
 """
 
@@ -26,6 +27,21 @@ _SKIP_ATTRS = {"rom", "vpd", "remove", "rescan", "reset", "reset_subordinate", "
 _MAX_FILE = 1 << 20  # procfs tables on a big router can be large; nothing pcipass reads is larger
 _MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "kvm", "kvm_intel", "kvm_amd",
             "pci_stub", "vfio_virqfd")
+
+
+_BOOT_TOOLS = ("grubby", "update-grub", "grub2-mkconfig", "grub-mkconfig", "update-initramfs", "dracut",
+               "mkinitcpio", "proxmox-boot-tool", "kernel-install", "bootctl")
+
+
+def _add_kernel_log(c: _Collector, host: Host) -> None:
+    from .preflight.facts import read_kmsg
+
+    try:
+        lines = read_kmsg(os.fspath(host.kmsg_device))
+    except OSError:
+        return  # not root, or no /dev/kmsg: the snapshot simply has no kernel log
+    if lines:
+        c.add_bytes(host.kmsg_log, ("\n".join(lines) + "\n").encode())
 
 
 def _skip_attr(name: str) -> bool:
@@ -121,6 +137,19 @@ class _Collector:
             else:
                 self.add(full)
 
+    def add_bytes(self, path: str | os.PathLike[str], data: bytes) -> None:
+        """Add synthesized content at ``path`` (for sources that cannot be archived as they are)."""
+        arc = self._arc(os.fspath(path))
+        if arc in self.seen:
+            return
+        info = tarfile.TarInfo(arc)
+        info.mtime = self.mtime
+        info.size = len(data)
+        info.mode = 0o600
+        self._dirs_for(arc)
+        self.seen.add(arc)
+        self.entries.append((arc, info, data))
+
     def add_glob_files(self, directory: str | os.PathLike[str], suffix: str = "") -> None:
         for name in list_dir(directory):
             if name.endswith(suffix):
@@ -192,9 +221,15 @@ def capture(host: Host, out: Path) -> int:
     for mod in _MODULES:
         c.add_tree_level(host.sys_module(mod) / "parameters")
         c.add_tree_level(host.sys_module(mod) / "holders")
-    # Firmware: ACPI DMAR/IVRS tables and EFI boot.
-    for table in ("DMAR", "IVRS"):
-        c.add(host.acpi_tables_dir / table)
+    # Firmware: ACPI DMAR/IVRS tables and EFI boot. The tables directory itself is kept so that "no DMAR
+    # table" stays a finding on the snapshot; a table only root can read is kept as an empty placeholder.
+    if host.acpi_tables_dir.is_dir():
+        c.add_dir(host.acpi_tables_dir)
+        for table in ("DMAR", "IVRS"):
+            path = host.acpi_tables_dir / table
+            c.add(path)
+            if path.exists() and read_bytes(path, 1) is None:
+                c.add_bytes(path, b"")
     if host.efi_dir.is_dir():
         c.add_dir(host.efi_dir)
     # procfs.
@@ -213,8 +248,23 @@ def capture(host: Host, out: Path) -> int:
     for directory in host.modprobe_dirs:
         c.add_glob_files(directory, ".conf")
     c.add_glob_files(host.modules_load_dir, ".conf")
-    for p in (host.default_grub, host.kernel_cmdline_file, host.etc("os-release"), host.kmsg_log):
+    for p in (host.default_grub, host.kernel_cmdline_file, host.kmsg_log, host.etc("kernel", "proxmox-boot-uuids"),
+              *host.os_release_files, *host.grub_cfg_candidates()):
         c.add(p)
+    c.add_glob_files(host.default_grub_d, ".cfg")
+    for esp in host.esp_dirs:
+        c.add(esp / "loader" / "loader.conf")
+        for vendor in list_dir(esp / "EFI"):
+            c.add(esp / "EFI" / vendor / "grub.cfg")
+    if host.boot("loader", "entries").is_dir():
+        c.add_dir(host.boot("loader", "entries"))
+    # Boot and initramfs tools: only their presence matters (it decides which remedy is printed).
+    for tool in _BOOT_TOOLS:
+        program = host.find_program(tool)
+        if program is not None:
+            c.add_bytes(program, b"")
+    if not host.kmsg_log.exists():
+        _add_kernel_log(c, host)
     config = host.kernel_config()
     if config is not None:
         c.add(config)

@@ -34,7 +34,7 @@ class KernelLog:
     lines: tuple[str, ...]
 
 
-def _read_kmsg(path: str) -> list[str]:
+def read_kmsg(path: str) -> list[str]:
     """Messages of ``/dev/kmsg`` (one record per read(2), non-blocking, bounded); Documentation/ABI/testing/dev-kmsg."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     out: list[str] = []
@@ -218,7 +218,7 @@ class Facts:
             is_chr = False
         if is_chr:
             try:
-                return KernelLog(self.shown(dev), tuple(_read_kmsg(os.fspath(dev))))
+                return KernelLog(self.shown(dev), tuple(read_kmsg(os.fspath(dev))))
             except OSError as exc:
                 problem = files.Unreadable(dev, "permission denied (run as root, or sysctl kernel.dmesg_restrict=0)"
                                            if exc.errno in (errno.EACCES, errno.EPERM) else exc.strerror or str(exc))

@@ -1,0 +1,47 @@
+"""A snapshot answers every question pcipass asks the same way the original host does."""
+
+import json
+
+import pytest
+
+from tests.cli import run
+from tests.preflight_hosts import amd_host, intel_host
+
+
+def _checks(capsys, root, *extra):
+    r = run(capsys, "--root", str(root), "-f", "json", "check-iommu", *extra)
+    data = json.loads(r.out)["data"]
+    return r.code, data
+
+
+@pytest.mark.parametrize("build", [intel_host, amd_host])
+def test_preflight_same_on_snapshot(capsys, fake, tmp_path, build):
+    build(fake)
+    fake.write("etc/modprobe.d/vfio.conf", "blacklist vfio_pci\n")
+    fake.add_net("0000:00:00.0", "eth0")
+    out = tmp_path / "bundle.tar.xz"
+    assert run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out)).code == 0
+    assert _checks(capsys, fake.root) == _checks(capsys, out)
+    dev = next(iter(sorted(a for a in fake.devices if a != "0000:00:00.0")))
+    assert _checks(capsys, fake.root, "--device", dev) == _checks(capsys, out, "--device", dev)
+
+
+def test_missing_acpi_table_stays_a_finding(capsys, fake, tmp_path):
+    intel_host(fake)
+    (fake.root / "sys/firmware/acpi/tables/DMAR").unlink()
+    out = tmp_path / "b.tar.gz"
+    run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out))
+    live = {c["id"]: c["verdict"] for c in _checks(capsys, fake.root)[1]["checks"]}
+    snap = {c["id"]: c["verdict"] for c in _checks(capsys, out)[1]["checks"]}
+    assert snap == live and live["firmware.dmar"] != "skip"
+
+
+def test_boot_tools_and_grub_drop_ins_are_captured(capsys, fake, tmp_path):
+    intel_host(fake)
+    fake.write("etc/default/grub.d/50-cloudimg.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0"\n')
+    out = tmp_path / "b.tar.gz"
+    run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out))
+    import tarfile
+
+    names = set(tarfile.open(out).getnames())
+    assert {"usr/sbin/update-grub", "etc/default/grub.d/50-cloudimg.cfg", "etc/default/grub"} <= names
