@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
+from .cmdline import Cmdline
 from .drivers import normalize
 from .host import Host
 from .sysfs import link_name, list_dir, read_lines, read_str
@@ -40,6 +41,23 @@ class ModuleInfo:
     blacklist_source: str | None
     #: The ``install`` command modprobe.d runs instead of loading the module, when one is set.
     install_override: str | None
+
+    @property
+    def load_forbidden(self) -> bool:
+        """True when even an explicit ``modprobe`` cannot load it: ``install <m> /bin/false`` (or ``/bin/true``)
+        in modprobe.d, or ``module_blacklist=`` on the command line, which the kernel itself enforces. A plain
+        ``blacklist`` only stops loading by alias (modprobe.d(5))."""
+        program = (self.install_override or "").split()[:1]
+        if program and os.path.basename(program[0]) in ("false", "true"):
+            return True
+        return self.blacklist_source == CMDLINE_MODULE_BLACKLIST
+
+
+@dataclass(frozen=True)
+class ModuleOption:
+    name: str
+    value: str | None  #: None for a bare flag
+    source: str  #: ``file:line`` in modprobe.d, or ``kernel command line``
 
 
 def _module_name(path_or_name: str) -> str:
@@ -70,14 +88,23 @@ def _rel(host: Host, path: str) -> str:
     return path
 
 
-def _cmdline_blacklist(host: Host) -> set[str]:
-    out: set[str] = set()
-    text = read_str(host.cmdline) or ""
-    for token in text.split():
-        key, _, value = token.partition("=")
-        if key in ("modprobe.blacklist", "module_blacklist"):
-            out.update(normalize(v) for v in value.split(",") if v)
-    return out
+CMDLINE_MODULE_BLACKLIST = "kernel command line (module_blacklist=)"
+CMDLINE_MODPROBE_BLACKLIST = "kernel command line (modprobe.blacklist=)"
+
+
+def _cmdline(host: Host) -> Cmdline:
+    return Cmdline.parse(read_str(host.cmdline) or "")
+
+
+def _cmdline_blacklist(host: Host, name: str) -> str | None:
+    """Which command-line blacklist names the module: ``module_blacklist=`` (enforced by the kernel,
+    kernel/module/main.c) wins over ``modprobe.blacklist=`` (read by modprobe)."""
+    cmdline = _cmdline(host)
+    for key, source in (("module_blacklist", CMDLINE_MODULE_BLACKLIST),
+                        ("modprobe.blacklist", CMDLINE_MODPROBE_BLACKLIST)):
+        if name in {normalize(v) for v in cmdline.options(key)}:
+            return source
+    return None
 
 
 def _blacklist(host: Host, name: str) -> tuple[str | None, str | None]:
@@ -96,9 +123,31 @@ def _blacklist(host: Host, name: str) -> tuple[str | None, str | None]:
                 # install <m> /bin/false (or /bin/true) is the documented way to forbid loading entirely.
                 if words[2:3] and os.path.basename(words[2]) in ("false", "true") and source is None:
                     source = f"{_rel(host, path)}:{lineno}"
-    if source is None and name in _cmdline_blacklist(host):
-        source = "kernel command line"
+    cmdline_source = _cmdline_blacklist(host, name)
+    if cmdline_source == CMDLINE_MODULE_BLACKLIST or (source is None and cmdline_source):
+        source = cmdline_source
     return source, install
+
+
+def module_options(host: Host, name: str) -> dict[str, ModuleOption]:
+    """Parameters set for a module: ``options <m> k=v ...`` lines of modprobe.d, then ``<m>.k=v`` on the
+    kernel command line, which modprobe appends after the configuration (and the kernel applies to built-in
+    modules), so a later setting of the same parameter wins."""
+    name = normalize(name)
+    out: dict[str, ModuleOption] = {}
+    for path in _conf_files(host):
+        for lineno, raw in enumerate(read_lines(path), 1):
+            words = raw.split("#", 1)[0].split()
+            if len(words) >= 3 and words[0] == "options" and normalize(words[1]) == name:
+                for word in words[2:]:
+                    key, eq, value = word.partition("=")
+                    out[normalize(key)] = ModuleOption(normalize(key), value if eq else None,
+                                                       f"{_rel(host, path)}:{lineno}")
+    for param in _cmdline(host).params:
+        module, dot, key = param.name.partition(".")
+        if dot and module == name and key:
+            out[key] = ModuleOption(key, param.value, "kernel command line")
+    return out
 
 
 def _in_modules_file(host: Host, filename: str, name: str) -> bool:

@@ -1,5 +1,13 @@
 from pcipass.host import Host
-from pcipass.kmod import ModState, driver_module, module_info, vfio_variant_for
+from pcipass.kmod import (
+    CMDLINE_MODPROBE_BLACKLIST,
+    CMDLINE_MODULE_BLACKLIST,
+    ModState,
+    driver_module,
+    module_info,
+    module_options,
+    vfio_variant_for,
+)
 
 KVER = "6.1.0-test-amd64"
 
@@ -35,9 +43,15 @@ def test_blacklist_sources(fake):
     nouveau = module_info(host, "nouveau")
     assert nouveau.state is ModState.BLACKLISTED and nouveau.install_override == "/bin/false"
     assert module_info(host, "foo").state is ModState.AVAILABLE
-    fake.write("proc/cmdline", "quiet modprobe.blacklist=foo,bar\n")
+    fake.write("proc/cmdline", 'quiet "modprobe.blacklist=foo,bar" -- module_blacklist=nouveau\n')
     info = module_info(Host(fake.root), "foo")
-    assert info.blacklisted and info.blacklist_source == "kernel command line"
+    assert info.blacklisted and info.blacklist_source == CMDLINE_MODPROBE_BLACKLIST and not info.load_forbidden
+    # After "--" the words go to init, not the kernel: nouveau stays forbidden only by its install line.
+    nouveau = module_info(Host(fake.root), "nouveau")
+    assert nouveau.load_forbidden and nouveau.blacklist_source == "/lib/modprobe.d/gpu.conf:1"
+    fake.write("proc/cmdline", "quiet module_blacklist=foo\n")
+    info = module_info(Host(fake.root), "foo")
+    assert info.load_forbidden and info.blacklist_source == CMDLINE_MODULE_BLACKLIST
 
 
 def test_etc_overrides_lib_same_file_name(fake):
@@ -75,3 +89,18 @@ def test_driver_module(fake):
     host = Host(fake.root)
     assert driver_module(host, "vfio-pci") == "vfio_pci"
     assert driver_module(host, "pcieport") == "pcieport"
+
+
+def test_module_options_modprobe_d_then_cmdline(fake):
+    _modules(fake)
+    fake.write("etc/modprobe.d/a.conf", "options vfio_iommu_type1 allow_unsafe_interrupts=1 flag\n")
+    fake.write("etc/modprobe.d/b.conf", "options vfio-pci ids=10de:1eb8,10de:10f8 disable_vga=1  # gpu\n")
+    host = Host(fake.root)
+    opts = module_options(host, "vfio_iommu_type1")
+    assert opts["allow_unsafe_interrupts"].value == "1" and opts["allow_unsafe_interrupts"].source == "/etc/modprobe.d/a.conf:1"
+    assert opts["flag"].value is None
+    assert module_options(host, "vfio_pci")["ids"].value == "10de:1eb8,10de:10f8"
+    fake.write("proc/cmdline", "quiet vfio-pci.ids=8086:10d3\n")
+    ids = module_options(Host(fake.root), "vfio-pci")["ids"]
+    assert ids.value == "8086:10d3" and ids.source == "kernel command line"
+    assert module_options(host, "e1000e") == {}

@@ -5,7 +5,7 @@ import os
 from pcipass.host import Host
 from pcipass.preflight import bootloader, files
 from pcipass.preflight.bootloader import Kind
-from pcipass.preflight.cmdline import Cmdline
+from pcipass.cmdline import Cmdline
 
 RUNNING = Cmdline.parse("BOOT_IMAGE=/vmlinuz-6.1 root=/dev/sda1 ro quiet intel_iommu=off")
 

@@ -555,3 +555,17 @@ def test_driver_override(fake):
 
 def test_driver_override_skips_without_devices(fake):
     assert checks(fake)["kernel.driver_override"].verdict.value == "skip"
+
+
+def test_modprobe_d_options_are_read(fake):
+    """`options vfio-pci ids=` and `options vfio_iommu_type1 allow_unsafe_interrupts=1` in modprobe.d are how
+    those parameters are usually set; the checks must see them when the modules are not loaded."""
+    from tests.preflight_hosts import checks, intel_host
+
+    intel_host(fake)
+    fake.write("etc/modprobe.d/vfio.conf", "options vfio-pci ids=8086:10d3\noptions vfio_iommu_type1 allow_unsafe_interrupts=1\n")
+    got = checks(fake)
+    ids = got["cmdline.vfio_ids"]
+    assert ids.verdict.value == "warn" and "/etc/modprobe.d/vfio.conf:1" in ids.detail and "0000:00:02.0" in ids.detail
+    unsafe = got["vfio.unsafe_interrupts"]
+    assert unsafe.verdict.value == "warn" and "/etc/modprobe.d/vfio.conf:2" in unsafe.detail

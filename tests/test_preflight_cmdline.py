@@ -2,7 +2,7 @@
 
 import pytest
 
-from pcipass.preflight.cmdline import Cmdline
+from pcipass.cmdline import Cmdline
 
 
 def _kv(text):

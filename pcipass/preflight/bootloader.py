@@ -24,7 +24,7 @@ from enum import Enum
 
 from ..host import Host
 from . import files
-from .cmdline import Cmdline, normalize_name
+from ..cmdline import Cmdline, normalize_name
 
 GRUB_DEFAULT = "GRUB_CMDLINE_LINUX_DEFAULT"
 GRUB_LINUX = "GRUB_CMDLINE_LINUX"

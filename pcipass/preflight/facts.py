@@ -12,7 +12,7 @@ from functools import cached_property
 
 from ..host import Host
 from . import bootloader, files, kconfig
-from .cmdline import Cmdline
+from ..cmdline import Cmdline
 
 INTEL = "intel"
 AMD = "amd"

@@ -385,36 +385,49 @@ def _parse_ids(value: str) -> list[tuple[str, str]]:
 
 
 def cmdline_vfio_ids(fx: Facts) -> Check:
+    """vfio-pci's ``ids=`` parameter, from the command line (``vfio-pci.ids=``) or modprobe.d
+    (``options vfio-pci ids=...``): both make vfio-pci claim every device with those IDs at load."""
     cid = "cmdline.vfio_ids"
-    if fx.cmdline is None:
+    option = kmod.module_options(fx.host, "vfio_pci").get("ids")
+    if option is None and fx.cmdline is None:
         return _no_cmdline(fx, cid)
-    value = fx.cmdline.value("vfio_pci.ids")
-    if not value:
-        return Check(cid, P, "no vfio-pci.ids")
+    if option is None or not option.value:
+        return Check(cid, P, "no vfio-pci ids= (command line or modprobe.d)")
+    value = option.value
     ids = _parse_ids(value)
     wildcard = {"ffffffff"}  # PCI_ANY_ID
     matched = [d.address for d in fx.inventory.devices.values()
                if any((v in wildcard or v == d.vendor_id) and (dv in wildcard or dv == d.device_id) for v, dv in ids)]
     shown = ", ".join(matched) if matched else "none now"
-    return Check(cid, W, f"vfio-pci.ids={value}: at boot vfio-pci claims EVERY device with these IDs, identical "
-                 f"devices the host needs included (matching devices: {shown})",
-                 fx.cmdline_remedy((), ("vfio_pci.ids",))
-                 + " — then bind only the devices you mean, by address (pcipass enable)")
+    if option.source == "kernel command line":
+        remedy = fx.cmdline_remedy((), ("vfio_pci.ids",))
+        seen = f"vfio-pci.ids={value}"
+    else:
+        remedy = f"remove the ids= option at {option.source} and rebuild the initramfs if it carries modprobe.d"
+        seen = f"options vfio-pci ids={value} ({option.source})"
+    return Check(cid, W, f"{seen}: at load vfio-pci claims EVERY device with these "
+                 f"IDs, identical devices the host needs included (matching devices: {shown})",
+                 remedy + " — then bind only the devices you mean, by address (pcipass enable)")
 
 
 # --- interrupts ---------------------------------------------------------------------------------------------
 
 
 def _unsafe_interrupts(fx: Facts) -> tuple[bool | None, str]:
-    """allow_unsafe_interrupts of vfio_iommu_type1: (value or None when unknown, where it was read)."""
+    """allow_unsafe_interrupts of vfio_iommu_type1: (value or None when unknown, where it was read).
+
+    The live parameter when the module is loaded; otherwise what the next load will use: the command line or
+    an ``options vfio_iommu_type1 allow_unsafe_interrupts=1`` line in modprobe.d, the usual way it is set."""
     param = fx.host.sys_module("vfio_iommu_type1") / "parameters" / "allow_unsafe_interrupts"
     live = files.read_text(param, 64)
     if live is not None:
         return live.strip() in ("Y", "1"), f"{fx.shown(param)} = {live.strip()}"
-    flag = fx.cmdline.flag("vfio_iommu_type1.allow_unsafe_interrupts") if fx.cmdline else None
-    if flag is not None:
-        return flag, " ".join(fx.cmdline.tokens("vfio_iommu_type1.allow_unsafe_interrupts"))
-    return None, "vfio_iommu_type1 is not loaded and the command line does not set allow_unsafe_interrupts"
+    option = kmod.module_options(fx.host, "vfio_iommu_type1").get("allow_unsafe_interrupts")
+    if option is not None:
+        # Bool module parameters take y/Y/1/on/true and n/N/0/off/false; a bare flag means true (kernel/params.c).
+        value = option.value is None or option.value.strip().lower() in ("y", "1", "on", "true")
+        return value, f"allow_unsafe_interrupts{'=' + option.value if option.value is not None else ''} ({option.source})"
+    return None, "vfio_iommu_type1 is not loaded and neither the command line nor modprobe.d sets allow_unsafe_interrupts"
 
 
 def irq_remap(fx: Facts) -> Check:
@@ -533,16 +546,13 @@ def _module_check(name: str) -> HostCheck:
         if info.state is ModState.AVAILABLE:
             return Check(check_id, P, f"available, not loaded (loaded on demand: modprobe {shown_name})")
         if info.state is ModState.BLACKLISTED:
-            program = (info.install_override or "").split()[:1]
-            hard = bool(program) and program[0].rsplit("/", 1)[-1] in ("false", "true")
-            enforced = fx.cmdline is not None and name in {o.replace("-", "_") for o in fx.cmdline.options("module_blacklist")}
-            if hard:
+            if info.load_forbidden and info.blacklist_source == kmod.CMDLINE_MODULE_BLACKLIST:
+                return Check(check_id, F, "module_blacklist= on the kernel command line: the kernel refuses to load it",
+                             fx.cmdline_remedy((), ("module_blacklist",)))
+            if info.load_forbidden:
                 return Check(check_id, F, f"disabled: 'install {shown_name} {info.install_override}' "
                              f"({info.blacklist_source}) makes modprobe run that instead of loading it",
                              _unblacklist(fx, info, shown_name))
-            if enforced:
-                return Check(check_id, F, "module_blacklist= on the kernel command line: the kernel refuses to load it",
-                             fx.cmdline_remedy((), ("module_blacklist",)))
             return Check(check_id, W, f"blacklisted ({info.blacklist_source}): not loaded automatically (by device "
                          f"alias, or for vfio-pci.ids= at boot); an explicit modprobe {shown_name} still loads it",
                          _unblacklist(fx, info, shown_name))
