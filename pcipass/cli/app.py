@@ -64,13 +64,11 @@ def _global(
 
 
 def _register() -> None:
-    from . import inventory_cmds, snapshot_cmds
+    from . import bind_cmds, check_cmds, emit_cmds, inventory_cmds, snapshot_cmds
 
-    inventory_cmds.register(app)
-    snapshot_cmds.register(app)
-    __import__(f"{__package__}.check_cmds", fromlist=["register"]).register(app)  # check-iommu
-    __import__(f"{__package__}.emit_cmds", fromlist=["register"]).register(app)  # emit, attach, detach
-    __import__(f"{__package__}.bind_cmds", fromlist=["register"]).register(app)  # enable, disable, status
+    # Order is the order of `pcipass --help`: inventory, preflight, binding, hypervisor configuration.
+    for module in (inventory_cmds, snapshot_cmds, check_cmds, bind_cmds, emit_cmds):
+        module.register(app)
 
 
 _register()

@@ -24,8 +24,7 @@ def snapshot_cmd(
     ],
     fmt: FormatOption = None,
 ) -> None:
-    """Capture what pcipass reads (PCI sysfs, IOMMU, modules, cmdline, mounts, routes, boot-loader
-    config) into an archive that --root reads back."""
+    """Capture what pcipass reads into an archive that --root reads back (a support bundle)."""
     context.state(fmt)
     from ..errors import from_oserror
     from ..result import Result
