@@ -48,26 +48,28 @@ def inv():
 
 
 @pytest.fixture(scope="module")
-def cli_json():
-    """Run ``python -m pcipass --format json ARGS`` once per argument tuple (CLI start-up is slow under TCG)."""
+def cli_list_subprocess():
+    """``python -m pcipass --format json list`` as a real process, once (start-up costs ~3-5 s under TCG)."""
     import subprocess
     import sys
 
-    cache: dict[tuple[str, ...], tuple[int, dict]] = {}
+    p = subprocess.run([sys.executable, "-m", "pcipass", "--format", "json", "list"],
+                       capture_output=True, text=True, timeout=180)
+    try:
+        return p.returncode, json.loads(p.stdout)
+    except json.JSONDecodeError as e:
+        raise AssertionError(f"pcipass list: no JSON on stdout ({e})\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}") from e
 
-    def run(*args: str) -> tuple[int, dict]:
-        if args not in cache:
-            p = subprocess.run([sys.executable, "-m", "pcipass", "--format", "json", *args],
-                               capture_output=True, text=True, timeout=180)
-            try:
-                doc = json.loads(p.stdout)
-            except json.JSONDecodeError as e:
-                raise AssertionError(f"pcipass {' '.join(args)}: no JSON on stdout ({e})\n"
-                                     f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}") from e
-            cache[args] = (p.returncode, doc)
-        return cache[args]
 
-    return run
+def cli_in_process(capsys, *args: str) -> tuple[int, dict]:
+    """The CLI entry point in-process (tests/cli.py): same code path, no interpreter start-up."""
+    from tests.cli import run
+
+    r = run(capsys, "--format", "json", *args)
+    try:
+        return r.code, json.loads(r.out)
+    except json.JSONDecodeError as e:
+        raise AssertionError(f"pcipass {' '.join(args)}: no JSON ({e})\nstdout:\n{r.out}\nstderr:\n{r.err}") from e
 
 
 # --------------------------------------------------------------------------- library
@@ -168,11 +170,11 @@ def test_net_and_block_objects(inv, addr):
     assert "nvme0n1" in inv.devices[addr["nvme"]].block
 
 
-# --------------------------------------------------------------------------- CLI (few calls: slow start-up)
+# --------------------------------------------------------------------------- CLI (one real process; the rest in-process)
 
 
-def test_cli_list_json(cli_json, lspci, topology):
-    rc, doc = cli_json("list")
+def test_cli_list_json(cli_list_subprocess, lspci, topology):
+    rc, doc = cli_list_subprocess
     assert rc == 0, doc
     assert doc["pcipass"] == 1 and doc["command"] == "list" and doc["status"] == "ok", doc
     assert doc["errors"] == []
@@ -188,8 +190,8 @@ def test_cli_list_json(cli_json, lspci, topology):
         assert {d["iommu_group"] for d in rows.values()} == {None}
 
 
-def test_cli_groups_json(cli_json, sysfs_groups):
-    rc, doc = cli_json("groups")
+def test_cli_groups_json(capsys, sysfs_groups):
+    rc, doc = cli_in_process(capsys, "groups")
     assert rc == 0, doc
     assert doc["command"] == "groups" and doc["status"] == "ok", doc
     got = {g["group"]: {m["address"] for m in g["devices"]} for g in doc["data"]}
@@ -202,9 +204,9 @@ def test_cli_groups_json(cli_json, sysfs_groups):
             assert m["driver"] == _driver(m["address"]), m
 
 
-def test_cli_show_json(cli_json, addr, topology):
+def test_cli_show_json(capsys, addr, topology):
     a = addr["mf_e1000"]
-    rc, doc = cli_json("show", a)
+    rc, doc = cli_in_process(capsys, "show", a)
     assert rc == 0, doc
     assert doc["command"] == "show" and doc["status"] == "ok", doc
     dev = doc["data"]["device"]

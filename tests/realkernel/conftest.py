@@ -275,8 +275,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         wall = f"{run.run.wall_s:.1f} s" if run.run else "-"
         boot = f"{run.run.boot_to_command_s:.1f} s" if run.run and run.run.boot_to_command_s else "?"
         waited = (run.t_started - run.t_queued) if run.t_started else 0.0
+        total = (run.t_done - run.t_queued) if run.t_done else 0.0
         tr.write_line(
-            f"{t}: guest wall {wall} (boot+drivers {boot} guest uptime), {len(run.cases)} guest test cases: "
+            f"{t}: {total:.1f} s from collection to results, qemu {wall} (boot+drivers {boot} guest uptime), "
+            f"{len(run.cases)} guest test cases: "
             f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
             + (f", {c['unfinished']} unfinished" if c["unfinished"] else "")
             + (f"; queued {waited:.1f} s" if waited > 1 else "")

@@ -170,7 +170,13 @@ class TopologyRun:
         if self.run.timed_out:
             return f"guest {self.topology} timed out (PCIPASS_REALKERNEL_TIMEOUT={guest_timeout_s():.0f} s)"
         if self.finish_event is None:
-            return f"guest {self.topology}: the guest pytest session did not finish (crash, panic or kill)"
+            hint = {
+                90: f"the repository {REPO} is not visible in the guest (it must not live under /run, /dev, /proc or /sys)",
+                126: f"{sys.executable} is not executable in the guest",
+                127: f"{sys.executable} is not visible in the guest (it must not live under /run, /dev, /proc or /sys)",
+                None: "stage 2 never recorded an exit status (see the serial console)",
+            }.get(self.run.command_rc, f"command exit status {self.run.command_rc}")
+            return f"guest {self.topology}: the guest pytest session did not finish (crash, panic or kill): {hint}"
         status = self.finish_event.get("exitstatus")
         if status not in (0, 1):
             return f"guest {self.topology}: guest pytest exited with status {status}"

@@ -42,6 +42,16 @@ IOMMU groups in ``iommu_on`` (verified by ``tests/guest/test_smoke.py`` on every
       {00:07.0, 03:00.0}               ACS-less root port + its device
       {00:1f.0, 00:1f.2, 00:1f.3}      q35's built-in ICH9 functions
 
+Group numbers seen with kernel 6.1.0-56-amd64 (informational only)::
+
+    0: 00:00.0   1: 00:02.0   2: 00:03.0   3: 00:04.0   4: 00:05.0 00:05.1   5: 00:06.0
+    6: 00:07.0 03:00.0   7: 00:08.0   8: 00:1d.0   9: 00:1e.0   10: 00:1f.0 00:1f.2 00:1f.3
+    11: 01:00.0 02:01.0 02:02.0
+
+With ``iommu=pt`` every group's ``type`` is ``identity``. The HDA codec (``hda-output``) is not
+probed under TCG ("Cannot probe codecs"); the audio PCI function still binds ``snd_hda_intel``.
+Network devices have no backend (no ``-netdev``): links are down, nothing leaves the guest.
+
 ``PROTECTED`` addresses carry the guest's own root filesystem and result channel: a guest test
 must never unbind, rebind, override or remove them (the guest would lose its root fs and the run
 its results). They are exported to guest tests as ``PCIPASS_GUEST_PROTECTED`` (comma separated).
@@ -130,28 +140,21 @@ def qemu_device_args(nvme_image: str, root_path: str, io_path: str) -> list[str]
         "-fsdev", f"local,id=fsio,path={io_path},security_model=none,multidevs=remap",
         "-device", f"virtio-9p-pci,fsdev=fsio,mount_tag={IO_TAG},bus=pcie.0,addr={_slot(a['io_9p'])}",
         # Endpoints in their own groups.
-        "-device", f"e1000e,netdev=n0,bus=pcie.0,addr={_slot(a['e1000e'])}",
-        "-netdev", "user,id=n0,restrict=on",
-        "-device", f"virtio-net-pci,netdev=n1,bus=pcie.0,addr={_slot(a['virtio_net'])}",
-        "-netdev", "user,id=n1,restrict=on",
+        "-device", f"e1000e,bus=pcie.0,addr={_slot(a['e1000e'])}",
+        "-device", f"virtio-net-pci,bus=pcie.0,addr={_slot(a['virtio_net'])}",
         "-drive", f"if=none,id=nvmedisk,file={nvme_image},format=raw",
         "-device", f"nvme,drive=nvmedisk,serial=pcipass-nvme0,bus=pcie.0,addr={_slot(a['nvme'])}",
         # One slot, two functions, no ACS: one group.
-        "-device", f"virtio-net-pci,netdev=n2,bus=pcie.0,addr={_slot(a['mf_virtio_net'])},multifunction=on",
-        "-netdev", "user,id=n2,restrict=on",
-        "-device", f"e1000,netdev=n3,bus=pcie.0,addr={_slot(a['mf_e1000'])}",
-        "-netdev", "user,id=n3,restrict=on",
+        "-device", f"virtio-net-pci,bus=pcie.0,addr={_slot(a['mf_virtio_net'])},multifunction=on",
+        "-device", f"e1000,bus=pcie.0,addr={_slot(a['mf_e1000'])}",
         # Root port (ACS) -> PCIe-to-PCI bridge -> two conventional NICs: bridge + NICs one group.
         "-device", f"pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr={_slot(a['rp_bridge'])}",
         "-device", "pcie-pci-bridge,id=ppb,bus=rp1,addr=00.0",
-        "-device", f"e1000,netdev=n4,bus=ppb,addr={_slot(a['bridged_e1000'])}",
-        "-netdev", "user,id=n4,restrict=on",
-        "-device", f"rtl8139,netdev=n5,bus=ppb,addr={_slot(a['bridged_rtl8139'])}",
-        "-netdev", "user,id=n5,restrict=on",
+        "-device", f"e1000,bus=ppb,addr={_slot(a['bridged_e1000'])}",
+        "-device", f"rtl8139,bus=ppb,addr={_slot(a['bridged_rtl8139'])}",
         # Root port without ACS: port + its device one group.
         "-device", f"pcie-root-port,id=rp2,chassis=2,disable-acs=on,bus=pcie.0,addr={_slot(a['rp_noacs'])}",
-        "-device", "e1000e,netdev=n6,bus=rp2,addr=00.0",
-        "-netdev", "user,id=n6,restrict=on",
+        "-device", "e1000e,bus=rp2,addr=00.0",
         # An audio function.
         "-audiodev", "none,id=snd0",
         "-device", f"ich9-intel-hda,id=hda,bus=pcie.0,addr={_slot(a['audio'])}",
