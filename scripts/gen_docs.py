@@ -153,7 +153,8 @@ def _path_kind(param) -> str | None:
     ptype = getattr(param, "type", None)
     if type(ptype).__name__ == "File":
         return "file"
-    if type(ptype).__name__ != "Path":
+    # click.Path in typer < 0.26 and > 0.28, typer.models.TyperPath in between: match the shape, not the name.
+    if not (hasattr(ptype, "file_okay") and hasattr(ptype, "dir_okay")):
         return None
     if ptype.file_okay and not ptype.dir_okay:
         return "file"

@@ -19,7 +19,7 @@ def _view(data: dict[str, Any]) -> list[Block]:
 
 def snapshot_cmd(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Archive to write (.tar.gz, or .tar.xz for xz).",
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Archive to write (.tar.gz, or .tar.xz for xz).",
                            dir_okay=False, writable=True)
     ],
     fmt: FormatOption = None,
