@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import PcipassError, SysfsError, from_oserror
 
 # Attributes are at most a page (sysfs show() buffers are PAGE_SIZE); reading more is never needed.
 _MAX_ATTR = 65536
+_RDONLY = os.O_RDONLY | os.O_CLOEXEC
 
 
 def read_bytes(path: str | os.PathLike[str], limit: int = _MAX_ATTR) -> bytes | None:
@@ -40,6 +42,27 @@ def read_str(path: str | os.PathLike[str]) -> str | None:
     if data is None:
         return None
     return data.decode("utf-8", "replace").rstrip("\n")
+
+
+def read_attrs(directory: str, names: Iterable[str]) -> dict[str, str]:
+    """``read_str`` of several attributes of one directory in one call: {name: text} of those that could be
+    read (the others are absent). The inventory reads 16 attributes of every device; this saves the two
+    Python calls per attribute of read_str -> read_bytes, which add up at 16k devices (bench/run.py)."""
+    prefix = directory + "/"
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            fd = os.open(prefix + name, _RDONLY)
+        except OSError:
+            continue
+        try:
+            data = os.read(fd, _MAX_ATTR)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        out[name] = data.decode("utf-8", "replace").rstrip("\n")
+    return out
 
 
 def read_int(path: str | os.PathLike[str], base: int = 10) -> int | None:
