@@ -15,7 +15,7 @@ Faults, by write index (0 = the first write of the run): ``fail[i] = errno`` (be
 ``fail_after[i] = errno`` (after it acted), ``hang`` (the write is abandoned with ETIMEDOUT, as
 ``sysfs.write_attr`` does), ``kill_at`` (the process dies: a BaseException the engine does not catch),
 ``remove_at[i] = address`` (the device is hot-unplugged just before write i); ``probe_noop`` (addresses
-drivers_probe leaves unbound), ``vfio_answer`` (force the viability answer), ``module_fail``.
+drivers_probe leaves unbound), ``probe_delay`` (addresses bound that many seconds after drivers_probe), ``vfio_answer`` (force the viability answer), ``module_fail``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class FakeKernel:
         self.kill_at: int | None = None
         self.remove_at: dict[int, str] = {}
         self.probe_noop: set[str] = set()
+        self.probe_delay: dict[str, float] = {}
         self.vfio_answer: dict[int, bool] = {}
         self.module_fail: set[str] = set()
 
@@ -161,7 +162,12 @@ class FakeKernel:
             if self.driver(address) is None and address not in self.probe_noop:
                 want = self.override(address) or self.default.get(address)
                 if want and (self.root / "sys/bus/pci/drivers" / want).is_dir() and self._probe_ok(want, address):
-                    self._bind(address, want)
+                    if address in self.probe_delay:  # a driver that probes asynchronously
+                        import threading
+
+                        threading.Timer(self.probe_delay[address], self._bind, (address, want)).start()
+                    else:
+                        self._bind(address, want)
             return
         if parts[:4] == ["sys", "bus", "pci", "drivers"] and len(parts) == 6:
             drv, op, address = parts[4], parts[5], value.strip()

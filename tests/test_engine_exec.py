@@ -29,7 +29,7 @@ def test_enable_disable_round_trip(env):
     rec = env.state()[bh.E1000E]
     assert (rec["original_driver"], rec["original_override"], rec["phase"]) == ("e1000e", None, "enabled")
     assert r.steps[-1].detail == "the kernel reports the group viable"
-    assert r.wait == "poll"
+    assert r.wait == "immediate"  # the PCI core probes synchronously inside the drivers_probe write
     r = env.disable(bh.E1000E)
     assert r.exit_code is ExitCode.OK and outcomes(r) == {bh.E1000E: "done"}
     assert env.driver(bh.E1000E) == "e1000e" and env.override(bh.E1000E) is None
@@ -40,6 +40,13 @@ def test_enable_disable_round_trip(env):
         k for k in after if k.startswith(("sys/bus/pci/drivers/vfio-pci", "sys/module/vfio_pci", "dev/vfio/"))}
     assert not (env.root / "dev/vfio/1").exists()
     assert {k: v for k, v in after.items() if k in before} == before
+
+
+def test_asynchronous_bind_is_awaited(env):
+    env.kernel.probe_delay[bh.E1000E] = 0.1
+    r = env.enable(bh.E1000E, timeout=2)
+    assert r.exit_code is ExitCode.OK and r.wait == "poll"  # a fake root: no uevents to listen to
+    assert [s.detail for s in r.steps if s.step.op.value == "wait"] == ["bound (poll)"]
 
 
 def test_group_round_trip_binds_all_then_restores_all(env):

@@ -91,7 +91,7 @@ class Executor:
         address, want = step.address, step.value
         assert address is not None and want is not None
         if self.waiter.until(lambda: driver_of(self.host, address) == want, self.timeout):
-            return f"bound ({self.waiter.source})"
+            return f"bound ({self.waiter.last})"
         now = driver_of(self.host, address)
         raise SysfsError(
             f"{address} is not bound to {want} after {self.timeout:g} s (driver now: {now or 'none'})",

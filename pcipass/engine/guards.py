@@ -13,14 +13,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from ..drivers import is_assignable, is_vfio_driver
 from ..errors import PermissionDenied, Refused, UsageError
 from ..host import Host
-from ..hostuse import HostUse
 from ..inventory import Inventory
 from ..model import PciDevice, Role
 from ..sysfs import list_dir
+
+if TYPE_CHECKING:
+    from ..hostuse import HostUse
 
 
 class RefusalKind(str, Enum):

@@ -21,11 +21,9 @@ from ..address import PciAddress
 from ..drivers import VFIO_PCI, is_vfio_driver, normalize
 from ..errors import DeviceNotFound, ExitCode, ModuleError, PcipassError, Refused, SysfsError
 from ..host import Host
-from ..hostuse import HostUse
 from ..inventory import Inventory
 from ..pciids import PciIds
 from ..model import PciDevice
-from .. import kmod
 from .execute import Executor, GroupRun, StepRecord, driver_of
 from .guards import (Refusal, RefusalKind, blocking_peers, describe, device_refusals, in_use_refusals,
                      iommu_active, preflight)
@@ -33,7 +31,7 @@ from .kernel import Kernel, SysfsKernel
 from .plan import GroupPlan, Move, Plan, Step
 from .planner import DriverResolver, StepBuilder, current_override, module_step
 from .state import DeviceRecord, Lock, Phase, StateStore, interrupted_message, lock_is_free, now_utc, pid_alive
-from .wait import open_waiter
+from .wait import Waiter
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_LOCK_WAIT = 30.0
@@ -135,6 +133,8 @@ class _Context:
 
     def target_name(self, dev: PciDevice, driver: str) -> str:
         if driver == AUTO:
+            from .. import kmod
+
             return kmod.vfio_variant_for(self.host, dev.modalias) or VFIO_PCI
         return driver
 
@@ -175,6 +175,8 @@ def _originals(ctx: _Context, dev: PciDevice) -> tuple[str | None, str | None]:
 
 
 def _plan_enable(ctx: _Context, addrs: list[str], *, driver: str, move_group: bool, force: bool) -> _Planned:
+    from ..hostuse import HostUse
+
     inv = ctx.inv
     use = HostUse.scan(ctx.host, inv)
     iommu = iommu_active(ctx.host)
@@ -387,32 +389,28 @@ def _mutate(
             for a in planned.drop_records:
                 records.pop(a, None)
             store.save(records)
-        step_records: list[StepRecord] = []
-        rollback: list[StepRecord] = []
-        wait_source = None
+        waiter = Waiter(host)
+        run = _Run(host, Executor(host, kernel, waiter, timeout), store, records, action, results, errors)
         if plan.groups:
-            waiter, note = open_waiter(host)
-            wait_source = waiter.source
-            if note:
-                messages.append(note)
             try:
-                ex = Executor(host, kernel, waiter, timeout)
                 module_errors: dict[str, PcipassError] = {}
                 for step in plan.modules:
                     try:
-                        status, detail = ex.run_step(step)
-                        step_records.append(StepRecord(step, status, detail))
+                        status, detail = run.ex.run_step(step)
+                        run.steps.append(StepRecord(step, status, detail))
                     except PcipassError as err:
                         module_errors[step.value or ""] = err
-                        step_records.append(StepRecord(step, "failed", err.message))
+                        run.steps.append(StepRecord(step, "failed", err.message))
+                run.record_in_flight(plan)
                 for gp in plan.groups:
-                    _run_group(host, ex, store, records, gp, action, module_errors, results, errors,
-                               step_records, rollback)
+                    run.group(gp, module_errors)
             finally:
                 waiter.close()
+        if waiter.note:
+            messages.append(waiter.note)
         ordered = _order(addrs, results)
-        return BindReport(action, False, ordered, tuple(step_records), tuple(rollback), interrupted,
-                          wait_source, tuple(messages), tuple(errors), _exit_code(list(ordered)))
+        return BindReport(action, False, ordered, tuple(run.steps), tuple(run.rollback), interrupted,
+                          waiter.source, tuple(messages), tuple(errors), _exit_code(list(ordered)))
 
 
 def _order(addrs: list[str], results: dict[str, DeviceResult]) -> tuple[DeviceResult, ...]:
@@ -422,65 +420,82 @@ def _order(addrs: list[str], results: dict[str, DeviceResult]) -> tuple[DeviceRe
     return tuple(first + rest)
 
 
-def _run_group(host: Host, ex: Executor, store: StateStore, records: dict[str, DeviceRecord], gp: GroupPlan,
-               action: str, module_errors: dict[str, PcipassError], results: dict[str, DeviceResult],
-               errors: list[PcipassError], step_records: list[StepRecord], rollback: list[StepRecord]) -> None:
-    before = {m.address: records.get(m.address) for m in gp.moves}
+class _Run:
+    """Executes a plan's groups one by one, keeping the state file and the per-device results."""
 
-    def finish(outcome: Outcome, rolled_back: bool | None, err: PcipassError | None) -> None:
-        for m in gp.moves:
-            results[m.address] = DeviceResult(
-                m.address, m.group, m.requested, outcome, m.driver_before, driver_of(host, m.address), m.target,
-                rolled_back, (err.message,) if err else (), err.to_dict() if err else None)
+    def __init__(self, host: Host, ex: Executor, store: StateStore, records: dict[str, DeviceRecord],
+                 action: str, results: dict[str, DeviceResult], errors: list[PcipassError]) -> None:
+        self.host, self.ex, self.store, self.records = host, ex, store, records
+        self.action, self.results, self.errors = action, results, errors
+        self.steps: list[StepRecord] = []
+        self.rollback: list[StepRecord] = []
+        self.previous: dict[str, DeviceRecord | None] = {}
 
-    blocked = next((module_errors[mod] for mod in gp.modules if mod in module_errors), None)
-    err = blocked or _changed_since_planning(host, gp)
-    if err is not None:
-        step_records += [StepRecord(s, "not-run") for s in gp.steps]
-        errors.append(err)
-        finish(Outcome.FAILED, None, err)
-        return
-    phase = Phase.ENABLING if action == "enable" else Phase.DISABLING
-    for m in gp.moves:
-        old = before[m.address]
-        known = action == "enable" or (old is not None and old.known)
-        records[m.address] = DeviceRecord(m.address, m.original_driver, m.original_override,
-                                          m.target if action == "enable" else (old.target if old else None),
-                                          m.group, phase, os.getpid(), now_utc(), known)
-    store.save(records)
-    run: GroupRun = ex.run(gp.steps)
-    step_records += run.records
-    rollback += run.rollback
-    if run.ok:
+    def record_in_flight(self, plan: Plan) -> None:
+        """Before the first write of the run: every device to move, with its original driver and override, in
+        phase enabling/disabling (one atomic save; each group's outcome is saved when the group ends). The
+        record each device had before this run is kept, to be put back if its group is rolled back."""
+        phase = Phase.ENABLING if self.action == "enable" else Phase.DISABLING
+        for gp in plan.groups:
+            for m in gp.moves:
+                old = self.records.get(m.address)
+                self.previous[m.address] = old
+                known = self.action == "enable" or (old is not None and old.known)
+                target = m.target if self.action == "enable" else (old.target if old else None)
+                self.records[m.address] = DeviceRecord(m.address, m.original_driver, m.original_override, target,
+                                                       m.group, phase, os.getpid(), now_utc(), known)
+        self.store.save(self.records)
+
+    def _put_back(self, gp: GroupPlan) -> None:
         for m in gp.moves:
-            if action == "enable":
-                records[m.address] = replace(records[m.address], phase=Phase.ENABLED, since=now_utc())
+            if self.previous[m.address] is None:
+                self.records.pop(m.address, None)
             else:
-                records.pop(m.address, None)
-        store.save(records)
-        finish(Outcome.DONE, None, None)
-        return
-    assert run.error is not None
-    err = run.error
-    if run.restored:
+                self.records[m.address] = self.previous[m.address]
+        self.store.save(self.records)
+
+    def _finish(self, gp: GroupPlan, outcome: Outcome, rolled_back: bool | None, err: PcipassError | None) -> None:
         for m in gp.moves:
-            if before[m.address] is None:
-                records.pop(m.address, None)
-            else:
-                records[m.address] = before[m.address]
-        store.save(records)
-        finish(Outcome.FAILED, True, err)
-        errors.append(err)
-        return
-    # Not everything could be undone: keep the in-flight records (status and the next run show them).
-    left = ", ".join(m.address for m in gp.moves)
-    detail = "; ".join(e.message for e in run.rollback_errors) or "the kernel is still busy with a write"
-    final = type(err)(f"{err.message}; rollback incomplete ({detail})", address=err.address, path=err.path,
-                      errno=err.errno,
-                      remedy=f"once the device is idle, run 'pcipass disable {left}' to return it to the host "
-                      f"('pcipass status' shows what pcipass recorded)")
-    errors.append(final)
-    finish(Outcome.FAILED, False, final)
+            self.results[m.address] = DeviceResult(
+                m.address, m.group, m.requested, outcome, m.driver_before, driver_of(self.host, m.address),
+                m.target, rolled_back, (err.message,) if err else (), err.to_dict() if err else None)
+        if err is not None:
+            self.errors.append(err)
+
+    def group(self, gp: GroupPlan, module_errors: dict[str, PcipassError]) -> None:
+        blocked = next((module_errors[mod] for mod in gp.modules if mod in module_errors), None)
+        err = blocked or _changed_since_planning(self.host, gp)
+        if err is not None:
+            self.steps += [StepRecord(s, "not-run") for s in gp.steps]
+            self._put_back(gp)
+            self._finish(gp, Outcome.FAILED, None, err)
+            return
+        run: GroupRun = self.ex.run(gp.steps)
+        self.steps += run.records
+        self.rollback += run.rollback
+        if run.ok:
+            for m in gp.moves:
+                if self.action == "enable":
+                    self.records[m.address] = replace(self.records[m.address], phase=Phase.ENABLED, since=now_utc())
+                else:
+                    self.records.pop(m.address, None)
+            self.store.save(self.records)
+            self._finish(gp, Outcome.DONE, None, None)
+            return
+        assert run.error is not None
+        err = run.error
+        if run.restored:
+            self._put_back(gp)
+            self._finish(gp, Outcome.FAILED, True, err)
+            return
+        # Not everything could be undone: keep the in-flight records (status and the next run show them).
+        left = " ".join(m.address for m in gp.moves)
+        detail = "; ".join(e.message for e in run.rollback_errors) or "the kernel is still busy with a write"
+        final = type(err)(f"{err.message}; rollback incomplete ({detail})", address=err.address, path=err.path,
+                          errno=err.errno,
+                          remedy=f"once the device is idle, run 'pcipass disable {left}' to return it to the host "
+                          f"('pcipass status' shows what pcipass recorded)")
+        self._finish(gp, Outcome.FAILED, False, final)
 
 
 # --- public API ------------------------------------------------------------------------------------------------

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import kmod
 from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
 from ..errors import ModuleError
 from ..host import Host
-from ..kmod import ModState
 from ..sysfs import read_str
 from .plan import Move, Op, Step, When, shown_path
 
@@ -65,6 +63,9 @@ class DriverResolver:
         Raises ModuleError when the module cannot be loaded (blacklisted, missing)."""
         if name in self._cache:
             return self._cache[name]
+        from .. import kmod
+        from ..kmod import ModState
+
         found = self._registered(name)
         if found is not None:
             target = Target(found, None)

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 
 from ..errors import LockBusy, PcipassError
@@ -55,9 +55,8 @@ class DeviceRecord:
         return self.phase in (Phase.ENABLING, Phase.DISABLING)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["phase"] = self.phase.value
-        return d
+        # By hand: dataclasses.asdict deep-copies every field, which shows under emulation.
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"phase": self.phase.value}
 
 
 class StateError(PcipassError):

@@ -109,7 +109,7 @@ def test_enable_disable_round_trip(addr):
     r = engine.enable(_host(), [a])
     assert r.exit_code == 0, r.data()
     assert (_driver(a), _override(a)) == ("vfio-pci", "vfio-pci")
-    assert r.wait == "uevent"  # the netlink monitor, no udevd in this guest
+    assert r.wait == "immediate"  # drivers_probe binds synchronously: no wait was needed
     assert Path(f"/dev/vfio/{_group(a)}").exists()
     assert r.steps[-1].detail == "the kernel reports the group viable"
     (st,) = engine.status(_host(), [a]).devices
@@ -121,6 +121,26 @@ def test_enable_disable_round_trip(addr):
     assert (_driver(a), _override(a)) == ("e1000e", None)
     assert not Path(f"/dev/vfio/{_group(a)}").exists()
     assert [d.outcome.value for d in engine.disable(_host(), [a]).devices] == ["unchanged"]
+
+
+def test_uevent_monitor_sees_a_later_bind(addr):
+    """The waiter's uevent path on the real kernel (no udevd here): a bind that happens 0.5 s after the wait
+    starts is seen through the netlink monitor, not by polling."""
+    import threading
+
+    from pcipass.engine.wait import Waiter
+
+    a = addr["audio"]
+    _raw_write(SYS_PCI / a / "driver" / "unbind", a)
+    waiter = Waiter(_host())
+    try:
+        threading.Timer(0.5, _raw_write, (Path("/sys/bus/pci/drivers_probe"), a)).start()
+        t0 = time.monotonic()
+        assert waiter.until(lambda: _driver(a) == "snd_hda_intel", 30)
+        assert waiter.last == "uevent" and waiter.note is None
+        assert time.monotonic() - t0 < 25
+    finally:
+        waiter.close()
 
 
 def test_every_free_endpoint_round_trips(topology):
