@@ -73,7 +73,7 @@ _pcipass() {
         "disable")
             if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--dry-run --timeout -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
         "status")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else COMPREPLY=(); fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
         "attach")
             if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-c --connect --live --config --group --managed -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
         "detach")

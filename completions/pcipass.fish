@@ -96,6 +96,7 @@ complete -c pcipass -n '__pcipass_at \'disable\'' -s h -l help -d 'Show the help
 complete -c pcipass -n '__pcipass_at \'disable\'' -a '(__pcipass_addresses)' -d 'PCI address'
 complete -c pcipass -n '__pcipass_at \'status\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'status\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'status\'' -a '(__pcipass_addresses)' -d 'PCI address'
 complete -c pcipass -n '__pcipass_at \'attach\'' -s c -l connect -x -d 'libvirt connection URI (default: libvirt\'s, e.g. $LIBVIRT_DEFAULT_URI)'
 complete -c pcipass -n '__pcipass_at \'attach\'' -l live -d 'Change the running domain'
 complete -c pcipass -n '__pcipass_at \'attach\'' -l config -d 'Change the persistent definition'
