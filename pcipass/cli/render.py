@@ -2,18 +2,16 @@
 
 Rules: data on stdout, messages on stderr; no colour or ANSI when stdout is not a TTY or NO_COLOR is set;
 device strings are always wrapped in ``rich.text.Text`` (never interpolated into markup), so a device name
-like ``[bold]`` or ``[/]`` prints literally. rich and yaml are imported here, only when rendering needs them.
+like ``[bold]`` or ``[/]`` prints literally. rich, yaml and json are imported here, only when rendering needs them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from json.encoder import encode_basestring as _json_str  # what json.dumps(ensure_ascii=False) uses (C)
 from typing import Any
 
 from ..result import Result
@@ -150,14 +148,14 @@ def _json_key(key: Any) -> str:
     raise TypeError(key)
 
 
-def _json_indented(value: Any, nl: str, out: list[str]) -> None:
+def _json_indented(value: Any, nl: str, out: list[str], enc: Callable[[str], str]) -> None:
     """Append ``value`` as json.dumps(indent=2, ensure_ascii=False) writes it; ``nl`` is newline + indent.
 
     Why not json.dumps: with ``indent`` it falls back to its pure-Python generator encoder; this direct
     version writes the same text 1.5-1.7x faster (bench/run.py: 136 -> 82 ms CPU for 4,096 devices).
-    tests/test_bench_tree.py compares the two on every JSON type and on a whole inventory.
+    tests/test_bench_tree.py compares the two on every JSON type and on a whole inventory. ``enc`` is the
+    string encoder of json.dumps(ensure_ascii=False).
     """
-    enc = _json_str
     if isinstance(value, str):
         out.append(enc(value))
     elif value is None:
@@ -178,7 +176,7 @@ def _json_indented(value: Any, nl: str, out: list[str]) -> None:
         sep = "[" + inner
         for item in value:
             out.append(sep)
-            _json_indented(item, inner, out)
+            _json_indented(item, inner, out, enc)
             sep = "," + inner
         out.append(nl + "]")
     elif isinstance(value, dict):
@@ -193,7 +191,7 @@ def _json_indented(value: Any, nl: str, out: list[str]) -> None:
                 out.append(f"{sep}{enc(key if type(key) is str else _json_key(key))}: {enc(item)}")
             else:
                 out.append(f"{sep}{enc(key if type(key) is str else _json_key(key))}: ")
-                _json_indented(item, inner, out)
+                _json_indented(item, inner, out, enc)
             sep = "," + inner
         out.append(nl + "}")
     else:
@@ -202,9 +200,11 @@ def _json_indented(value: Any, nl: str, out: list[str]) -> None:
 
 def dump_json(data: Any) -> str:
     """``json.dumps(data, indent=2, ensure_ascii=False)`` plus a newline, byte for byte."""
+    import json  # here, not at the top: commands that print no JSON do not pay for importing it
+
     out: list[str] = []
     try:
-        _json_indented(data, "\n", out)
+        _json_indented(data, "\n", out, json.encoder.encode_basestring)
     except (TypeError, RecursionError):
         # Not plain JSON data: json.dumps says why (or serialises what it can, exactly as before).
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
