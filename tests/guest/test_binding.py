@@ -350,13 +350,14 @@ def test_device_removed_between_planning_and_writing(addr, monkeypatch):
     import pcipass.engine.ops as ops
 
     a, peer = addr["bridged_e1000"], addr["bridged_rtl8139"]
-    real_open = ops.open_waiter
+    real_waiter = ops.Waiter
 
     def unplug_then_wait(host):
+        # The run makes its waiter after planning and before the first write: unplug right there.
         _raw_write(SYS_PCI / peer / "remove", "1")
-        return real_open(host)
+        return real_waiter(host)
 
-    monkeypatch.setattr(ops, "open_waiter", unplug_then_wait)
+    monkeypatch.setattr(ops, "Waiter", unplug_then_wait)
     r = engine.enable(_host(), [a], move_group=True)
     assert r.exit_code == 1 and "gone since planning" in r.errors[0].message
     assert (_driver(a), _override(a)) == ("e1000", None)  # nothing written
