@@ -2,7 +2,8 @@
 
 Guest-only (``tests/guest/`` is never imported on the host). Every process started here runs in its own
 session under ``timeout -s KILL`` (a hard limit even if the test hangs) and is killed by process group when
-its context ends; libvirtd's own qemu children are destroyed through libvirt and then by their pid files.
+its context ends. The QEMUs libvirtd starts are bounded by libvirtd's own limit (a libvirt call cannot
+outlive it) and ended when the fixture stops it: destroyed through libvirt, then killed by their pid files.
 Nothing here writes outside the guest's throw-away overlay (``/etc/libvirt``, ``/run``, ``/var``).
 """
 
@@ -70,20 +71,21 @@ class GuestFn:
     function: int
     ids: str  #: "vvvv:dddd"
     qdev_id: str
+    behind: str  #: qdev id of the bridge (root port) the function sits behind; "" on a root bus
 
 
 def pci_functions(query_pci: list[dict]) -> list[GuestFn]:
     """Flatten QMP ``query-pci``'s answer (buses, with devices behind bridges nested) into functions."""
     out: list[GuestFn] = []
 
-    def walk(devices: list[dict]) -> None:
+    def walk(devices: list[dict], behind: str) -> None:
         for d in devices:
             out.append(GuestFn(d["bus"], d["slot"], d["function"],
-                               f"{d['id']['vendor']:04x}:{d['id']['device']:04x}", d.get("qdev_id", "")))
-            walk(d.get("pci_bridge", {}).get("devices", []))
+                               f"{d['id']['vendor']:04x}:{d['id']['device']:04x}", d.get("qdev_id", ""), behind))
+            walk(d.get("pci_bridge", {}).get("devices", []), d.get("qdev_id", ""))
 
     for bus in query_pci:
-        walk(bus["devices"])
+        walk(bus["devices"], "")
     return out
 
 
