@@ -381,17 +381,14 @@ def test_abandoned_write_marks_the_device_stuck_and_sends_it_nothing_more(env):
 def test_real_writer_abandons_a_blocked_write(env, tmp_path):
     """The SysfsKernel path: an unbind that blocks (a FIFO nobody reads stands for a driver stuck in remove())
     is abandoned after --timeout, the device is marked stuck, the group is rolled back."""
-    from pcipass.engine.kernel import SysfsKernel
-
     env.fake.add_driver("vfio-pci", module="vfio_pci")
-    kernel = SysfsKernel(env.host)
     unbind = env.root / "sys/bus/pci/drivers/e1000e/unbind"
     unbind.unlink()
     os.mkfifo(unbind)
     from pcipass import engine
 
     try:
-        r = engine.enable(env.host, [bh.E1000E], kernel=kernel, timeout=0.2, lock_wait=1)
+        r = engine.enable(env.host, [bh.E1000E], timeout=0.2, lock_wait=1)  # the default kernel: SysfsKernel
     finally:
         # Release the writer thread still blocked in open(2) on the FIFO.
         fd = os.open(unbind, os.O_RDONLY | os.O_NONBLOCK)
@@ -399,4 +396,5 @@ def test_real_writer_abandons_a_blocked_write(env, tmp_path):
         os.close(fd)
     assert r.exit_code is ExitCode.FAILED and r.errors[0].errno == errno.ETIMEDOUT
     assert "still blocked after 0.2 s" in r.errors[0].message
+    assert any("is not the running system" in m for m in r.messages)
     assert r.devices[0].rolled_back is False and env.state()[bh.E1000E]["phase"] == "enabling"

@@ -358,8 +358,11 @@ def _mutate(
 ) -> BindReport:
     addrs = _canonical(addresses)
     preflight(host, action=action, dry_run=dry_run)
-    kernel = kernel or SysfsKernel(host)
     messages: list[str] = []
+    if not dry_run and not host.is_live and kernel is None:
+        messages.append(f"{host.root} is not the running system: the writes go to files there and no kernel "
+                        "acts on them")
+    kernel = kernel or SysfsKernel(host)
     lock = nullcontext() if dry_run else Lock(host, wait=lock_wait, command=f"{action} {' '.join(addrs)}",
                                                 on_wait=on_lock_wait)
     with lock:
