@@ -107,18 +107,37 @@ def test_failure_shows_steps_and_rollback(cli, env):
     assert "Device or resource busy" in r.err
 
 
-def test_live_root_without_iommu_refuses(capsys, monkeypatch):
-    """This machine: its disk and network are PCI devices and it has no IOMMU; enable must refuse (exit 5)
-    before any write. (The autouse guard would fail the test on any write outside a tmp tree.)"""
-    if any(Path("/sys/class/iommu").iterdir()):
-        # A CI machine with an IOMMU: the refusal cannot be shown here; a dry run must still write nothing.
-        r = run(capsys, "--root", "/", "enable", "--dry-run", "00:00.0")
-        assert r.code in (0, 1, 3, 5)
-        return
-    import pcipass.engine.guards as g
+def test_live_root_without_iommu_refuses(capsys, monkeypatch, tmp_path):
+    """A machine like this one (root disk and network on virtio PCI devices, no IOMMU): enable and disable
+    must refuse with exit 5 before any write. Tests never run a mutating command against the real /sys, so
+    the live system is a fake tree mirroring this machine, with ``Host.is_live`` forced on for it."""
+    from pcipass.host import Host
+    from tests.fakehost import FakeHost
 
-    monkeypatch.setattr(g, "effective_uid", lambda: 0)
-    for args in (("enable", "00:03.0"), ("enable", "--force", "--group", "00:02.0"), ("disable", "00:03.0")):
-        r = run(capsys, "--root", "/", *args)
+    fake = FakeHost(tmp_path / "live")
+    fake.add_device("0000:00:02.0", vendor="1af4", device="1042", class_="010000", driver="virtio-pci")
+    fake.add_device("0000:00:03.0", vendor="1af4", device="1041", class_="020000", driver="virtio-pci")
+    fake.add_block("0000:00:02.0", "vda", via="virtio0/block")
+    fake.add_net("0000:00:03.0", "eth0")
+    monkeypatch.setattr(Host, "is_live", property(lambda self: self.root == fake.root))
+
+    def tree():
+        return {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None) for p in sorted(fake.root.rglob("*"))}
+
+    before = tree()
+    for args in (("enable", "00:03.0"), ("enable", "--force", "--group", "00:02.0"), ("disable", "00:03.0"),
+                 ("enable", "--dry-run", "00:03.0")):
+        r = run(capsys, "--root", str(fake.root), *args)
         assert r.code == 5, r.err
         assert "no IOMMU is active" in r.err
+    assert tree() == before  # not a write, not even the state directory
+
+
+def test_this_machine_is_recognised_as_live():
+    """Read-only: the running system is seen as live, and the refusal's IOMMU test reads it as the kernel does."""
+    from pcipass.engine.guards import iommu_active
+    from pcipass.host import Host
+
+    host = Host("/")
+    assert host.is_live
+    assert iommu_active(host) == any(Path("/sys/class/iommu").iterdir())
