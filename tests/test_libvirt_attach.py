@@ -151,3 +151,60 @@ def test_missing_libvirt_python_is_one_clear_line(capsys, gpu, monkeypatch):
     r = _cli(capsys, gpu, "attach", "vm", GPU, "-c", URI)
     assert r.code == 1
     assert r.err.count("\n") == 1 and "libvirt-python is not installed" in r.err and "pcipass[libvirt]" in r.err
+
+
+class _FakeLibvirt:
+    """Just enough of libvirt-python for a running domain whose guest ignores (or honours) a hot-unplug.
+    The test driver cannot do live detach at all, so this is the only way to reach that path off-guest."""
+
+    VIR_DOMAIN_AFFECT_CURRENT, VIR_DOMAIN_AFFECT_LIVE, VIR_DOMAIN_AFFECT_CONFIG = 0, 1, 2
+    VIR_DOMAIN_XML_INACTIVE = 2
+    VIR_ERR_NO_SUPPORT = 3
+    libvirtError = libvirt.libvirtError
+
+    def __init__(self, release_after_polls):
+        self.release_after = release_after_polls
+        self.polls = 0
+        self.detach_calls = []
+
+    def open(self, uri):
+        return self
+
+    def close(self):
+        pass
+
+    def lookupByName(self, name):
+        return self
+
+    def isActive(self):
+        return True
+
+    def XMLDesc(self, flags):
+        self.polls += 1
+        gone = self.release_after is not None and self.detach_calls and self.polls > self.release_after
+        hostdev = "" if gone else (
+            "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+            "<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></source></hostdev>")
+        return f"<domain><name>d</name><devices>{hostdev}</devices></domain>"
+
+    def detachDeviceFlags(self, xml, flags):
+        self.detach_calls.append(flags)
+
+
+@pytest.mark.parametrize("release_after, detached", [(None, False), (3, True)])
+def test_live_detach_counts_only_when_the_device_left(capsys, gpu, monkeypatch, release_after, detached):
+    from pcipass.hypervisor import libvirt_conn
+
+    fake_lv = _FakeLibvirt(release_after)
+    monkeypatch.setattr(libvirt_conn, "_libvirt", lambda: fake_lv)
+    monkeypatch.setattr(libvirt_conn, "LIVE_UNPLUG_WAIT", 0.6)
+    monkeypatch.setattr(libvirt_conn, "_POLL", 0.05)
+    r = _cli(capsys, gpu, "-f", "json", "detach", "d", "01:00.0", "--live")
+    env = json.loads(r.out)
+    assert fake_lv.detach_calls == [_FakeLibvirt.VIR_DOMAIN_AFFECT_LIVE]
+    if detached:
+        assert r.code == 0 and [c["action"] for c in env["data"]] == ["detached"]
+    else:
+        assert r.code == 1 and env["data"] == []
+        assert "still attached to the running domain d" in env["errors"][0]["message"]
+        assert "still attached" in r.err

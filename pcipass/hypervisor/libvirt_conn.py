@@ -9,6 +9,7 @@ removed, and the domain redefined. Live changes need the real call.
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -98,6 +99,24 @@ def _redefine(lv: Any, conn: Any, root: ET.Element, what: str, address: str) -> 
         raise _error(exc, what, address) from exc
 
 
+#: How long a live detach may take to complete after libvirt returned. virDomainDetachDeviceFlags only
+#: *requests* the unplug and returns after waiting a few seconds for the guest; the device is gone only when
+#: it has left the live XML (libvirt's docs: check the XML or wait for VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED).
+LIVE_UNPLUG_WAIT = 10.0
+_POLL = 0.25
+
+
+def _still_live(lv: Any, dom: Any, source: PciAddress, wait: float) -> bool:
+    """True when ``source`` is still in the running domain after waiting up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        if not dom.isActive() or source not in _hostdevs(lv, dom, inactive=False)[1]:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(_POLL)
+
+
 def _unsupported(lv: Any, exc: Any) -> bool:
     return exc.get_error_code() == lv.VIR_ERR_NO_SUPPORT
 
@@ -137,10 +156,15 @@ def attach(uri: str | None, domain: str, items: Sequence[Hostdev], *, live: bool
 
 
 def detach(uri: str | None, domain: str, addresses: Sequence[PciAddress], *, live: bool = False,
-           config: bool = False) -> tuple[list[Change], list[PcipassError]]:
-    """Detach the hostdev of each address, using the element as the domain itself describes it."""
+           config: bool = False, wait: float | None = None) -> tuple[list[Change], list[PcipassError]]:
+    """Detach the hostdev of each address, using the element as the domain itself describes it.
+
+    A live detach counts only once the device has left the running domain: a guest that ignores the unplug
+    request (no OS yet, or ACPI hot-plug not handled) leaves it attached, and that is reported as an error,
+    never as "detached"."""
     changes: list[Change] = []
     errors: list[PcipassError] = []
+    wait = LIVE_UNPLUG_WAIT if wait is None else wait
     with _domain(uri, domain) as (lv, conn, dom):
         eff_live, eff_config = _affected(dom, live, config)
         for source in addresses:
@@ -162,6 +186,17 @@ def detach(uri: str | None, domain: str, addresses: Sequence[PciAddress], *, liv
                     _redefine(lv, conn, root, f"detaching {addr} from {domain}", addr)
                 except HypervisorError as err:
                     errors.append(err)
+                    continue
+            else:
+                if eff_live and _still_live(lv, dom, source, wait):
+                    errors.append(HypervisorError(
+                        f"{addr}: unplug requested, but it is still attached to the running domain {domain} "
+                        f"after {wait:g} s: the guest has not released it",
+                        address=addr,
+                        remedy="the guest OS must acknowledge the hot-unplug (boot it, or check its ACPI/PCIe "
+                        "hot-plug support); or detach with --config and restart the domain"))
+                    if eff_config:
+                        changes.append(Change(addr, domain, "detached", False, True))
                     continue
             changes.append(Change(addr, domain, "detached", eff_live, eff_config))
     return changes, errors
