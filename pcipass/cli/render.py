@@ -63,17 +63,19 @@ def _stdout_is_tty() -> bool:
         return False
 
 
+def _piped_width() -> int:
+    """The page width when stdout is not a TTY: $COLUMNS, else 200."""
+    try:
+        return int(os.environ.get("COLUMNS", "")) or 200
+    except ValueError:
+        return 200
+
+
 def _console(stream=None):
     from rich.console import Console
 
     tty = stream is None and _stdout_is_tty()
-    width = None
-    if not tty:
-        try:
-            width = int(os.environ.get("COLUMNS", "")) or None
-        except ValueError:
-            width = None
-        width = width or 200
+    width = None if tty else _piped_width()
     return Console(
         file=stream or sys.stdout,
         width=width,
@@ -87,7 +89,62 @@ def _console(stream=None):
     )
 
 
+def _plain(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+def _plain_lines(blocks: list[Block], width: int) -> list[str] | None:
+    """The lines rich prints for ``blocks`` on a pipe, when they are simple enough to lay out here; else None.
+
+    Why: importing rich and laying a table out with it costs more than a bind itself under emulation (about
+    1 s per ``pcipass enable`` in the TCG guest, bench/binding_overhead.py), and most output is a few short
+    rows. Simple means what rich would print unchanged: printable ASCII only (no wide characters, tabs or
+    newlines), no section lines, no key/value block, every table within ``width`` (rich would fold cells)
+    and its title no wider than the table (rich would wrap it). Then rich's SIMPLE_HEAD layout without
+    edges is: each column as wide as its widest cell, three spaces between columns, the header, a rule of
+    U+2500 across the table, the rows, trailing blanks dropped. tests/test_render.py compares the two on
+    random blocks; the golden table outputs (tests/golden/*.txt) are printed this way.
+    """
+    out: list[str] = []
+    for i, block in enumerate(blocks):
+        if i:
+            out.append("")
+        if isinstance(block, str):
+            if not _plain(block):
+                return None
+            out.append(block.rstrip())
+            continue
+        if not isinstance(block, Table) or block.sections or not block.rows:
+            return None
+        header = list(block.columns)
+        rows = [[cell(v) for v in row] for row in block.rows]
+        if any(len(r) != len(header) for r in rows):
+            return None
+        if not all(_plain(c) for c in header) or not all(_plain(c) for r in rows for c in r):
+            return None
+        widths = [max(map(len, col)) for col in zip(header, *rows)]
+        total = sum(widths) + 3 * (len(widths) - 1)
+        if total > width or (block.title and (len(block.title) > total or not _plain(block.title))):
+            return None
+        if block.title:
+            out.append(block.title.rstrip())
+        out.append("   ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip())
+        out.append("\u2500" * total)
+        out += ["   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return out
+
+
 def render_table(blocks: list[Block]) -> None:
+    if not _stdout_is_tty():
+        lines = _plain_lines(blocks, _piped_width())
+        if lines is not None:
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            sys.stdout.flush()
+            return
+    _rich_table(blocks)
+
+
+def _rich_table(blocks: list[Block]) -> None:
     from rich import box
     from rich.table import Table as RichTable
     from rich.text import Text
