@@ -26,11 +26,21 @@ _pcipass() {
     elif [[ $prev == "=" ]] && ((COMP_CWORD > 1)); then
         prev=${COMP_WORDS[COMP_CWORD-2]}
     fi
-    # Walk the words before the cursor: the command path, and --root for address completion.
-    local cmd= root=${PCIPASS_ROOT:-/} skip= w i
+    # Walk the words before the cursor: the command path, how many arguments it has so far (npos), and
+    # --root for address completion. A colon splits words too (COMP_WORDBREAKS): the words after one
+    # belong to the word before it (0000 : 3b : 00.0 is one address).
+    local cmd= root=${PCIPASS_ROOT:-/} skip= glue= npos=0 w i
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${COMP_WORDS[i]}
         [[ $w == "=" ]] && continue
+        if [[ $w == ":" ]]; then
+            glue=1
+            continue
+        fi
+        if [[ -n $glue ]]; then
+            glue=
+            continue
+        fi
         if [[ -n $skip ]]; then
             [[ $skip == root ]] && root=$w
             skip=
@@ -39,9 +49,12 @@ _pcipass() {
         case "$cmd|$w" in
             "|--root") skip=root ;;
             "|-f"|"|--format"|"list|-c"|"list|--class"|"list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-o"|"snapshot|--output"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-d"|"check-iommu|--device"|"check-iommu|-f"|"check-iommu|--format"|"enable|--driver"|"enable|--timeout"|"enable|-f"|"enable|--format"|"disable|--timeout"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"attach|-c"|"attach|--connect"|"attach|--managed"|"attach|-f"|"attach|--format"|"detach|-c"|"detach|--connect"|"detach|-f"|"detach|--format"|"emit libvirt|--managed"|"emit libvirt|--guest-address"|"emit libvirt|--rom-bar"|"emit kubevirt|--from"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--current"|"emit kubevirt|--only"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|--node"|"emit harvester|--user"|"emit harvester|--pcidevices"|"emit harvester|-f"|"emit harvester|--format") skip=value ;;
-            "|list"|"|show"|"|groups"|"|snapshot"|"|check-iommu"|"|enable"|"|disable"|"|status"|"|attach"|"|detach"|"|emit"|"emit|libvirt"|"emit|kubevirt"|"emit|harvester") cmd=${cmd:+$cmd }$w ;;
+            "|list"|"|show"|"|groups"|"|snapshot"|"|check-iommu"|"|enable"|"|disable"|"|status"|"|attach"|"|detach"|"|emit"|"emit|libvirt"|"emit|kubevirt"|"emit|harvester") cmd=${cmd:+$cmd }$w; npos=0 ;;
+            *) [[ $w == -* ]] || npos=$((npos + 1)) ;;
         esac
     done
+    # The word being completed continues an argument already counted (after a colon).
+    [[ $cur == ":" || ${COMP_WORDS[COMP_CWORD-1]} == ":" ]] && ((npos > 0)) && npos=$((npos - 1))
     # The value of an option.
     case "$cmd|$prev" in
         "|-f"|"|--format"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-f"|"check-iommu|--format"|"enable|-f"|"enable|--format"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"attach|-f"|"attach|--format"|"detach|-f"|"detach|--format"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|-f"|"emit harvester|--format") COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
@@ -61,7 +74,12 @@ _pcipass() {
         "list")
             COMPREPLY=($(compgen -W "-c --class --vendor --driver -g --group --vfio --tree -f --format -h --help" -- "$cur")) ;;
         "show")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else
+                case $npos in
+                    0) _pcipass_addresses "$root" ;;
+                    *) COMPREPLY=() ;;
+                esac
+            fi ;;
         "groups")
             COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")) ;;
         "snapshot")
@@ -69,23 +87,57 @@ _pcipass() {
         "check-iommu")
             COMPREPLY=($(compgen -W "-d --device -f --format -h --help" -- "$cur")) ;;
         "enable")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--group --driver --dry-run --force --timeout -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--group --driver --dry-run --force --timeout -f --format -h --help" -- "$cur")); else
+                case $npos in
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
         "disable")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--dry-run --timeout -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--dry-run --timeout -f --format -h --help" -- "$cur")); else
+                case $npos in
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
         "status")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else
+                case $npos in
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
         "attach")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-c --connect --live --config --group --managed -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-c --connect --live --config --group --managed -f --format -h --help" -- "$cur")); else
+                case $npos in
+                    0) COMPREPLY=() ;;
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
         "detach")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-c --connect --live --config -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-c --connect --live --config -f --format -h --help" -- "$cur")); else
+                case $npos in
+                    0) COMPREPLY=() ;;
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
         "emit")
             if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-h --help" -- "$cur")); else COMPREPLY=($(compgen -W "libvirt kubevirt harvester" -- "$cur")); fi ;;
         "emit libvirt")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--group --managed --guest-address --rom-bar -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--group --managed --guest-address --rom-bar -h --help" -- "$cur")); else
+                case $npos in
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
         "emit kubevirt")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--all-vfio --per-device --from --vm --node --current --only -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--all-vfio --per-device --from --vm --node --current --only -f --format -h --help" -- "$cur")); else
+                case $npos in
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
         "emit harvester")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--node --user --per-device --pcidevices -f --format -h --help" -- "$cur")); else _pcipass_addresses "$root"; fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--node --user --per-device --pcidevices -f --format -h --help" -- "$cur")); else
+                case $npos in
+                    *) _pcipass_addresses "$root" ;;
+                esac
+            fi ;;
     esac
 }
 complete -F _pcipass pcipass

@@ -516,6 +516,18 @@ def _case_patterns(keys: list[str]) -> str:
     return "|".join(f'"{k}"' for k in keys)
 
 
+def _bash_arg_action(arg: Arg) -> str:
+    if arg.complete == "address":
+        return '_pcipass_addresses "$root"'
+    if arg.complete == "file":
+        return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))'
+    if arg.complete == "dir":
+        return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))'
+    if arg.complete == "choices":
+        return f'COMPREPLY=($(compgen -W "{_sh_words(arg.choices)}" -- "$cur"))'
+    return "COMPREPLY=()"
+
+
 def bash_completion(tree: Cmd) -> str:
     cmds = list(tree.walk())
     value_keys = [f"{c.key}|{n}" for c in cmds for o in c.options if o.takes_value for n in o.names]
@@ -551,11 +563,21 @@ def bash_completion(tree: Cmd) -> str:
         '    elif [[ $prev == "=" ]] && ((COMP_CWORD > 1)); then',
         '        prev=${COMP_WORDS[COMP_CWORD-2]}',
         "    fi",
-        "    # Walk the words before the cursor: the command path, and --root for address completion.",
-        '    local cmd= root=${PCIPASS_ROOT:-/} skip= w i',
+        "    # Walk the words before the cursor: the command path, how many arguments it has so far (npos), and",
+        "    # --root for address completion. A colon splits words too (COMP_WORDBREAKS): the words after one",
+        "    # belong to the word before it (0000 : 3b : 00.0 is one address).",
+        '    local cmd= root=${PCIPASS_ROOT:-/} skip= glue= npos=0 w i',
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
         '        w=${COMP_WORDS[i]}',
         '        [[ $w == "=" ]] && continue',
+        '        if [[ $w == ":" ]]; then',
+        "            glue=1",
+        "            continue",
+        "        fi",
+        "        if [[ -n $glue ]]; then",
+        "            glue=",
+        "            continue",
+        "        fi",
         "        if [[ -n $skip ]]; then",
         '            [[ $skip == root ]] && root=$w',
         "            skip=",
@@ -568,10 +590,13 @@ def bash_completion(tree: Cmd) -> str:
     if other_value_keys:
         out.append(f"            {_case_patterns(other_value_keys)}) skip=value ;;")
     if sub_keys:
-        out.append(f'            {_case_patterns(sub_keys)}) cmd=${{cmd:+$cmd }}$w ;;')
+        out.append(f'            {_case_patterns(sub_keys)}) cmd=${{cmd:+$cmd }}$w; npos=0 ;;')
     out += [
+        '            *) [[ $w == -* ]] || npos=$((npos + 1)) ;;',
         "        esac",
         "    done",
+        "    # The word being completed continues an argument already counted (after a colon).",
+        '    [[ $cur == ":" || ${COMP_WORDS[COMP_CWORD-1]} == ":" ]] && ((npos > 0)) && npos=$((npos - 1))',
         "    # The value of an option.",
         '    case "$cmd|$prev" in',
     ]
@@ -614,19 +639,15 @@ def bash_completion(tree: Cmd) -> str:
             out.append(f'            if [[ $cur == -* ]]; then {opt_line}; '
                        f'else COMPREPLY=($(compgen -W "{subs}" -- "$cur")); fi ;;')
         elif c.args:
-            kinds = {a.complete for a in c.args}
-            if "address" in kinds:
-                action = '_pcipass_addresses "$root"'
-            elif "file" in kinds:
-                action = 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))'
-            elif "dir" in kinds:
-                action = 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))'
-            elif "choices" in kinds:
-                words = _sh_words(ch for a in c.args for ch in a.choices)
-                action = f'COMPREPLY=($(compgen -W "{words}" -- "$cur"))'
-            else:
-                action = "COMPREPLY=()"
-            out.append(f"            if [[ $cur == -* ]]; then {opt_line}; else {action}; fi ;;")
+            # The argument at position npos: "0)", "1)", ... and "*)" for a variadic last one.
+            branches = [("*" if a.variadic else str(i), _bash_arg_action(a)) for i, a in enumerate(c.args)]
+            if not c.args[-1].variadic:
+                branches.append(("*", "COMPREPLY=()"))
+            out.append(f"            if [[ $cur == -* ]]; then {opt_line}; else")
+            out.append("                case $npos in")
+            out += [f"                    {pattern}) {action} ;;" for pattern, action in branches]
+            out.append("                esac")
+            out.append("            fi ;;")
         else:
             out.append(f"            {opt_line} ;;")
     out += [
@@ -785,10 +806,12 @@ def fish_completion(tree: Cmd) -> str:
         "do not edit.",
         "# Install: copy to ~/.config/fish/completions/pcipass.fish (or /usr/share/fish/vendor_completions.d/).",
         "",
-        "# The sub-command path typed so far (\"\" at the top level, \"emit libvirt\" below).",
-        "function __pcipass_path",
+        "# The sub-command path typed so far (\"\" at the top level, \"emit libvirt\" below), then how many",
+        "# arguments it has so far.",
+        "function __pcipass_state",
         "    set -l path",
         "    set -l skip 0",
+        "    set -l npos 0",
         "    set -l words (commandline -opc)",
         "    set -e words[1]",
         "    for w in $words",
@@ -801,16 +824,30 @@ def fish_completion(tree: Cmd) -> str:
     if value_keys:
         out += ["            case " + " ".join(_fq(k) for k in value_keys), "                set skip 1"]
     if sub_keys:
-        out += ["            case " + " ".join(_fq(k) for k in sub_keys), "                set -a path $w"]
+        out += ["            case " + " ".join(_fq(k) for k in sub_keys), "                set -a path $w",
+                "                set npos 0"]
     out += [
+        "            case '*'",
+        "                string match -q -- '-*' $w; or set npos (math $npos + 1)",
         "        end",
         "    end",
         '    echo "$path"',
+        "    echo $npos",
         "end",
         "",
+        "# True at the sub-command path $argv[1]; with $argv[2], also at that argument position (N, or N+ for N",
+        "# and after).",
         "function __pcipass_at",
-        "    set -l path (__pcipass_path)",
-        '    test "$path" = "$argv[1]"',
+        "    set -l state (__pcipass_state)",
+        '    test "$state[1]" = "$argv[1]"; or return 1',
+        '    switch "$argv[2]"',
+        "        case ''",
+        "            return 0",
+        "        case '*+'",
+        "            test $state[2] -ge (string trim -r -c + -- $argv[2])",
+        "        case '*'",
+        "            test $state[2] -eq $argv[2]",
+        "    end",
         "end",
         "",
         "# PCI addresses of the host under --root (else $PCIPASS_ROOT, else /); read-only: lists a directory.",
@@ -853,15 +890,16 @@ def fish_completion(tree: Cmd) -> str:
                 if o.help:
                     line += f" -d {_fq(summary(o.help))}"
                 out.append(line)
-        for a in c.args:
+        for i, a in enumerate(c.args):
+            at = f"-n {_fq(f'__pcipass_at {_fq(c.key)} {i}' + ('+' if a.variadic else ''))}"
             if a.complete == "address":
-                out.append(f"complete -c pcipass {cond} -a '(__pcipass_addresses)' -d 'PCI address'")
+                out.append(f"complete -c pcipass {at} -a '(__pcipass_addresses)' -d 'PCI address'")
             elif a.complete == "file":
-                out.append(f"complete -c pcipass {cond} -F")
+                out.append(f"complete -c pcipass {at} -F")
             elif a.complete == "dir":
-                out.append(f"complete -c pcipass {cond} -a '(__fish_complete_directories)'")
+                out.append(f"complete -c pcipass {at} -a '(__fish_complete_directories)'")
             elif a.complete == "choices":
-                out.append(f"complete -c pcipass {cond} -a {_fq(' '.join(a.choices))}")
+                out.append(f"complete -c pcipass {at} -a {_fq(' '.join(a.choices))}")
     return "\n".join(out) + "\n"
 
 

@@ -354,6 +354,7 @@ def test_bash_completes_commands_options_choices_and_addresses(tmp_path):
     assert _bash_complete(script, f"pcipass --root {root} show 0000:3") == ["3b:00.0", "3b:00.1"]
     assert _bash_complete(script, f"pcipass --root={root} show ") == ["0000:3b:00.0", "0000:3b:00.1", "0000:af:00.0"]
     assert _bash_complete(script, "pcipass show 0000:af", {"PCIPASS_ROOT": str(root)}) == ["af:00.0"]
+    assert _bash_complete(script, f"pcipass --root {root} show 0000:3b:00.0 ") == []  # show takes one address
     (tmp_path / "snap.tar.gz").write_text("")
     assert _bash_complete(script, f"pcipass --root {tmp_path}/sn") == [f"{tmp_path}/snap.tar.gz"]
 
@@ -365,7 +366,7 @@ def test_fish_completes_when_fish_is_installed(tmp_path):
         # What the calls below would exercise, checked in the text.
         assert "complete -c pcipass -f\n" in script
         assert "-l format -x -a 'table json yaml'" in script
-        assert "-n '__pcipass_at \\'show\\'' -a '(__pcipass_addresses)'" in script
+        assert "-n '__pcipass_at \\'show\\' 0' -a '(__pcipass_addresses)'" in script
         return
     root = _fake_root(tmp_path, "0000:3b:00.0", "0000:af:00.0")
 
@@ -381,6 +382,7 @@ def test_fish_completes_when_fish_is_installed(tmp_path):
     assert complete("pcipass --format ") == ["json", "table", "yaml"]
     assert complete("pcipass --root /x list --tr") == ["--tree"]
     assert complete(f"pcipass --root {root} show ") == ["0000:3b:00.0", "0000:af:00.0"]
+    assert complete(f"pcipass --root {root} show 0000:3b:00.0 ") == []  # show takes one address
 
 
 # --- the generator on CLIs the project does not have yet -----------------------------------------------------
@@ -412,6 +414,14 @@ def _future_app() -> typer.Typer:
     def _status(timeout: Annotated[float, typer.Option("--timeout", help="Seconds.")] = 10.0) -> None:
         """Bound devices."""
 
+    @top.command("attach")
+    def _attach(
+        domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="A VM.")],
+        addresses: Annotated[list[str], typer.Argument(metavar="ADDR...", help="Devices.")],
+        connect: Annotated[str | None, typer.Option("--connect", "-c", help="URI.")] = None,
+    ) -> None:
+        """Attach devices to a VM."""
+
     top.add_typer(emit, name="emit")
     return top
 
@@ -437,13 +447,20 @@ def test_generator_handles_nested_groups_and_new_option_shapes(tmp_path):
         "af:00.0"]
     (tmp_path / "adir").mkdir()
     assert _bash_complete(bash, f"pcipass emit libvirt --out-dir {tmp_path}/ad") == [f"{tmp_path}/adir"]
+    # Positions: a VM name first (nothing to offer), then addresses; colons and option values do not count.
+    assert _bash_complete(bash, f"pcipass --root {root} attach ") == []
+    assert _bash_complete(bash, f"pcipass --root {root} attach vm1 ") == ["0000:3b:00.0", "0000:af:00.0"]
+    assert _bash_complete(bash, f"pcipass --root {root} attach -c qemu:///system vm1 0000:3b:00.0 0000:a") == [
+        "af:00.0"]
+    assert _bash_complete(bash, f"pcipass --root {root} attach -c qemu:///system ") == []
     zsh_text = files[gen_docs.ZSH]
     assert "_pcipass_emit_libvirt() {" in zsh_text and "'*:ADDR:_pcipass_addresses'" in zsh_text
     assert ":DIR:_files -/'" in zsh_text
     for shell, rel in (("zsh", gen_docs.ZSH), ("fish", gen_docs.FISH)):
         if shutil.which(shell):
             assert subprocess.run([shell, "-n", str(tmp_path / rel)]).returncode == 0
-    assert "-n '__pcipass_at \\'emit libvirt\\'' -a '(__pcipass_addresses)'" in files[gen_docs.FISH]
+    assert "-n '__pcipass_at \\'emit libvirt\\' 0+' -a '(__pcipass_addresses)'" in files[gen_docs.FISH]
+    assert "-n '__pcipass_at \\'attach\\' 1+' -a '(__pcipass_addresses)'" in files[gen_docs.FISH]
 
 
 def test_choices_are_read_from_older_click_types_too():
