@@ -1,4 +1,4 @@
-from pcipass.cli.app import main
+from pcipass.cli import main
 
 if __name__ == "__main__":
     main()

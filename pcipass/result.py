@@ -18,19 +18,33 @@ from .errors import ExitCode, PcipassError
 ENVELOPE_VERSION = 1
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() rebuilds its tuple on every call; thousands of devices make that visible.
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def jsonable(obj: Any) -> Any:
     """Plain data (dict/list/str/int/float/bool/None) from dataclasses, enums, tuples and paths.
 
-    Key order is the dataclass field order, so output is stable.
+    Key order is the dataclass field order, so output is stable. Plain data comes back equal, so converting
+    twice is harmless (but costs a walk: the renderer converts once, commands hand it their objects).
     """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if obj is None or type(obj) in (str, int, float, bool):
+        return obj
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {name: jsonable(getattr(obj, name)) for name in _field_names(type(obj))}
     if isinstance(obj, PurePath):
         return str(obj)
     return obj

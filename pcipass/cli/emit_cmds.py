@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..emit.libvirt import Managed
+from ..emit.choices import Managed
 from ..errors import UsageError
 from . import context
 from .context import FormatOption

@@ -84,7 +84,7 @@ def list_cmd(
 ) -> None:
     """List PCI devices with their drivers, IOMMU groups and names."""
     context.state(fmt)
-    from ..result import Result, jsonable
+    from ..result import Result
     from ..select import filter_devices
 
     inv = _inventory()
@@ -98,11 +98,11 @@ def list_cmd(
         variant_modules=inv.variant_modules,
     )
     if not tree:
-        finish(Result("list", data=[jsonable(d) for d in devices]), _list_view)
+        finish(Result("list", data=devices), _list_view)
         return
     buckets: dict[int | None, list[Any]] = {}
     for dev in devices:
-        buckets.setdefault(dev.iommu_group, []).append(jsonable(dev))
+        buckets.setdefault(dev.iommu_group, []).append(dev)
     data = []
     for gnum in sorted(buckets, key=lambda g: (g is None, g or 0)):
         verdict = inv.groups[gnum].verdict.value if gnum is not None and gnum in inv.groups else "none"
@@ -167,13 +167,13 @@ def _show_view(data: dict[str, Any]) -> list[Block]:
 def show_cmd(address: AddressArg, fmt: FormatOption = None) -> None:
     """Everything about one device, with its IOMMU group peers and their roles."""
     context.state(fmt)
-    from ..result import Result, jsonable
+    from ..result import Result
 
     addr = PciAddress.parse(address)
     inv = _inventory()
     dev = inv.device(addr)
     group = inv.group_of(dev.address)
-    finish(Result("show", data={"device": jsonable(dev), "iommu_group": jsonable(group)}), _show_view)
+    finish(Result("show", data={"device": dev, "iommu_group": group}), _show_view)
 
 
 def _groups_view(data: list[dict[str, Any]]) -> list[Block]:
@@ -197,10 +197,10 @@ def _groups_view(data: list[dict[str, Any]]) -> list[Block]:
 def groups_cmd(fmt: FormatOption = None) -> None:
     """Every IOMMU group with its members, their drivers, and whether it can be assigned to a VM."""
     context.state(fmt)
-    from ..result import Result, jsonable
+    from ..result import Result
 
     inv = _inventory()
-    result = Result("groups", data=[jsonable(g) for g in inv.groups.values()])
+    result = Result("groups", data=list(inv.groups.values()))
     if not inv.groups:
         result.messages.append("no IOMMU groups: the IOMMU is off or unsupported (see 'pcipass check-iommu')")
     finish(result, _groups_view)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..emit.libvirt import Managed
+from ..emit.choices import Managed
 from . import context
 from .context import FormatOption, finish
 from .render import Block, Table

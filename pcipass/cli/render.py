@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..result import Result
+from ..result import Result, jsonable
 
 
 class Format(str, Enum):
@@ -298,4 +298,6 @@ def render(result: Result, fmt: Format, view: View) -> None:
     elif fmt is Format.yaml:
         write_stdout(dump_yaml(result.envelope()))
     elif result.data is not None:
-        render_table(view(result.data))
+        # Views read plain data, the same the envelope carries; commands hand over their objects, so this is
+        # the one conversion (a list of thousands of devices made it visible when done twice).
+        render_table(view(jsonable(result.data)))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..address import PciAddress
 from ..errors import UsageError
+from .choices import Managed
 
 if TYPE_CHECKING:  # only for annotations: keeps this module cheap to import for the CLI's option types
     from .devices import Target
@@ -33,12 +34,6 @@ if TYPE_CHECKING:  # only for annotations: keeps this module cheap to import for
 #: by default (0x01-0x0f on i440fx and q35), below q35's ICH9 functions at 0x1d-0x1f.
 FIRST_GUEST_SLOT = 0x10
 LAST_GUEST_SLOT = 0x1C
-
-
-class Managed(str, Enum):
-    yes = "yes"
-    no = "no"
-    auto = "auto"  #: "no" when the device is already on a vfio driver, else "yes"
 
 
 @dataclass(frozen=True)
