@@ -45,10 +45,3 @@ class PciAddress:
         """The address without the function (``0000:3b:00``): what functions of one card share."""
         return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}"
 
-
-def canonical(text: str) -> str:
-    return str(PciAddress.parse(text))
-
-
-def is_address(name: str) -> bool:
-    return PciAddress.try_parse(name) is not None

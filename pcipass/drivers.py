@@ -10,7 +10,6 @@ from __future__ import annotations
 
 VFIO_PCI = "vfio-pci"
 PCI_STUB = "pci-stub"
-PCIEPORT = "pcieport"
 
 
 def normalize(name: str) -> str:

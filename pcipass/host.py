@@ -128,10 +128,6 @@ class Host:
     def pci_driver(self, name: str) -> Path:
         return self.pci_drivers_dir / name
 
-    @property
-    def sys_devices_dir(self) -> Path:
-        return self.sys("devices")
-
     def sys_class(self, name: str) -> Path:
         return self.sys("class", name)
 
@@ -156,9 +152,6 @@ class Host:
 
     def vfio_group_node(self, group: int) -> Path:
         return self.dev("vfio", str(group))
-
-    def vfio_noiommu_group_node(self, group: int) -> Path:
-        return self.dev("vfio", f"noiommu-{group}")
 
     # --- /proc ----------------------------------------------------------------------------------------
     @property

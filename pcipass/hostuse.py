@@ -248,9 +248,6 @@ class HostUse:
             out.append(InUse(address, UseKind.CONSOLE, obj, detail))
         return out
 
-    def interfaces(self, address: str) -> tuple[str, ...]:
-        return tuple(sorted(self._net_by_owner.get(address, ())))
-
     def _net_own(self, ifname: str) -> list[tuple[UseKind, str]]:
         out: list[tuple[UseKind, str]] = []
         addrs = self._addresses.get(ifname)

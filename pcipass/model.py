@@ -76,9 +76,6 @@ class PciDevice:
     def role(self) -> Role:
         return Role.BRIDGE if self.is_bridge else Role.ENDPOINT
 
-    @property
-    def base_class(self) -> int | None:
-        return int(self.class_id[:2], 16) if self.class_id else None
 
     @property
     def id_pair(self) -> str | None:

@@ -75,11 +75,6 @@ def read_int(path: str | os.PathLike[str], base: int = 10) -> int | None:
         return None
 
 
-def read_hex(path: str | os.PathLike[str]) -> int | None:
-    """A ``0x1234`` style attribute (vendor, device, class...)."""
-    return read_int(path, 16)
-
-
 def read_lines(path: str | os.PathLike[str]) -> list[str]:
     """All lines of a (possibly large) text file, [] when unreadable. For procfs tables and configs."""
     try:

@@ -1,6 +1,6 @@
 import pytest
 
-from pcipass.address import PciAddress, canonical
+from pcipass.address import PciAddress
 from pcipass.errors import ExitCode, UsageError
 
 
@@ -15,7 +15,7 @@ from pcipass.errors import ExitCode, UsageError
     ],
 )
 def test_canonical(text, expected):
-    assert canonical(text) == expected
+    assert str(PciAddress.parse(text)) == expected
 
 
 @pytest.mark.parametrize("bad", ["3b:00", "zz:00.0", "../../etc", "", "0000:3b:00.8", "0000:3b:20.0",

@@ -25,7 +25,6 @@ HostCheck = Callable[[Facts], Check]
 INTEL_IOMMU_OPTIONS = ("on", "off", "igfx_off", "forcedac", "strict", "sp_off", "sm_on", "sm_off", "tboot_noforce")
 AMD_IOMMU_OPTIONS = ("fullflush", "force_enable", "off", "force_isolation", "pgtbl_v1", "pgtbl_v2", "irtcachedis",
                      "nohugepages", "v2_pgsizes_only")
-VFIO_MODULES = ("vfio", "vfio_pci", "vfio_iommu_type1")
 
 # Kernel log lines about interrupt remapping: drivers/iommu/intel/irq_remapping.c ("DMAR-IR: Enabled IRQ
 # remapping in x2apic mode"), drivers/iommu/amd/init.c ("AMD-Vi: Interrupt remapping enabled"), and the
