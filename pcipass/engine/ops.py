@@ -174,6 +174,18 @@ def _originals(ctx: _Context, dev: PciDevice) -> tuple[str | None, str | None]:
     return dev.driver, dev.driver_override
 
 
+def _lookup(inv: Inventory, address: str, results: dict[str, DeviceResult],
+            errors: list[PcipassError]) -> PciDevice | None:
+    """The device at ``address``, or None after recording it as failed (no such device)."""
+    try:
+        return inv.device(address)
+    except DeviceNotFound as err:
+        results[address] = DeviceResult(address, None, True, Outcome.FAILED, None, None, None, None,
+                                        (err.message,), err.to_dict())
+        errors.append(err)
+        return None
+
+
 def _plan_enable(ctx: _Context, addrs: list[str], *, driver: str, move_group: bool, force: bool) -> _Planned:
     from ..hostuse import HostUse
 
@@ -185,12 +197,8 @@ def _plan_enable(ctx: _Context, addrs: list[str], *, driver: str, move_group: bo
     messages: list[str] = []
     by_group: dict[int, list[PciDevice]] = {}
     for a in addrs:
-        try:
-            dev = inv.device(a)
-        except DeviceNotFound as err:
-            results[a] = DeviceResult(a, None, True, Outcome.FAILED, None, None, None, None, (err.message,),
-                                      err.to_dict())
-            errors.append(err)
+        dev = _lookup(inv, a, results, errors)
+        if dev is None:
             continue
         refusals = device_refusals(dev, iommu=iommu)
         if refusals:
@@ -267,14 +275,9 @@ def _plan_disable(ctx: _Context, addrs: list[str]) -> _Planned:
     drop: list[str] = []
     by_group: dict[int | None, list[PciDevice]] = {}
     for a in addrs:
-        try:
-            dev = inv.device(a)
-        except DeviceNotFound as err:
-            results[a] = DeviceResult(a, None, True, Outcome.FAILED, None, None, None, None, (err.message,),
-                                      err.to_dict())
-            errors.append(err)
-            continue
-        by_group.setdefault(dev.iommu_group, []).append(dev)
+        dev = _lookup(inv, a, results, errors)
+        if dev is not None:
+            by_group.setdefault(dev.iommu_group, []).append(dev)
 
     groups: list[GroupPlan] = []
     for g in sorted(by_group, key=lambda k: (k is None, k or 0)):

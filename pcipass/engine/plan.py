@@ -34,7 +34,7 @@ class When(str, Enum):
 class Step:
     op: Op
     address: str | None  #: the device the step concerns (None: host-wide, e.g. a module load)
-    path: str | None  #: the attribute written, as seen on the host ("/sys/bus/pci/...")
+    path: str | None  #: the attribute written, as seen on the host (its sys/bus/pci/... path)
     value: str | None
     note: str  #: why, in words
     group: int | None = None
