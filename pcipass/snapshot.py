@@ -236,7 +236,9 @@ def capture(host: Host, out: Path) -> int:
     for p in (host.cmdline, host.cpuinfo, host.proc_modules, host.mountinfo, host.swaps, host.route_v4,
               host.route_v6, host.if_inet6, host.proc("net", "fib_trie"), host.osrelease, host.proc_config_gz):
         c.add(p)
-    # Device nodes pcipass checks for existence.
+    # Device nodes pcipass checks for existence; /dev itself is kept so that a missing node stays a finding.
+    if host.dev().is_dir():
+        c.add_dir(host.dev())
     c.add(host.dev("kvm"), placeholder_devices=True)
     for node in list_dir(host.dev("vfio")):
         c.add(host.dev("vfio", node), placeholder_devices=True)

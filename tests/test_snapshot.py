@@ -45,3 +45,13 @@ def test_boot_tools_and_grub_drop_ins_are_captured(capsys, fake, tmp_path):
 
     names = set(tarfile.open(out).getnames())
     assert {"usr/sbin/update-grub", "etc/default/grub.d/50-cloudimg.cfg", "etc/default/grub"} <= names
+
+
+def test_missing_kvm_node_stays_a_finding(capsys, fake, tmp_path):
+    intel_host(fake)
+    (fake.root / "dev/kvm").unlink()
+    out = tmp_path / "b.tar.gz"
+    run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out))
+    live = {c["id"]: c["verdict"] for c in _checks(capsys, fake.root)[1]["checks"]}
+    snap = {c["id"]: c["verdict"] for c in _checks(capsys, out)[1]["checks"]}
+    assert live["kvm.dev"] == "warn" and snap == live
