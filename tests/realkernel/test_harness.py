@@ -217,3 +217,56 @@ def test_guest_dir_is_not_collected_on_the_host(request):
     import tests.conftest as top
 
     assert "guest" in top.collect_ignore
+
+
+def test_run_dir_pruning_survives_a_concurrent_prune(tmp_path, monkeypatch):
+    """Two topologies prune the same runs directory in parallel threads: a directory removed by the other
+    thread between listing and stat() must be skipped, not fail the topology."""
+    import os
+    import time as _time
+    from pathlib import Path
+
+    from tests.realkernel import vm
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    old = _time.time() - 7200
+    for i in range(vm.KEEP_RUNS + 3):
+        d = runs / f"old-{i}"
+        d.mkdir()
+        os.utime(d, (old + i, old + i))
+    vanishing = runs / "old-0"
+    real_stat = Path.stat
+    calls = {"n": 0}
+
+    def stat_after_other_prune(self, *a, **k):
+        if self == vanishing:
+            calls["n"] += 1
+            if calls["n"] == 2 and os.path.isdir(self):  # listed as a directory, gone by the time it is dated
+                import shutil
+
+                shutil.rmtree(self)
+        return real_stat(self, *a, **k)
+
+    monkeypatch.setattr(Path, "stat", stat_after_other_prune)
+    d = vm._new_run_dir(tmp_path, "iommu_on")
+    assert d.is_dir()
+    left = sorted(p.name for p in runs.iterdir())
+    assert d.name in left and len(left) <= vm.KEEP_RUNS + 1
+
+
+def test_run_dir_pruning_skips_a_run_listed_then_removed(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tests.realkernel import vm
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    real_iterdir = Path.iterdir
+
+    def iterdir_with_a_ghost(self):
+        entries = list(real_iterdir(self))
+        return iter(entries + [self / "removed-by-the-other-thread"] if self == runs else entries)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir_with_a_ghost)
+    assert vm._new_run_dir(tmp_path, "iommu_off").is_dir()

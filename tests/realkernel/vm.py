@@ -19,6 +19,7 @@ import dataclasses
 import os
 import shlex
 import shutil
+import stat
 import signal
 import subprocess
 import sys
@@ -89,12 +90,24 @@ def _new_run_dir(cache: Path, name: str) -> Path:
         d = runs / f"{stamp}-{os.getpid()}-{name}-{n}"
     d.mkdir()
     # prune old runs: keep the newest KEEP_RUNS, and anything younger than an hour (a concurrent
-    # pytest session in the same tree may still be using it)
-    old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for p in old[:-KEEP_RUNS]:
-        if p != d and time.time() - p.stat().st_mtime > 3600:
+    # pytest session in the same tree may still be using it). The topologies of one session start in
+    # parallel threads that prune the same directory: a run another thread just removed is skipped, not
+    # an error (it was a FileNotFoundError from stat() that failed a whole topology now and then).
+    dated = [(m, p) for p in runs.iterdir() if (m := _mtime(p)) is not None]
+    dated.sort(key=lambda item: item[0])
+    for mtime, p in dated[:-KEEP_RUNS]:
+        if p != d and time.time() - mtime > 3600:
             shutil.rmtree(p, ignore_errors=True)
     return d
+
+
+def _mtime(path: Path) -> float | None:
+    """Modification time of a run directory, None when it is not one (any more)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime if stat.S_ISDIR(st.st_mode) else None
 
 
 def build_qemu_cmd(prov: Provisioned, topology: str, run_dir: Path, timeout_s: float,
