@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest.kernel import driver as _driver
+
 
 def _in_guest() -> bool:
     if os.environ.get("PCIPASS_IN_GUEST") != "1":
@@ -50,8 +52,6 @@ if not _in_guest():
         "tests/guest/ runs only inside the real-kernel qemu guest (it rebinds PCI devices!); "
         "run it through the host tier: pytest -m realkernel tests/realkernel"
     )
-
-SYS_PCI = Path("/sys/bus/pci/devices")
 
 
 # --------------------------------------------------------------------------- result reporter
@@ -82,19 +82,12 @@ def _longrepr_text(report) -> str:
         return str(report.longrepr)
 
 
-def _driver_of(address: str) -> str | None:
-    try:
-        return os.path.basename(os.readlink(SYS_PCI / address / "driver"))
-    except OSError:
-        return None
-
-
 _protected_at_start: dict[str, str | None] = {}
 
 
 def pytest_sessionstart(session):
     for a in _protected():
-        _protected_at_start[a] = _driver_of(a)
+        _protected_at_start[a] = _driver(a)
     _emit({"event": "start", "time": time.time(), "python": sys.executable,
            "topology": os.environ.get("PCIPASS_GUEST_TOPOLOGY"), "protected": _protected_at_start})
 
@@ -116,7 +109,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    touched = {a: [before, _driver_of(a)] for a, before in _protected_at_start.items() if _driver_of(a) != before}
+    touched = {a: [before, _driver(a)] for a, before in _protected_at_start.items() if _driver(a) != before}
     _emit({"event": "finish", "time": time.time(), "exitstatus": int(exitstatus),
            "protected_touched": touched})
 

@@ -21,25 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest.kernel import SYS_PCI, driver as _driver, override as _override, group as _group
+
 TOPOLOGY = "iommu_on"
 
-SYS_PCI = Path("/sys/bus/pci/devices")
 STATE_DIR = Path("/run/pcipass")
 REPO = str(Path(__file__).resolve().parents[2])
-
-
-def _driver(a: str) -> str | None:
-    link = SYS_PCI / a / "driver"
-    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
-
-
-def _override(a: str) -> str | None:
-    text = (SYS_PCI / a / "driver_override").read_text().strip()
-    return None if text == "(null)" else text
-
-
-def _group(a: str) -> int:
-    return int(os.path.basename(os.readlink(SYS_PCI / a / "iommu_group")))
 
 
 def _ifname(a: str) -> str:

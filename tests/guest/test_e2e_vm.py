@@ -39,19 +39,9 @@ from tests.cli import run as _pcipass
 from .nested import (URI, Libvirtd, bridges_numbered, domain_log, monitor_pci, nested_qemu, pci_functions,
                      run_refused, wait_for)
 
+from tests.guest.kernel import SYS_PCI, driver as _driver, override as _override
+
 TOPOLOGY = "iommu_on"
-
-SYS_PCI = Path("/sys/bus/pci/devices")
-
-
-def _driver(a: str) -> str | None:
-    link = SYS_PCI / a / "driver"
-    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
-
-
-def _override(a: str) -> str | None:
-    text = (SYS_PCI / a / "driver_override").read_text().strip()
-    return None if text == "(null)" else text
 
 
 def _binding(a: str) -> tuple[str | None, str | None]:

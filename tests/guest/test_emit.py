@@ -8,20 +8,13 @@ slot. Only the e1000e free endpoint is rebound (and always given back); the rest
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
+from tests.guest.kernel import driver as _driver
+
 TOPOLOGY = "iommu_on"
-
-SYS_PCI = Path("/sys/bus/pci/devices")
-
-
-def _driver(address: str) -> str | None:
-    link = SYS_PCI / address / "driver"
-    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
 
 def _hostdevs(text: str) -> list[ET.Element]:

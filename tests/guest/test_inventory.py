@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
+from tests.guest.kernel import SYS_PCI, driver as _driver, group as _group
+
 TOPOLOGY = ("iommu_on", "iommu_off")
 
-SYS_PCI = Path("/sys/bus/pci/devices")
 ASSIGNABLE_DRIVERS = {None, "vfio-pci", "pci-stub"}
-
-
-def _driver(address: str) -> str | None:
-    link = SYS_PCI / address / "driver"
-    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
-
-
-def _group(address: str) -> int | None:
-    link = SYS_PCI / address / "iommu_group"
-    return int(os.path.basename(os.readlink(link))) if link.is_symlink() else None
 
 
 def _header_is_bridge(address: str) -> bool:

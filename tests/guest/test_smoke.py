@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.guest.kernel import driver as _driver
+
 TOPOLOGY = ("iommu_on", "iommu_off")
 
 # role key -> driver the guest's kernel binds at boot (None: no driver)
@@ -32,11 +34,6 @@ EXPECTED_DRIVERS = {
     "sata": "ahci",
     "smbus": "i801_smbus",
 }
-
-
-def _driver(address: str) -> str | None:
-    link = Path("/sys/bus/pci/devices", address, "driver")
-    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
 
 def test_running_in_the_guest_as_root(topology):

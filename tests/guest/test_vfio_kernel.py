@@ -17,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest.kernel import SYS_PCI, driver as _driver
+
 TOPOLOGY = ("iommu_on", "iommu_off")
 
-SYS_PCI = Path("/sys/bus/pci/devices")
 VFIO_GROUP_GET_STATUS = (ord(";") << 8) | (100 + 3)  # _IO(VFIO_TYPE, VFIO_BASE + 3)
 VFIO_GROUP_FLAGS_VIABLE = 1
-
-
-def _driver(a: str) -> str | None:
-    link = SYS_PCI / a / "driver"
-    return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
 
 def _write(path: Path, value: str) -> None:
