@@ -14,13 +14,21 @@ def _checks(capsys, root, *extra):
     return r.code, data
 
 
+def _snapshot(capsys, root, out):
+    assert run(capsys, "--root", str(root), "snapshot", "-o", str(out)).code == 0
+    return out
+
+
+def _verdicts(capsys, root) -> dict[str, str]:
+    return {c["id"]: c["verdict"] for c in _checks(capsys, root)[1]["checks"]}
+
+
 @pytest.mark.parametrize("build", [intel_host, amd_host])
 def test_preflight_same_on_snapshot(capsys, fake, tmp_path, build):
     build(fake)
     fake.write("etc/modprobe.d/vfio.conf", "blacklist vfio_pci\n")
     fake.add_net("0000:00:00.0", "eth0")
-    out = tmp_path / "bundle.tar.xz"
-    assert run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out)).code == 0
+    out = _snapshot(capsys, fake.root, tmp_path / "bundle.tar.xz")
     assert _checks(capsys, fake.root) == _checks(capsys, out)
     dev = next(iter(sorted(a for a in fake.devices if a != "0000:00:00.0")))
     assert _checks(capsys, fake.root, "--device", dev) == _checks(capsys, out, "--device", dev)
@@ -29,18 +37,15 @@ def test_preflight_same_on_snapshot(capsys, fake, tmp_path, build):
 def test_missing_acpi_table_stays_a_finding(capsys, fake, tmp_path):
     intel_host(fake)
     (fake.root / "sys/firmware/acpi/tables/DMAR").unlink()
-    out = tmp_path / "b.tar.gz"
-    run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out))
-    live = {c["id"]: c["verdict"] for c in _checks(capsys, fake.root)[1]["checks"]}
-    snap = {c["id"]: c["verdict"] for c in _checks(capsys, out)[1]["checks"]}
+    out = _snapshot(capsys, fake.root, tmp_path / "b.tar.gz")
+    live, snap = _verdicts(capsys, fake.root), _verdicts(capsys, out)
     assert snap == live and live["firmware.dmar"] != "skip"
 
 
 def test_boot_tools_and_grub_drop_ins_are_captured(capsys, fake, tmp_path):
     intel_host(fake)
     fake.write("etc/default/grub.d/50-cloudimg.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0"\n')
-    out = tmp_path / "b.tar.gz"
-    run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out))
+    out = _snapshot(capsys, fake.root, tmp_path / "b.tar.gz")
     import tarfile
 
     names = set(tarfile.open(out).getnames())
@@ -50,8 +55,6 @@ def test_boot_tools_and_grub_drop_ins_are_captured(capsys, fake, tmp_path):
 def test_missing_kvm_node_stays_a_finding(capsys, fake, tmp_path):
     intel_host(fake)
     (fake.root / "dev/kvm").unlink()
-    out = tmp_path / "b.tar.gz"
-    run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out))
-    live = {c["id"]: c["verdict"] for c in _checks(capsys, fake.root)[1]["checks"]}
-    snap = {c["id"]: c["verdict"] for c in _checks(capsys, out)[1]["checks"]}
+    out = _snapshot(capsys, fake.root, tmp_path / "b.tar.gz")
+    live, snap = _verdicts(capsys, fake.root), _verdicts(capsys, out)
     assert live["kvm.dev"] == "warn" and snap == live
