@@ -203,19 +203,3 @@ def test_snapshot_archive_rejects_escaping_links(capsys, tmp_path):
     r = run(capsys, "--root", str(evil), "list")
     assert r.code == 2 and "snapshot archive" in r.err
     assert not (tmp_path.parent / "escape").exists()
-
-
-def test_version_fast_path_skips_typer():
-    """`pcipass --version` answers without importing typer or any command module; the same answer as the
-    full CLI gives for --version combined with other options."""
-    import pcipass
-
-    code = ("import sys; sys.argv = ['pcipass', '--version']\n"
-            "from pcipass.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0\n"
-            "print(sorted(m for m in ('typer', 'pcipass.cli.app', 'pcipass.inventory') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out == f"pcipass {pcipass.__version__}\n[]\n"
-    full = subprocess.run([sys.executable, "-m", "pcipass", "--format", "json", "--version"], capture_output=True,
-                          text=True, check=True).stdout
-    assert full == f"pcipass {pcipass.__version__}\n"

@@ -3,8 +3,10 @@ exceptions into exit codes."""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from importlib import import_module
 from typing import Annotated
 
 import typer
@@ -12,11 +14,12 @@ import typer
 from .. import __version__
 from ..errors import ExitCode, PcipassError
 from ..host import ROOT_ENV
-from ..result import Result
 from . import context
 from .render import Format, dump_json, dump_yaml, warn, write_stdout
 
-app = typer.Typer(
+# The bare app: global options only. Commands are registered on demand by main() (see _modules_for); the
+# module attribute ``app`` (__getattr__ below) is this same object with every command registered.
+_app = typer.Typer(
     name="pcipass",
     help="Safe, scriptable PCI passthrough: inventory, IOMMU preflight, vfio-pci binding, hypervisor config.",
     add_completion=False,
@@ -32,7 +35,7 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@_app.callback()
 def _global(
     ctx: typer.Context,
     root: Annotated[
@@ -63,20 +66,78 @@ def _global(
         st.host()
 
 
-def _register() -> None:
-    from . import bind_cmds, check_cmds, emit_cmds, inventory_cmds, snapshot_cmds
+#: Every command and the module (in this package) that defines it, in the order of ``pcipass --help``:
+#: inventory, preflight, binding, hypervisor configuration (typer lists the ``emit`` group after the commands).
+COMMANDS = {
+    "list": "inventory_cmds",
+    "show": "inventory_cmds",
+    "groups": "inventory_cmds",
+    "snapshot": "snapshot_cmds",
+    "check-iommu": "check_cmds",
+    "enable": "bind_cmds",
+    "disable": "bind_cmds",
+    "status": "bind_cmds",
+    "attach": "libvirt_cmds",
+    "detach": "libvirt_cmds",
+    "emit": "emit_cmds",
+}
+_ALL = tuple(dict.fromkeys(COMMANDS.values()))
+_registered: set[str] = set()
 
-    # Order is the order of `pcipass --help`: inventory, preflight, binding, hypervisor configuration.
-    for module in (inventory_cmds, snapshot_cmds, check_cmds, bind_cmds, emit_cmds):
-        module.register(app)
+# Global options of _global that take a value (``--root X``, ``-f X``; also ``--root=X``, ``-fX``) and flags.
+_VALUE_OPTIONS = ("--root", "--format", "-f")
+_FLAGS = ("--debug", "--version")
 
 
-_register()
+def _modules_for(args: list[str]) -> tuple[str, ...]:
+    """The command modules ``pcipass ARGS`` needs: the one defining the invoked command, none for a bare
+    ``--version``, and all of them for help, no command, an unknown command or option, and shell completion,
+    so what those print (command lists, "did you mean" hints) is what the whole CLI prints.
+
+    Why: typer builds a click command for every registered command on each run; importing every command
+    module and building all their commands cost ~15 ms of a ~130 ms cold ``list``, which uses one of them.
+    """
+    if os.environ.get("_PCIPASS_COMPLETE"):
+        return _ALL
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _VALUE_OPTIONS:
+            i += 2
+        elif arg in _FLAGS or arg.startswith(("--root=", "--format=")) or (arg.startswith("-f") and len(arg) > 2):
+            i += 1
+        else:
+            module = COMMANDS.get(arg)
+            return (module,) if module else _ALL
+    return () if "--version" in args[:i] else _ALL
+
+
+def _register(modules: tuple[str, ...] = _ALL) -> None:
+    """Register the commands of ``modules`` (once each), keeping the ``--help`` order whatever order they
+    arrive in: in-process callers (the tests) run one command after another on the same app."""
+    new = [m for m in _ALL if m in modules and m not in _registered]
+    for name in new:
+        import_module(f"{__package__}.{name}").register(_app)
+        _registered.add(name)
+    if new:
+        rank = {name: i for i, name in enumerate(COMMANDS)}
+        _app.registered_commands.sort(key=lambda info: rank.get(info.name or "", len(rank)))
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # ``app``: the whole CLI, every command registered, for what reads the command tree (scripts/gen_docs.py,
+    # the tests). main() registers only what the invocation needs.
+    if name == "app":
+        _register()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _error_envelope(err: PcipassError) -> None:
     st = context.CURRENT
     if st.fmt in (Format.json, Format.yaml):
+        from ..result import Result
+
         env = Result(command=st.command, errors=[err]).envelope()
         write_stdout(dump_json(env) if st.fmt is Format.json else dump_yaml(env))
 
@@ -89,8 +150,10 @@ def _is_click_usage_error(exc: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and exit with the documented codes."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    _register(_modules_for(args))
     try:
-        rv = app(args=argv, prog_name="pcipass", standalone_mode=False)
+        rv = _app(args=args, prog_name="pcipass", standalone_mode=False)
     except PcipassError as err:
         if context.CURRENT.debug:
             traceback.print_exc()

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import ExitCode
-from ..host import Host
-from ..result import Result
 from .render import Format, View, render
 
+if TYPE_CHECKING:
+    from ..host import Host
+    from ..result import Result
 
-@dataclass
+
 class State:
-    root: str | None = None
-    fmt: Format = Format.table
-    debug: bool = False
-    command: str = "pcipass"
-    _host: Host | None = None
+    # A plain class, not a dataclass: generating a dataclass's methods costs more at every start than this
+    # whole module, and nothing compares or prints States.
+    def __init__(self) -> None:
+        self.root: str | None = None
+        self.fmt: Format = Format.table
+        self.debug = False
+        self.command = "pcipass"
+        self._host: Host | None = None
 
     def host(self) -> Host:
         if self._host is None:
+            from ..host import Host  # here: `pcipass --version` and `--help` need no host
+
             self._host = Host.from_env(self.root)
         return self._host
 

@@ -263,10 +263,8 @@ def _emit_group(ctx: typer.Context) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from . import libvirt_cmds
-
+    # attach/detach (libvirt_cmds) are registered by cli.app on their own: ``emit`` does not need them.
     emit_app.command("libvirt")(emit_libvirt_cmd)
     emit_app.command("kubevirt")(emit_kubevirt_cmd)
     emit_app.command("harvester")(emit_harvester_cmd)
     app.add_typer(emit_app)
-    libvirt_cmds.register(app)

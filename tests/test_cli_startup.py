@@ -1,0 +1,111 @@
+"""Cold start (issue #2): a command loads only what it uses, yet every command stays reachable.
+
+main() registers only the command module the invocation names (cli.app._modules_for); help, completion and
+errors see the whole CLI. These tests guard both halves: what a run imports, and that nothing went missing.
+"""
+
+import subprocess
+import sys
+
+import pytest
+
+import pcipass
+from pcipass.cli import app as cli_app
+
+# Imported by a command that needs them only: never by `--version` or a piped `list`.
+HEAVY = ("rich", "yaml", "pyudev", "libvirt", "lxml", "jsonschema", "pcipass.engine", "pcipass.preflight",
+         "pcipass.emit", "pcipass.snapshot", "pcipass.hostuse")
+COMMAND_MODULES = tuple(f"pcipass.cli.{m}" for m in dict.fromkeys(cli_app.COMMANDS.values()))
+
+
+def _imports(*args: str) -> tuple[str, list[str]]:
+    """Run ``pcipass ARGS`` in a fresh interpreter with stdout piped; its stdout and the modules of HEAVY and
+    COMMAND_MODULES it imported."""
+    watch = HEAVY + COMMAND_MODULES
+    code = ("import sys\n"
+            f"sys.argv = ['pcipass', *{list(args)!r}]\n"
+            "from pcipass.cli import main\n"
+            "try:\n    main()\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            f"loaded = sorted(m for m in {watch!r} if m in sys.modules)\n"
+            "sys.stderr.write(f'\\nLOADED {loaded!r} EXIT {code!r}\\n')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    tail = run.stderr.rsplit("LOADED ", 1)[1]
+    loaded, _, status = tail.partition(" EXIT ")
+    assert status.strip() in ("0", "None"), run.stderr
+    return run.stdout, eval(loaded)  # noqa: S307 - our own repr of a list of module names
+
+
+def test_version_goes_through_the_cli_and_loads_no_command(fake):
+    out, loaded = _imports("--version")
+    assert out == f"pcipass {pcipass.__version__}\n"
+    assert loaded == []
+    # The same answer with other global options, whatever their order.
+    out, loaded = _imports("--format", "json", "--root", str(fake.root), "--version")
+    assert out == f"pcipass {pcipass.__version__}\n" and loaded == []
+
+
+def test_piped_list_loads_only_the_inventory_commands(fake):
+    fake.add_device("0000:00:19.0", vendor="8086", device="10d3", class_="020000", driver="e1000e", group=3)
+    out, loaded = _imports("--root", str(fake.root), "list")
+    assert "0000:00:19.0" in out
+    assert loaded == ["pcipass.cli.inventory_cmds"]
+
+
+@pytest.mark.parametrize("args, modules", [
+    (["list"], ("inventory_cmds",)),
+    (["--root", "X", "show", "00:01.0"], ("inventory_cmds",)),
+    (["--root=X", "-f", "json", "--debug", "enable", "a"], ("bind_cmds",)),
+    (["-fjson", "--format=yaml", "check-iommu"], ("check_cmds",)),
+    (["--format", "json", "attach"], ("libvirt_cmds",)),
+    (["emit", "libvirt"], ("emit_cmds",)),
+    (["snapshot", "--help"], ("snapshot_cmds",)),
+    (["--version"], ()),
+    (["--debug", "--version"], ()),
+    # Everything: help, no command, a missing option value, an unknown command or option.
+    ([], None),
+    (["--help"], None),
+    (["-h", "list"], None),
+    (["--debug"], None),
+    (["--root"], None),
+    (["lis"], None),
+    (["--bogus", "list"], None),
+    (["--", "list"], None),
+])
+def test_modules_for(args, modules):
+    expected = tuple(dict.fromkeys(cli_app.COMMANDS.values())) if modules is None else modules
+    assert cli_app._modules_for(args) == expected
+
+
+def test_completion_registers_everything(monkeypatch):
+    monkeypatch.setenv("_PCIPASS_COMPLETE", "bash_complete")
+    assert cli_app._modules_for(["list"]) == tuple(dict.fromkeys(cli_app.COMMANDS.values()))
+
+
+def test_every_command_is_reachable_and_listed_in_order():
+    """Each command, run alone in a fresh process (only its module registered), answers --help; the main
+    --help lists every command, in COMMANDS order, exactly as the fully registered app has them."""
+    help_text = subprocess.run([sys.executable, "-m", "pcipass", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    commands = help_text[help_text.index("Commands"):]
+    positions = []
+    for name in cli_app.COMMANDS:
+        run = subprocess.run([sys.executable, "-m", "pcipass", name, "--help"], capture_output=True, text=True)
+        assert run.returncode == 0 and f"pcipass {name}" in run.stdout, (name, run.stderr)
+        positions.append(commands.index(f"\u2502 {name} "))
+    assert positions == sorted(positions)
+    import typer.main
+
+    assert list(typer.main.get_command(cli_app.app).commands) == list(cli_app.COMMANDS)
+
+
+def test_registration_order_does_not_depend_on_what_ran_first(monkeypatch):
+    """In one process (the tests' in-process runner), commands registered one by one in any order end up
+    in the --help order."""
+    monkeypatch.setattr(cli_app, "_registered", set())
+    monkeypatch.setattr(cli_app._app, "registered_commands", [])
+    monkeypatch.setattr(cli_app._app, "registered_groups", [])
+    for module in ("libvirt_cmds", "bind_cmds", "inventory_cmds"):
+        cli_app._register((module,))
+    assert [c.name for c in cli_app._app.registered_commands] == [
+        "list", "show", "groups", "enable", "disable", "status", "attach", "detach"]
