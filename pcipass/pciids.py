@@ -2,11 +2,14 @@
 
 Why not the PyPI ``hwdata`` package or udev's hwdb: ``hwdata`` parses the whole 1.3 MB file up front
 (~0.3 s in CPython, which would make a small listing slow), and hwdb needs libudev plus ``hwdb.bin``, absent
-from minimal hosts and containers. Here the file is read once as bytes and each vendor block / class block is
-located with ``bytes.find`` on its header line; a class block (a few lines) is then parsed, while in a vendor
-block only the device line asked for is found, again with a search, and only its subsystem lines are parsed:
-Intel's block alone has ~10,000 lines, whose parsing cost 20-40 ms on the first Intel device of a listing.
-Absent file → every name is None (never invented).
+from minimal hosts and containers. Here the file is read once as bytes, and on the first lookup one regex
+pass indexes its ~2,300 top-level lines (vendor and class headers: where each block starts and ends, nothing
+decoded). A class block (a few lines) is then parsed when asked for, while in a vendor block only the device
+line asked for is found, with a search, and only its subsystem lines are parsed: Intel's block alone has
+~10,000 lines, whose parsing cost 20-40 ms on the first Intel device of a listing. The index pass (~2-3 ms)
+replaces a ``bytes.find`` through the file per vendor and subsystem vendor (~0.5 ms each, plus a regex for
+the block's end) and one for the class section (~2 ms): the names of bench/run.py's 64-function server
+(a dozen vendor ids) went from ~10 to ~6.5 ms. Absent file → every name is None (never invented).
 
 Format (pciutils' pci.ids): ``vvvv  name``; ``\\tdddd  name``; ``\\t\\tssss ssss  name``; class section
 ``C cc  name``, ``\\tss  name``, ``\\t\\tpp  name``.
@@ -14,12 +17,13 @@ Format (pciutils' pci.ids): ``vvvv  name``; ``\\tdddd  name``; ``\\t\\tssss ssss
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
 
-# The end of a block: the first line after the header that is not indented, not a comment, not empty.
-_BLOCK_END = re.compile(rb"\n(?=[^\t#\n])")
+# A top-level line (a block's header): not indented, not a comment, not empty. Its block ends where the next
+# one starts. Group 1 is the header's id when it is a whole field followed by blanks and a name: "10de" of
+# "10de  NVIDIA Corporation", "C 03" of "C 03  Display controller".
+_TOP_LINE = re.compile(rb"\n(?:(C [^ \t\n]+|[^\t#\n \r\f\v][^ \t\n]*)(?=[ \t])|(?=[^\t#\n]))")
 # The next device line of a vendor block (one tab, then not a second one).
 _DEVICE_LINE = re.compile(rb"\n\t(?!\t)")
 # What follows an id that is a whole field: the two spaces before the name, or blanks to the end of the line.
@@ -32,7 +36,7 @@ class PciIds:
         self._vendor_cache: dict[str, tuple[str | None, int, int]] = {}  # vendor -> name, block extent
         self._device_cache: dict[tuple[str, str], tuple[str, dict[str, str]] | None] = {}
         self._class_cache: dict[str, tuple[str | None, dict[str, tuple[str, dict[str, str]]]]] = {}
-        self._class_start: int | None = None
+        self._headers: dict[bytes, tuple[int, int]] | None = None  # header id -> its line's start, block end
 
     @classmethod
     def load(cls, path: Path | None) -> PciIds:
@@ -40,10 +44,15 @@ class PciIds:
             return cls(None)
         try:
             raw = path.read_bytes()
-            if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile):
+        except OSError:
             return cls(None)
+        if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+            import gzip  # here: most hosts have a plain pci.ids, and every listing would pay for the import
+
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError, gzip.BadGzipFile):
+                return cls(None)
         return cls(b"\n" + raw)
 
     @property
@@ -51,30 +60,34 @@ class PciIds:
         return self._data is not None
 
     # --- parsing one block ----------------------------------------------------------------------------------
-    def _extent(self, header: bytes, start: int = 0) -> tuple[str | None, int, int]:
-        """Find a top-level line starting with ``header`` at or after ``start``: its name, and where its
-        indented lines start (at the newline ending the header line) and end (at the newline before the next
-        top-level line)."""
+    def _extent(self, header: bytes) -> tuple[str | None, int, int]:
+        """The first top-level line whose id is ``header``: its name, and where its indented lines start (at
+        the newline ending the header line) and end (at the newline before the next top-level line)."""
         data = self._data
         assert data is not None
-        pos = data.find(b"\n" + header, start)
-        while pos != -1:
-            # The header must be followed by whitespace (id "10de" must not match "10de0").
-            end_of_id = pos + 1 + len(header)
-            if end_of_id < len(data) and data[end_of_id : end_of_id + 1] in (b" ", b"\t"):
-                break
-            pos = data.find(b"\n" + header, pos + 1)
-        if pos == -1:
+        if self._headers is None:
+            headers: dict[bytes, tuple[int, int]] = {}
+            prev: bytes | None = None  # the id of the top-level line before (None: no id, or none yet)
+            pos = 0
+            for m in _TOP_LINE.finditer(data):
+                if prev is not None:
+                    headers.setdefault(prev, (pos, m.start()))
+                prev, pos = m.group(1), m.start()
+            if prev is not None:
+                headers.setdefault(prev, (pos, len(data)))
+            self._headers = headers
+        hit = self._headers.get(header)
+        if hit is None:
             return None, 0, 0
+        pos, end = hit
         eol = data.find(b"\n", pos + 1)
-        eol = len(data) if eol == -1 else eol
+        eol = end if eol == -1 or eol > end else eol
         name = data[pos + 1 + len(header) : eol].strip().decode("utf-8", "replace")
-        end = _BLOCK_END.search(data, eol)
-        return name, eol, end.start() if end else len(data)
+        return name, eol, end
 
-    def _block(self, header: bytes, start: int = 0) -> tuple[str | None, list[bytes]]:
+    def _block(self, header: bytes) -> tuple[str | None, list[bytes]]:
         """A top-level line's name and its indented lines."""
-        name, start, end = self._extent(header, start)
+        name, start, end = self._extent(header)
         lines = [ln for ln in self._data[start + 1 : end].split(b"\n") if ln.startswith(b"\t")] if name else []
         return name, lines
 
@@ -98,7 +111,7 @@ class PciIds:
         vendor_id = vendor_id.lower()
         hit = self._vendor_cache.get(vendor_id)
         if hit is None:
-            # Vendor ids live before the class section; a class line "C 03" can't collide (4 hex digits).
+            # A class header's id "C 03" can't collide with a vendor's (4 hex digits).
             hit = self._extent(vendor_id.encode())
             self._vendor_cache[vendor_id] = hit
         return hit
@@ -137,10 +150,7 @@ class PciIds:
     def _class(self, class_hex: str) -> tuple[str | None, dict[str, tuple[str, dict[str, str]]]]:
         hit = self._class_cache.get(class_hex)
         if hit is None:
-            if self._class_start is None:
-                # The class section is the end of the file: search it once, then class headers from there.
-                self._class_start = max(self._data.find(b"\nC "), 0)
-            name, lines = self._block(b"C " + class_hex.encode(), self._class_start)
+            name, lines = self._block(b"C " + class_hex.encode())
             hit = (name, self._nest(lines))
             self._class_cache[class_hex] = hit
         return hit

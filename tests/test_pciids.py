@@ -56,3 +56,21 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert Host(root).find_pci_ids() == env
     (root / "usr/share/misc/pci.ids").write_text("1234  From root\n")
     assert Host(root).find_pci_ids() == root / "usr/share/misc/pci.ids"
+
+
+def test_header_index_edges(tmp_path):
+    """The top-level index (pciids._TOP_LINE): blocks end at the next top-level line only (comments and blank
+    lines inside a block don't end it), an id is a whole field, the first of two equal headers wins, class
+    headers may come anywhere, and the last block may end without a newline."""
+    path = tmp_path / "pci.ids"
+    path.write_bytes(b"# comment\n1234  Acme\n\t5678  Widget\n# inside\n\n\t9abc  Gadget\n\t\t1234 0001  Sub\n"
+                     b"12345  Not a vendor id\nC 03  Display controller\n\t00  VGA compatible controller\n"
+                     b"\t\t00  VGA controller\n1234  Second Acme\n\tdef0  Later\nbeef\nabcd  Last\n\t0001  End")
+    ids = PciIds.load(path)
+    assert ids.vendor_name("1234") == "Acme" and ids.device_name("1234", "9abc") == "Gadget"
+    assert ids.subsystem_name("1234", "9abc", "1234", "0001") == "Sub"
+    assert ids.device_name("1234", "def0") is None  # in the second block, which the first one shadows
+    assert ids.vendor_name("12345") == "Not a vendor id" and ids.device_name("12345", "5678") is None
+    assert ids.class_names("030000") == ("Display controller", "VGA compatible controller", "VGA controller")
+    assert ids.vendor_name("beef") is None  # an id without a name is no header
+    assert ids.vendor_name("abcd") == "Last" and ids.device_name("abcd", "0001") == "End"
