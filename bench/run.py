@@ -21,6 +21,7 @@ trees under the scratch directory.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -153,15 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-reps", type=int, default=21, help="repetitions of the cold-start commands")
     parser.add_argument("--workdir", help="scratch directory (default: a new one under /dev/shm or $TMPDIR)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--cold-only", action="store_true",
+                        help="only the cold-start part (implies --no-write: RESULTS.md holds every benchmark)")
     opts = parser.parse_args(argv)
+    if opts.cold_only:
+        opts.sizes, opts.no_write = [], True
 
     bindir = Path(sys.executable).parent
     pcipass = str(bindir / "pcipass")
     if not os.access(pcipass, os.X_OK):
         raise SystemExit(f"bench: no {pcipass}; run with the venv's python (scripts/setup.sh run)")
-    if not shutil.which("lspci"):
+    if opts.sizes and not shutil.which("lspci"):
         raise SystemExit("bench: lspci not found (apt install pciutils)")
     env = _env()
+    # Bytecode for pcipass as an installed package has it (pip compiles at install time; typer's is): under
+    # PYTHONDONTWRITEBYTECODE, set in some shells and CI images, an edited source tree would otherwise be
+    # compiled from source on every run, which measures the compiler, not pcipass (~20 ms of a cold start).
+    from pcipass import __file__ as package_init
+
+    compileall.compile_dir(str(Path(package_init).parent), quiet=1)
     base = opts.workdir or tempfile.mkdtemp(prefix="pcipass-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                                             else None)
     work = Path(base)
