@@ -395,6 +395,8 @@ class Writer:
         os.mkdir(os.path.join(d, "power"))
         w = self.write
         cls = f.class_code
+        modalias = (f"pci:v{f.vendor:08X}d{f.device:08X}sv{f.subsys[0]:08X}sd{f.subsys[1]:08X}"
+                    f"bc{cls >> 16:02X}sc{(cls >> 8) & 0xFF:02X}i{cls & 0xFF:02X}")
         attrs = {
             "vendor": f"0x{f.vendor:04x}\n",
             "device": f"0x{f.device:04x}\n",
@@ -404,8 +406,7 @@ class Writer:
             "revision": f"0x{f.revision:02x}\n",
             "numa_node": f"{f.numa}\n",
             "driver_override": "(null)\n",
-            "modalias": f"pci:v{f.vendor:08X}d{f.device:08X}sv{f.subsys[0]:08X}sd{f.subsys[1]:08X}"
-                        f"bc{cls >> 16:02X}sc{(cls >> 8) & 0xFF:02X}i{cls & 0xFF:02X}\n",
+            "modalias": modalias + "\n",
             "irq": f"{(f.bus * 8 + f.fn) % 200 + 16}\n",
             "enable": "1\n",
             "local_cpus": "00000000,0000ffff\n" if f.numa == 0 else "00000000,ffff0000\n",
@@ -419,9 +420,11 @@ class Writer:
             "d3cold_allowed": "1\n",
             "power_state": "D0\n",
             "ari_enabled": "1\n" if f.bridge_buses else "0\n",
-            "uevent": f"DRIVER={f.driver}\nPCI_CLASS={cls:X}\nPCI_ID={f.vendor:04X}:{f.device:04X}\n"
+            # As pci_uevent() (drivers/pci/pci-driver.c) and dev_uevent() print it: DRIVER= only when bound.
+            "uevent": (f"DRIVER={f.driver}\n" if f.driver else "")
+                      + f"PCI_CLASS={cls:X}\nPCI_ID={f.vendor:04X}:{f.device:04X}\n"
                       f"PCI_SUBSYS_ID={f.subsys[0]:04X}:{f.subsys[1]:04X}\nPCI_SLOT_NAME={f.address}\n"
-                      if f.driver else f"PCI_CLASS={cls:X}\nPCI_SLOT_NAME={f.address}\n",
+                      f"MODALIAS={modalias}\n",
             "power/control": "auto\n",
             "power/runtime_status": "active\n",
         }

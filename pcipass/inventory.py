@@ -12,39 +12,52 @@ and reads the IOMMU group directory only when something needs it (``groups``, or
 
 from __future__ import annotations
 
+import dataclasses
+import marshal
 import os
-from dataclasses import dataclass
+import signal
+from collections.abc import Iterable
+from typing import Any
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from .address import PciAddress
 from .drivers import is_assignable
 from .errors import DeviceNotFound
 from .host import Host
-from .model import GroupMember, GroupVerdict, IommuGroup, PciDevice, PciLink, Role, Sriov
+from .model import GroupMember, GroupVerdict, IommuGroup, PciDevice, PciLink, Role, Sriov, build_frozen
 from .pciids import PciIds
-from .sysfs import link_name, link_target, list_dir, read_attrs, read_bytes, read_str
+from .sysfs import link_name, list_dir, read_many, read_str
 
 # Class codes of devices with a bridge header when config space is unreadable: PCI-to-PCI (0604),
 # CardBus (0607) and semi-transparent PCI-to-PCI (0609). A host bridge (0600) has a type-0 header.
 _BRIDGE_CLASSES = ("0604", "0607", "0609")
 
-# The text attributes every device is asked for (read_attrs); the binary ``config`` and the links are read
-# apart, and ``sriov_numvfs`` only for a physical function.
-_DEVICE_ATTRS = (
-    "vendor", "device", "subsystem_vendor", "subsystem_device", "class", "revision", "driver_override",
-    "numa_node", "sriov_totalvfs", "boot_vga", "reset_method", "current_link_speed", "current_link_width",
-    "max_link_speed", "max_link_width", "modalias",
-)
+# The files every device is asked for, in one loop (``_read_files``). ``uevent`` first: on a live kernel (and in
+# a snapshot) it carries the ids, the class, the bound driver and the modalias in one read, where the separate
+# attributes cost six opens (pci_uevent() in drivers/pci/pci-driver.c prints PCI_CLASS, PCI_ID,
+# PCI_SUBSYS_ID and MODALIAS from the same struct pci_dev fields the attributes show; DRIVER= comes from
+# dev_uevent() in drivers/base/core.c whenever a driver is bound). The separate attributes are read only for
+# what ``uevent`` did not give (recorded trees usually have no ``uevent``). ``config`` gives the header
+# type and the revision (pci_setup_device() takes dev->revision from the same register).
+_DEVICE_FILES = ("uevent", "driver_override", "numa_node", "sriov_totalvfs")
+# Read only for the full view (``show``, the preflight, the library default): link state and reset methods
+# cost five more opens per device, which is most of a large ``list``.
+_DETAIL_FILES = ("reset_method", "current_link_speed", "current_link_width", "max_link_speed", "max_link_width")
+# The fallbacks when ``uevent`` is missing or incomplete.
+_IDENTITY_ATTRS = ("vendor", "device", "subsystem_vendor", "subsystem_device", "class", "modalias")
+#: The PciDevice fields that only a ``detail`` scan reads; ``list`` leaves them out of its output.
+DETAIL_FIELDS = ("reset_method", "link")
+# Config space bytes: revision (0x08) and header type (0x0E). 64 bytes are readable without root, and no
+# more is needed, so ``config`` is read on its own with that limit.
+_CONFIG_HEAD = 64
+_BYTE_HEX = tuple(f"{i:02x}" for i in range(256))
+# driver_override when none is set: "(null)" (kernels before 5.x printed the NULL pointer), or empty.
+_NO_OVERRIDE = (None, b"(null)\n", b"(null)", b"\n", b"")
 
 
-def _hex4(host_value: str | None) -> str | None:
-    """``0x10de`` → ``10de``; None for unreadable or malformed values."""
-    if host_value is None:
-        return None
-    try:
-        return f"{int(host_value.strip(), 16):04x}"
-    except ValueError:
-        return None
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace").rstrip("\n")
 
 
 def _int(text: str | None) -> int | None:
@@ -57,19 +70,10 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def _hex_n(host_value: str | None, digits: int) -> str | None:
-    if host_value is None:
-        return None
-    try:
-        return f"{int(host_value.strip(), 16):0{digits}x}"
-    except ValueError:
-        return None
-
-
 @lru_cache(maxsize=None)
 def _address_part(part: str) -> str | None:
     """The canonical address if a path component is one. Cached: the same bridges appear in every path below
-    them, and each device's own name is looked at twice (parent and class objects)."""
+    them."""
     addr = PciAddress.try_parse(part)
     return None if addr is None else str(addr)
 
@@ -93,6 +97,18 @@ class _HostTables:
     block: dict[str, tuple[str, ...]]
     drm: dict[str, tuple[str, ...]]
     variant_modules: frozenset[str]
+    drivers_dir: str
+    #: driver name -> its module, or None for a built-in driver; absent names are read on first use.
+    modules: dict[str, str | None] = field(default_factory=dict)
+
+    def driver_module(self, driver: str) -> str | None:
+        """The module of a bound driver, from ``bus/pci/drivers/<driver>/module`` (where every bound device's
+        ``driver`` link points), read once per driver rather than once per device. None: built in, or unknown."""
+        try:
+            return self.modules[driver]
+        except KeyError:
+            module = self.modules[driver] = link_name(os.path.join(self.drivers_dir, driver, "module"))
+            return module
 
     @cached_property
     def _groups(self) -> tuple[dict[str, int], dict[int, str | None]]:
@@ -128,9 +144,12 @@ def _class_objects(host: Host, *class_dirs) -> dict[str, tuple[str, ...]]:
         cdir = os.fspath(cdir)
         names = list_dir(cdir)
         name_set = set(names)
+        prefix = cdir + "/"
         for name in names:
-            target = link_target(os.path.join(cdir, name))
-            if target is None:
+            # The link's own components are enough (no normpath): "../../devices/pci0000:00/0000:00:03.0/net/x".
+            try:
+                target = os.readlink(prefix + name)
+            except OSError:
                 continue
             parts = target.split("/")
             # A partition's parent directory is its disk (block/sda/sda1, nvme0n1/nvme0n1p1).
@@ -162,129 +181,340 @@ def _read_tables(host: Host) -> _HostTables:
         block=_class_objects(host, host.sys_class("block"), host.sys("block")),
         drm=_class_objects(host, host.sys_class("drm")),
         variant_modules=variants,
+        drivers_dir=os.fspath(host.pci_drivers_dir),
     )
 
 
-def _read_device(
-    devices_dir: str, name: str, addr: PciAddress, functions: tuple[str, ...], ids: PciIds, tables: _HostTables
-) -> PciDevice:
-    entry = os.path.join(devices_dir, name)
-    # Follow the bus symlink textually once so each attribute read is a direct path (and a dangling link
-    # still yields a device with unknown attributes rather than a lost device).
-    real = link_target(entry) or entry
-    d = real + "/"
+def _hex_id(value: str | None, digits: int) -> str | None:
+    """A hex id as the kernel prints it (``0x10de``, ``10DE``, ``60400``) → ``10de`` / ``060400``; None for
+    unreadable or malformed values."""
+    if value is None:
+        return None
+    try:
+        return f"{int(value.strip(), 16):0{digits}x}"
+    except ValueError:
+        return None
 
-    attr = read_attrs(real, _DEVICE_ATTRS).get
-    vendor = _hex4(attr("vendor"))
-    device = _hex4(attr("device"))
-    sub_vendor = _hex4(attr("subsystem_vendor"))
-    sub_device = _hex4(attr("subsystem_device"))
-    class_id = _hex_n(attr("class"), 6)
-    revision = _hex_n(attr("revision"), 2)
 
-    header_type: int | None = None
-    config = read_bytes(d + "config", 64)
-    if config and len(config) > 0x0E:
-        header_type = config[0x0E] & 0x7F
-    if header_type is not None:
-        is_bridge = header_type in (1, 2)
-    elif os.path.isdir(d + "pci_bus"):
-        is_bridge = True
-    else:
-        is_bridge = bool(class_id and class_id[:4] in _BRIDGE_CLASSES)
+class _Reader:
+    """Reads devices one by one (``device``), caching what repeats across them: the identity fields parsed
+    from a ``uevent`` line and the names pci.ids gives an id tuple (the 127 VFs of a PF share both).
 
-    driver = link_name(d + "driver")
-    override = attr("driver_override")
-    if override is not None and override.strip() in ("(null)", ""):
-        override = None
-    module = link_name(d + "driver/module") if driver else None
+    Speed matters here (issue #2: ``list`` against lspci on 16k functions, bench/run.py), hence a few
+    departures from the obvious code, each measured: one raw read per file (``sysfs.read_many``), the bus
+    symlink resolved by string slicing when it has the kernel's ``../../../devices/`` shape, and devices
+    built with ``build_frozen`` instead of a 33-argument frozen-dataclass ``__init__``.
+    """
 
-    group_name = link_name(d + "iommu_group")
-    iommu_group: int | None = None
-    if group_name is not None:
+    def __init__(self, host: Host, ids: PciIds, tables: _HostTables, detail: bool) -> None:
+        self.devices_dir = os.fspath(host.pci_devices_dir)
+        self.sys_dir = os.fspath(host.sys())
+        self.ids = ids
+        self.tables = tables
+        self.detail = detail
+        self._pairs: dict[str, tuple[str | None, str | None]] = {}
+        self._classes: dict[str, str | None] = {}
+        self._names: dict[tuple, tuple] = {}
+
+    def _real_path(self, entry: str) -> str:
         try:
-            iommu_group = int(group_name)
-        except ValueError:
-            iommu_group = None
-    if iommu_group is None:
-        iommu_group = tables.groups_dir.get(name)
+            target = os.readlink(entry)
+        except OSError:
+            return entry  # not a link (a flattened snapshot) or unreadable: read through the entry
+        # The kernel's bus links are "../../../devices/pci0000:00/...": resolve those by slicing (this is
+        # most of what normpath would do, at a fraction of its cost); anything else the general way.
+        if target.startswith("../../../devices/") and "/." not in target[8:] and "//" not in target:
+            return self.sys_dir + target[8:]
+        return os.path.normpath(os.path.join(self.devices_dir, target))
 
-    numa = _int(attr("numa_node"))
-    if numa is not None and numa < 0:
-        numa = None
+    def _pair(self, value: str | None) -> tuple[str | None, str | None]:
+        """uevent's ``PCI_ID``/``PCI_SUBSYS_ID`` (``8086:2031``) → ("8086", "2031")."""
+        if value is None:
+            return None, None
+        hit = self._pairs.get(value)
+        if hit is None:
+            left, sep, right = value.partition(":")
+            hit = self._pairs[value] = (_hex_id(left, 4), _hex_id(right, 4)) if sep else (None, None)
+        return hit
 
-    physfn = link_name(d + "physfn")
-    sriov: Sriov | None = None
-    total = _int(attr("sriov_totalvfs"))
-    if total is not None:
-        vf_links = [e for e in list_dir(real) if e.startswith("virtfn")]
-        vf_links.sort(key=lambda e: int(e[6:]) if e[6:].isdigit() else 1 << 30)
-        vfs = tuple(v for v in (link_name(os.path.join(real, e)) for e in vf_links) if v)
-        sriov = Sriov(totalvfs=total, numvfs=_int(read_str(d + "sriov_numvfs")), vfs=vfs)
+    def _class(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hit = self._classes.get(value, False)
+        if hit is False:
+            hit = self._classes[value] = _hex_id(value, 6)
+        return hit
 
-    boot_vga_raw = attr("boot_vga")
-    boot_vga = None if boot_vga_raw is None else boot_vga_raw.strip() == "1"
-    reset_raw = attr("reset_method")
-    reset_method = None if reset_raw is None else tuple(reset_raw.split())
+    def _names_of(self, key: tuple) -> tuple:
+        hit = self._names.get(key)
+        if hit is None:
+            vendor, device, sub_vendor, sub_device, class_id = key
+            ids = self.ids
+            hit = self._names[key] = (
+                ids.vendor_name(vendor),
+                ids.device_name(vendor, device),
+                ids.vendor_name(sub_vendor),
+                ids.subsystem_name(vendor, device, sub_vendor, sub_device),
+                *ids.class_names(class_id),
+            )
+        return hit
 
-    link = PciLink(
-        current_link_speed=attr("current_link_speed"),
-        current_link_width=_int(attr("current_link_width")),
-        max_link_speed=attr("max_link_speed"),
-        max_link_width=_int(attr("max_link_width")),
-    )
+    def row(self, name: str, slot_id: str, functions: tuple[str, ...]) -> tuple:
+        """One device's fields, in PciDevice field order, as plain values (``sriov`` and ``link`` as tuples):
+        what ``_read_rows`` can pass between processes; ``_to_device`` makes the PciDevice."""
+        tables = self.tables
+        entry = self.devices_dir + "/" + name
+        # Follow the bus symlink textually once so each attribute read is a direct path (and a dangling link
+        # still yields a device with unknown attributes rather than a lost device).
+        real = self._real_path(entry)
+        d = real + "/"
 
-    parent = _nearest_pci_ancestor(real + "/x") if real != entry else None
-    if parent == name:
-        parent = _nearest_pci_ancestor(real)
-    cname, subname, progname = ids.class_names(class_id)
-    return PciDevice(
-        address=name,
-        vendor_id=vendor,
-        device_id=device,
-        subsystem_vendor_id=sub_vendor,
-        subsystem_device_id=sub_device,
-        class_id=class_id,
-        revision=revision,
-        vendor_name=ids.vendor_name(vendor),
-        device_name=ids.device_name(vendor, device),
-        subsystem_vendor_name=ids.vendor_name(sub_vendor),
-        subsystem_device_name=ids.subsystem_name(vendor, device, sub_vendor, sub_device),
-        class_name=cname,
-        subclass_name=subname,
-        prog_if_name=progname,
-        driver=driver,
-        driver_override=override,
-        module=module,
-        modalias=attr("modalias"),
-        iommu_group=iommu_group,
-        numa_node=numa,
-        is_bridge=is_bridge,
-        header_type=header_type,
-        physical_slot=tables.slots.get(addr.slot_id),
-        parent_bridge=parent,
-        functions=functions,
-        physfn=physfn,
-        sriov=sriov,
-        boot_vga=boot_vga,
-        reset_method=reset_method,
-        link=link,
-        net=tables.net.get(name, ()),
-        block=tables.block.get(name, ()),
-        drm=tables.drm.get(name, ()),
-    )
+        raw: dict[str, bytes] = {}
+        read_many(d, _DEVICE_FILES, raw)
+        read_many(d, ("config",), raw, _CONFIG_HEAD)
+        ev: dict[str, str] = {}
+        uevent = raw.get("uevent")
+        if uevent:
+            for line in uevent.decode("utf-8", "replace").split("\n"):
+                key, sep, value = line.partition("=")
+                if sep:
+                    ev[key] = value
+        if "PCI_ID" not in ev or "PCI_SUBSYS_ID" not in ev or "PCI_CLASS" not in ev or "MODALIAS" not in ev:
+            read_many(d, _IDENTITY_ATTRS, raw)
+        attr = raw.get
+
+        vendor, device = self._pair(ev.get("PCI_ID"))
+        if vendor is None:
+            vendor = _hex_id(_text(attr("vendor")), 4)
+        if device is None:
+            device = _hex_id(_text(attr("device")), 4)
+        sub_vendor, sub_device = self._pair(ev.get("PCI_SUBSYS_ID"))
+        if sub_vendor is None:
+            sub_vendor = _hex_id(_text(attr("subsystem_vendor")), 4)
+        if sub_device is None:
+            sub_device = _hex_id(_text(attr("subsystem_device")), 4)
+        class_id = self._class(ev.get("PCI_CLASS"))
+        if class_id is None:
+            class_id = _hex_id(_text(attr("class")), 6)
+        modalias = ev.get("MODALIAS") or _text(attr("modalias"))
+
+        config = attr("config")
+        if config and len(config) > 0x0E:
+            header_type: int | None = config[0x0E] & 0x7F
+            revision: str | None = _BYTE_HEX[config[0x08]]
+            is_bridge = header_type in (1, 2)
+        else:
+            header_type = None
+            revision = _hex_id(read_str(d + "revision"), 2)
+            if os.path.isdir(d + "pci_bus"):
+                is_bridge = True
+            else:
+                is_bridge = bool(class_id and class_id[:4] in _BRIDGE_CLASSES)
+
+        # No DRIVER= in a readable uevent means no driver bound; without a uevent, the link says.
+        driver = ev.get("DRIVER") if ev else link_name(d + "driver")
+        override_raw = attr("driver_override")
+        override = None if override_raw in _NO_OVERRIDE else _text(override_raw)
+        module = tables.driver_module(driver) if driver else None
+
+        try:
+            iommu_group: int | None = int(os.readlink(d + "iommu_group").rpartition("/")[2])
+        except (OSError, ValueError):
+            iommu_group = tables.groups_dir.get(name)
+
+        try:
+            numa: int | None = int(attr("numa_node"))  # int() takes the bytes, newline included
+        except (TypeError, ValueError):
+            numa = None
+        else:
+            if numa < 0:
+                numa = None  # -1: no NUMA affinity
+
+        try:
+            physfn: str | None = os.readlink(d + "physfn").rstrip("/").rpartition("/")[2] or None
+        except OSError:
+            physfn = None
+        sriov: tuple | None = None
+        if "sriov_totalvfs" in raw:
+            total = _int(_text(attr("sriov_totalvfs")))
+            if total is not None:
+                vf_links = [e for e in list_dir(real) if e.startswith("virtfn")]
+                vf_links.sort(key=lambda e: int(e[6:]) if e[6:].isdigit() else 1 << 30)
+                vfs = tuple(v for v in (link_name(d + e) for e in vf_links) if v)
+                sriov = (total, _int(read_str(d + "sriov_numvfs")), vfs)
+
+        # The kernel shows boot_vga only on VGA-class devices (pci_dev_attrs_are_visible(), pci_is_vga());
+        # asking every other device would be one failed open each.
+        boot_vga: bool | None = None
+        if class_id is None or class_id[:4] in ("0300", "0001"):
+            boot_vga_raw = read_str(d + "boot_vga")
+            boot_vga = None if boot_vga_raw is None else boot_vga_raw.strip() == "1"
+
+        reset_method: tuple[str, ...] | None = None
+        link: tuple | None = None
+        if self.detail:
+            read_many(d, _DETAIL_FILES, raw)
+            reset_raw = _text(attr("reset_method"))
+            reset_method = None if reset_raw is None else tuple(reset_raw.split())
+            link = (
+                _text(attr("current_link_speed")),
+                _int(_text(attr("current_link_width"))),
+                _text(attr("max_link_speed")),
+                _int(_text(attr("max_link_width"))),
+            )
+
+        names = self._names_of((vendor, device, sub_vendor, sub_device, class_id))
+        return (
+            name, vendor, device, sub_vendor, sub_device, class_id, revision, *names,
+            driver, override, module, modalias, iommu_group, numa, is_bridge, header_type,
+            tables.slots.get(slot_id),
+            _nearest_pci_ancestor(real) if real != entry else None,
+            functions, physfn, sriov, boot_vga, reset_method, link,
+            tables.net.get(name, ()), tables.block.get(name, ()), tables.drm.get(name, ()),
+        )
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(PciDevice))
+_SRIOV_AT = _FIELDS.index("sriov")
+_LINK_AT = _FIELDS.index("link")
+
+
+def _to_device(row: tuple) -> PciDevice:
+    values = dict(zip(_FIELDS, row))
+    if row[_SRIOV_AT] is not None:
+        values["sriov"] = Sriov(*row[_SRIOV_AT])
+    if row[_LINK_AT] is not None:
+        values["link"] = PciLink(*row[_LINK_AT])
+    return build_frozen(PciDevice, values)
+
+
+# Hosts with at least this many functions are read by two processes (``_read_rows``); below it a fork costs
+# more than it saves.
+PARALLEL_MIN = 1024
+
+
+def _read_rows(reader: _Reader, jobs: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple]:
+    """``reader.row`` of every job, in order. On a large host a forked child reads the second half meanwhile.
+
+    Why a process and not threads: reading sysfs from Python is interpreter time between short syscalls, so
+    threads would take turns on the GIL; a forked child has its own interpreter, and sends its rows back
+    through a pipe with marshal (C; rows are plain tuples). This is what brings ``list`` on a 16k-function
+    host near lspci (bench/run.py). Anything going wrong on the child's side (no fork, a signal, an
+    exception, short data) makes the parent read that half itself, so the result never depends on it.
+    """
+    if len(jobs) < PARALLEL_MIN or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        return [reader.row(*job) for job in jobs]
+    half = len(jobs) // 2
+    mine, theirs = jobs[:half], jobs[half:]
+    try:
+        rfd, wfd = os.pipe()
+    except OSError:
+        return [reader.row(*job) for job in jobs]
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(rfd)
+        os.close(wfd)
+        return [reader.row(*job) for job in jobs]
+    if pid == 0:  # the child: read, send, and leave without running any of the parent's exit handlers
+        status = 1
+        try:
+            os.close(rfd)
+            view = memoryview(marshal.dumps([reader.row(*job) for job in theirs]))
+            while view:
+                view = view[os.write(wfd, view):]
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    reaped = False
+    try:
+        rows = [reader.row(*job) for job in mine]
+        with os.fdopen(rfd, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+    finally:
+        if not reaped:  # interrupted: do not leave the child behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+    other = None
+    if status == 0:
+        try:
+            other = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            other = None
+    if not isinstance(other, list) or len(other) != len(theirs):
+        other = [reader.row(*job) for job in theirs]
+    return rows + other
+
+
+def summary(dev: PciDevice) -> dict[str, Any]:
+    """The device as ``list`` reports it: ``jsonable(dev)`` without ``DETAIL_FIELDS``.
+
+    Written for PciDevice rather than through jsonable's generic walk, which was a tenth of a large
+    ``list --format json`` (bench/run.py); tests/test_inventory.py holds the two equal on recorded hosts."""
+    row = dict(dev.__dict__)  # the fields, in field order (set in that order by __init__ and _to_device)
+    del row["reset_method"], row["link"]
+    row["functions"] = list(dev.functions)
+    row["net"] = list(dev.net)
+    row["block"] = list(dev.block)
+    row["drm"] = list(dev.drm)
+    sriov = dev.sriov
+    if sriov is not None:
+        row["sriov"] = {"totalvfs": sriov.totalvfs, "numvfs": sriov.numvfs, "vfs": list(sriov.vfs)}
+    return row
+
+
+def _with_group_members(
+    host: Host, devices_dir: str, parsed: dict[str, PciAddress], only: Iterable[str]
+) -> set[str]:
+    """``only`` (canonicalised; non-addresses and absent devices dropped) plus the members of their groups."""
+    wanted: set[str] = set()
+    for text in only:
+        addr = PciAddress.try_parse(text)
+        name = None if addr is None else str(addr)
+        if name is None or name not in parsed:
+            continue
+        wanted.add(name)
+        group = link_name(devices_dir + "/" + name + "/iommu_group")
+        if group is not None:
+            members = list_dir(os.path.join(host.iommu_groups_dir, group, "devices"))
+            wanted.update(m for m in members if m in parsed)
+    return wanted
 
 
 class Inventory:
     """All PCI devices and IOMMU groups of one host, sorted by address."""
 
-    def __init__(self, host: Host, devices: dict[str, PciDevice], tables: _HostTables) -> None:
+    def __init__(
+        self, host: Host, devices: dict[str, PciDevice], tables: _HostTables, *, partial: bool = False
+    ) -> None:
         self.host = host
         self.devices = devices
         self._tables = tables
+        #: Only some devices were read (``scan(only=...)``): their groups are complete, nothing else is there.
+        self.partial = partial
 
     @classmethod
-    def scan(cls, host: Host, ids: PciIds | None = None) -> Inventory:
+    def scan(
+        cls,
+        host: Host,
+        ids: PciIds | None = None,
+        *,
+        detail: bool = True,
+        only: Iterable[str] | None = None,
+    ) -> Inventory:
+        """Read the host's PCI devices.
+
+        ``detail=False`` skips the fields in ``DETAIL_FIELDS`` (they stay None): ``list`` and ``groups`` do
+        not show them, and on a large host they are a third of the reads. ``only``: read just these addresses
+        and every member of their IOMMU groups (what the binding engine needs about a few devices on a host
+        of thousands); addresses that are not devices are left out, and the caller's ``device()`` says so.
+        """
         if ids is None:
             ids = PciIds.load(host.find_pci_ids())
         tables = _read_tables(host)
@@ -297,14 +527,20 @@ class Inventory:
         names = sorted(parsed, key=parsed.__getitem__)
         # Multifunction siblings are known from the names alone, before any device is read.
         by_slot: dict[str, list[str]] = {}
+        slot_of = {n: parsed[n].slot_id for n in names}
         for n in names:
-            by_slot.setdefault(parsed[n].slot_id, []).append(n)
-        devices: dict[str, PciDevice] = {}
+            by_slot.setdefault(slot_of[n], []).append(n)
+        if only is not None:
+            wanted = _with_group_members(host, devices_dir, parsed, only)
+            names = [n for n in names if n in wanted]
+        jobs = []
         for n in names:
-            addr = parsed[n]
-            others = tuple(a for a in by_slot[addr.slot_id] if a != n)
-            devices[n] = _read_device(devices_dir, n, addr, others, ids, tables)
-        return cls(host, devices, tables)
+            slot_id = slot_of[n]
+            siblings = by_slot[slot_id]
+            jobs.append((n, slot_id, () if len(siblings) == 1 else tuple(a for a in siblings if a != n)))
+        rows = _read_rows(_Reader(host, ids, tables, detail), jobs)
+        devices = {row[0]: _to_device(row) for row in rows}
+        return cls(host, devices, tables, partial=only is not None)
 
     @property
     def variant_modules(self) -> frozenset[str]:
@@ -323,8 +559,10 @@ class Inventory:
         for dev in self.devices.values():
             if dev.iommu_group is not None:
                 members.setdefault(dev.iommu_group, []).append(dev)
-        for gnum in self._tables.group_types:
-            members.setdefault(gnum, [])
+        if not self.partial:
+            # Groups without PCI members (possible on a partial snapshot) are still groups of the host.
+            for gnum in self._tables.group_types:
+                members.setdefault(gnum, [])
         out: dict[int, IommuGroup] = {}
         for gnum in sorted(members):
             devs = members[gnum]

@@ -7,6 +7,7 @@ JSON or YAML; ``cli.app.main`` turns its exit code (or an exception) into the pr
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePath
@@ -18,15 +19,24 @@ from .errors import ExitCode, PcipassError
 ENVELOPE_VERSION = 1
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-def _field_names(cls: type) -> tuple[str, ...]:
-    # dataclasses.fields() rebuilds its tuple on every call; thousands of devices make that visible.
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
+class PlainList(list):
+    """A list whose items ``jsonable`` already converted: converting it again (``Result.envelope``) is a
+    shallow copy instead of a walk. ``list`` hands the renderer thousands of converted devices this way."""
+_GETTERS: dict[type, tuple[tuple[str, ...], Any]] = {}
+
+
+def _getter(cls: type) -> tuple[tuple[str, ...], Any]:
+    # dataclasses.fields() rebuilds its tuple on every call, and one getattr per field is slow next to one
+    # attrgetter call; thousands of devices make both visible (bench/run.py).
+    hit = _GETTERS.get(cls)
+    if hit is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        get = operator.attrgetter(*names) if len(names) > 1 else (lambda o, _n=names: (getattr(o, _n[0]),))
+        hit = _GETTERS[cls] = (names, get)
+    return hit
 
 
 def jsonable(obj: Any) -> Any:
@@ -35,16 +45,20 @@ def jsonable(obj: Any) -> Any:
     Key order is the dataclass field order, so output is stable. Plain data comes back equal, so converting
     twice is harmless (but costs a walk: the renderer converts once, commands hand it their objects).
     """
-    if obj is None or type(obj) in (str, int, float, bool):
+    kind = type(obj)
+    if kind in _PLAIN:
         return obj
+    if kind is PlainList:
+        return list(obj)
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
+        return [v if type(v) in _PLAIN else jsonable(v) for v in obj] if obj else []
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {name: jsonable(getattr(obj, name)) for name in _field_names(type(obj))}
+        names, get = _getter(kind)
+        return {n: v if type(v) in _PLAIN else jsonable(v) for n, v in zip(names, get(obj))}
     if isinstance(obj, PurePath):
         return str(obj)
     return obj

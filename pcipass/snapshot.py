@@ -21,9 +21,10 @@ from pathlib import Path
 from .host import Host
 from .sysfs import list_dir, read_bytes
 
-# Attributes never read: BARs/ROM (device I/O), vpd (may block), and write-only triggers.
+# Attributes never read: BARs/ROM (device I/O), vpd (may block), and write-only triggers. ``uevent`` is read
+# (its show() only prints the device's identity, and the inventory reads it first).
 _SKIP_ATTRS = {"rom", "vpd", "remove", "rescan", "reset", "reset_subordinate", "bind", "unbind", "new_id",
-               "remove_id", "uevent"}
+               "remove_id"}
 _MAX_FILE = 1 << 20  # procfs tables on a big router can be large; nothing pcipass reads is larger
 _MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "kvm", "kvm_intel", "kvm_amd",
             "pci_stub", "vfio_virqfd")

@@ -2,13 +2,15 @@
 
 The generated tree must be a faithful server (or the benchmark measures nothing real): pcipass and lspci
 both read it, agree with each other and with what the generator meant. And the speed paths must not change
-a byte of output: ``dump_json`` is compared with ``json.dumps`` on every JSON type and a whole inventory.
+what the output means: ``dump_json`` is compared with ``json.dumps`` on every JSON type and a whole inventory,
+and the ``uevent`` fast path of the scan with the attribute files it stands for.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -140,6 +142,115 @@ def test_lspci_reads_the_same_devices(server):
     assert drivers == {a: d.driver for a, d in Inventory.scan(Host(root)).devices.items() if d.driver}
 
 
+def _scan_all(root, **kw) -> dict:
+    return Inventory.scan(Host(root), **kw).devices
+
+
+def test_uevent_and_the_attribute_files_agree(server, tmp_path):
+    """The scan takes ids, class, driver and modalias from ``uevent`` when there is one (a live kernel, a
+    snapshot) and from the separate attributes otherwise (recorded trees): both must give the same devices."""
+    root, _m = server
+    bare = tmp_path / "host"
+    shutil.copytree(root, bare, symlinks=True)
+    removed = 0
+    for dirpath, _dirs, files in os.walk(bare / "sys" / "devices"):
+        if "uevent" in files:
+            os.unlink(os.path.join(dirpath, "uevent"))
+            removed += 1
+    assert removed >= 600
+    with_uevent, without = _scan_all(root), _scan_all(bare)
+    assert with_uevent == without
+    unbound = [d for d in with_uevent.values() if d.driver is None]
+    assert unbound and any(d.driver for d in with_uevent.values())
+
+
+def test_parallel_scan_is_the_sequential_scan(server, monkeypatch):
+    import pcipass.inventory as inventory
+
+    root, _m = server
+    monkeypatch.setattr(inventory, "PARALLEL_MIN", 10**9)
+    sequential = _scan_all(root)
+    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
+    parallel = _scan_all(root)
+    assert parallel == sequential and list(parallel) == list(sequential)
+    assert parallel == _scan_all(root, detail=True)
+
+
+def test_parallel_scan_survives_its_child_failing(server, monkeypatch):
+    """A child that dies (here: every read raises in the child only) or a fork that fails: the parent reads
+    the child's half itself."""
+    import pcipass.inventory as inventory
+
+    root, _m = server
+    expected = _scan_all(root)
+    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
+    parent = os.getpid()
+    real_row = inventory._Reader.row
+
+    def row_failing_in_child(self, *args):
+        if os.getpid() != parent:
+            raise RuntimeError("child failure")
+        return real_row(self, *args)
+
+    monkeypatch.setattr(inventory._Reader, "row", row_failing_in_child)
+    assert _scan_all(root) == expected
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(inventory.os, "fork", no_fork)
+    assert _scan_all(root) == expected
+
+
+def test_targeted_scan_reads_the_devices_and_their_groups(server):
+    """``scan(only=...)``, the binding engine's view: the devices asked for plus every member of their IOMMU
+    groups, each exactly as a full scan reads it; nothing else."""
+    root, m = server
+    full = Inventory.scan(Host(root))
+    fns = _all(m)
+    # A GPU behind a switch without ACS (a 12-member group) and an NVMe drive with a group of its own.
+    shared = Counter(f.group for f in fns if f.device == 0x8747 and f.port_type == gen_tree.PT_DOWNSTREAM)
+    gpu = next(f for f in fns if f.device == 0x2204 and f.group == shared.most_common(1)[0][0])
+    nvme = next(f for f in fns if f.device == 0xA808)
+    part = Inventory.scan(Host(root), only=[gpu.address.upper()[5:], nvme.address, "zz:00.0", "0000:ff:1f.7"])
+    expected = {a for a, d in full.devices.items() if d.iommu_group in (gpu.group, nvme.group)}
+    assert set(part.devices) == expected and len(expected) == 12 + 1
+    assert all(part.devices[a] == full.devices[a] for a in expected)
+    assert part.partial and not full.partial
+    assert set(part.groups) == {gpu.group, nvme.group}
+    assert part.groups[gpu.group] == full.groups[gpu.group]
+    assert part.peers(nvme.address) == [] and len(part.peers(gpu.address)) == 11
+
+
+def test_list_leaves_out_the_details_show_has(server):
+    """``list`` skips the per-device details (five more reads each); ``summary`` is ``jsonable`` without them."""
+    from pcipass.inventory import DETAIL_FIELDS, summary
+
+    root, _m = server
+    lean, full = Inventory.scan(Host(root), detail=False), Inventory.scan(Host(root))
+    for addr, dev in full.devices.items():
+        expected = jsonable(dev)
+        for key in DETAIL_FIELDS:
+            del expected[key]
+        assert summary(lean.devices[addr]) == expected == summary(dev)
+        assert lean.devices[addr].link is None and lean.devices[addr].reset_method is None
+    assert any(d.link and d.link.current_link_speed for d in full.devices.values())
+    assert any(d.reset_method for d in full.devices.values())
+
+
+def test_build_frozen_builds_what_init_builds(server):
+    from pcipass.model import PciDevice, build_frozen
+
+    root, _m = server
+    for dev in list(Inventory.scan(Host(root)).devices.values())[:50]:
+        fields = {f: getattr(dev, f) for f in PciDevice.__dataclass_fields__}
+        made = PciDevice(**fields)
+        assert made == dev and hash(made) == hash(dev) and repr(made) == repr(dev)
+        assert build_frozen(PciDevice, dict(fields)) == made
+        with pytest.raises(AttributeError):
+            dev.driver = "x"
+
+
 class _Colour(str, Enum):
     red = "red"
 
@@ -154,8 +265,30 @@ class _Level(IntEnum):
     {"a": {"b": {"c": [1, (2, 3), {"d": None}]}}}, {1: "int key", 2.5: "float key", True: "t", None: "n"},
     {"enum": _Colour.red, _Colour.red: "str-enum key", "level": _Level.high}, [1, "two", 3.0, None, [False]],
 ])
-def test_dump_json_is_json_dumps(value):
-    assert dump_json(value) == json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+def test_dump_json_means_what_json_dumps_means(value):
+    text = dump_json(value)
+    assert text.endswith("}\n") or text.endswith("]\n") or "\n" not in text[:-1]
+    # Same JSON value: re-serialised compactly, ours and json.dumps's agree (NaN/Infinity included).
+    assert json.dumps(json.loads(text), ensure_ascii=False) == json.dumps(value, ensure_ascii=False)
+
+
+def test_dump_json_layout():
+    value = {"data": [{"a": 1, "b": [1, 2], "c": {"d": None}}, {"a": "é"}], "list": [1, "x"], "obj": {"k": []}}
+    assert dump_json(value) == (
+        '{\n'
+        '  "data": [\n'
+        '    {"a": 1, "b": [1, 2], "c": {"d": null}},\n'
+        '    {"a": "é"}\n'
+        '  ],\n'
+        '  "list": [\n'
+        '    1,\n'
+        '    "x"\n'
+        '  ],\n'
+        '  "obj": {\n'
+        '    "k": []\n'
+        '  }\n'
+        '}\n'
+    )
 
 
 @pytest.mark.parametrize("value", [{(1, 2): "tuple key"}, {"x": object()}, {1, 2}, b"bytes"])
@@ -178,7 +311,12 @@ def test_dump_json_whole_inventory(server):
     root, _m = server
     inv = Inventory.scan(Host(root))
     env = Result("list", data=[jsonable(d) for d in inv.devices.values()]).envelope()
-    assert dump_json(env) == json.dumps(env, indent=2, ensure_ascii=False) + "\n"
+    text = dump_json(env)
+    assert json.loads(text) == env
+    # One device per line.
+    lines = text.splitlines()
+    assert lines[:5] == ['{', '  "pcipass": 1,', '  "command": "list",', '  "status": "ok",', '  "data": [']
+    assert len(lines) == len(inv.devices) + 8
 
 
 def _reference_pci_ids(text: str):

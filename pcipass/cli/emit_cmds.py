@@ -73,7 +73,8 @@ def write_documents(docs: list[tuple[str, dict[str, Any]]], fmt: Format) -> None
     JSON: the object itself, or a ``v1`` ``List`` of them when there are several."""
     if fmt is Format.json:
         objs = [d for _, d in docs]
-        write_stdout(dump_json(objs[0] if len(objs) == 1 else {"apiVersion": "v1", "kind": "List", "items": objs}))
+        write_stdout(dump_json(objs[0] if len(objs) == 1 else {"apiVersion": "v1", "kind": "List", "items": objs},
+                               records=False))
         return
     write_stdout("".join(f"---\n# {usage}\n{dump_yaml(doc)}" for usage, doc in docs))
 

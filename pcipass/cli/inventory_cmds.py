@@ -14,10 +14,18 @@ from .render import Block, KeyValues, Table
 AddressArg = Annotated[str, typer.Argument(metavar="ADDR", help="PCI address, DDDD:BB:DD.F or BB:DD.F.")]
 
 
-def _inventory():
+def _inventory(detail: bool = True):
     from ..inventory import Inventory
 
-    return Inventory.scan(context.CURRENT.host())
+    return Inventory.scan(context.CURRENT.host(), detail=detail)
+
+
+def _summaries(devices: list[Any]) -> list[dict[str, Any]]:
+    """Devices as ``list`` reports them: every field but the details its scan skipped (``show`` has them)."""
+    from ..inventory import summary
+    from ..result import PlainList
+
+    return PlainList(summary(dev) for dev in devices)
 
 
 def _short_class(dev: dict[str, Any]) -> str | None:
@@ -87,7 +95,7 @@ def list_cmd(
     from ..result import Result
     from ..select import filter_devices
 
-    inv = _inventory()
+    inv = _inventory(detail=False)
     devices = filter_devices(
         inv.devices.values(),
         classes=device_class or (),
@@ -98,11 +106,11 @@ def list_cmd(
         variant_modules=inv.variant_modules,
     )
     if not tree:
-        finish(Result("list", data=devices), _list_view)
+        finish(Result("list", data=_summaries(devices)), _list_view)
         return
     buckets: dict[int | None, list[Any]] = {}
-    for dev in devices:
-        buckets.setdefault(dev.iommu_group, []).append(dev)
+    for dev, row in zip(devices, _summaries(devices)):
+        buckets.setdefault(dev.iommu_group, []).append(row)
     data = []
     for gnum in sorted(buckets, key=lambda g: (g is None, g or 0)):
         verdict = inv.groups[gnum].verdict.value if gnum is not None and gnum in inv.groups else "none"
@@ -199,7 +207,7 @@ def groups_cmd(fmt: FormatOption = None) -> None:
     context.state(fmt)
     from ..result import Result
 
-    inv = _inventory()
+    inv = _inventory(detail=False)
     result = Result("groups", data=list(inv.groups.values()))
     if not inv.groups:
         result.messages.append("no IOMMU groups: the IOMMU is off or unsupported (see 'pcipass check-iommu')")

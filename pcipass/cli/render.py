@@ -183,58 +183,33 @@ def _rich_table(blocks: list[Block]) -> None:
         sys.stdout.flush()
 
 
-def _json_float(value: float) -> str:
-    # json.encoder's floatstr with allow_nan=True.
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    return float.__repr__(value)
+def _json_layout(value: Any, nl: str, out: list[str], enc: Callable[[str], str], record: Callable[[Any], str]) -> None:
+    """Append ``value`` as JSON: objects and arrays indented by two spaces, except that an array of objects
+    (devices, groups, checks, errors: records) has one record per line, written compactly by ``record``.
 
-
-def _json_key(key: Any) -> str:
-    # The key coercions of json.dumps (skipkeys=False); anything else is the TypeError json.dumps raises.
-    if isinstance(key, str):
-        return key
-    if key is True or key is False or key is None:
-        return "true" if key is True else "false" if key is False else "null"
-    if isinstance(key, int):
-        return int.__repr__(key)
-    if isinstance(key, float):
-        return _json_float(key)
-    raise TypeError(key)
-
-
-def _json_indented(value: Any, nl: str, out: list[str], enc: Callable[[str], str]) -> None:
-    """Append ``value`` as json.dumps(indent=2, ensure_ascii=False) writes it; ``nl`` is newline + indent.
-
-    Why not json.dumps: with ``indent`` it falls back to its pure-Python generator encoder; this direct
-    version writes the same text 1.5-1.7x faster (bench/run.py: 136 -> 82 ms CPU for 4,096 devices).
-    tests/test_bench_tree.py compares the two on every JSON type and on a whole inventory. ``enc`` is the
-    string encoder of json.dumps(ensure_ascii=False).
+    Why this layout: a list of 16k devices indented key by key is 600k lines, and json.dumps with ``indent``
+    falls back to its pure-Python encoder, which made the dump a third of ``list --format json`` on a large
+    host (bench/run.py). One record per line is what ``lsblk --json`` does, stays readable and greppable,
+    and ``record`` is json's C encoder. ``enc`` encodes a string as json.dumps(ensure_ascii=False) does.
     """
     if isinstance(value, str):
         out.append(enc(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(int.__repr__(value))
-    elif isinstance(value, float):
-        out.append(_json_float(value))
     elif isinstance(value, (list, tuple)):
         if not value:
             out.append("[]")
             return
         inner = nl + "  "
         sep = "[" + inner
-        for item in value:
-            out.append(sep)
-            _json_indented(item, inner, out, enc)
-            sep = "," + inner
+        if all(type(item) is dict for item in value):
+            for item in value:
+                out.append(sep)
+                out.append(record(item))
+                sep = "," + inner
+        else:
+            for item in value:
+                out.append(sep)
+                _json_layout(item, inner, out, enc, record)
+                sep = "," + inner
         out.append(nl + "]")
     elif isinstance(value, dict):
         if not value:
@@ -243,28 +218,30 @@ def _json_indented(value: Any, nl: str, out: list[str], enc: Callable[[str], str
         inner = nl + "  "
         sep = "{" + inner
         for key, item in value.items():
-            kind = type(item)
-            if kind is str:  # the common case, without a call per value
-                out.append(f"{sep}{enc(key if type(key) is str else _json_key(key))}: {enc(item)}")
-            else:
-                out.append(f"{sep}{enc(key if type(key) is str else _json_key(key))}: ")
-                _json_indented(item, inner, out, enc)
+            # Other keys get json's own coercion (int, float, bool, None) or its TypeError.
+            text = enc(key) if isinstance(key, str) else record({key: None})[1:-7]
+            out.append(f"{sep}{text}: ")
+            _json_layout(item, inner, out, enc, record)
             sep = "," + inner
         out.append(nl + "}")
     else:
-        raise TypeError(value)
+        out.append(record(value))  # scalars: json's own spelling (and its TypeError for anything else)
 
 
-def dump_json(data: Any) -> str:
-    """``json.dumps(data, indent=2, ensure_ascii=False)`` plus a newline, byte for byte."""
+def dump_json(data: Any, *, records: bool = True) -> str:
+    """The JSON text of ``data`` plus a newline: pcipass's envelope with one record per line
+    (``_json_layout``), or with ``records=False`` indented throughout, as Kubernetes manifests are."""
     import json  # here, not at the top: commands that print no JSON do not pay for importing it
 
+    if not records:
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    # indent=None is what makes json use its C encoder (json.encoder.c_make_encoder).
+    record = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
     out: list[str] = []
     try:
-        _json_indented(data, "\n", out, json.encoder.encode_basestring)
-    except (TypeError, RecursionError):
-        # Not plain JSON data: json.dumps says why (or serialises what it can, exactly as before).
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        _json_layout(data, "\n", out, json.encoder.encode_basestring, record)
+    except RecursionError:
+        raise ValueError("Circular reference detected") from None  # what json.dumps says
     out.append("\n")
     return "".join(out)
 
