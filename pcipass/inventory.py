@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import marshal
 import os
+import re
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -70,10 +71,16 @@ def _int(text: str | None) -> int | None:
         return None
 
 
+# A PCI address as the kernel writes it (pci_name(): "%04x:%02x:%02x.%d"; VMD domains are wider).
+_CANONICAL = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]")
+
+
 @lru_cache(maxsize=None)
 def _address_part(part: str) -> str | None:
     """The canonical address if a path component is one. Cached: the same bridges appear in every path below
     them."""
+    if _CANONICAL.fullmatch(part):
+        return part
     addr = PciAddress.try_parse(part)
     return None if addr is None else str(addr)
 
@@ -89,17 +96,15 @@ def _nearest_pci_ancestor(path: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
 class _HostTables:
-    host: Host
-    slots: dict[str, str]  # slot id (dddd:bb:ss) -> physical slot name
-    net: dict[str, tuple[str, ...]]
-    block: dict[str, tuple[str, ...]]
-    drm: dict[str, tuple[str, ...]]
-    variant_modules: frozenset[str]
-    drivers_dir: str
-    #: driver name -> its module, or None for a built-in driver; absent names are read on first use.
-    modules: dict[str, str | None] = field(default_factory=dict)
+    """The per-host tables the devices are joined with, each read once, on first use: a forked scan child
+    (``_read_rows``) reads only what rows need, while the parent reads the rest meanwhile."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.drivers_dir = os.fspath(host.pci_drivers_dir)
+        #: driver name -> its module, or None for a built-in driver; absent names are read on first use.
+        self.modules: dict[str, str | None] = {}
 
     def driver_module(self, driver: str) -> str | None:
         """The module of a bound driver, from ``bus/pci/drivers/<driver>/module`` (where every bound device's
@@ -109,6 +114,42 @@ class _HostTables:
         except KeyError:
             module = self.modules[driver] = link_name(os.path.join(self.drivers_dir, driver, "module"))
             return module
+
+    def read_joins(self) -> None:
+        """Read the tables rows are joined with (``_to_device``) now."""
+        self.slots, self.net, self.block, self.drm  # noqa: B018 - reading the cached properties fills them
+
+    @cached_property
+    def slots(self) -> dict[str, str]:
+        """slot id (dddd:bb:ss) -> physical slot name."""
+        slots: dict[str, str] = {}
+        slots_dir = os.fspath(self.host.pci_slots_dir)
+        for name in list_dir(slots_dir):
+            addr = read_str(os.path.join(slots_dir, name, "address"))
+            if addr:
+                # The slot's address has no function; domain may be missing on old kernels.
+                slot_id = addr.strip().lower()
+                if slot_id.count(":") == 1:
+                    slot_id = "0000:" + slot_id
+                slots[slot_id] = name
+        return slots
+
+    @cached_property
+    def net(self) -> dict[str, tuple[str, ...]]:
+        return _class_objects(self.host.sys_class("net"))
+
+    @cached_property
+    def block(self) -> dict[str, tuple[str, ...]]:
+        # /sys/block is the pre-2.6.25 layout kept as a compatibility directory; snapshots may have only it.
+        return _class_objects(self.host.sys_class("block"), self.host.sys("block"))
+
+    @cached_property
+    def drm(self) -> dict[str, tuple[str, ...]]:
+        return _class_objects(self.host.sys_class("drm"))
+
+    @cached_property
+    def variant_modules(self) -> frozenset[str]:
+        return frozenset(list_dir(self.host.sys_module("vfio_pci_core") / "holders"))
 
     @cached_property
     def _groups(self) -> tuple[dict[str, int], dict[int, str | None]]:
@@ -138,7 +179,8 @@ class _HostTables:
         return self._groups[1]
 
 
-def _class_objects(host: Host, *class_dirs) -> dict[str, tuple[str, ...]]:
+def _class_objects(*class_dirs: os.PathLike[str]) -> dict[str, tuple[str, ...]]:
+    """PCI address -> the names of the class objects (net, block, drm) whose device path runs through it."""
     out: dict[str, set[str]] = {}
     for cdir in class_dirs:
         cdir = os.fspath(cdir)
@@ -159,30 +201,6 @@ def _class_objects(host: Host, *class_dirs) -> dict[str, tuple[str, ...]]:
             if owner:
                 out.setdefault(owner, set()).add(name)
     return {k: tuple(sorted(v)) for k, v in out.items()}
-
-
-def _read_tables(host: Host) -> _HostTables:
-    slots: dict[str, str] = {}
-    slots_dir = os.fspath(host.pci_slots_dir)
-    for name in list_dir(slots_dir):
-        addr = read_str(os.path.join(slots_dir, name, "address"))
-        if addr:
-            # The slot's address has no function; domain may be missing on old kernels.
-            slot_id = addr.strip().lower()
-            if slot_id.count(":") == 1:
-                slot_id = "0000:" + slot_id
-            slots[slot_id] = name
-    variants = frozenset(list_dir(host.sys_module("vfio_pci_core") / "holders"))
-    # /sys/block is the pre-2.6.25 layout kept as a compatibility directory; snapshots may have only it.
-    return _HostTables(
-        host=host,
-        slots=slots,
-        net=_class_objects(host, host.sys_class("net")),
-        block=_class_objects(host, host.sys_class("block"), host.sys("block")),
-        drm=_class_objects(host, host.sys_class("drm")),
-        variant_modules=variants,
-        drivers_dir=os.fspath(host.pci_drivers_dir),
-    )
 
 
 def _hex_id(value: str | None, digits: int) -> str | None:
@@ -367,10 +385,10 @@ class _Reader:
         return (
             name, vendor, device, sub_vendor, sub_device, class_id, revision, *names,
             driver, override, module, modalias, iommu_group, numa, is_bridge, header_type,
-            tables.slots.get(slot_id),
+            None,  # physical_slot: host tables, joined by _to_device
             _nearest_pci_ancestor(real) if real != entry else None,
             functions, physfn, sriov, boot_vga, reset_method, link,
-            tables.net.get(name, ()), tables.block.get(name, ()), tables.drm.get(name, ()),
+            None, None, None,  # net, block, drm: likewise
         )
 
 
@@ -379,8 +397,14 @@ _SRIOV_AT = _FIELDS.index("sriov")
 _LINK_AT = _FIELDS.index("link")
 
 
-def _to_device(row: tuple) -> PciDevice:
+def _to_device(row: tuple, slot_id: str, tables: _HostTables) -> PciDevice:
+    """The PciDevice of a row, joined with the host tables (physical slot, net/block/DRM objects)."""
     values = dict(zip(_FIELDS, row))
+    name = row[0]
+    values["physical_slot"] = tables.slots.get(slot_id)
+    values["net"] = tables.net.get(name, ())
+    values["block"] = tables.block.get(name, ())
+    values["drm"] = tables.drm.get(name, ())
     if row[_SRIOV_AT] is not None:
         values["sriov"] = Sriov(*row[_SRIOV_AT])
     if row[_LINK_AT] is not None:
@@ -393,8 +417,11 @@ def _to_device(row: tuple) -> PciDevice:
 PARALLEL_MIN = 1024
 
 
-def _read_rows(reader: _Reader, jobs: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple]:
-    """``reader.row`` of every job, in order. On a large host a forked child reads the second half meanwhile.
+def _read_rows(
+    reader: _Reader, jobs: list[tuple[str, str, tuple[str, ...]]], meanwhile: Callable[[], object]
+) -> list[tuple]:
+    """``reader.row`` of every job, in order, after calling ``meanwhile`` (other reading the caller needs). On
+    a large host a forked child reads the second half of the rows while this process does the rest.
 
     Why a process and not threads: reading sysfs from Python is interpreter time between short syscalls, so
     threads would take turns on the GIL; a forked child has its own interpreter, and sends its rows back
@@ -403,18 +430,21 @@ def _read_rows(reader: _Reader, jobs: list[tuple[str, str, tuple[str, ...]]]) ->
     exception, short data) makes the parent read that half itself, so the result never depends on it.
     """
     if len(jobs) < PARALLEL_MIN or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        meanwhile()
         return [reader.row(*job) for job in jobs]
     half = len(jobs) // 2
     mine, theirs = jobs[:half], jobs[half:]
     try:
         rfd, wfd = os.pipe()
     except OSError:
+        meanwhile()
         return [reader.row(*job) for job in jobs]
     try:
         pid = os.fork()
     except OSError:
         os.close(rfd)
         os.close(wfd)
+        meanwhile()
         return [reader.row(*job) for job in jobs]
     if pid == 0:  # the child: read, send, and leave without running any of the parent's exit handlers
         status = 1
@@ -429,6 +459,7 @@ def _read_rows(reader: _Reader, jobs: list[tuple[str, str, tuple[str, ...]]]) ->
     os.close(wfd)
     reaped = False
     try:
+        meanwhile()
         rows = [reader.row(*job) for job in mine]
         with os.fdopen(rfd, "rb") as pipe:
             data = pipe.read()
@@ -469,9 +500,7 @@ def summary(dev: PciDevice) -> dict[str, Any]:
     return row
 
 
-def _with_group_members(
-    host: Host, devices_dir: str, parsed: dict[str, PciAddress], only: Iterable[str]
-) -> set[str]:
+def _with_group_members(host: Host, devices_dir: str, parsed: dict[str, object], only: Iterable[str]) -> set[str]:
     """``only`` (canonicalised; non-addresses and absent devices dropped) plus the members of their groups."""
     wanted: set[str] = set()
     for text in only:
@@ -517,17 +546,22 @@ class Inventory:
         """
         if ids is None:
             ids = PciIds.load(host.find_pci_ids())
-        tables = _read_tables(host)
+        tables = _HostTables(host)
         devices_dir = os.fspath(host.pci_devices_dir)
-        parsed: dict[str, PciAddress] = {}
+        # name -> (sort key, slot id). The kernel names devices canonically, so those are taken apart by
+        # slicing; anything else that parses as an address is still a device.
+        parsed: dict[str, tuple[tuple[int, str], str]] = {}
         for n in list_dir(devices_dir):
-            a = PciAddress.try_parse(n)
-            if a is not None:
-                parsed[n] = a
-        names = sorted(parsed, key=parsed.__getitem__)
+            if _CANONICAL.fullmatch(n):
+                parsed[n] = ((int(n[:-8], 16), n[-7:]), n[:-2])
+            else:
+                a = PciAddress.try_parse(n)
+                if a is not None:
+                    parsed[n] = ((a.domain, str(a)[-7:]), a.slot_id)
+        names = sorted(parsed, key=lambda n: parsed[n][0])
         # Multifunction siblings are known from the names alone, before any device is read.
         by_slot: dict[str, list[str]] = {}
-        slot_of = {n: parsed[n].slot_id for n in names}
+        slot_of = {n: parsed[n][1] for n in names}
         for n in names:
             by_slot.setdefault(slot_of[n], []).append(n)
         if only is not None:
@@ -538,8 +572,8 @@ class Inventory:
             slot_id = slot_of[n]
             siblings = by_slot[slot_id]
             jobs.append((n, slot_id, () if len(siblings) == 1 else tuple(a for a in siblings if a != n)))
-        rows = _read_rows(_Reader(host, ids, tables, detail), jobs)
-        devices = {row[0]: _to_device(row) for row in rows}
+        rows = _read_rows(_Reader(host, ids, tables, detail), jobs, tables.read_joins)
+        devices = {row[0]: _to_device(row, job[1], tables) for row, job in zip(rows, jobs)}
         return cls(host, devices, tables, partial=only is not None)
 
     @property
