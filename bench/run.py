@@ -52,14 +52,15 @@ t1 = time.perf_counter()
 from pcipass.host import Host
 from pcipass.inventory import Inventory
 from pcipass.pciids import PciIds
-from pcipass.result import Result, jsonable
+from pcipass.inventory import summary
+from pcipass.result import PlainList, Result
 from pcipass.cli.render import dump_json
 host = Host(sys.argv[1])
 ids = PciIds.load(host.find_pci_ids())
 t2 = time.perf_counter()
-inv = Inventory.scan(host, ids)
+inv = Inventory.scan(host, ids, detail=False)
 t3 = time.perf_counter()
-data = [jsonable(d) for d in inv.devices.values()]
+data = PlainList(summary(d) for d in inv.devices.values())
 t4 = time.perf_counter()
 env = Result("list", data=data).envelope()
 t5 = time.perf_counter()
