@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from .address import PciAddress
 from .host import Host
@@ -49,8 +49,9 @@ class UseKind(str, Enum):
     CONSOLE = "console"  #: the boot display: framebuffer or framebuffer console
 
 
-@dataclass(frozen=True)
-class InUse:
+# NamedTuples rather than dataclasses: every ``enable`` imports this module, and a dataclass compiles its
+# generated methods at import (tens of milliseconds each under emulation).
+class InUse(NamedTuple):
     address: str  #: the PCI device
     kind: UseKind
     object: str  #: the interface, block device or framebuffer concerned
@@ -126,17 +127,20 @@ def _ifconf_ipv4() -> dict[str, set[str]]:
     interface, up or down: net/ipv4/devinet.c inet_gifconf). Live root only; {} when it fails."""
     import array
     import fcntl
-    import socket
     import struct
+
+    # The C module: socket.py builds its enums at import (0.1-0.2 s per enable under emulation), and a
+    # datagram socket to ask the ioctl on is all that is needed.
+    import _socket
 
     siocgifconf = 0x8912
     ifreq_size = 40  # struct ifreq on LP64: IFNAMSIZ (16) + a 24-byte union
     out: dict[str, set[str]] = {}
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     except OSError:
         return out
-    with sock:
+    try:
         size = 128
         while True:
             buf = array.array("B", bytes(ifreq_size * size))
@@ -150,23 +154,34 @@ def _ifconf_ipv4() -> dict[str, set[str]]:
                 break
             size *= 4
         raw = buf.tobytes()[:used]
+    finally:
+        sock.close()
     for off in range(0, used, ifreq_size):
         name = raw[off : off + 16].split(b"\0", 1)[0].decode(errors="replace")
-        ip = socket.inet_ntoa(raw[off + 20 : off + 24])
+        ip = _socket.inet_ntoa(raw[off + 20 : off + 24])
         # Address labels (eth0:1) name the interface before the colon.
         out.setdefault(name.split(":", 1)[0], set()).add(ip)
     return out
 
 
-@dataclass(frozen=True)
-class _Net:
+class _Net(NamedTuple):
     name: str
     owner: str | None  #: PCI device the interface belongs to
-    uppers: tuple[str, ...]  #: master and upper_* interfaces
+    path: str  #: its class directory, where its master and upper_* links are read when asked (``_uppers``)
 
 
-@dataclass(frozen=True)
-class _Block:
+def _uppers(net: _Net) -> tuple[str, ...]:
+    """The master and upper_* interfaces of ``net``: read only for the interfaces of the devices asked about
+    (and their uppers), since listing an interface's directory costs as much as the rest of its scan."""
+    uppers: list[str] = []
+    master = link_name(net.path + "/master")
+    if master:
+        uppers.append(master)
+    uppers += [e[len("upper_"):] for e in list_dir(net.path) if e.startswith("upper_")]
+    return tuple(dict.fromkeys(uppers))
+
+
+class _Block(NamedTuple):
     name: str
     owner: str | None
     devnum: str | None  #: major:minor
@@ -189,6 +204,7 @@ class HostUse:
         consoles: dict[str, tuple[tuple[str, str], ...]],
     ) -> None:
         self._nets = nets
+        self._upper_cache: dict[str, tuple[str, ...]] = {}
         self._addresses = addresses
         self._routed = routed
         self._blocks = blocks
@@ -261,7 +277,7 @@ class HostUse:
     def _net_reasons(self, address: str, ifname: str) -> list[InUse]:
         out = [InUse(address, kind, ifname, detail) for kind, detail in self._net_own(ifname)]
         seen = {ifname}
-        todo = list(self._nets[ifname].uppers) if ifname in self._nets else []
+        todo = list(self._uppers(ifname))
         while todo:
             upper = todo.pop(0)
             if upper in seen:
@@ -270,9 +286,14 @@ class HostUse:
             for kind, detail in self._net_own(upper):
                 verb = "is " if kind is UseKind.NET_ROUTE else ""
                 out.append(InUse(address, UseKind.NET_UPPER, ifname, f"under {upper}, which {verb}{detail}"))
-            if upper in self._nets:
-                todo += self._nets[upper].uppers
+            todo += self._uppers(upper)
         return out
+
+    def _uppers(self, ifname: str) -> tuple[str, ...]:
+        if ifname not in self._upper_cache:
+            net = self._nets.get(ifname)
+            self._upper_cache[ifname] = _uppers(net) if net is not None else ()
+        return self._upper_cache[ifname]
 
     def _block_reasons(self, address: str, name: str) -> list[InUse]:
         out: list[InUse] = []
@@ -290,16 +311,11 @@ class HostUse:
 
 # --- table readers ------------------------------------------------------------------------------------------
 def _scan_nets(host: Host) -> dict[str, _Net]:
-    cdir = host.sys_class("net")
+    cdir = os.fspath(host.sys_class("net"))
     out: dict[str, _Net] = {}
     for name in list_dir(cdir):
-        target = link_target(cdir / name)
-        uppers: list[str] = []
-        master = link_name(cdir / name / "master")
-        if master:
-            uppers.append(master)
-        uppers += [e[len("upper_"):] for e in list_dir(cdir / name) if e.startswith("upper_")]
-        out[name] = _Net(name, _pci_owner(target), tuple(dict.fromkeys(uppers)))
+        path = cdir + "/" + name
+        out[name] = _Net(name, _pci_owner(link_target(path)), path)
     return out
 
 
@@ -394,13 +410,14 @@ def _scan_routes(host: Host, routes_v4: list[list[str]]) -> dict[str, str]:
 def _scan_blocks(host: Host) -> dict[str, _Block]:
     out: dict[str, _Block] = {}
     # /sys/block is the pre-2.6.25 layout kept as a compatibility directory; snapshots may have only it.
-    for cdir in (host.sys_class("block"), host.sys("block")):
+    for cdir in (os.fspath(host.sys_class("block")), os.fspath(host.sys("block"))):
         for name in list_dir(cdir):
             if name in out:
                 continue
-            target = link_target(cdir / name)
-            devnum = read_str(cdir / name / "dev")
-            holders = tuple(list_dir(cdir / name / "holders"))
+            path = cdir + "/" + name
+            target = link_target(path)
+            devnum = read_str(os.path.join(path, "dev"))  # the block device's major:minor attribute
+            holders = tuple(list_dir(os.path.join(path, "holders")))
             out[name] = _Block(name, _pci_owner(target), devnum.strip() if devnum else None, holders)
     return out
 
