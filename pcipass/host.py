@@ -106,11 +106,12 @@ class Host:
         return self.root.joinpath("usr", *parts)
 
     # --- PCI ------------------------------------------------------------------------------------------
-    @property
+    # Cached (the root never changes): the binding engine asks for these at every read and write.
+    @cached_property
     def pci_devices_dir(self) -> Path:
         return self.sys("bus", "pci", "devices")
 
-    @property
+    @cached_property
     def pci_drivers_dir(self) -> Path:
         return self.sys("bus", "pci", "drivers")
 
@@ -118,7 +119,7 @@ class Host:
     def pci_slots_dir(self) -> Path:
         return self.sys("bus", "pci", "slots")
 
-    @property
+    @cached_property
     def pci_drivers_probe(self) -> Path:
         return self.sys("bus", "pci", "drivers_probe")
 

@@ -101,6 +101,9 @@ class FakeKernel:
             # vfio (a dependency) creates the container node /dev/vfio/vfio when it loads.
             self.fake.write("dev/vfio/vfio", "")
 
+    def close(self) -> None:
+        pass
+
     def preload(self, module: str) -> None:
         """The module was loaded before the test (not by the engine)."""
         self.load_module(module, timeout=0)

@@ -4,7 +4,6 @@ Public entry points: ``enable``, ``disable`` (both return a ``BindReport``) and 
 """
 
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, disable, enable
-from .readstatus import DeviceStatus, StatusReport, status
 
 __all__ = [
     "DEFAULT_LOCK_WAIT",
@@ -18,3 +17,15 @@ __all__ = [
     "enable",
     "status",
 ]
+
+_STATUS = ("DeviceStatus", "StatusReport", "status")
+
+
+def __getattr__(name: str):
+    # ``status`` and its report classes load on first use: enable and disable (a process each from the CLI)
+    # do not need them, and every class costs import time under emulation.
+    if name in _STATUS:
+        from . import readstatus
+
+        return getattr(readstatus, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 Every write goes through the ``Kernel`` seam with a timeout: a ``bind``/``unbind``/``drivers_probe`` runs the
 driver's probe/remove in the writer's context and can block while the device's users hang on (see
-``sysfs.write_attr``). A device whose write was abandoned this way is *stuck*: the kernel still holds its
+``kernel._Writer``). A device whose write was abandoned this way is *stuck*: the kernel still holds its
 device lock and will finish that write later, so no further write (not even an undo) is sent for it; the
 state file keeps its record and the error says how to finish by hand.
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..drivers import is_vfio_driver
 from ..errors import PcipassError, SysfsError, from_oserror
@@ -24,8 +23,7 @@ from .planner import current_override, override_value
 from .wait import Waiter
 
 
-@dataclass(frozen=True)
-class StepRecord:
+class StepRecord(NamedTuple):
     step: Step
     status: str  #: planned | done | skipped | failed | not-run | undone
     detail: str | None = None
@@ -34,13 +32,15 @@ class StepRecord:
         return {**self.step.to_dict(), "status": self.status, "detail": self.detail}
 
 
-@dataclass
 class GroupRun:
-    records: list[StepRecord] = field(default_factory=list)
-    rollback: list[StepRecord] = field(default_factory=list)
-    error: PcipassError | None = None
-    rollback_errors: list[PcipassError] = field(default_factory=list)
-    stuck: set[str] = field(default_factory=set)
+    """The outcome of one group's transaction (a plain class: see plan.py on why not a dataclass)."""
+
+    def __init__(self) -> None:
+        self.records: list[StepRecord] = []
+        self.rollback: list[StepRecord] = []
+        self.error: PcipassError | None = None
+        self.rollback_errors: list[PcipassError] = []
+        self.stuck: set[str] = set()
 
     @property
     def ok(self) -> bool:
@@ -53,7 +53,7 @@ class GroupRun:
 
 
 def driver_of(host: Host, address: str) -> str | None:
-    return link_name(host.pci_device(address) / "driver")
+    return link_name(os.path.join(host.pci_devices_dir, address, "driver"))
 
 
 class Executor:
@@ -78,7 +78,7 @@ class Executor:
     def _write(self, step: Step) -> str | None:
         assert step.path is not None and step.value is not None
         path = actual_path(self.host.root, step.path)
-        if path.name == "driver_override" and step.address is not None:
+        if path.endswith("/driver_override") and step.address is not None:
             if current_override(self.host, step.address) == override_value(step.value):
                 return "already set"
         try:

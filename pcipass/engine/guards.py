@@ -11,9 +11,8 @@ Refusal kinds and whether ``--force`` overrides them:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..drivers import is_assignable, is_vfio_driver
 from ..errors import PermissionDenied, Refused, UsageError
@@ -35,8 +34,7 @@ class RefusalKind(str, Enum):
     GROUP_OPEN = "group-open"
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     address: str  #: the device the reason is about (a requested device or a group peer)
     kind: RefusalKind
     message: str

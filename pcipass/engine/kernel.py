@@ -6,8 +6,11 @@ fake kernel that applies the kernel's semantics to a fake tree and injects failu
 
 from __future__ import annotations
 
+import errno
 import subprocess
+import threading
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Protocol
 
 from ..errors import ModuleError, SysfsError
@@ -26,13 +29,80 @@ class Kernel(Protocol):
     def vfio_status(self, group: int) -> VfioGroupStatus:
         """The kernel's viability answer for a VFIO group."""
 
+    def close(self) -> None:
+        """Release what the object holds (the writer thread); called by the engine on a kernel it created."""
+
+
+class _Writer:
+    """Writes with a timeout, on one thread reused for every write of a run.
+
+    Any PCI attribute write can block in the kernel: ``bind``/``unbind``/``drivers_probe`` run the driver's
+    probe/remove in the writer's context, and even ``driver_override`` takes the device lock
+    (drivers/base/driver.c driver_set_override), which a remove() stuck on the device's users holds. The
+    blocked write(2) cannot be interrupted, so it runs on a daemon thread that the caller stops waiting for
+    after ``timeout``. Starting a thread per write cost a few milliseconds each under emulation; this thread
+    takes the writes one after another instead, and only a write that was abandoned (its thread stays
+    blocked in the kernel until the write returns, or the process ends) makes the next write start a new one."""
+
+    def __init__(self) -> None:
+        self._jobs: SimpleQueue | None = None
+
+    @staticmethod
+    def _serve(jobs: SimpleQueue) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            path, value, address, box, done = job
+            try:
+                write_attr(path, value, address=address)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                box.append(exc)
+            done.release()
+
+    def write(self, path, value: str, *, address: str | None, timeout: float) -> None:
+        if self._jobs is None:
+            self._jobs = SimpleQueue()
+            threading.Thread(target=self._serve, args=(self._jobs,), name="pcipass-writer", daemon=True).start()
+        box: list[BaseException] = []
+        done = threading.Lock()  # released by the writer thread when the write returned
+        done.acquire()
+        self._jobs.put((path, value, address, box, done))
+        if not done.acquire(timeout=timeout):
+            # That thread is stuck in the kernel: the next write gets a new one, and it ends once the kernel
+            # lets its write return.
+            self._jobs.put(None)
+            self._jobs = None
+            raise SysfsError(
+                f"{address + ': ' if address else ''}write {path} still blocked after {timeout:g} s; abandoned",
+                address=address,
+                path=str(path),
+                errno=errno.ETIMEDOUT,
+                remedy="the driver is waiting for the device's users to let go: stop them, then retry",
+            )
+        if box:
+            raise box[0]
+
+    def close(self) -> None:
+        """End the thread (a library caller runs many commands in one process)."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
 
 class SysfsKernel:
     def __init__(self, host: Host) -> None:
         self.host = host
+        self._writer = _Writer()
 
     def write(self, path: Path, value: str, *, address: str | None, timeout: float | None) -> None:
-        write_attr(path, value, address=address, timeout=timeout)
+        if timeout is None:
+            write_attr(path, value, address=address)
+        else:
+            self._writer.write(path, value, address=address, timeout=timeout)
+
+    def close(self) -> None:
+        self._writer.close()
 
     def load_module(self, name: str, *, timeout: float) -> None:
         modprobe = self.host.executable("modprobe")

@@ -1,9 +1,10 @@
 """``enable``, ``disable`` and ``status``: guards, plan, lock, state, transactions, and the per-device report.
 
 Order of a mutating run: preflight (snapshot? root? live host without IOMMU?) → lock → state file (report
-runs that died half way) → inventory and host tables, read once → guards and plan per IOMMU group → (dry
-run: stop here, nothing written) → module loads → per group: re-check the devices, record originals, run the
-steps as one transaction → report each device's outcome.
+runs that died half way) → the named devices and their IOMMU groups (``_scan_for``) and the host tables, read
+once → guards and plan per IOMMU group → (dry run: stop here, nothing written) → module loads → originals of
+every device to move saved → per group: re-check the devices, run the steps as one transaction → outcomes
+saved → report each device's outcome.
 
 Exit codes: 0 all done or unchanged; 3 some done, others refused or failed (only across independent groups:
 a group is all or nothing); 1 failed; 5 refused; 4 not root.
@@ -13,9 +14,8 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..address import PciAddress
 from ..drivers import VFIO_PCI, is_vfio_driver, normalize
@@ -46,8 +46,8 @@ class Outcome(str, Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class DeviceResult:
+# The report classes are NamedTuples, not dataclasses: see plan.py (import cost under emulation).
+class DeviceResult(NamedTuple):
     address: str
     group: int | None
     requested: bool  #: named by the user (False: a group peer moved by --group)
@@ -59,9 +59,11 @@ class DeviceResult:
     reasons: tuple[str, ...] = ()
     error: dict | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict() | {"outcome": self.outcome.value, "reasons": list(self.reasons)}
 
-@dataclass(frozen=True)
-class BindReport:
+
+class BindReport(NamedTuple):
     action: str
     dry_run: bool
     devices: tuple[DeviceResult, ...]
@@ -74,12 +76,10 @@ class BindReport:
     exit_code: ExitCode
 
     def data(self) -> dict[str, Any]:
-        from ..result import jsonable
-
         return {
             "action": self.action,
             "dry_run": self.dry_run,
-            "devices": jsonable(list(self.devices)),
+            "devices": [d.to_dict() for d in self.devices],
             "steps": [r.to_dict() for r in self.steps],
             "rollback": [r.to_dict() for r in self.rollback],
             "interrupted": [r.to_dict() for r in self.interrupted],
@@ -103,8 +103,7 @@ def _exit_code(results: list[DeviceResult]) -> ExitCode:
     return ExitCode.REFUSED
 
 
-@dataclass
-class _Planned:
+class _Planned(NamedTuple):
     plan: Plan
     results: dict[str, DeviceResult]
     errors: list[PcipassError]
@@ -112,14 +111,29 @@ class _Planned:
     drop_records: list[str]  #: stale records found by planning (device already back on its driver)
 
 
+def _scan_for(host: Host, addresses: list[str]) -> Inventory:
+    """What the guards and the plan need about ``addresses``, without reading the whole host: the devices,
+    every member of their IOMMU groups (group viability, ``--group``, interrupted peers), and the VFs of an
+    SR-IOV PF among them (unbinding a PF destroys its VFs: the in-use guard checks their drivers); the VFs
+    usually sit in groups of their own, so they are added by a second, rare, read.
+
+    Names from pci.ids are not needed to bind (refusals name devices by address, ids and driver), and
+    looking up a large vendor block (Intel's) costs milliseconds per device; neither are the link and reset
+    details (``detail=False``)."""
+    ids = PciIds(None)
+    inv = Inventory.scan(host, ids=ids, detail=False, only=addresses)
+    vfs = [vf for d in inv.devices.values() if d.sriov is not None for vf in d.sriov.vfs if vf not in inv.devices]
+    if vfs:
+        inv = Inventory.scan(host, ids=ids, detail=False, only=[*addresses, *vfs])
+    return inv
+
+
 class _Context:
-    def __init__(self, host: Host, kernel: Kernel, records: dict[str, DeviceRecord]) -> None:
+    def __init__(self, host: Host, kernel: Kernel, records: dict[str, DeviceRecord], addresses: list[str]) -> None:
         self.host = host
         self.kernel = kernel
         self.records = records
-        # Names from pci.ids are not needed to bind (refusals name devices by address, ids and driver), and
-        # looking up a large vendor block (Intel's) costs milliseconds per device.
-        self.inv = Inventory.scan(host, ids=PciIds(None))
+        self.inv = _scan_for(host, addresses)
         self.resolver = DriverResolver(host)
         self.steps = StepBuilder(host)
         self.module_steps: dict[str, Step] = {}
@@ -365,7 +379,17 @@ def _mutate(
     if not dry_run and not host.is_live and kernel is None:
         messages.append(f"{host.root} is not the running system: the writes go to files there and no kernel "
                         "acts on them")
-    kernel = kernel or SysfsKernel(host)
+    own = SysfsKernel(host) if kernel is None else None
+    try:
+        return _locked_run(host, action, addrs, planner, messages, dry_run=dry_run, timeout=timeout,
+                           kernel=kernel or own, lock_wait=lock_wait, on_lock_wait=on_lock_wait)
+    finally:
+        if own is not None:
+            own.close()  # its writer thread
+
+
+def _locked_run(host: Host, action: str, addrs: list[str], planner, messages: list[str], *, dry_run: bool,
+                timeout: float, kernel: Kernel, lock_wait: float, on_lock_wait) -> BindReport:
     lock = nullcontext() if dry_run else Lock(host, wait=lock_wait, command=f"{action} {' '.join(addrs)}",
                                                 on_wait=on_lock_wait)
     with lock:
@@ -377,7 +401,7 @@ def _mutate(
         interrupted = tuple(r for a, r in sorted(records.items())
                             if r.in_flight and (not dry_run or free or not pid_alive(r.pid)))
         messages += [interrupted_message(r) for r in interrupted]
-        ctx = _Context(host, kernel, records)
+        ctx = _Context(host, kernel, records, addrs)
         planned: _Planned = planner(ctx, addrs)
         messages += planned.messages
         results = dict(planned.results)
@@ -391,10 +415,10 @@ def _mutate(
             ordered = _order(addrs, results)
             return BindReport(action, True, ordered, tuple(StepRecord(s, "planned") for s in plan.steps), (),
                               interrupted, None, tuple(messages), tuple(errors), _exit_code(list(ordered)))
-        if planned.drop_records:
-            for a in planned.drop_records:
-                records.pop(a, None)
-            store.save(records)
+        for a in planned.drop_records:
+            records.pop(a, None)
+        if planned.drop_records and not plan.groups:
+            store.save(records)  # else with the in-flight records, before the first write
         waiter = Waiter(host)
         run = _Run(host, Executor(host, kernel, waiter, timeout), store, records, action, results, errors)
         if plan.groups:
@@ -410,6 +434,10 @@ def _mutate(
                 run.record_in_flight(plan)
                 for gp in plan.groups:
                     run.group(gp, module_errors)
+                # The groups' outcomes, saved once after the last write. A run that dies before this leaves
+                # every group in flight on disk, and the next run treats them as interrupted: enable
+                # completes them (done steps are skipped), disable puts them back from the originals.
+                store.save(records)
             finally:
                 waiter.close()
         if waiter.note:
@@ -439,8 +467,9 @@ class _Run:
 
     def record_in_flight(self, plan: Plan) -> None:
         """Before the first write of the run: every device to move, with its original driver and override, in
-        phase enabling/disabling (one atomic save; each group's outcome is saved when the group ends). The
-        record each device had before this run is kept, to be put back if its group is rolled back."""
+        phase enabling/disabling (one atomic save; the groups' outcomes are saved together after the last
+        write). The record each device had before this run is kept, to be put back if its group is rolled
+        back."""
         phase = Phase.ENABLING if self.action == "enable" else Phase.DISABLING
         for gp in plan.groups:
             for m in gp.moves:
@@ -458,7 +487,6 @@ class _Run:
                 self.records.pop(m.address, None)
             else:
                 self.records[m.address] = self.previous[m.address]
-        self.store.save(self.records)
 
     def _finish(self, gp: GroupPlan, outcome: Outcome, rolled_back: bool | None, err: PcipassError | None) -> None:
         for m in gp.moves:
@@ -482,10 +510,9 @@ class _Run:
         if run.ok:
             for m in gp.moves:
                 if self.action == "enable":
-                    self.records[m.address] = replace(self.records[m.address], phase=Phase.ENABLED, since=now_utc())
+                    self.records[m.address] = self.records[m.address]._replace(phase=Phase.ENABLED, since=now_utc())
                 else:
                     self.records.pop(m.address, None)
-            self.store.save(self.records)
             self._finish(gp, Outcome.DONE, None, None)
             return
         assert run.error is not None

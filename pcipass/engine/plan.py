@@ -1,16 +1,20 @@
 """The plan: every change ``enable``/``disable`` makes, computed before anything is written.
 
-A plan is data (frozen dataclasses): ``--dry-run`` prints it, the executor runs it, tests compare it with
-golden files. Each write carries the steps that undo it; a step may be conditional on the device's driver at
-the moment it runs (``when``), which is how "bind the recorded driver if the kernel picked another" and the
+A plan is data (immutable tuples): ``--dry-run`` prints it, the executor runs it, tests compare it with golden
+files. Each write carries the steps that undo it; a step may be conditional on the device's driver at the
+moment it runs (``when``), which is how "bind the recorded driver if the kernel picked another" and the
 rollback of a half-done step are expressed without guessing at plan time.
+
+The classes are ``NamedTuple``s rather than frozen dataclasses: the engine is imported by every ``enable``
+and ``disable``, and a dataclass compiles its generated methods (one ``exec`` each) at import, which under
+emulation costs tens of milliseconds per class; a NamedTuple costs a tenth of that and is just as immutable.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Op(str, Enum):
@@ -30,8 +34,7 @@ class When(str, Enum):
     UNBOUND = "unbound"  #: no driver bound
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     op: Op
     address: str | None  #: the device the step concerns (None: host-wide, e.g. a module load)
     path: str | None  #: the attribute written, as seen on the host (its sys/bus/pci/... path)
@@ -67,8 +70,7 @@ class Step:
         }
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(NamedTuple):
     """One device a plan changes."""
 
     address: str
@@ -81,8 +83,7 @@ class Move:
     target: str | None  #: the driver the device ends on (None: whatever the kernel picks)
 
 
-@dataclass(frozen=True)
-class GroupPlan:
+class GroupPlan(NamedTuple):
     """The all-or-nothing unit: the moves of one IOMMU group and their steps."""
 
     group: int | None
@@ -91,11 +92,10 @@ class GroupPlan:
     modules: tuple[str, ...] = ()  #: modules this group needs (loaded by the plan's module steps)
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     action: str  #: enable | disable
     modules: tuple[Step, ...] = ()  #: module loads, run before any group
-    groups: tuple[GroupPlan, ...] = field(default_factory=tuple)
+    groups: tuple[GroupPlan, ...] = ()
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -104,12 +104,11 @@ class Plan:
 
 def shown_path(root, path) -> str:
     """An attribute path as it reads on the host itself: ``/sys/...`` even under ``--root``."""
-    import os
-
     rel = os.path.relpath(path, root)
     return "/" + rel if rel != "." else "/"
 
 
-def actual_path(root, shown: str):
-    """Inverse of ``shown_path``."""
-    return root.joinpath(shown.lstrip("/"))
+def actual_path(root, shown: str) -> str:
+    """Inverse of ``shown_path`` (a ``str``: the executor builds one per write, and pathlib's joins cost
+    about as much as the write itself under emulation)."""
+    return os.path.join(os.fspath(root), shown.lstrip("/"))

@@ -14,7 +14,8 @@ Undo steps are attached to each write; the executor runs them in reverse order w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from typing import NamedTuple
 
 from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
 from ..errors import ModuleError
@@ -36,11 +37,10 @@ def override_value(raw: str | None) -> str | None:
 
 
 def current_override(host: Host, address: str) -> str | None:
-    return override_value(read_str(host.pci_device(address) / "driver_override"))
+    return override_value(read_str(os.path.join(host.pci_devices_dir, address, "driver_override")))
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     driver: str  #: the PCI driver name (what driver_override must say)
     module: str | None  #: module to load first, None when the driver is registered already
 
@@ -54,7 +54,7 @@ class DriverResolver:
 
     def _registered(self, name: str) -> str | None:
         for cand in dict.fromkeys((name, name.replace("_", "-"), name.replace("-", "_"))):
-            if self.host.pci_driver(cand).is_dir():
+            if os.path.isdir(os.path.join(self.host.pci_drivers_dir, cand)):
                 return cand
         return None
 
@@ -63,13 +63,15 @@ class DriverResolver:
         Raises ModuleError when the module cannot be loaded (blacklisted, missing)."""
         if name in self._cache:
             return self._cache[name]
-        from .. import kmod
-        from ..kmod import ModState
-
         found = self._registered(name)
         if found is not None:
             target = Target(found, None)
         else:
+            # Only now: kmod (and the kernel command line parser it uses) is not needed when the driver is
+            # registered, which is every run once vfio-pci is loaded.
+            from .. import kmod
+            from ..kmod import ModState
+
             module = normalize(kmod.driver_module(self.host, name) or name)
             driver = _DRIVER_NAMES.get(module, name)
             info = kmod.module_info(self.host, module)
@@ -100,22 +102,27 @@ def module_step(module: str, driver: str) -> Step:
 class StepBuilder:
     def __init__(self, host: Host) -> None:
         self.host = host
+        # The shown directories once; each step's path is then one string concatenation (relpath and
+        # pathlib per step were a tenth of a run under emulation).
+        self._devices = self._p(host.pci_devices_dir)
+        self._drivers = self._p(host.pci_drivers_dir)
+        self._drivers_probe = self._p(host.pci_drivers_probe)
 
     def _p(self, path) -> str:
         return shown_path(self.host.root, path)
 
     def _override(self, address: str) -> str:
-        return self._p(self.host.pci_device(address) / "driver_override")
+        return f"{self._devices}/{address}/driver_override"
 
     def _unbind(self, address: str) -> str:
         # Through the device's own driver link: whatever driver holds it (the domain note's step 3).
-        return self._p(self.host.pci_device(address) / "driver" / "unbind")
+        return f"{self._devices}/{address}/driver/unbind"
 
     def _bind(self, driver: str) -> str:
-        return self._p(self.host.pci_driver(driver) / "bind")
+        return f"{self._drivers}/{driver}/bind"
 
     def _probe(self) -> str:
-        return self._p(self.host.pci_drivers_probe)
+        return self._drivers_probe
 
     def enable(self, m: Move) -> list[Step]:
         d, g, t = m.address, m.group, m.target

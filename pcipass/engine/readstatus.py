@@ -45,11 +45,13 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
     kernel = kernel or SysfsKernel(host)
     records = StateStore(host).load()
     free = lock_is_free(host)
-    inv = Inventory.scan(host, ids=PciIds(None))
     errors: list[PcipassError] = []
     if addresses:
         wanted = list(dict.fromkeys(str(PciAddress.parse(a)) for a in addresses))
+        # The named devices and their groups (the verdict needs every member), not the whole host.
+        inv = Inventory.scan(host, ids=PciIds(None), detail=False, only=wanted)
     else:
+        inv = Inventory.scan(host, ids=PciIds(None), detail=False)
         wanted = sorted(
             {a for a in records}
             | {d.address for d in inv.devices.values()

@@ -19,8 +19,8 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from enum import Enum
+from typing import NamedTuple
 
 from ..errors import LockBusy, PcipassError
 from ..host import Host
@@ -36,8 +36,7 @@ class Phase(str, Enum):
     DISABLING = "disabling"
 
 
-@dataclass(frozen=True)
-class DeviceRecord:
+class DeviceRecord(NamedTuple):
     address: str
     original_driver: str | None
     original_override: str | None
@@ -55,8 +54,7 @@ class DeviceRecord:
         return self.phase in (Phase.ENABLING, Phase.DISABLING)
 
     def to_dict(self) -> dict:
-        # By hand: dataclasses.asdict deep-copies every field, which shows under emulation.
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"phase": self.phase.value}
+        return self._asdict() | {"phase": self.phase.value}
 
 
 class StateError(PcipassError):
@@ -120,7 +118,8 @@ class StateStore:
         tmp = self.dir / f".{STATE_FILE}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+            # No indent: only then does json use its C encoder (a few records are still readable on one line).
+            os.write(fd, (json.dumps(doc, sort_keys=True) + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)

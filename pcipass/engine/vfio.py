@@ -17,7 +17,7 @@ import errno
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..host import Host
 
@@ -32,8 +32,7 @@ VFIO_GROUP_FLAGS_VIABLE = 1 << 0
 VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1
 
 
-@dataclass(frozen=True)
-class VfioGroupStatus:
+class VfioGroupStatus(NamedTuple):
     group: int
     viable: bool | None  #: the kernel's answer; None when it could not be asked (see ``detail``)
     busy: bool  #: the group is open elsewhere (a running VM): the kernel allows one opener
