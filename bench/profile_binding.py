@@ -10,7 +10,7 @@ Boots the real-kernel guest (tests/realkernel, iommu_on) and, inside it, on ever
   interpreter and import floor;
 * cProfile of ``engine.enable`` and ``engine.disable`` called in one process (the engine imported first,
   as bench/binding_overhead.py's in-process figure does), twice each, the second pair being profiled;
-* cProfile of whole CLI processes (``--version``, ``enable``, ``disable`` with table output);
+* cProfile of whole CLI processes (``--version``; ``enable``, ``disable`` with table and JSON output);
 * wall times of each of these.
 
 Under emulation the costs are not native ones (compiling a dataclass's methods, a thread start, an fsync
@@ -59,6 +59,8 @@ $PYTHON -X importtime -m pcipass --format json disable $DEVS >/dev/null 2>$OUT/i
 $PYTHON -m cProfile -o $OUT/cli-version.prof -m pcipass --version >/dev/null || exit 9
 $PYTHON -m cProfile -o $OUT/cli-enable.prof -m pcipass enable $DEVS >/dev/null || exit 9
 $PYTHON -m cProfile -o $OUT/cli-disable.prof -m pcipass disable $DEVS >/dev/null || exit 9
+$PYTHON -m cProfile -o $OUT/cli-enable-json.prof -m pcipass --format json enable $DEVS >/dev/null || exit 9
+$PYTHON -m cProfile -o $OUT/cli-disable-json.prof -m pcipass --format json disable $DEVS >/dev/null || exit 9
 $PYTHON - $OUT $DEVS <<'EOF' || exit 8
 import cProfile, sys, time
 out, devs = sys.argv[1], sys.argv[2:]
@@ -126,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         for m, (self_us, cum_us, depth) in mods.items():
             if m in extra and cum_us >= 5000:
                 print(f"  {cum_us / 1000:8.1f} ms cum {self_us / 1000:7.1f} ms self  {'  ' * depth}{m}")
-    for name in ("version", "enable"):
-        print(f"--- whole CLI process: pcipass {name} (table output) ---")
+    for name in ("version", "enable", "enable-json"):
+        print(f"--- whole CLI process: pcipass {name} ---")
         pstats.Stats(str(io / f"cli-{name}.prof")).sort_stats("cumulative").print_stats(args.top)
     stats = pstats.Stats(str(io / "engine.prof"))
     stats.sort_stats("cumulative").print_stats(args.top)
