@@ -13,6 +13,7 @@ and reads the IOMMU group directory only when something needs it (``groups``, or
 from __future__ import annotations
 
 import dataclasses
+import gc
 import marshal
 import os
 import re
@@ -177,6 +178,13 @@ class _HostTables:
     @property
     def group_types(self) -> dict[int, str | None]:
         return self._groups[1]
+
+    def group_type(self, group: int) -> str | None:
+        """One group's ``type``: from the walk of every group when it was made, else read alone (a partial
+        inventory never needs the others)."""
+        if "_groups" in self.__dict__:
+            return self.group_types.get(group)
+        return read_str(os.path.join(self.host.iommu_groups_dir, str(group), "type"))
 
 
 def _class_objects(*class_dirs: os.PathLike[str]) -> dict[str, tuple[str, ...]]:
@@ -421,7 +429,7 @@ def _read_rows(
     reader: _Reader, jobs: list[tuple[str, str, tuple[str, ...]]], meanwhile: Callable[[], object]
 ) -> list[tuple]:
     """``reader.row`` of every job, in order, after calling ``meanwhile`` (other reading the caller needs). On
-    a large host a forked child reads the second half of the rows while this process does the rest.
+    a large host a forked child reads the last rows (a little over half) while this process does the rest.
 
     Why a process and not threads: reading sysfs from Python is interpreter time between short syscalls, so
     threads would take turns on the GIL; a forked child has its own interpreter, and sends its rows back
@@ -432,8 +440,10 @@ def _read_rows(
     if len(jobs) < PARALLEL_MIN or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
         meanwhile()
         return [reader.row(*job) for job in jobs]
-    half = len(jobs) // 2
-    mine, theirs = jobs[:half], jobs[half:]
+    # The parent also reads the host tables (``meanwhile``) and unpacks the child's rows, so the child takes a
+    # little more than half (measured on bench/gen_tree.py's 4,096-function server).
+    split = len(jobs) * 9 // 20
+    mine, theirs = jobs[:split], jobs[split:]
     try:
         rfd, wfd = os.pipe()
     except OSError:
@@ -449,6 +459,9 @@ def _read_rows(
     if pid == 0:  # the child: read, send, and leave without running any of the parent's exit handlers
         status = 1
         try:
+            # No collections in the child: a collection writes to every tracked object's header, which would
+            # copy the parent's whole heap page by page (copy-on-write) for a process that lives 0.1 s.
+            gc.disable()
             os.close(rfd)
             view = memoryview(marshal.dumps([reader.row(*job) for job in theirs]))
             while view:
@@ -501,18 +514,32 @@ def summary(dev: PciDevice) -> dict[str, Any]:
 
 
 def _with_group_members(host: Host, devices_dir: str, parsed: dict[str, object], only: Iterable[str]) -> set[str]:
-    """``only`` (canonicalised; non-addresses and absent devices dropped) plus the members of their groups."""
-    wanted: set[str] = set()
+    """``only`` (canonicalised; non-addresses and absent devices dropped), the members of their IOMMU groups,
+    and the VFs of any SR-IOV PF among those (with their groups' members): what is done to a PF concerns its
+    VFs (unbinding it destroys them), so the binding engine's guards look at them too."""
+    groups_dir = os.fspath(host.iommu_groups_dir)
+
+    def add_groups(names: Iterable[str], into: set[str]) -> None:
+        for name in names:
+            into.add(name)
+            group = link_name(devices_dir + "/" + name + "/iommu_group")
+            if group is not None:
+                into.update(m for m in list_dir(os.path.join(groups_dir, group, "devices")) if m in parsed)
+
+    asked = set()
     for text in only:
         addr = PciAddress.try_parse(text)
-        name = None if addr is None else str(addr)
-        if name is None or name not in parsed:
-            continue
-        wanted.add(name)
-        group = link_name(devices_dir + "/" + name + "/iommu_group")
-        if group is not None:
-            members = list_dir(os.path.join(host.iommu_groups_dir, group, "devices"))
-            wanted.update(m for m in members if m in parsed)
+        if addr is not None and str(addr) in parsed:
+            asked.add(str(addr))
+    wanted: set[str] = set()
+    add_groups(asked, wanted)
+    vfs = []
+    for name in wanted:
+        d = devices_dir + "/" + name
+        if os.path.exists(d + "/sriov_totalvfs"):
+            links = (link_name(d + "/" + e) for e in list_dir(d) if e.startswith("virtfn"))
+            vfs.extend(v for v in links if v in parsed)
+    add_groups(vfs, wanted)
     return wanted
 
 
@@ -540,9 +567,10 @@ class Inventory:
         """Read the host's PCI devices.
 
         ``detail=False`` skips the fields in ``DETAIL_FIELDS`` (they stay None): ``list`` and ``groups`` do
-        not show them, and on a large host they are a third of the reads. ``only``: read just these addresses
-        and every member of their IOMMU groups (what the binding engine needs about a few devices on a host
-        of thousands); addresses that are not devices are left out, and the caller's ``device()`` says so.
+        not show them, and on a large host they are a third of the reads. ``only``: read just these addresses,
+        every member of their IOMMU groups and the VFs of a PF among them (``_with_group_members``: what the
+        binding engine needs about a few devices on a host of thousands); addresses that are not devices are
+        left out, and the caller's ``device()`` says so.
         """
         if ids is None:
             ids = PciIds.load(host.find_pci_ids())
@@ -603,7 +631,7 @@ class Inventory:
             out[gnum] = IommuGroup(
                 group=gnum,
                 verdict=self._verdict(devs),
-                type=self._tables.group_types.get(gnum),
+                type=self._tables.group_type(gnum),
                 devices=tuple(
                     GroupMember(
                         address=d.address,

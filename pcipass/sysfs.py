@@ -11,11 +11,9 @@ and errno through ``errors.from_oserror``.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable
-from pathlib import Path
 
-from .errors import PcipassError, SysfsError, from_oserror
+from .errors import from_oserror
 
 # Attributes are at most a page (sysfs show() buffers are PAGE_SIZE); reading more is never needed.
 _MAX_ATTR = 65536
@@ -107,23 +105,12 @@ def list_dir(path: str | os.PathLike[str]) -> list[str]:
         return []
 
 
-def write_attr(
-    path: Path,
-    value: str,
-    *,
-    address: str | None = None,
-    timeout: float | None = None,
-) -> None:
-    """Write ``value`` to a kernel attribute in one write(2), strictly.
-
-    ``timeout``: a write to ``unbind``/``bind``/``drivers_probe`` runs the driver's remove/probe in the
-    writer's context and can block for as long as the driver waits for its users (a GPU in use, the boot
-    framebuffer). The write then runs in a daemon thread and is abandoned after ``timeout`` seconds with
-    ETIMEDOUT; the thread is left blocked in the kernel (it cannot be interrupted) and dies with the process.
-    """
+def write_attr(path: str | os.PathLike[str], value: str, *, address: str | None = None) -> None:
+    """Write ``value`` to a kernel attribute in one write(2), strictly: every OSError becomes a typed error
+    (``errors.from_oserror``). A write that may block in a driver is bounded by the binding engine
+    (``engine.kernel``), which runs it on a writer thread."""
     data = value.encode()
-
-    def _do() -> None:
+    try:
         # O_WRONLY without O_CREAT/O_TRUNC: a sysfs attribute must already exist; never create files.
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -132,39 +119,5 @@ def write_attr(
                 raise OSError(0, f"short write ({written} of {len(data)} bytes)")
         finally:
             os.close(fd)
-
-    if timeout is None:
-        try:
-            _do()
-        except OSError as exc:
-            raise from_oserror(exc, action="write", path=str(path), address=address) from exc
-        return
-
-    box: dict[str, BaseException] = {}
-
-    def _runner() -> None:
-        try:
-            _do()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            box["exc"] = exc
-
-    thread = threading.Thread(target=_runner, name=f"pcipass-write {path}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        import errno
-
-        raise SysfsError(
-            f"{address + ': ' if address else ''}write {path} still blocked after {timeout:g} s; abandoned",
-            address=address,
-            path=str(path),
-            errno=errno.ETIMEDOUT,
-            remedy="the driver is waiting for the device's users to let go: stop them, then retry",
-        )
-    exc = box.get("exc")
-    if isinstance(exc, OSError):
+    except OSError as exc:
         raise from_oserror(exc, action="write", path=str(path), address=address) from exc
-    if isinstance(exc, PcipassError):
-        raise exc
-    if exc is not None:
-        raise exc

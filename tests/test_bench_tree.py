@@ -220,6 +220,11 @@ def test_targeted_scan_reads_the_devices_and_their_groups(server):
     assert set(part.groups) == {gpu.group, nvme.group}
     assert part.groups[gpu.group] == full.groups[gpu.group]
     assert part.peers(nvme.address) == [] and len(part.peers(gpu.address)) == 11
+    # A PF brings its VFs (each in a group of its own here), as the binding guards need them.
+    pf = next(f for f in fns if f.sriov and len(f.vfs) > 3)
+    part = Inventory.scan(Host(root), only=[pf.address])
+    expected = {a for a, d in full.devices.items() if d.iommu_group in {pf.group, *(v.group for v in pf.vfs)}}
+    assert set(part.devices) == expected and {v.address for v in pf.vfs} < expected
 
 
 def test_list_leaves_out_the_details_show_has(server):

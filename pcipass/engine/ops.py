@@ -114,18 +114,13 @@ class _Planned(NamedTuple):
 def _scan_for(host: Host, addresses: list[str]) -> Inventory:
     """What the guards and the plan need about ``addresses``, without reading the whole host: the devices,
     every member of their IOMMU groups (group viability, ``--group``, interrupted peers), and the VFs of an
-    SR-IOV PF among them (unbinding a PF destroys its VFs: the in-use guard checks their drivers); the VFs
-    usually sit in groups of their own, so they are added by a second, rare, read.
+    SR-IOV PF among them (unbinding a PF destroys its VFs: the in-use guard checks their drivers): that is
+    ``Inventory.scan(only=...)``.
 
     Names from pci.ids are not needed to bind (refusals name devices by address, ids and driver), and
     looking up a large vendor block (Intel's) costs milliseconds per device; neither are the link and reset
     details (``detail=False``)."""
-    ids = PciIds(None)
-    inv = Inventory.scan(host, ids=ids, detail=False, only=addresses)
-    vfs = [vf for d in inv.devices.values() if d.sriov is not None for vf in d.sriov.vfs if vf not in inv.devices]
-    if vfs:
-        inv = Inventory.scan(host, ids=ids, detail=False, only=[*addresses, *vfs])
-    return inv
+    return Inventory.scan(host, ids=PciIds(None), detail=False, only=addresses)
 
 
 class _Context:
