@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -199,3 +200,21 @@ def run_cli():
         return p
 
     return run
+
+
+@pytest.fixture(scope="module")
+def kernel_config():
+    """The guest kernel's build config where distributions install it (/boot/config-$(uname -r)), copied
+    from the extracted kernel package (its module tree is named on the command line)."""
+    kver = os.uname().release
+    target = Path("/boot") / f"config-{kver}"
+    modules = next(a.split("=", 1)[1] for a in Path("/proc/cmdline").read_text().split()
+                   if a.startswith("pcipass_modules="))
+    source = Path(modules).parents[2] / "boot" / f"config-{kver}"
+    created = not target.exists()
+    if created:
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(source, target)
+    yield target
+    if created:
+        target.unlink()

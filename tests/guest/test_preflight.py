@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,22 +19,8 @@ IOMMU_CHECKS = ("iommu.vendor", "firmware.dmar", "iommu.active", "cmdline.intel_
                 "module.vfio", "module.vfio_pci", "module.vfio_iommu_type1", "kernel.driver_override")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernel_config():
-    """The guest kernel's build config where distributions install it (/boot/config-$(uname -r)), copied
-    from the extracted kernel package (its module tree is named on the command line)."""
-    kver = os.uname().release
-    target = Path("/boot") / f"config-{kver}"
-    modules = next(a.split("=", 1)[1] for a in Path("/proc/cmdline").read_text().split()
-                   if a.startswith("pcipass_modules="))
-    source = Path(modules).parents[2] / "boot" / f"config-{kver}"
-    created = not target.exists()
-    if created:
-        target.parent.mkdir(exist_ok=True)
-        shutil.copy(source, target)
-    yield target
-    if created:
-        target.unlink()
+# The kernel's build config in /boot for every test here (fixture in tests/guest/conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_config")
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
 """The fixed PCI topologies of the real-kernel guests: ONE place for every guest address.
 
-Both topologies boot the same emulated hardware (qemu ``q35``, emulated Intel IOMMU with
+The topologies boot the same emulated hardware (qemu ``q35``, emulated Intel IOMMU with
 ``intremap=on,caching-mode=on``); they differ only in the kernel command line:
 
 * ``iommu_on``  -- ``intel_iommu=on iommu=pt``: a real DMAR unit (``/sys/class/iommu/dmar0``),
   real IOMMU groups, vfio-pci can bind.
 * ``iommu_off`` -- ``intel_iommu=off``: no ``/sys/class/iommu/*``, no ``/sys/kernel/iommu_groups/*``,
   no ``iommu_group`` link on any device.
+* ``iommu_default`` -- no IOMMU parameter at all: Debian's kernel is built with
+  ``CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y``, so VT-d comes up by the kernel's default, with translated
+  (DMA) default domains instead of ``iommu=pt``'s identity ones. The same groups as ``iommu_on``.
 
 Guest PCI layout (identical in both topologies; bus numbers are assigned by the firmware
 depth-first, so they are stable)::
@@ -116,6 +119,11 @@ TOPOLOGIES: dict[str, dict] = {
         "cmdline": "intel_iommu=off",
         "memory_mb": 1024,
         "iommu": False,
+    },
+    "iommu_default": {
+        "cmdline": "",
+        "memory_mb": 1024,
+        "iommu": True,
     },
 }
 
