@@ -19,9 +19,8 @@ import os
 import re
 import signal
 from collections.abc import Callable, Iterable
-from typing import Any
-from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import Any
 
 from .address import PciAddress
 from .drivers import is_assignable

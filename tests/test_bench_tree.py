@@ -267,7 +267,7 @@ class _Level(IntEnum):
 @pytest.mark.parametrize("value", [
     None, True, False, 0, -7, 2**70, 1.5, 1e300, float("nan"), float("inf"), float("-inf"), "", "plain",
     "quote \" backslash \\ newline \n tab \t nul \x00 é ☃ \U0001f600", [], {}, (), [[]], [{}], {"a": []},
-    {"a": {"b": {"c": [1, (2, 3), {"d": None}]}}}, {1: "int key", 2.5: "float key", True: "t", None: "n"},
+    {"a": {"b": {"c": [1, (2, 3), {"d": None}]}}}, {1: "int key", 2.5: "float key", False: "f", None: "n"},
     {"enum": _Colour.red, _Colour.red: "str-enum key", "level": _Level.high}, [1, "two", 3.0, None, [False]],
 ])
 def test_dump_json_means_what_json_dumps_means(value):

@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 from . import topology as topo
 from .provision import REPO, ProvisionError, Provisioned, provision
