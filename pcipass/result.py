@@ -11,6 +11,7 @@ import operator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePath
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ExitCode, PcipassError
@@ -22,9 +23,14 @@ ENVELOPE_VERSION = 1
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-class PlainList(list):
-    """A list whose items ``jsonable`` already converted: converting it again (``Result.envelope``) is a
-    shallow copy instead of a walk. ``list`` hands the renderer thousands of converted devices this way."""
+class Records(list):
+    """Items that ``convert`` turns into plain data (one dict each), as late as possible: the JSON writer
+    converts each right before writing it (``Result.envelope(lazy=True)``, ``cli.render.write_json``), so a
+    16k-device listing never holds every device twice; ``jsonable`` converts them all, for YAML and tables."""
+
+    def __init__(self, items: Iterable[Any], convert: Callable[[Any], Any]) -> None:
+        super().__init__(items)
+        self.convert = convert
 _GETTERS: dict[type, tuple[tuple[str, ...], Any]] = {}
 
 
@@ -48,8 +54,8 @@ def jsonable(obj: Any) -> Any:
     kind = type(obj)
     if kind in _PLAIN:
         return obj
-    if kind is PlainList:
-        return list(obj)
+    if kind is Records:
+        return [obj.convert(item) for item in obj]
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, dict):
@@ -92,11 +98,14 @@ class Result:
             return ExitCode.PARTIAL
         return self.errors[0].exit_code
 
-    def envelope(self) -> dict[str, Any]:
+    def envelope(self, *, lazy: bool = False) -> dict[str, Any]:
+        """The machine envelope, as plain data; with ``lazy``, ``Records`` data is left to be converted as it
+        is written (only the JSON writer knows to)."""
+        data = self.data if lazy and type(self.data) is Records else jsonable(self.data)
         return {
             "pcipass": ENVELOPE_VERSION,
             "command": self.command,
             "status": self.status,
-            "data": jsonable(self.data),
+            "data": data,
             "errors": [e.to_dict() for e in self.errors],
         }

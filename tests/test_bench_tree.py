@@ -243,6 +243,29 @@ def test_list_leaves_out_the_details_show_has(server):
     assert any(d.reset_method for d in full.devices.values())
 
 
+def test_lazy_records_write_what_converted_data_writes(server, capsys, monkeypatch):
+    """``list`` hands its devices over as Records, converted one by one while the JSON is written in pieces;
+    the text is the same as from data converted beforehand, and YAML/tables get plain data from jsonable."""
+    import pcipass.cli.render as render
+    from pcipass.inventory import summary
+    from pcipass.result import Records
+
+    root, _m = server
+    devices = list(Inventory.scan(Host(root), detail=False).devices.values())
+    lazy = Result("list", data=Records(devices, summary))
+    eager = Result("list", data=[summary(d) for d in devices])
+    expected = dump_json(eager.envelope())
+    assert dump_json(lazy.envelope(lazy=True)) == expected
+    assert lazy.envelope() == eager.envelope() and jsonable(lazy.data) == eager.data
+    assert lazy.envelope(lazy=True)["data"] is lazy.data
+    monkeypatch.setattr(render, "_FLUSH_PIECES", 10)
+    writes = []
+    real_write = sys.stdout.write
+    monkeypatch.setattr(sys.stdout, "write", lambda text: writes.append(text) or real_write(text))
+    render.write_json(lazy.envelope(lazy=True))
+    assert capsys.readouterr().out == expected and len(writes) > len(devices) // 10
+
+
 def test_build_frozen_builds_what_init_builds(server):
     from pcipass.model import PciDevice, build_frozen
 

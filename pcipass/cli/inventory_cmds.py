@@ -20,12 +20,6 @@ def _inventory(detail: bool = True):
     return Inventory.scan(context.CURRENT.host(), detail=detail)
 
 
-def _summaries(devices: list[Any]) -> list[dict[str, Any]]:
-    """Devices as ``list`` reports them: every field but the details its scan skipped (``show`` has them)."""
-    from ..inventory import summary
-    from ..result import PlainList
-
-    return PlainList(summary(dev) for dev in devices)
 
 
 def _short_class(dev: dict[str, Any]) -> str | None:
@@ -92,7 +86,8 @@ def list_cmd(
 ) -> None:
     """List PCI devices with their drivers, IOMMU groups and names."""
     context.state(fmt)
-    from ..result import Result
+    from ..inventory import summary
+    from ..result import Records, Result
     from ..select import filter_devices
 
     inv = _inventory(detail=False)
@@ -105,12 +100,13 @@ def list_cmd(
         vfio=vfio,
         variant_modules=inv.variant_modules,
     )
+    # Devices as ``list`` reports them (inventory.summary): every field but the details its scan skipped.
     if not tree:
-        finish(Result("list", data=_summaries(devices)), _list_view)
+        finish(Result("list", data=Records(devices, summary)), _list_view)
         return
     buckets: dict[int | None, list[Any]] = {}
-    for dev, row in zip(devices, _summaries(devices)):
-        buckets.setdefault(dev.iommu_group, []).append(row)
+    for dev in devices:
+        buckets.setdefault(dev.iommu_group, []).append(summary(dev))
     data = []
     for gnum in sorted(buckets, key=lambda g: (g is None, g or 0)):
         verdict = inv.groups[gnum].verdict.value if gnum is not None and gnum in inv.groups else "none"
