@@ -1,13 +1,15 @@
 """Reading every PCI device and IOMMU group of a host, tolerantly.
 
 One pass over ``bus/pci/devices``; the per-host tables (slots, IOMMU groups, the class directories for
-network, block and DRM objects, vfio variant modules) are read once, never per device, so a 16k-function
-host costs the same per device as a small one.
+network, block and DRM objects, vfio variant modules) are read once, on first use, never per device, so a
+16k-function host costs the same per device as a small one. ``Inventory.scan(only=...)`` reads just a few
+devices and their groups (the binding engine); ``detail=False`` skips what ``list`` does not show.
 
-Speed (bench/run.py): the per-device path works on ``str`` paths (profiled, pathlib's joins cost about as
-much as the reads they led to), parses each address once, reads a device's text attributes in one call,
-and reads the IOMMU group directory only when something needs it (``groups``, or a device whose
-``iommu_group`` link is missing): ``list`` gets the groups from the links.
+Speed (issue #2's target against lspci, bench/run.py): each device costs 16 system calls (``_Reader.row``,
+``uevent`` first), on ``str`` paths (pathlib's joins cost about as much as the reads they led to); rows are
+plain tuples, so on a large host a forked child can read half of them (``_read_rows``); the IOMMU group
+directory is read only when something needs it (``groups``, or a device whose ``iommu_group`` link is
+missing): ``list`` gets the groups from the links.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .sysfs import link_name, list_dir, read_many, read_str
 # CardBus (0607) and semi-transparent PCI-to-PCI (0609). A host bridge (0600) has a type-0 header.
 _BRIDGE_CLASSES = ("0604", "0607", "0609")
 
-# The files every device is asked for, in one loop (``_read_files``). ``uevent`` first: on a live kernel (and in
+# The files every device is asked for (``sysfs.read_many``). ``uevent`` first: on a live kernel (and in
 # a snapshot) it carries the ids, the class, the bound driver and the modalias in one read, where the separate
 # attributes cost six opens (pci_uevent() in drivers/pci/pci-driver.c prints PCI_CLASS, PCI_ID,
 # PCI_SUBSYS_ID and MODALIAS from the same struct pci_dev fields the attributes show; DRIVER= comes from
@@ -53,7 +55,7 @@ DETAIL_FIELDS = ("reset_method", "link")
 # more is needed, so ``config`` is read on its own with that limit.
 _CONFIG_HEAD = 64
 _BYTE_HEX = tuple(f"{i:02x}" for i in range(256))
-# driver_override when none is set: "(null)" (kernels before 5.x printed the NULL pointer), or empty.
+# driver_override when none is set: the kernel prints the NULL pointer as "(null)"; empty in some snapshots.
 _NO_OVERRIDE = (None, b"(null)\n", b"(null)", b"\n", b"")
 
 
@@ -222,7 +224,7 @@ def _hex_id(value: str | None, digits: int) -> str | None:
 
 
 class _Reader:
-    """Reads devices one by one (``device``), caching what repeats across them: the identity fields parsed
+    """Reads devices one by one (``row``), caching what repeats across them: the identity fields parsed
     from a ``uevent`` line and the names pci.ids gives an id tuple (the 127 VFs of a PF share both).
 
     Speed matters here (issue #2: ``list`` against lspci on 16k functions, bench/run.py), hence a few
