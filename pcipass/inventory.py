@@ -20,6 +20,7 @@ import marshal
 import os
 import re
 import signal
+import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property, lru_cache
 from typing import Any
@@ -438,7 +439,10 @@ def _read_rows(
     host near lspci (bench/run.py). Anything going wrong on the child's side (no fork, a signal, an
     exception, short data) makes the parent read that half itself, so the result never depends on it.
     """
-    if len(jobs) < PARALLEL_MIN or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+    # Only from a single-threaded process: a child forked while another thread holds a lock it needs would
+    # wait forever (and the parent with it, reading the pipe); Python 3.12+ warns about exactly that.
+    if (len(jobs) < PARALLEL_MIN or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2
+            or threading.active_count() > 1):
         meanwhile()
         return [reader.row(*job) for job in jobs]
     # The parent also reads the host tables (``meanwhile``) and unpacks the child's rows, so the child takes a

@@ -164,16 +164,35 @@ def test_uevent_and_the_attribute_files_agree(server, tmp_path):
     assert unbound and any(d.driver for d in with_uevent.values())
 
 
+def _count_forks(monkeypatch, inventory) -> list[int]:
+    """Make the scan fork even though this test process has other threads (the real-kernel tier boots its
+    guests in threads while these tests run), and count the forks, so a test cannot pass without one."""
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(inventory.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(inventory.os, "fork", fork)
+    return forks
+
+
 def test_parallel_scan_is_the_sequential_scan(server, monkeypatch):
     import pcipass.inventory as inventory
 
     root, _m = server
     monkeypatch.setattr(inventory, "PARALLEL_MIN", 10**9)
-    sequential = _scan_all(root)
+    sequential = {detail: _scan_all(root, detail=detail) for detail in (True, False)}
     monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
-    parallel = _scan_all(root)
-    assert parallel == sequential and list(parallel) == list(sequential)
-    assert parallel == _scan_all(root, detail=True)
+    forks = _count_forks(monkeypatch, inventory)
+    for detail in (True, False):
+        parallel = _scan_all(root, detail=detail)
+        assert parallel == sequential[detail] and list(parallel) == list(sequential[detail])
+    assert len(forks) == 2 and sequential[True] != sequential[False]
 
 
 def test_parallel_scan_survives_its_child_failing(server, monkeypatch):
@@ -184,6 +203,7 @@ def test_parallel_scan_survives_its_child_failing(server, monkeypatch):
     root, _m = server
     expected = _scan_all(root)
     monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
+    forks = _count_forks(monkeypatch, inventory)
     parent = os.getpid()
     real_row = inventory._Reader.row
 
@@ -193,13 +213,37 @@ def test_parallel_scan_survives_its_child_failing(server, monkeypatch):
         return real_row(self, *args)
 
     monkeypatch.setattr(inventory._Reader, "row", row_failing_in_child)
-    assert _scan_all(root) == expected
+    assert _scan_all(root) == expected and len(forks) == 1
 
     def no_fork():
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(inventory.os, "fork", no_fork)
     assert _scan_all(root) == expected
+
+
+def test_no_fork_from_a_threaded_process(server, monkeypatch):
+    """Another thread could hold a lock the child needs: then the scan stays in one process."""
+    import threading
+
+    import pcipass.inventory as inventory
+
+    root, _m = server
+    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
+
+    def fork():
+        raise AssertionError("forked while another thread runs")
+
+    monkeypatch.setattr(inventory.os, "fork", fork)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        devices = _scan_all(root)
+    finally:
+        stop.set()
+        other.join()
+    assert len(devices) == 600
 
 
 def test_targeted_scan_reads_the_devices_and_their_groups(server):
