@@ -110,3 +110,30 @@ def test_registration_order_does_not_depend_on_what_ran_first(monkeypatch):
         cli_app._register((module,))
     assert [c.name for c in cli_app._app.registered_commands] == [
         "list", "show", "groups", "enable", "disable", "status", "attach", "detach"]
+
+
+def test_typer_builds_only_the_invoked_command(monkeypatch, fake):
+    """enable, disable and status share a module; running one builds one click command, and the app keeps
+    every registered command for the next in-process run."""
+    import typer.main
+
+    from pcipass.cli import main
+
+    built: list[str] = []
+    real = typer.main.get_command_from_info
+
+    def spy(command_info, **kw):
+        built.append(command_info.name)
+        return real(command_info, **kw)
+
+    monkeypatch.setattr(typer.main, "get_command_from_info", spy)
+    fake.add_device("0000:00:02.0", vendor="8086", device="10d3", class_="020000", driver="e1000e", group=1)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--root", str(fake.root), "status", "00:02.0"])
+    assert exit_.value.code == 0 and built == ["status"]
+    names = {c.name for c in cli_app._app.registered_commands}
+    assert {"enable", "disable", "status"} <= names
+    built.clear()
+    with pytest.raises(SystemExit) as exit_:
+        main(["emit", "--help"])  # a group: its own commands, nobody else's
+    assert exit_.value.code == 0 and sorted(built) == ["harvester", "kubevirt", "libvirt"]
