@@ -14,6 +14,10 @@ What counts as "in use" (each one cuts the host off, or crashes it, when the dev
   by device-mapper/md/LVM (``holders/``).
 - display: the boot VGA device (``boot_vga`` = 1) while a framebuffer or the framebuffer console lives on it:
   efifb/simpledrm keep the BAR reserved and vfio-pci fails with "BAR 1: can't reserve" (harvester/pcidevices#81).
+- input: a keyboard behind the device (a USB controller, typically): handing the controller to a VM takes the
+  host's console keyboard (or the BMC's virtual one) with it. A USB disk or NIC behind a controller needs no
+  rule of its own: its block device or interface already belongs to the controller (the nearest PCI device
+  on its path) and counts as above.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class UseKind(str, Enum):
     SWAP = "swap"  #: the disk or a partition is active swap
     HELD = "held"  #: device-mapper / md / LVM holds the disk or a partition
     CONSOLE = "console"  #: the boot display: framebuffer or framebuffer console
+    KEYBOARD = "keyboard"  #: a keyboard behind the device (a USB controller's)
 
 
 # NamedTuples rather than dataclasses: every ``enable`` imports this module, and a dataclass compiles its
@@ -202,6 +207,7 @@ class HostUse:
         btrfs: dict[str, str],
         swaps: dict[str, str],
         consoles: dict[str, tuple[tuple[str, str], ...]],
+        keyboards: dict[str, tuple[tuple[str, str], ...]],
     ) -> None:
         self._nets = nets
         self._upper_cache: dict[str, tuple[str, ...]] = {}
@@ -212,6 +218,7 @@ class HostUse:
         self._btrfs = btrfs
         self._swaps = swaps
         self._consoles = consoles
+        self._keyboards = keyboards
         self._net_by_owner: dict[str, list[str]] = {}
         for net in nets.values():
             if net.owner:
@@ -250,6 +257,7 @@ class HostUse:
             btrfs=btrfs,
             swaps=swaps,
             consoles=consoles,
+            keyboards=_scan_keyboards(host),
         )
 
     # --- lookups -----------------------------------------------------------------------------------------
@@ -262,6 +270,8 @@ class HostUse:
             out += self._block_reasons(address, name)
         for obj, detail in self._consoles.get(address, ()):
             out.append(InUse(address, UseKind.CONSOLE, obj, detail))
+        for obj, detail in self._keyboards.get(address, ()):
+            out.append(InUse(address, UseKind.KEYBOARD, obj, detail))
         return out
 
     def _net_own(self, ifname: str) -> list[tuple[UseKind, str]]:
@@ -446,6 +456,37 @@ def _scan_swaps(host: Host, blocks: dict[str, _Block]) -> dict[str, str]:
         if name is not None:
             out[name] = filename
     return out
+
+
+# A keyboard, as udev's input_id builtin decides it (systemd src/udev/udev-builtin-input_id.c, test_key): the
+# input device reports every key from KEY_ESC (1) to KEY_D (31), the low word of capabilities/key minus
+# KEY_RESERVED (0).
+_KEYBOARD_KEYS = 0xFFFFFFFE
+
+
+def _is_keyboard(keys: str | None) -> bool:
+    """``capabilities/key`` is a bitmap printed as hex longs, most significant first: the last holds 0..63."""
+    words = (keys or "").split()
+    try:
+        low = int(words[-1], 16) if words else 0
+    except ValueError:
+        return False
+    return low & _KEYBOARD_KEYS == _KEYBOARD_KEYS
+
+
+def _scan_keyboards(host: Host) -> dict[str, tuple[tuple[str, str], ...]]:
+    """PCI device -> (input device, detail) of every keyboard whose device path runs through it."""
+    cdir = host.sys_class("input")
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name in list_dir(cdir):
+        if not name.startswith("input"):
+            continue  # eventN, mouseN, jsN: handlers of an inputN, which is what is looked at
+        owner = _pci_owner(link_target(cdir / name))
+        if owner is None or not _is_keyboard(read_str(cdir / name / "capabilities" / "key")):
+            continue
+        label = (read_str(cdir / name / "name") or "").strip() or "keyboard"
+        out.setdefault(owner, []).append((name, f"keyboard {label!r} behind it: the host's console input"))
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _scan_consoles(host: Host, inventory: Inventory) -> dict[str, tuple[tuple[str, str], ...]]:

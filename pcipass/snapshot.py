@@ -205,15 +205,16 @@ def capture(host: Host, out: Path) -> int:
             c.add_tree_level(real)
             c.add_tree_level(os.path.join(real, "intel-iommu"))
             c.add_tree_level(os.path.join(real, "amd-iommu"))
-    # Host objects behind devices: network interfaces, disks and partitions, DRM cards, framebuffers.
-    for cls in ("net", "block", "drm", "graphics"):
+    # Host objects behind devices: network interfaces, disks and partitions, DRM cards, framebuffers, input
+    # devices (keyboards: their capabilities).
+    for cls in ("net", "block", "drm", "graphics", "input"):
         cdir = host.sys_class(cls)
         c.add_tree_level(cdir)
         for name in list_dir(cdir):
             real = _real(cdir / name)
             if real and os.path.isdir(real):
                 c.add_tree_level(real)
-                for sub in ("holders", "slaves", "device"):
+                for sub in ("holders", "slaves", "device", "capabilities"):
                     if os.path.isdir(os.path.join(real, sub)) and not os.path.islink(os.path.join(real, sub)):
                         c.add_tree_level(os.path.join(real, sub))
     # Modules: which are live, and the parameters the preflight reads.

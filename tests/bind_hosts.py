@@ -82,6 +82,23 @@ def build(root: Path) -> FakeHost:
 
 
 # --- host-use fixtures: the procfs lines that make a device "in use" ------------------------------------------
+# capabilities/key of a real USB keyboard (input_id's test: every key 1..31 present) and of a mouse (none).
+KEYBOARD_KEYS = "1000000000007 ff800000000007ff febeffdfffefffff fffffffffffffffe"
+MOUSE_KEYS = "1f0000 0 0 0 0"
+
+
+def add_input(f: FakeHost, address: str, name: str, label: str, keys: str, via: str = "usb1/1-1/1-1:1.0") -> None:
+    """An input device (``inputN``, with its ``eventN`` handler) under ``address``'s device directory, and
+    its /sys/class/input links, as the kernel lays out a USB HID device."""
+    dev = f.devices[address].path / via / name
+    (dev / "capabilities").mkdir(parents=True)
+    (dev / "capabilities" / "key").write_text(keys + "\n")
+    (dev / "name").write_text(label + "\n")
+    event = dev / ("event" + name[len("input"):])
+    event.mkdir()
+    f.symlink(f"sys/class/input/{name}", dev)
+    f.symlink(f"sys/class/input/{event.name}", event)
+
 ROUTE_HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
 
 

@@ -236,7 +236,13 @@ def _console(env):
     return "0000:00:10.0", "fb0: framebuffer 'bochs-drmdrmfb' (on this device) of the boot VGA device"
 
 
-IN_USE = [_address_and_route, _ipv6_address, _bond_member, _mounted, _swap, _held, _console]
+def _keyboard(env):
+    env.fake.add_device("0000:00:14.0", vendor="8086", device="a36d", class_="0c0330", driver="xhci_hcd", group=21)
+    bh.add_input(env.fake, "0000:00:14.0", "input3", "Dell KB216 Wired Keyboard", bh.KEYBOARD_KEYS)
+    return "0000:00:14.0", "input3: keyboard 'Dell KB216 Wired Keyboard' behind it: the host's console input"
+
+
+IN_USE = [_address_and_route, _ipv6_address, _bond_member, _mounted, _swap, _held, _console, _keyboard]
 
 
 @pytest.mark.parametrize("setup", IN_USE, ids=lambda f: f.__name__.strip("_"))

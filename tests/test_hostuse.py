@@ -165,6 +165,34 @@ def test_boot_vga_without_any_framebuffer_is_free(f):
     assert scan(f).reasons("0000:00:10.0") == []
 
 
+def _xhci(f) -> str:
+    f.add_device("0000:00:14.0", vendor="8086", device="a36d", class_="0c0330", driver="xhci_hcd", group=21)
+    return "0000:00:14.0"
+
+
+def test_keyboard_behind_a_usb_controller(f):
+    usb = _xhci(f)
+    bh.add_input(f, usb, "input3", "Dell KB216 Wired Keyboard", bh.KEYBOARD_KEYS)
+    bh.add_input(f, usb, "input4", "Logitech USB Optical Mouse", bh.MOUSE_KEYS, via="usb1/1-2/1-2:1.0")
+    (r,) = scan(f).reasons(usb)
+    assert (r.kind, r.object) == (UseKind.KEYBOARD, "input3")
+    assert r.detail == "keyboard 'Dell KB216 Wired Keyboard' behind it: the host's console input"
+
+
+def test_mouse_unreadable_keys_and_a_platform_keyboard_do_not_count(f):
+    usb = _xhci(f)
+    bh.add_input(f, usb, "input4", "Logitech USB Optical Mouse", bh.MOUSE_KEYS)
+    bh.add_input(f, usb, "input5", "odd", "zz")
+    # The PS/2 keyboard hangs off a platform device, not a PCI one.
+    kbd = f.root / "sys/devices/platform/i8042/serio0/input/input0"
+    (kbd / "capabilities").mkdir(parents=True)
+    (kbd / "capabilities/key").write_text(bh.KEYBOARD_KEYS + "\n")
+    f.symlink("sys/class/input/input0", kbd)
+    use = scan(f)
+    assert use.reasons(usb) == []
+    assert all(r.kind is not UseKind.KEYBOARD for d in ("0000:00:14.0", bh.E1000E) for r in use.reasons(d))
+
+
 def test_tables_are_read_once_not_per_device(f, monkeypatch):
     """The scale rule: HostUse.scan reads each host table once, lookups read nothing."""
     import pcipass.hostuse as hu

@@ -58,3 +58,16 @@ def test_missing_kvm_node_stays_a_finding(capsys, fake, tmp_path):
     out = _snapshot(capsys, fake.root, tmp_path / "b.tar.gz")
     live, snap = _verdicts(capsys, fake.root), _verdicts(capsys, out)
     assert live["kvm.dev"] == "warn" and snap == live
+
+
+def test_a_keyboard_behind_a_usb_controller_survives_the_snapshot(capsys, fake, tmp_path):
+    from tests import bind_hosts as bh
+
+    intel_host(fake)
+    fake.add_device("0000:00:14.0", vendor="8086", device="a36d", class_="0c0330", driver="xhci_hcd", group=21)
+    bh.add_input(fake, "0000:00:14.0", "input3", "Dell KB216 Wired Keyboard", bh.KEYBOARD_KEYS)
+    out = _snapshot(capsys, fake.root, tmp_path / "kbd.tar.gz")
+    for root in (fake.root, out):
+        code, data = _checks(capsys, root, "--device", "00:14.0")
+        (in_use,) = [c for c in data["checks"] if c["id"] == "device.in_use"]
+        assert code == 1 and in_use["verdict"] == "fail" and "Dell KB216" in in_use["detail"], in_use

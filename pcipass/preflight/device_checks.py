@@ -21,6 +21,7 @@ _USE_REMEDY = {
     UseKind.SWAP: "swapoff it",
     UseKind.HELD: "stop the device-mapper/md/LVM users",
     UseKind.CONSOLE: "boot the host's console from another GPU (or see device.boot_vga)",
+    UseKind.KEYBOARD: "plug the keyboard into another controller, or use --force if the host needs no local one",
 }
 
 
