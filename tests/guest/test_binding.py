@@ -226,6 +226,25 @@ def test_interface_with_address_and_route_refused_then_forced(addr):
     assert engine.disable(_host(), [a]).exit_code == 0
 
 
+def test_usb_controller_with_a_keyboard_refused_then_forced(addr):
+    """qemu's usb-kbd behind qemu-xhci: the real kernel's input device (capabilities/key as usbhid and
+    hid-generic report them) makes the controller the host's console input."""
+    from pcipass import engine
+
+    a = addr["usb_xhci"]
+    keyboards = [n for n in os.listdir("/sys/class/input")
+                 if n.startswith("input") and f"/{a}/" in os.path.realpath(f"/sys/class/input/{n}")]
+    assert keyboards, "no input device behind the USB controller (usbhid/hid-generic not loaded?)"
+    assert _driver(a) == "xhci_hcd"
+    r = engine.enable(_host(), [a])
+    assert r.exit_code == 5 and _driver(a) == "xhci_hcd"
+    reasons = " | ".join(r.devices[0].reasons)
+    assert f"{keyboards[0]}: keyboard 'QEMU QEMU USB Keyboard' behind it" in reasons, reasons
+    r = engine.enable(_host(), [a], force=True)
+    assert r.exit_code == 0 and _driver(a) == "vfio-pci"
+    assert engine.disable(_host(), [a]).exit_code == 0 and _driver(a) == "xhci_hcd"
+
+
 def test_address_without_any_route_is_found_by_ioctl(addr):
     """noprefixroute on a down interface: no route, nothing in fib_trie: only SIOCGIFCONF sees it."""
     from pcipass import engine

@@ -28,6 +28,7 @@ EXPECTED_DRIVERS = {
     "rp_noacs": "pcieport",
     "noacs_e1000e": "e1000e",
     "audio": "snd_hda_intel",
+    "usb_xhci": "xhci_hcd",
     "io_9p": "virtio-pci",
     "root_9p": "virtio-pci",
     "lpc": "lpc_ich",

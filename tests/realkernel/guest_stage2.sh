@@ -46,16 +46,24 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 "$IO_TAG" "$IO_MN
     exit 3
 fi
 
-# Only pci/virtio/hdaudio aliases: the cpu/acpi/platform ones pull in crypto, kvm_amd, edac and
+# Only pci/virtio/hdaudio/usb/hid aliases: the cpu/acpi/platform ones pull in crypto, kvm_amd, edac and
 # friends (+4 s under TCG) and nothing the PCI passthrough tests look at. -b honours blacklists.
 load_drivers() {
     find /sys/devices -name modalias -type f -exec cat {} + 2>/dev/null \
-        | grep -E '^(pci|virtio|hdaudio):' | sort -u >/tmp/modaliases
+        | grep -E '^(pci|virtio|hdaudio|usb|hid):' | sort -u >/tmp/modaliases
     xargs -r modprobe -q -a -b </tmp/modaliases 2>/dev/null
 }
 if [ -z "$NODRIVERS" ]; then
     load_drivers
     load_drivers
+    # The USB keyboard: its interface appears once the controller has enumerated it (a moment under TCG),
+    # its HID device once usbhid has bound the interface, its input device once hid-generic has: a pass each.
+    if [ -d /sys/bus/usb/devices ]; then
+        i=0
+        while [ $i -lt 50 ] && ! ls /sys/bus/usb/devices | grep -q ':'; do sleep 0.1; i=$((i + 1)); done
+        load_drivers
+        load_drivers
+    fi
     say "drivers loaded ($(wc -l </tmp/modaliases) modaliases)"
 fi
 
