@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.guest.kernel import SYS_PCI, driver as _driver, override as _override, group as _group
+from tests.guest.kernel import SYS_PCI, binding, driver as _driver, group as _group, override as _override, put_back
+from tests.guest.kernel import raw_write as _raw_write
 
 TOPOLOGY = "iommu_on"
 
@@ -47,15 +48,7 @@ def _host():
 
 
 def _snapshot() -> dict[str, tuple[str | None, str | None]]:
-    return {a: (_driver(a), _override(a)) for a in sorted(os.listdir(SYS_PCI))}
-
-
-def _raw_write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+    return {a: binding(a) for a in sorted(os.listdir(SYS_PCI))}
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +69,7 @@ def restore(boot, protected):
         assert a not in protected or now.get(a) == (drv, ovr), f"protected device {a} was touched"
         if now.get(a) == (drv, ovr):
             continue
-        # Repair without the engine, so one engine failure does not cascade into every later test.
-        if now[a][0] is not None:
-            _raw_write(SYS_PCI / a / "driver" / "unbind", a)
-        _raw_write(SYS_PCI / a / "driver_override", (ovr or "") + "\n")
-        if drv is not None:
-            _raw_write(Path("/sys/bus/pci/drivers") / drv / "bind", a)
+        put_back(a, drv, ovr)  # without the engine: one engine failure must not cascade into later tests
     if STATE_DIR.exists():
         for p in STATE_DIR.iterdir():
             p.unlink()

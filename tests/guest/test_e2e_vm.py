@@ -39,26 +39,15 @@ from tests.cli import run as _pcipass
 from .nested import (URI, Libvirtd, bridges_numbered, domain_log, monitor_pci, nested_qemu, pci_functions,
                      run_refused, wait_for)
 
-from tests.guest.kernel import SYS_PCI, driver as _driver, override as _override
+from tests.guest.kernel import SYS_PCI, binding as _binding, driver as _driver, put_back
+from tests.guest.kernel import raw_write as _raw_write
 
 TOPOLOGY = "iommu_on"
-
-
-def _binding(a: str) -> tuple[str | None, str | None]:
-    return _driver(a), _override(a)
 
 
 def _ids(a: str) -> str:
     """vendor:device as the kernel reads it from the device ("8086:10d3")."""
     return ":".join((SYS_PCI / a / f).read_text().strip()[2:] for f in ("vendor", "device"))
-
-
-def _raw_write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 def _host():
@@ -89,14 +78,8 @@ def _give_back(boot: dict, addresses: list[str]) -> None:
         with suppress(Exception):
             engine.disable(_host(), off)
     for a in addresses:
-        if _binding(a) == boot[a]:
-            continue
-        drv, ovr = boot[a]
-        if _driver(a) is not None:
-            _raw_write(SYS_PCI / a / "driver" / "unbind", a)
-        _raw_write(SYS_PCI / a / "driver_override", (ovr or "") + "\n")
-        if drv is not None:
-            _raw_write(Path("/sys/bus/pci/drivers") / drv / "bind", a)
+        if _binding(a) != boot[a]:
+            put_back(a, *boot[a])
     store = StateStore(_host())
     records = store.load()
     if any(a in records for a in addresses):

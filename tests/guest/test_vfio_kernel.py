@@ -18,16 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.guest.kernel import SYS_PCI, driver as _driver
+from tests.guest.kernel import raw_write as _write
 
 TOPOLOGY = ("iommu_on", "iommu_off")
 
 VFIO_GROUP_GET_STATUS = (ord(";") << 8) | (100 + 3)  # _IO(VFIO_TYPE, VFIO_BASE + 3)
 VFIO_GROUP_FLAGS_VIABLE = 1
-
-
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
 
 
 def _to_vfio(a: str) -> None:
