@@ -44,6 +44,14 @@ def fake(tmp_path) -> FakeHost:
     return FakeHost(tmp_path / "root")
 
 
+@pytest.fixture
+def gpu(fake) -> Path:
+    """The emitters' fake host (tests/emit_hosts.py): a GPU with its audio function, NICs, a lone device."""
+    from tests.emit_hosts import gpu_host
+
+    return gpu_host(fake).root
+
+
 def _unpack(name: str, dest: Path) -> Path:
     src = DATA / "hosts" / name
     dest.mkdir(parents=True, exist_ok=True)

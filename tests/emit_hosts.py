@@ -47,3 +47,10 @@ def hostile_host(fake: FakeHost) -> FakeHost:
     fake.add_device("0000:02:00.0", vendor="abcd", device="0001", class_="120000", driver="vfio-pci", group=2)
     fake.add_device("0000:03:00.0", vendor="abcd", device="0002", class_="120000", driver="vfio-pci", group=3)
     return fake
+
+
+def yaml_documents(text: str) -> list[dict]:
+    """The documents of a multi-document YAML stream (``emit``'s output), empty ones dropped."""
+    import yaml
+
+    return [d for d in yaml.safe_load_all(text) if d is not None]

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
 from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, LONE, gpu_host
+from tests.emit_hosts import GPU, GPU_AUDIO, LONE, yaml_documents
 from tests.emit_schemas import HARVESTER_CRDS, SCHEMAS, crd_errors, crd_schema, unknown_keys
 from tests.golden import check_golden
 
 API = "devices.harvesterhci.io/v1beta1"
 
 
-@pytest.fixture
-def gpu(fake):
-    return gpu_host(fake).root
-
-
 def _emit(capsys, root, *args, code=0):
     r = run(capsys, "--root", str(root), "emit", "harvester", *args)
     assert r.code == code, r.err
     return r
-
-
-def _claims(text: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
 
 
 def assert_valid_claim(claim: dict) -> None:
@@ -48,7 +38,7 @@ def test_the_checks_accept_harvesters_sample_and_catch_a_typo():
 
 
 def test_claims_are_named_like_harvesters_pcidevices(capsys, hpe_a2):
-    claims = _claims(_emit(capsys, hpe_a2, "08:00.0", "01:00.2", "--node", "harvester-node", "--user", "admin").out)
+    claims = yaml_documents(_emit(capsys, hpe_a2, "08:00.0", "01:00.2", "--node", "harvester-node", "--user", "admin").out)
     assert claims == [
         {"apiVersion": API, "kind": "PCIDeviceClaim", "metadata": {"name": "harvester-node-000001002"},
          "spec": {"address": "0000:01:00.2", "nodeName": "harvester-node", "userName": "admin"}},
@@ -61,7 +51,7 @@ def test_claims_are_named_like_harvesters_pcidevices(capsys, hpe_a2):
 
 def test_node_name_defaults_to_the_hostname_lower_cased(capsys, gpu, fake):
     fake.write("etc/hostname", "GPU-Box-3\n")
-    (claim,) = _claims(_emit(capsys, gpu, GPU).out)
+    (claim,) = yaml_documents(_emit(capsys, gpu, GPU).out)
     assert claim["metadata"]["name"] == "gpu-box-3-00003b000" and claim["spec"]["nodeName"] == "gpu-box-3"
 
 
@@ -75,7 +65,7 @@ def test_an_invalid_node_name_is_a_usage_error(capsys, gpu):
 
 
 def test_per_device_disables_resource_pooling(capsys, gpu):
-    (claim,) = _claims(_emit(capsys, gpu, GPU, "--node", "n1", "--per-device").out)
+    (claim,) = yaml_documents(_emit(capsys, gpu, GPU, "--node", "n1", "--per-device").out)
     assert claim["spec"]["disableResourcePooling"] is True
     assert_valid_claim(claim)
 
@@ -108,7 +98,7 @@ def test_owner_references_come_from_the_clusters_pcidevices(capsys, gpu, tmp_pat
     pds = _pcidevices(tmp_path, _pcidevice("n1-00003b000", GPU, "n1", uid="aaaa-1"),
                       _pcidevice("n1-00003b001", GPU_AUDIO, "n1", device="10f8", uid="bbbb-2"))
     r = _emit(capsys, gpu, GPU, GPU_AUDIO, "--node", "n1", "--pcidevices", str(pds))
-    claims = _claims(r.out)
+    claims = yaml_documents(r.out)
     assert [c["metadata"]["ownerReferences"] for c in claims] == [
         [{"apiVersion": API, "kind": "PCIDevice", "name": "n1-00003b000", "uid": "aaaa-1"}],
         [{"apiVersion": API, "kind": "PCIDevice", "name": "n1-00003b001", "uid": "bbbb-2"}],

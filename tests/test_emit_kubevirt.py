@@ -9,7 +9,7 @@ import yaml
 
 from pcipass.emit import names
 from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A, NIC_B, gpu_host
+from tests.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A, NIC_B, yaml_documents
 from tests.emit_schemas import (KUBEVIRT_CRD, SCHEMAS, VM_CRD_V058, VMI_CRD_V16, crd_errors, crd_schema,
                                 swagger_errors, swagger_unknown_keys, unknown_keys)
 from tests.golden import check_golden
@@ -18,23 +18,14 @@ A2_FUNCTIONS = ["08:00.0"] + [f"08:00.{f}" for f in range(4, 8)] + [f"08:01.{f}"
                [f"08:02.{f}" for f in range(4)]
 
 
-@pytest.fixture
-def gpu(fake):
-    return gpu_host(fake).root
-
-
 def _emit(capsys, root, *args, code=0):
     r = run(capsys, "--root", str(root), "emit", "kubevirt", *args)
     assert r.code == code, r.err
     return r
 
 
-def _docs(text: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
-
-
 def _split(text: str) -> tuple[dict, dict]:
-    cr, vm = _docs(text)
+    cr, vm = yaml_documents(text)
     assert cr["kind"] == "KubeVirt" and vm["kind"] == "VirtualMachine"
     return cr, vm
 
@@ -130,7 +121,7 @@ def test_yaml_documents_say_how_to_apply_them(capsys, gpu):
     out = _emit(capsys, gpu, GPU).out
     assert out.startswith("---\n# KubeVirt CR merge patch: kubectl patch kubevirt kubevirt -n kubevirt --type merge")
     assert "\n---\n# VirtualMachine merge patch: kubectl patch vm NAME" in out
-    assert _docs(_emit(capsys, gpu, GPU, "--only", "vm").out)[0]["kind"] == "VirtualMachine"
+    assert yaml_documents(_emit(capsys, gpu, GPU, "--only", "vm").out)[0]["kind"] == "VirtualMachine"
 
 
 # --- what the patch says -------------------------------------------------------------------------------------

@@ -12,14 +12,9 @@ from pcipass.address import PciAddress
 from pcipass.emit.libvirt import FIRST_GUEST_SLOT, LAST_GUEST_SLOT, guest_addresses
 from pcipass.errors import UsageError
 from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, GPU_PORT, LONE, NIC_A, NIC_B, NO_GROUP, gpu_host
+from tests.emit_hosts import GPU, GPU_AUDIO, GPU_PORT, LONE, NIC_A, NIC_B, NO_GROUP
 from tests.emit_schemas import LIBVIRT_VERSIONS, SCHEMAS, libvirt_errors, wrap_in_domain
 from tests.golden import check_golden
-
-
-@pytest.fixture
-def gpu(fake):
-    return gpu_host(fake).root
 
 
 def _emit(capsys, root, *args):

@@ -17,7 +17,7 @@ import libvirt
 import pytest
 
 from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A, gpu_host
+from tests.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A
 from tests.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors
 
 URI = "test:///default"
@@ -29,11 +29,6 @@ _DOMAIN = """<domain type='test'>
   <os><type arch='x86_64'>hvm</type></os>
   <devices/>
 </domain>"""
-
-
-@pytest.fixture
-def gpu(fake):
-    return gpu_host(fake).root
 
 
 @pytest.fixture
