@@ -67,24 +67,22 @@ class _Collector:
             chain.append(parent)
             parent = os.path.dirname(parent)
         for d in reversed(chain):
-            self.seen.add(d)
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            info.mtime = self.mtime
-            self.entries.append((d, info, None))
+            self._dir_entry(d)
 
-    def add_dir(self, path: str | os.PathLike[str]) -> None:
-        arc = self._arc(os.fspath(path))
-        if arc in self.seen:
-            return
-        self._dirs_for(arc)
+    def _dir_entry(self, arc: str) -> None:
         self.seen.add(arc)
         info = tarfile.TarInfo(arc)
         info.type = tarfile.DIRTYPE
         info.mode = 0o755
         info.mtime = self.mtime
         self.entries.append((arc, info, None))
+
+    def add_dir(self, path: str | os.PathLike[str]) -> None:
+        arc = self._arc(os.fspath(path))
+        if arc in self.seen:
+            return
+        self._dirs_for(arc)
+        self._dir_entry(arc)
 
     def add(self, path: str | os.PathLike[str], placeholder_devices: bool = False) -> None:
         """Add one file or symlink (not recursing); unreadable files are skipped, links kept as links."""
