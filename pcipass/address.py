@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import UsageError
 
@@ -45,3 +46,30 @@ class PciAddress:
         """The address without the function (``0000:3b:00``): what functions of one card share."""
         return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}"
 
+
+# A PCI address as the kernel writes it (pci_name(): "%04x:%02x:%02x.%d"; VMD domains are wider).
+CANONICAL = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]")
+
+
+@lru_cache(maxsize=None)
+def _address_part(part: str) -> str | None:
+    """The canonical address if a path component is one. Cached: the same bridges appear in every path below
+    them."""
+    if CANONICAL.fullmatch(part):
+        return part
+    addr = PciAddress.try_parse(part)
+    return None if addr is None else str(addr)
+
+
+def pci_owner(path: str | None) -> str | None:
+    """The nearest PCI device above a sysfs object: the last component of ``path``, before its own, that is a
+    PCI address (a device's parent bridge; the device of an interface, disk or input device)."""
+    if path is None:
+        return None
+    for part in reversed(path.split("/")[:-1]):
+        # Two colons first: cheap, and it skips "pci0000:00", "net", ... without a failed parse.
+        if part.count(":") == 2:
+            addr = _address_part(part)
+            if addr is not None:
+                return addr
+    return None

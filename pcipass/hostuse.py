@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from .address import PciAddress
+from .address import pci_owner
 from .host import Host
 from .inventory import Inventory
 from .sysfs import link_name, link_target, list_dir, read_lines, read_str
@@ -65,18 +65,6 @@ class InUse(NamedTuple):
     @property
     def message(self) -> str:
         return f"{self.object}: {self.detail}"
-
-
-def _pci_owner(target: str | None) -> str | None:
-    """The nearest PCI device above a sysfs class object (its path holds ``dddd:bb:dd.f`` components)."""
-    if target is None:
-        return None
-    for part in reversed(target.split("/")[:-1]):
-        if part.count(":") == 2:
-            addr = PciAddress.try_parse(part)
-            if addr is not None:
-                return str(addr)
-    return None
 
 
 def _unescape(text: str) -> str:
@@ -325,7 +313,7 @@ def _scan_nets(host: Host) -> dict[str, _Net]:
     out: dict[str, _Net] = {}
     for name in list_dir(cdir):
         path = cdir + "/" + name
-        out[name] = _Net(name, _pci_owner(link_target(path)), path)
+        out[name] = _Net(name, pci_owner(link_target(path)), path)
     return out
 
 
@@ -428,7 +416,7 @@ def _scan_blocks(host: Host) -> dict[str, _Block]:
             target = link_target(path)
             devnum = read_str(os.path.join(path, "dev"))  # the block device's major:minor attribute
             holders = tuple(list_dir(os.path.join(path, "holders")))
-            out[name] = _Block(name, _pci_owner(target), devnum.strip() if devnum else None, holders)
+            out[name] = _Block(name, pci_owner(target), devnum.strip() if devnum else None, holders)
     return out
 
 
@@ -481,7 +469,7 @@ def _scan_keyboards(host: Host) -> dict[str, tuple[tuple[str, str], ...]]:
     for name in list_dir(cdir):
         if not name.startswith("input"):
             continue  # eventN, mouseN, jsN: handlers of an inputN, which is what is looked at
-        owner = _pci_owner(link_target(cdir / name))
+        owner = pci_owner(link_target(cdir / name))
         if owner is None or not _is_keyboard(read_str(cdir / name / "capabilities" / "key")):
             continue
         label = (read_str(cdir / name / "name") or "").strip() or "keyboard"
@@ -503,7 +491,7 @@ def _scan_consoles(host: Host, inventory: Inventory) -> dict[str, tuple[tuple[st
     for name in list_dir(gdir):
         if not name.startswith("fb"):
             continue
-        owner = _pci_owner(link_target(gdir / name))
+        owner = pci_owner(link_target(gdir / name))
         label = read_str(gdir / name / "name") or "framebuffer"
         fbs.append((name, owner, label.strip()))
     vtdir = host.sys_class("vtconsole")

@@ -18,14 +18,13 @@ import dataclasses
 import gc
 import marshal
 import os
-import re
 import signal
 import threading
 from collections.abc import Callable, Iterable
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
-from .address import PciAddress
+from .address import CANONICAL, PciAddress, pci_owner
 from .drivers import is_assignable
 from .errors import DeviceNotFound
 from .host import Host
@@ -72,31 +71,6 @@ def _int(text: str | None) -> int | None:
         return int(text.strip())
     except ValueError:
         return None
-
-
-# A PCI address as the kernel writes it (pci_name(): "%04x:%02x:%02x.%d"; VMD domains are wider).
-_CANONICAL = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]")
-
-
-@lru_cache(maxsize=None)
-def _address_part(part: str) -> str | None:
-    """The canonical address if a path component is one. Cached: the same bridges appear in every path below
-    them."""
-    if _CANONICAL.fullmatch(part):
-        return part
-    addr = PciAddress.try_parse(part)
-    return None if addr is None else str(addr)
-
-
-def _nearest_pci_ancestor(path: str) -> str | None:
-    """The last component of ``path`` that is a PCI address (the device owning a class object)."""
-    for part in reversed(path.split("/")[:-1]):
-        # Two colons first: cheap, and it skips "pci0000:00", "net", ... without a failed parse.
-        if part.count(":") == 2:
-            addr = _address_part(part)
-            if addr is not None:
-                return addr
-    return None
 
 
 class _HostTables:
@@ -207,7 +181,7 @@ def _class_objects(*class_dirs: os.PathLike[str]) -> dict[str, tuple[str, ...]]:
             # A partition's parent directory is its disk (block/sda/sda1, nvme0n1/nvme0n1p1).
             if len(parts) >= 2 and parts[-2] in name_set and parts[-2] != name:
                 continue
-            owner = _nearest_pci_ancestor(target)
+            owner = pci_owner(target)
             if owner:
                 out.setdefault(owner, set()).add(name)
     return {k: tuple(sorted(v)) for k, v in out.items()}
@@ -396,7 +370,7 @@ class _Reader:
             name, vendor, device, sub_vendor, sub_device, class_id, revision, *names,
             driver, override, module, modalias, iommu_group, numa, is_bridge, header_type,
             None,  # physical_slot: host tables, joined by _to_device
-            _nearest_pci_ancestor(real) if real != entry else None,
+            pci_owner(real) if real != entry else None,
             functions, physfn, sriov, boot_vga, reset_method, link,
             None, None, None,  # net, block, drm: likewise
         )
@@ -585,7 +559,7 @@ class Inventory:
         # slicing; anything else that parses as an address is still a device.
         parsed: dict[str, tuple[tuple[int, str], str]] = {}
         for n in list_dir(devices_dir):
-            if _CANONICAL.fullmatch(n):
+            if CANONICAL.fullmatch(n):
                 parsed[n] = ((int(n[:-8], 16), n[-7:]), n[:-2])
             else:
                 a = PciAddress.try_parse(n)
