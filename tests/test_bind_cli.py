@@ -133,11 +133,39 @@ def test_live_root_without_iommu_refuses(capsys, monkeypatch, tmp_path):
     assert tree() == before  # not a write, not even the state directory
 
 
-def test_this_machine_is_recognised_as_live():
-    """Read-only: the running system is seen as live, and the refusal's IOMMU test reads it as the kernel does."""
-    from pcipass.engine.guards import iommu_active
+@pytest.mark.parametrize("noiommu", [False, True])
+def test_groups_without_iommu_class_dir(capsys, monkeypatch, tmp_path, noiommu):
+    """A tree recorded without /sys/class/iommu (tests/data's HPE hosts) but with IOMMU groups has an active
+    IOMMU, for enable as for check-iommu; vfio's no-IOMMU groups alone do not make one, for either."""
     from pcipass.host import Host
+    from tests.fakehost import FakeHost
+
+    fake = FakeHost(tmp_path / "host")
+    fake.add_device("0000:00:03.0", vendor="8086", device="10d3", class_="020000", driver="e1000e")
+    fake.add_driver("vfio-pci")
+    fake.set_group("0000:00:03.0", 7)
+    if noiommu:
+        fake.write("sys/kernel/iommu_groups/7/name", "vfio-noiommu\n")
+    assert not any((fake.root / "sys/class/iommu").iterdir())
+    monkeypatch.setattr(Host, "is_live", property(lambda self: self.root == fake.root))
+    r = run(capsys, "--root", str(fake.root), "enable", "--dry-run", "00:03.0")
+    check = run(capsys, "--root", str(fake.root), "--format", "json", "check-iommu")
+    active = next(c for c in json.loads(check.out)["data"]["checks"] if c["id"] == "iommu.active")
+    if noiommu:
+        assert r.code == 5 and "no IOMMU is active" in r.err
+        assert active["verdict"] == "fail"
+    else:
+        assert r.code == 0, r.err
+        assert "planned" in r.out and "/sys/bus/pci/devices/0000:00:03.0/driver_override   vfio-pci" in r.out
+        assert active["verdict"] == "pass"
+
+
+def test_this_machine_is_recognised_as_live():
+    """Read-only: the running system is seen as live, and the refusal's IOMMU test reads it as the kernel does
+    (this development machine has no IOMMU: no unit, no group, so enable and disable refuse here)."""
+    from pcipass.host import Host
+    from pcipass.iommu import active
 
     host = Host("/")
     assert host.is_live
-    assert iommu_active(host) == any(Path("/sys/class/iommu").iterdir())
+    assert active(host) == (any(Path("/sys/class/iommu").iterdir()) or any(Path("/sys/kernel/iommu_groups").iterdir()))

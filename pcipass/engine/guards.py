@@ -18,8 +18,8 @@ from ..drivers import is_assignable, is_vfio_driver
 from ..errors import PermissionDenied, Refused, UsageError
 from ..host import Host
 from ..inventory import Inventory
+from ..iommu import active as iommu_active
 from ..model import PciDevice, Role
-from ..sysfs import list_dir
 
 if TYPE_CHECKING:
     from ..hostuse import HostUse
@@ -46,10 +46,6 @@ class Refusal(NamedTuple):
 
 def effective_uid() -> int:
     return os.geteuid()
-
-
-def iommu_active(host: Host) -> bool:
-    return bool(list_dir(host.iommu_class_dir))
 
 
 def preflight(host: Host, *, action: str, dry_run: bool) -> None:

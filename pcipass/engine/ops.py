@@ -22,11 +22,12 @@ from ..drivers import VFIO_PCI, is_vfio_driver, normalize
 from ..errors import DeviceNotFound, ExitCode, ModuleError, PcipassError, Refused, SysfsError
 from ..host import Host
 from ..inventory import Inventory
+from ..iommu import active as iommu_active
 from ..pciids import PciIds
 from ..model import PciDevice
 from .execute import Executor, GroupRun, StepRecord, driver_of
 from .guards import (Refusal, RefusalKind, blocking_peers, describe, device_refusals, in_use_refusals,
-                     iommu_active, preflight)
+                     preflight)
 from .kernel import Kernel, SysfsKernel
 from .plan import GroupPlan, Move, Plan, Step
 from .planner import DriverResolver, StepBuilder, current_override, module_step

@@ -13,6 +13,7 @@ from functools import cached_property
 from ..host import Host
 from . import bootloader, files, kconfig
 from ..cmdline import Cmdline
+from ..iommu import is_noiommu_group
 
 INTEL = "intel"
 AMD = "amd"
@@ -179,16 +180,8 @@ class Facts:
 
     @cached_property
     def noiommu_groups(self) -> list[str]:
-        """Groups vfio created for no-IOMMU mode (their ``name`` is ``vfio-noiommu``; drivers/vfio/group.c)."""
-        out = []
-        for name in self.groups:
-            try:
-                text = files.read_text(self.host.iommu_groups_dir / name / "name", 256)
-            except files.Unreadable:
-                continue
-            if text and text.strip() == "vfio-noiommu":
-                out.append(name)
-        return out
+        """Groups vfio created for no-IOMMU mode (``iommu.is_noiommu_group``)."""
+        return [name for name in self.groups if is_noiommu_group(self.host, name)]
 
     @cached_property
     def acpi_tables(self) -> list[str] | None:
