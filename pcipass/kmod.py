@@ -1,5 +1,5 @@
 """Kernel module state, read like kmod reads it (no libkmod binding: it is not on PyPI as a maintained
-package, and the files are simple): loaded, built in, available, blacklisted, or missing.
+package, and the files are simple): loaded, built in, available, blacklisted, missing, or unknown (no index).
 
 Sources, all through the host root:
 - loaded: ``/sys/module/<m>/initstate`` (only loadable modules have it) or ``/proc/modules``;
@@ -29,6 +29,9 @@ class ModState(str, Enum):
     AVAILABLE = "available"
     BLACKLISTED = "blacklisted"
     MISSING = "missing"
+    #: Not loaded, and no readable module index (kernel release unknown, or no /lib/modules/<release>: a
+    #: recorded tree, a container) to tell whether it exists.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,12 @@ def _in_modules_file(host: Host, filename: str, name: str) -> bool:
     return False
 
 
+def has_module_index(host: Host) -> bool:
+    """Whether the running kernel's ``modules.dep`` can be read."""
+    path = host.lib_modules("modules.dep")
+    return path is not None and os.access(path, os.R_OK)
+
+
 def is_loaded(host: Host, name: str) -> bool:
     name = normalize(name)
     if read_str(host.sys_module(name) / "initstate") == "live":
@@ -182,6 +191,8 @@ def module_info(host: Host, name: str) -> ModuleInfo:
         state = ModState.BUILTIN
     elif blacklisted:
         state = ModState.BLACKLISTED
+    elif not has_module_index(host):
+        state = ModState.UNKNOWN
     elif _in_modules_file(host, "modules.dep", name):
         state = ModState.AVAILABLE
     else:

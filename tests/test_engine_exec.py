@@ -162,6 +162,16 @@ def test_missing_module_is_a_clear_error(env):
     assert env.kernel.writes == []
 
 
+def test_without_module_index_the_load_is_planned(env):
+    """No modules.dep to look vfio_pci up in (a recorded tree): plan the load and let modprobe judge."""
+    import shutil
+
+    shutil.rmtree(env.root / "lib/modules")
+    r = env.enable(bh.E1000E, dry_run=True)
+    assert r.exit_code is ExitCode.OK, r.errors
+    assert (r.steps[0].step.op.value, r.steps[0].step.value, r.steps[0].status) == ("load-module", "vfio_pci", "planned")
+
+
 def test_module_load_failure_fails_the_groups_that_need_it_and_writes_nothing(env):
     env.kernel.module_fail.add("vfio_pci")
     r = env.enable(bh.E1000E, bh.AUDIO)

@@ -32,6 +32,16 @@ def test_states(fake):
     assert module_info(host, "nouveau").state is ModState.MISSING
 
 
+def test_no_module_index_is_unknown_not_missing(fake):
+    """A recorded tree or a container without /lib/modules/<release>: whether a module exists cannot be told."""
+    fake.write("proc/modules", "e1000e 286720 0 - Live 0x0000000000000000\n")
+    host = Host(fake.root)
+    assert module_info(host, "vfio_pci").state is ModState.UNKNOWN
+    assert module_info(host, "e1000e").state is ModState.LOADED
+    (fake.root / "proc/sys/kernel/osrelease").unlink()  # release unknown: no directory to look in at all
+    assert module_info(Host(fake.root), "vfio_pci").state is ModState.UNKNOWN
+
+
 def test_blacklist_sources(fake):
     _modules(fake, dep=["drivers/vfio/pci/vfio-pci.ko", "drivers/gpu/nouveau.ko", "drivers/x/foo.ko"])
     fake.write("etc/modprobe.d/pass.conf", "# comment\nblacklist vfio-pci  # no\n")

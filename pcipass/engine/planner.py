@@ -60,7 +60,7 @@ class DriverResolver:
 
     def resolve(self, name: str) -> Target:
         """The driver called ``name`` (any ``-``/``_`` spelling), loading its module if it is not registered.
-        Raises ModuleError when the module cannot be loaded (blacklisted, missing)."""
+        Raises ModuleError when the module cannot be loaded (blacklisted, missing from the module index)."""
         if name in self._cache:
             return self._cache[name]
         found = self._registered(name)
@@ -75,7 +75,6 @@ class DriverResolver:
             module = normalize(kmod.driver_module(self.host, name) or name)
             driver = _DRIVER_NAMES.get(module, name)
             info = kmod.module_info(self.host, module)
-            kver = self.host.kernel_release or "this kernel"
             if info.state is ModState.BLACKLISTED:
                 raise ModuleError(
                     f"module {module} (driver {driver}) is not loaded and is blacklisted "
@@ -84,12 +83,14 @@ class DriverResolver:
                     f"modprobe {module}) and retry",
                 )
             if info.state is ModState.MISSING:
-                raise ModuleError(f"module {module} (driver {driver}) does not exist for kernel {kver}",
+                raise ModuleError(f"module {module} (driver {driver}) does not exist for kernel "
+                                  f"{self.host.kernel_release}",
                                   remedy="install the kernel's modules package (CONFIG_VFIO_PCI=m or =y)")
             if info.state in (ModState.LOADED, ModState.BUILTIN):
                 raise ModuleError(
                     f"module {module} is {info.state.value} but registers no PCI driver named {name}",
                     remedy=f"check the driver name: ls {shown_path(self.host.root, self.host.pci_drivers_dir)}")
+            # AVAILABLE, or UNKNOWN (no module index to look in): plan the load; modprobe judges when it runs.
             target = Target(driver, module)
         self._cache[name] = target
         return target

@@ -556,7 +556,7 @@ def _module_check(name: str) -> HostCheck:
                          f"alias, or for vfio-pci.ids= at boot); an explicit modprobe {shown_name} still loads it",
                          _unblacklist(fx, info, shown_name))
         index = host.lib_modules("modules.dep")
-        if index is None or not files.exists(index):
+        if info.state is ModState.UNKNOWN:
             return Check(check_id, S, f"not loaded, and no module index ({fx.shown(index) if index else 'kernel release unknown'}) "
                          f"{fx.here}")
         return Check(check_id, F, f"not built in and not in {fx.shown(index)}",
