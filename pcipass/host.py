@@ -154,6 +154,10 @@ class Host:
     def vfio_group_node(self, group: int) -> Path:
         return self.dev("vfio", str(group))
 
+    def vfio_device_node(self, name: str) -> Path:
+        """A device's VFIO cdev (``vfioN`` of its ``vfio-dev/`` directory): what iommufd users open."""
+        return self.dev("vfio", "devices", name)
+
     # --- /proc ----------------------------------------------------------------------------------------
     @property
     def cmdline(self) -> Path:

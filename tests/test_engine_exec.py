@@ -191,14 +191,49 @@ def test_disable_reloads_the_original_driver_module(env):
 
 
 def test_disable_refuses_while_a_vm_holds_the_group(env, monkeypatch):
+    """A holder pcipass cannot see in /proc: the kernel's EBUSY on opening the group tells."""
     from pcipass.engine.vfio import VfioGroupStatus
 
     env.enable(bh.E1000E)
-    monkeypatch.setattr(env.kernel, "vfio_status", lambda g: VfioGroupStatus(g, None, True, "open elsewhere"))
+    monkeypatch.setattr(env.kernel, "vfio_status",
+                        lambda g: VfioGroupStatus(g, None, True, "open by another process (a running VM?)"))
     env.kernel.writes.clear()
     r = env.disable(bh.E1000E)
     assert r.exit_code is ExitCode.REFUSED and "open by another process" in r.devices[0].reasons[0]
     assert env.kernel.writes == []
+
+
+def _holds(env, pid: int, comm: str, node: str) -> None:
+    """Process ``pid`` has ``node`` (under the root's dev/) open: an absolute fd link, as the kernel shows it."""
+    env.fake.write(f"proc/{pid}/comm", comm + "\n")
+    (env.root / f"proc/{pid}/fd").mkdir(parents=True, exist_ok=True)
+    os.symlink(env.root / "dev" / node, env.root / f"proc/{pid}/fd/{17 + pid % 7}")
+
+
+def test_holders_of_a_group_are_named_and_the_group_is_not_opened(env, monkeypatch):
+    env.enable(bh.E1000E)
+    group = env.status(bh.E1000E).devices[0].group
+    _holds(env, 4242, "qemu-system-x86", f"vfio/{group}")
+    _holds(env, 99, "bash", "vfio/999")  # another group's node: not a holder of this one
+    monkeypatch.setattr(env.kernel, "vfio_status", lambda g: pytest.fail("opened a group a process holds"))
+    (st,) = env.status(bh.E1000E).devices
+    assert (st.vfio_viable, st.vfio_detail) == (None, "open by qemu-system-x86 (pid 4242)")
+    env.kernel.writes.clear()
+    r = env.disable(bh.E1000E)
+    assert r.exit_code is ExitCode.REFUSED and env.kernel.writes == []
+    assert r.devices[0].reasons == (f"IOMMU group {group} is open by qemu-system-x86 (pid 4242): unbinding would "
+                                    "block until it lets go",)
+
+
+def test_an_iommufd_user_of_a_member_cdev_holds_the_group(env, monkeypatch):
+    """QEMU with iommufd opens the device's /dev/vfio/devices/vfioN, not the group node."""
+    env.enable(bh.E1000E)
+    env.fake.write(f"sys/bus/pci/devices/{bh.E1000E}/vfio-dev/vfio3/dev", "237:3\n")
+    _holds(env, 7, "qemu-system-x86", "vfio/devices/vfio3")
+    _holds(env, 12, "qemu-system-x86", "vfio/devices/vfio3")
+    monkeypatch.setattr(env.kernel, "vfio_status", lambda g: pytest.fail("opened a group a process holds"))
+    (st,) = env.status(bh.E1000E).devices
+    assert st.vfio_detail == "open by qemu-system-x86 (pid 7), qemu-system-x86 (pid 12)"
 
 
 # --- failures and rollback ------------------------------------------------------------------------------------

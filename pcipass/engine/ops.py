@@ -32,6 +32,7 @@ from .kernel import Kernel, SysfsKernel
 from .plan import GroupPlan, Move, Plan, Step
 from .planner import DriverResolver, StepBuilder, current_override, module_step
 from .state import DeviceRecord, Lock, Phase, StateStore, interrupted_message, lock_is_free, now_utc, pid_alive
+from .vfio import VfioOpeners, status_unless_held
 from .wait import Waiter
 
 DEFAULT_TIMEOUT = 10.0
@@ -290,6 +291,7 @@ def _plan_disable(ctx: _Context, addrs: list[str]) -> _Planned:
             by_group.setdefault(dev.iommu_group, []).append(dev)
 
     groups: list[GroupPlan] = []
+    openers = VfioOpeners(ctx.host)
     for g in sorted(by_group, key=lambda k: (k is None, k or 0)):
         devs = by_group[g]
         moves: list[tuple[Move, list[Step]]] = []
@@ -330,10 +332,9 @@ def _plan_disable(ctx: _Context, addrs: list[str]) -> _Planned:
         if not moves:
             continue
         if g is not None and any(is_vfio_driver(m.driver_before) for m, _ in moves):
-            st = ctx.kernel.vfio_status(g)
+            st = status_unless_held(openers, inv, g, ctx.kernel.vfio_status)
             if st.busy:
-                msg = (f"IOMMU group {g} is open by another process (a running VM?): unbinding would block "
-                       "until it lets go")
+                msg = f"IOMMU group {g} is {st.detail}: unbinding would block until it lets go"
                 _refuse(results, errors, [inv.devices[m.address] for m, _ in moves],
                         [Refusal(moves[0][0].address, RefusalKind.GROUP_OPEN, msg)])
                 continue

@@ -12,7 +12,7 @@ from ..inventory import Inventory
 from ..pciids import PciIds
 from .kernel import Kernel, SysfsKernel
 from .state import StateStore, interrupted_message, lock_is_free, pid_alive
-from .vfio import VfioGroupStatus
+from .vfio import VfioGroupStatus, VfioOpeners, status_unless_held
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
             key=PciAddress.parse,
         )
     vfio_cache: dict[int, VfioGroupStatus] = {}
+    openers = VfioOpeners(host)
     out: list[DeviceStatus] = []
     messages: list[str] = []
     for a in wanted:
@@ -74,7 +75,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
         group = dev.iommu_group if dev else (rec.group if rec else None)
         if dev is not None and group is not None and is_vfio_driver(dev.driver, inv.variant_modules):
             if group not in vfio_cache:
-                vfio_cache[group] = kernel.vfio_status(group)
+                vfio_cache[group] = status_unless_held(openers, inv, group, kernel.vfio_status)
             viable, detail = vfio_cache[group].viable, vfio_cache[group].detail
         out.append(DeviceStatus(
             address=a,

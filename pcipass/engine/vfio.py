@@ -17,9 +17,14 @@ import errno
 import os
 import stat
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..host import Host
+from ..sysfs import list_dir, read_str
+
+if TYPE_CHECKING:
+    from ..inventory import Inventory
 
 
 def _io(type_: int, nr: int) -> int:
@@ -65,3 +70,61 @@ def group_status(host: Host, group: int) -> VfioGroupStatus:
         os.close(fd)
     flags = struct.unpack("=II", buf)[1]
     return VfioGroupStatus(group, bool(flags & VFIO_GROUP_FLAGS_VIABLE), False, None)
+
+
+
+class VfioOpeners:
+    """Which processes have VFIO nodes open (a group's ``/dev/vfio/<group>``, a device's
+    ``/dev/vfio/devices/vfioN`` cdev for iommufd users), read once from the ``/proc/<pid>/fd`` links, as
+    fuser(1) finds them. Processes this user may not inspect are not seen."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._by_node: dict[str, list[tuple[int, str]]] | None = None
+
+    def _scan(self) -> dict[str, list[tuple[int, str]]]:
+        host = self.host
+        prefix = os.fspath(host.dev("vfio")) + "/"
+        out: dict[str, list[tuple[int, str]]] = {}
+        for pid in list_dir(host.proc()):
+            if not pid.isdigit():
+                continue
+            fd_dir = host.proc(pid, "fd")
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:  # gone, or not ours to inspect
+                continue
+            seen: set[str] = set()
+            for fd in fds:
+                try:
+                    target = os.readlink(os.path.join(fd_dir, fd))
+                except OSError:
+                    continue
+                if target.startswith(prefix) and target not in seen:
+                    seen.add(target)
+                    comm = read_str(host.proc(pid, "comm")) or "unknown"
+                    out.setdefault(target, []).append((int(pid), f"{comm} (pid {pid})"))
+        return out
+
+    def of_group(self, inv: Inventory, group: int) -> tuple[str, ...]:
+        """``comm (pid N)`` of each process holding the group or a member's cdev, in pid order."""
+        if self._by_node is None:
+            self._by_node = self._scan()
+        host = self.host
+        nodes = [os.fspath(host.vfio_group_node(group))]
+        grp = inv.groups.get(group)
+        for m in grp.devices if grp else ():
+            nodes += [os.fspath(host.vfio_device_node(n)) for n in list_dir(host.pci_device(m.address) / "vfio-dev")]
+        return tuple(name for _, name in sorted({h for n in nodes for h in self._by_node.get(n, ())}))
+
+
+def status_unless_held(openers: VfioOpeners, inv: Inventory, group: int,
+                       ask: Callable[[int], VfioGroupStatus]) -> VfioGroupStatus:
+    """The group's status from ``ask`` (``Kernel.vfio_status``), unless a process holds the group: then that
+    process, and the group is not opened. Why: VFIO allows one open file per group (drivers/vfio/group.c
+    vfio_group_fops_open), so a look at a group a VM holds gets EBUSY and says only "someone", and an open of
+    ours at the instant a VM starts would make the VM's own open fail."""
+    held = openers.of_group(inv, group)
+    if held:
+        return VfioGroupStatus(group, None, True, "open by " + ", ".join(held))
+    return ask(group)

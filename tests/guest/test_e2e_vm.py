@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from contextlib import suppress
@@ -54,6 +55,13 @@ def _host():
     from pcipass.host import Host
 
     return Host("/")
+
+
+def _held_by_the_domain(name: str, detail: str | None) -> None:
+    """``status``'s detail names the domain's own QEMU (its command line says ``-name guest=NAME``)."""
+    m = re.fullmatch(r"open by qemu-system-x86 \(pid (\d+)\)", detail or "")
+    assert m, detail
+    assert f"guest={name}," in Path(f"/proc/{m[1]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def _status(capsys, *addresses: str) -> list[dict]:
@@ -230,10 +238,11 @@ def test_group_emitted_for_libvirt_runs_in_a_real_domain(addr, capsys, boot, lib
 
         # pcipass sees the VM holding the group and does not pull the devices from under it.
         st = _status(capsys, fn0, fn1)
-        assert [(d["phase"], d["vfio_detail"]) for d in st] == [
-            ("enabled", "open by another process (a running VM?)")] * 2
+        held = st[0]["vfio_detail"]
+        assert [(d["phase"], d["vfio_viable"], d["vfio_detail"]) for d in st] == [("enabled", None, held)] * 2
+        _held_by_the_domain(name, held)
         r = _pcipass(capsys, "disable", fn0, fn1)
-        assert r.code == 5 and "open by another process" in r.err, r.out + r.err
+        assert r.code == 5 and f"is {held}: unbinding would block" in r.err, r.out + r.err
         assert (_driver(fn0), _driver(fn1)) == ("vfio-pci", "vfio-pci")
 
         dom.destroy()
@@ -295,7 +304,8 @@ def test_live_attach_and_detach_with_libvirt_managing_the_binding(addr, capsys, 
         (st,) = _status(capsys, a)
         assert (st["driver"], st["driver_override"], st["recorded_known"], st["phase"]) == (
             "vfio-pci", "vfio-pci", None, None), st  # on vfio, and pcipass did not do it
-        assert (st["vfio_viable"], st["vfio_detail"]) == (None, "open by another process (a running VM?)"), st
+        assert st["vfio_viable"] is None, st
+        _held_by_the_domain(name, st["vfio_detail"])
         assert a in [d["address"] for d in _status(capsys)]  # listed by a plain 'pcipass status'
 
         r = _pcipass(capsys, "detach", name, a, "--live", "--connect", URI)
