@@ -115,6 +115,16 @@ def test_bad_root_and_options(capsys, tmp_path):
     assert r.code == 2 and "--frobnicate" in r.err
 
 
+@pytest.mark.parametrize("cmd", [["list"], ["list", "--tree"], ["groups"]])
+def test_root_without_a_pci_bus_is_said_not_listed_as_empty(capsys, tmp_path, small, cmd):
+    """A --root that is not a host's root (or a kernel without PCI): the empty answer comes with the reason."""
+    r = run(capsys, "--root", str(tmp_path), "-f", "json", *cmd)
+    assert r.code == 0 and json.loads(r.out)["data"] == []
+    assert r.err == f"pcipass: no PCI bus in {tmp_path}: it has no sys/bus/pci/devices (not a Linux host's root, " \
+                    "or a kernel without PCI)\n"
+    assert "no PCI bus" not in run(capsys, "--root", str(small.root), *cmd).err
+
+
 def test_root_from_environment(capsys, small, monkeypatch):
     monkeypatch.setenv("PCIPASS_ROOT", str(small.root))
     r = run(capsys, "-f", "json", "list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +21,15 @@ def _inventory(detail: bool = True):
     return Inventory.scan(context.CURRENT.host(), detail=detail)
 
 
+def _no_pci_bus(result) -> bool:
+    """Say so when the root has no PCI bus directory at all, rather than print an empty list as if the host had
+    no devices: a --root that is not a host's root, or a kernel built without PCI."""
+    host = context.CURRENT.host()
+    if os.path.isdir(host.pci_devices_dir):
+        return False
+    result.messages.append(f"no PCI bus in {host.root}: it has no {os.path.relpath(host.pci_devices_dir, host.root)} "
+                           "(not a Linux host's root, or a kernel without PCI)")
+    return True
 
 
 def _short_class(dev: dict[str, Any]) -> str | None:
@@ -102,7 +112,9 @@ def list_cmd(
     )
     # Devices as ``list`` reports them (inventory.summary): every field but the details its scan skipped.
     if not tree:
-        finish(Result("list", data=Records(devices, summary)), _list_view)
+        result = Result("list", data=Records(devices, summary))
+        _no_pci_bus(result)
+        finish(result, _list_view)
         return
     buckets: dict[int | None, list[Any]] = {}
     for dev in devices:
@@ -111,7 +123,9 @@ def list_cmd(
     for gnum in sorted(buckets, key=lambda g: (g is None, g or 0)):
         verdict = inv.groups[gnum].verdict.value if gnum is not None and gnum in inv.groups else "none"
         data.append({"group": gnum, "verdict": verdict, "devices": buckets[gnum]})
-    finish(Result("list", data=data), _tree_view)
+    result = Result("list", data=data)
+    _no_pci_bus(result)
+    finish(result, _tree_view)
 
 
 def _show_view(data: dict[str, Any]) -> list[Block]:
@@ -205,7 +219,7 @@ def groups_cmd(fmt: FormatOption = None) -> None:
 
     inv = _inventory(detail=False)
     result = Result("groups", data=list(inv.groups.values()))
-    if not inv.groups:
+    if not inv.groups and not _no_pci_bus(result):
         result.messages.append("no IOMMU groups: the IOMMU is off or unsupported (see 'pcipass check-iommu')")
     finish(result, _groups_view)
 
