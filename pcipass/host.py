@@ -75,6 +75,16 @@ class Host:
     def __repr__(self) -> str:
         return f"Host({str(self.root)!r})"
 
+    def shown(self, path: str | os.PathLike[str]) -> str:
+        """A path under the root as the user knows it on that host (``/sys/...``, not ``<root>/sys/...``); a
+        path outside the root as it is."""
+        rel = os.path.relpath(path, self.root)
+        if rel == ".":
+            return "/"
+        if rel == ".." or rel.startswith("../"):
+            return os.fspath(path)
+        return "/" + rel
+
     @cached_property
     def is_live(self) -> bool:
         """True when the root is the running system's ``/`` (mutations then reach real hardware)."""

@@ -125,6 +125,15 @@ def test_root_without_a_pci_bus_is_said_not_listed_as_empty(capsys, tmp_path, sm
     assert "no PCI bus" not in run(capsys, "--root", str(small.root), *cmd).err
 
 
+def test_paths_are_shown_as_on_the_host(tmp_path):
+    from pcipass.host import Host
+
+    host = Host(tmp_path)
+    assert host.shown(host.pci_devices_dir) == "/sys/bus/pci/devices"
+    assert (host.shown(tmp_path), host.shown("/elsewhere/x")) == ("/", "/elsewhere/x")
+    assert Host("/").shown("/proc/cmdline") == "/proc/cmdline"
+
+
 def test_root_from_environment(capsys, small, monkeypatch):
     monkeypatch.setenv("PCIPASS_ROOT", str(small.root))
     r = run(capsys, "-f", "json", "list")

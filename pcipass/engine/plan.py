@@ -102,13 +102,7 @@ class Plan(NamedTuple):
         return self.modules + tuple(s for g in self.groups for s in g.steps)
 
 
-def shown_path(root, path) -> str:
-    """An attribute path as it reads on the host itself: ``/sys/...`` even under ``--root``."""
-    rel = os.path.relpath(path, root)
-    return "/" + rel if rel != "." else "/"
-
-
 def actual_path(root, shown: str) -> str:
-    """Inverse of ``shown_path`` (a ``str``: the executor builds one per write, and pathlib's joins cost
-    about as much as the write itself under emulation)."""
+    """Inverse of ``Host.shown``: where a step's path (``/sys/...``) is under the root (a ``str``: the executor
+    builds one per write, and pathlib's joins cost about as much as the write itself under emulation)."""
     return os.path.join(os.fspath(root), shown.lstrip("/"))

@@ -21,7 +21,7 @@ from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
 from ..errors import ModuleError
 from ..host import Host
 from ..sysfs import read_str
-from .plan import Move, Op, Step, When, shown_path
+from .plan import Move, Op, Step, When
 
 # Module name -> the PCI driver name it registers, where they differ beyond "-" vs "_" (driver_override is
 # compared with strcmp against the driver's name: drivers/pci/pci-driver.c pci_match_device).
@@ -89,7 +89,7 @@ class DriverResolver:
             if info.state in (ModState.LOADED, ModState.BUILTIN):
                 raise ModuleError(
                     f"module {module} is {info.state.value} but registers no PCI driver named {name}",
-                    remedy=f"check the driver name: ls {shown_path(self.host.root, self.host.pci_drivers_dir)}")
+                    remedy=f"check the driver name: ls {self.host.shown(self.host.pci_drivers_dir)}")
             # AVAILABLE, or UNKNOWN (no module index to look in): plan the load; modprobe judges when it runs.
             target = Target(driver, module)
         self._cache[name] = target
@@ -105,12 +105,9 @@ class StepBuilder:
         self.host = host
         # The shown directories once; each step's path is then one string concatenation (relpath and
         # pathlib per step were a tenth of a run under emulation).
-        self._devices = self._p(host.pci_devices_dir)
-        self._drivers = self._p(host.pci_drivers_dir)
-        self._drivers_probe = self._p(host.pci_drivers_probe)
-
-    def _p(self, path) -> str:
-        return shown_path(self.host.root, path)
+        self._devices = host.shown(host.pci_devices_dir)
+        self._drivers = host.shown(host.pci_drivers_dir)
+        self._drivers_probe = host.shown(host.pci_drivers_probe)
 
     def _override(self, address: str) -> str:
         return f"{self._devices}/{address}/driver_override"
@@ -148,7 +145,7 @@ class StepBuilder:
         return steps
 
     def verify_group(self, group: int) -> Step:
-        return Step(Op.VERIFY_GROUP, None, self._p(self.host.vfio_group_node(group)), None,
+        return Step(Op.VERIFY_GROUP, None, self.host.shown(self.host.vfio_group_node(group)), None,
                     f"the VFIO node exists and the kernel reports group {group} viable", group=group)
 
     def disable(self, m: Move, *, recorded: bool) -> list[Step]:

@@ -161,7 +161,7 @@ def _grub_assignments(host: Host) -> tuple[list[GrubVar], list[str]]:
         text = files.read_text(path, 1 << 20)
         if text is None:
             continue
-        shown = files.shown(host, path)
+        shown = host.shown(path)
         read.append(shown)
         for lineno, line in enumerate(text.splitlines(), 1):
             stripped = line.strip()
@@ -185,7 +185,7 @@ def _grub_cfg(host: Host, mkconfig: str) -> tuple[str, str]:
             try:
                 vendors = files.list_names(esp / "EFI") or []
             except files.Unreadable as exc:
-                return _grub_cfg_bios(host, mkconfig)[0], f"UEFI; {files.shown(host, esp)} not readable ({exc.reason})"
+                return _grub_cfg_bios(host, mkconfig)[0], f"UEFI; {host.shown(esp)} not readable ({exc.reason})"
             for vendor in vendors:
                 cfg = esp / "EFI" / vendor / "grub.cfg"
                 try:
@@ -195,9 +195,9 @@ def _grub_cfg(host: Host, mkconfig: str) -> tuple[str, str]:
                 if text is None:
                     continue
                 if "### BEGIN /etc/grub.d" in text:
-                    return files.shown(host, cfg), "UEFI, configuration on the ESP"
+                    return host.shown(cfg), "UEFI, configuration on the ESP"
                 # A stub that loads the real configuration from /boot: generate that one.
-                return _grub_cfg_bios(host, mkconfig)[0], f"UEFI, {files.shown(host, cfg)} is a stub"
+                return _grub_cfg_bios(host, mkconfig)[0], f"UEFI, {host.shown(cfg)} is a stub"
         return _grub_cfg_bios(host, mkconfig)[0], "UEFI"
     return _grub_cfg_bios(host, mkconfig)
 
@@ -205,9 +205,9 @@ def _grub_cfg(host: Host, mkconfig: str) -> tuple[str, str]:
 def _grub_cfg_bios(host: Host, mkconfig: str) -> tuple[str, str]:
     for cfg in host.grub_cfg_candidates():
         if files.exists(cfg):
-            return files.shown(host, cfg), "BIOS"
+            return host.shown(cfg), "BIOS"
     grub2, grub = host.grub_cfg_candidates()
-    return files.shown(host, grub2 if mkconfig == "grub2-mkconfig" else grub), "BIOS"
+    return host.shown(grub2 if mkconfig == "grub2-mkconfig" else grub), "BIOS"
 
 
 def _proxmox(host: Host) -> bool:
@@ -224,14 +224,14 @@ def detect(host: Host, running: Cmdline | None = None) -> BootLoader:
     has_grub = files.exists(host.default_grub)
     grubby = host.find_program("grubby")
     if grubby is not None and not proxmox and (has_grub or files.exists(host.boot("loader", "entries"))):
-        return BootLoader(Kind.GRUBBY, f"grubby ({files.shown(host, grubby)})", running=running_tokens)
+        return BootLoader(Kind.GRUBBY, f"grubby ({host.shown(grubby)})", running=running_tokens)
     if has_grub:
-        grub_file = files.shown(host, host.default_grub)
+        grub_file = host.shown(host.default_grub)
         try:
             grub_vars, read = _grub_assignments(host)
         except files.Unreadable as exc:
             # Still GRUB; the remedy then names the variable without its current value.
-            grub_vars, read = [], [f"{files.shown(host, exc.path)} not readable: {exc.reason}"]
+            grub_vars, read = [], [f"{host.shown(exc.path)} not readable: {exc.reason}"]
         if proxmox:
             regen, how = "proxmox-boot-tool refresh", "Proxmox VE"
         elif host.find_program("update-grub") is not None or _os_ids(host) & {"debian", "ubuntu"}:
@@ -266,8 +266,8 @@ def detect(host: Host, running: Cmdline | None = None) -> BootLoader:
             image = host.lib_modules("vmlinuz")
             if image is None or not files.exists(image):
                 image = host.boot(f"vmlinuz-{kver}")
-            regen = f"kernel-install add {kver} {files.shown(host, image)}"
-        shown = files.shown(host, cmdline_file)
+            regen = f"kernel-install add {kver} {host.shown(image)}"
+        shown = host.shown(cmdline_file)
         return BootLoader(Kind.KERNEL_CMDLINE, f"systemd-boot / kernel-install ({shown})", regenerate=regen,
                           cmdline_file=shown, cmdline_tokens=tokens, cmdline_file_exists=files.exists(cmdline_file),
                           running=running_tokens)

@@ -70,7 +70,7 @@ class Facts:
         self.changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
 
     def shown(self, path) -> str:
-        return files.shown(self.host, path)
+        return self.host.shown(path)
 
     @property
     def here(self) -> str:

@@ -11,7 +11,6 @@ import errno
 import os
 from pathlib import Path
 
-from ..host import Host
 
 #: Text files the preflight reads whole are small (cmdline, cpuinfo, configs); this bounds a hostile root.
 MAX_TEXT = 8 << 20
@@ -70,15 +69,6 @@ def list_names(path: str | os.PathLike[str]) -> list[str] | None:
         return None
     except OSError as exc:
         raise Unreadable(path, _reason(exc)) from exc
-
-
-def shown(host: Host, path: str | os.PathLike[str]) -> str:
-    """A path under the host root as the user knows it on that host (``/boot/...``, not ``<root>/boot/...``)."""
-    try:
-        rel = Path(path).relative_to(host.root)
-    except ValueError:
-        return os.fspath(path)
-    return "/" + rel.as_posix() if rel.parts else "/"
 
 
 def exists(path: Path) -> bool:

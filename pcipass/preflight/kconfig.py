@@ -51,7 +51,7 @@ def load(host: Host) -> KernelConfig | None:
         except files.Unreadable as exc:
             unreadable, text = exc, None
         if text is not None:
-            return KernelConfig.parse(text, files.shown(host, boot))
+            return KernelConfig.parse(text, host.shown(boot))
     try:
         data = files.read_bytes(host.proc_config_gz)
     except files.Unreadable:
@@ -63,7 +63,7 @@ def load(host: Host) -> KernelConfig | None:
             text = gzip.decompress(data).decode("utf-8", "replace")
         except (OSError, EOFError, zlib.error) as exc:
             raise files.Unreadable(host.proc_config_gz, f"not a gzip file ({exc})") from exc
-        return KernelConfig.parse(text, files.shown(host, host.proc_config_gz))
+        return KernelConfig.parse(text, host.shown(host.proc_config_gz))
     if unreadable is not None:
         raise unreadable
     return None
