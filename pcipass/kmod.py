@@ -91,6 +91,8 @@ def _rel(host: Host, path: str) -> str:
     return path
 
 
+#: ModuleOption.source of a ``<module>.<param>=`` on the kernel command line.
+CMDLINE_OPTION = "kernel command line"
 CMDLINE_MODULE_BLACKLIST = "kernel command line (module_blacklist=)"
 CMDLINE_MODPROBE_BLACKLIST = "kernel command line (modprobe.blacklist=)"
 
@@ -149,7 +151,7 @@ def module_options(host: Host, name: str) -> dict[str, ModuleOption]:
     for param in _cmdline(host).params:
         module, dot, key = param.name.partition(".")
         if dot and module == name and key:
-            out[key] = ModuleOption(key, param.value, "kernel command line")
+            out[key] = ModuleOption(key, param.value, CMDLINE_OPTION)
     return out
 
 

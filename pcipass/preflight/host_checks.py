@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from .. import kmod
+from .. import kmod, vfioids
 from ..kmod import ModState
 from . import bootloader, files
 from .facts import AMD, INTEL, Facts
@@ -373,16 +373,6 @@ def cmdline_noiommu(fx: Facts) -> Check:
     return Check(cid, P, "; ".join(seen) if seen else "vfio.enable_unsafe_noiommu_mode not set")
 
 
-def _parse_ids(value: str) -> list[tuple[str, str]]:
-    """vfio-pci.ids entries ``vendor:device[:subvendor:subdevice[:class:class_mask]]`` -> (vendor, device)."""
-    out = []
-    for entry in value.split(","):
-        parts = entry.strip().lower().split(":")
-        if len(parts) >= 2 and parts[0] and parts[1]:
-            out.append((parts[0].removeprefix("0x").zfill(4), parts[1].removeprefix("0x").zfill(4)))
-    return out
-
-
 def cmdline_vfio_ids(fx: Facts) -> Check:
     """vfio-pci's ``ids=`` parameter, from the command line (``vfio-pci.ids=``) or modprobe.d
     (``options vfio-pci ids=...``): both make vfio-pci claim every device with those IDs at load."""
@@ -393,12 +383,10 @@ def cmdline_vfio_ids(fx: Facts) -> Check:
     if option is None or not option.value:
         return Check(cid, P, "no vfio-pci ids= (command line or modprobe.d)")
     value = option.value
-    ids = _parse_ids(value)
-    wildcard = {"ffffffff"}  # PCI_ANY_ID
-    matched = [d.address for d in fx.inventory.devices.values()
-               if any((v in wildcard or v == d.vendor_id) and (dv in wildcard or dv == d.device_id) for v, dv in ids)]
+    ids = vfioids.parse(value)
+    matched = [d.address for d in fx.inventory.devices.values() if vfioids.claimed(ids, d)]
     shown = ", ".join(matched) if matched else "none now"
-    if option.source == "kernel command line":
+    if option.source == kmod.CMDLINE_OPTION:
         remedy = fx.cmdline_remedy((), ("vfio_pci.ids",))
         seen = f"vfio-pci.ids={value}"
     else:
