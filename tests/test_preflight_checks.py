@@ -533,6 +533,18 @@ def test_module_disabled_by_install_or_module_blacklist_fails(fake):
     intel_host(fake, cmdline="intel_iommu=on iommu=pt module_blacklist=vfio_pci,nouveau")
     c = checks(fake)["module.vfio_pci"]
     assert c.verdict.value == "fail" and "the kernel refuses to load it" in c.detail and "update-grub" in c.remedy
+    # The parameter loses vfio_pci only: nouveau stays blacklisted.
+    assert "module_blacklist=nouveau" in c.remedy and "vfio_pci" not in c.remedy.replace("module.vfio_pci", "")
+
+
+def test_module_blacklisted_on_the_command_line_keeps_the_others(fake):
+    intel_host(fake, cmdline="intel_iommu=on modprobe.blacklist=nouveau,vfio-pci")
+    c = checks(fake)["module.vfio_pci"]
+    assert c.verdict.value == "warn" and c.detail.startswith("blacklisted (kernel command line (modprobe.blacklist=))")
+    assert "modprobe.blacklist=nouveau" in c.remedy and "vfio-pci" not in c.remedy and "delete line" not in c.remedy
+    intel_host(fake, cmdline="intel_iommu=on modprobe.blacklist=vfio_pci")
+    c = checks(fake)["module.vfio_pci"]
+    assert "modprobe.blacklist" in c.remedy and "modprobe.blacklist=" not in c.remedy  # removed, nothing left
 
 
 def test_module_missing_or_unknown(fake):

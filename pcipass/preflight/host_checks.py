@@ -535,7 +535,7 @@ def _module_check(name: str) -> HostCheck:
         if info.state is ModState.BLACKLISTED:
             if info.load_forbidden and info.blacklist_source == kmod.CMDLINE_MODULE_BLACKLIST:
                 return Check(check_id, F, "module_blacklist= on the kernel command line: the kernel refuses to load it",
-                             fx.cmdline_remedy((), ("module_blacklist",)))
+                             _unblacklist(fx, info, shown_name))
             if info.load_forbidden:
                 return Check(check_id, F, f"disabled: 'install {shown_name} {info.install_override}' "
                              f"({info.blacklist_source}) makes modprobe run that instead of loading it",
@@ -555,8 +555,10 @@ def _module_check(name: str) -> HostCheck:
 
 def _unblacklist(fx: Facts, info: kmod.ModuleInfo, shown_name: str) -> str:
     source = info.blacklist_source or ""
-    if source == "kernel command line":
-        return fx.cmdline_remedy((), ("modprobe.blacklist", "module_blacklist"))
+    if source in (kmod.CMDLINE_MODULE_BLACKLIST, kmod.CMDLINE_MODPROBE_BLACKLIST):
+        # The parameter rewritten without this module (either spelling): the others it lists stay blacklisted.
+        param = "module_blacklist" if source == kmod.CMDLINE_MODULE_BLACKLIST else "modprobe.blacklist"
+        return fx.cmdline_remedy(*_replace_option(fx, param, (info.name, info.name.replace("_", "-")), None))
     where, _, line = source.rpartition(":")
     steps = [f"delete line {line} of {where}"]
     initramfs = bootloader.initramfs_command(fx.host)
