@@ -106,6 +106,14 @@ class Host:
     def etc(self, *parts: str) -> Path:
         return self.root.joinpath("etc", *parts)
 
+    @property
+    def driverctl_dir(self) -> Path:
+        return self.etc("driverctl.d")
+
+    def driverctl_override(self, address: str) -> Path:
+        """driverctl's saved override for a PCI device (its udev rule applies it when the device appears)."""
+        return self.driverctl_dir / f"pci-{address}"
+
     def run(self, *parts: str) -> Path:
         return self.root.joinpath("run", *parts)
 

@@ -250,6 +250,7 @@ def capture(host: Host, out: Path) -> int:
     for directory in host.modprobe_dirs:
         c.add_glob_files(directory, ".conf")
     c.add_glob_files(host.modules_load_dir, ".conf")
+    c.add_glob_files(host.driverctl_dir, "")  # overrides driverctl applies at boot (bootbind)
     for p in (host.default_grub, host.kernel_cmdline_file, host.kmsg_log, host.etc("kernel", "proxmox-boot-uuids"),
               *host.os_release_files, *host.grub_cfg_candidates()):
         c.add(p)

@@ -52,14 +52,46 @@ def test_enable_status_disable(cli, env):
     r = cli("status")
     assert r.code == 0
     row = next(line for line in r.out.splitlines() if line.startswith(bh.E1000E))
-    assert row.split()[:6] == [bh.E1000E, "1", "vfio-pci", "vfio-pci", "e1000e", "enabled"]
-    assert row.rstrip().endswith("viable")
+    assert row.split() == [bh.E1000E, "1", "vfio-pci", "vfio-pci", "e1000e", "enabled", "ready", "viable", "-"]
+    assert f"{bh.E1000E}: on vfio-pci until the next boot only" in r.err
     doc = json.loads(cli("status", "--format", "json", "00:02.0").out)
     assert doc["data"][0]["recorded_driver"] == "e1000e" and doc["data"][0]["vfio_viable"] is True
+    assert [doc["data"][0][k] for k in ("boot_driver", "boot_by", "boot_where")] == [None, None, None]
     r = cli("disable", "00:02.0")
     assert r.code == 0 and "done" in r.out
     assert env.driver(bh.E1000E) == "e1000e"
     assert "unchanged" in cli("disable", "00:02.0").out
+
+
+@pytest.mark.parametrize("where", ["driverctl", "modprobe.d", "cmdline"])
+def test_status_says_what_binds_a_device_at_boot(cli, env, where):
+    """The reboot trap: driver_override ends with the boot; driverctl's saved override or vfio-pci's ids=
+    renew a binding, and status says which (and warns of a host driver that boot will take away)."""
+    if where == "driverctl":
+        env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "vfio-pci\n")
+        by, src = "driverctl", f"/etc/driverctl.d/pci-{bh.E1000E}"
+    elif where == "modprobe.d":
+        env.fake.write("etc/modprobe.d/vfio.conf", "# passthrough NICs\noptions vfio-pci ids=8086:10d3\n")
+        by, src = "vfio-pci ids=", "/etc/modprobe.d/vfio.conf:2"
+    else:
+        env.fake.set_cmdline("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro intel_iommu=on vfio-pci.ids=8086:10d3")
+        by, src = "vfio-pci ids=", "kernel command line"
+    # On e1000e now: listed by a plain status all the same, with the warning.
+    r = cli("--format", "json", "status")
+    (dev,) = [d for d in json.loads(r.out)["data"] if d["address"] == bh.E1000E]
+    assert (dev["driver"], dev["boot_driver"], dev["boot_by"], dev["boot_where"]) == ("e1000e", "vfio-pci", by, src)
+    assert f"{bh.E1000E}: on e1000e now, but {by} ({src}) binds it to vfio-pci at the next boot" in r.err
+    assert cli("enable", "00:02.0").code == 0
+    r = cli("status", "00:02.0")
+    assert r.out.splitlines()[-1].rstrip().endswith(f"viable        vfio-pci ({by})") and "next boot" not in r.err
+
+
+def test_status_on_vfio_with_a_boot_binding_elsewhere(cli, env):
+    env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "none\n")  # driverctl's "none": no driver at boot
+    assert cli("enable", "00:02.0").code == 0
+    r = cli("status", "00:02.0")
+    assert (f"{bh.E1000E}: on vfio-pci until the next boot only: driverctl (/etc/driverctl.d/pci-{bh.E1000E}) gives "
+            f"it no driver; to keep it there: driverctl set-override {bh.E1000E} vfio-pci") in r.err
 
 
 def test_refusal_exit_5_and_remedy(cli):

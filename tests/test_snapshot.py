@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.bind_hosts import env  # noqa: F401 - fixture
 from tests.cli import run
 from tests.preflight_hosts import amd_host, intel_host
 
@@ -71,3 +72,17 @@ def test_a_keyboard_behind_a_usb_controller_survives_the_snapshot(capsys, fake, 
         code, data = _checks(capsys, root, "--device", "00:14.0")
         (in_use,) = [c for c in data["checks"] if c["id"] == "device.in_use"]
         assert code == 1 and in_use["verdict"] == "fail" and "Dell KB216" in in_use["detail"], in_use
+
+
+def test_status_same_on_snapshot(capsys, env, tmp_path):
+    """The boot-time bindings status reports (driverctl, vfio-pci ids=) travel in the bundle."""
+    from tests import bind_hosts as bh
+
+    env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "vfio-pci\n")
+    env.fake.write("etc/modprobe.d/vfio.conf", "options vfio-pci ids=1af4:1000\n")
+    out = _snapshot(capsys, env.root, tmp_path / "bundle.tar.gz")
+    before = run(capsys, "--root", str(env.root), "-f", "json", "status")
+    after = run(capsys, "--root", str(out), "-f", "json", "status")
+    assert before.out == after.out and before.err == after.err
+    by = {d["address"]: d["boot_by"] for d in json.loads(after.out)["data"]}
+    assert (by[bh.E1000E], by[bh.VIRTIO]) == ("driverctl", "vfio-pci ids=")

@@ -136,20 +136,24 @@ def _status_view(data: list[dict[str, Any]]) -> list[Block]:
             recorded = "unknown"
         elif d["recorded_known"] and recorded is None:
             recorded = "none"
+        at_boot = f"{d['boot_driver']} ({d['boot_by']})" if d["boot_driver"] else None
         rows.append([d["address"], d["group"], d["driver"], d["driver_override"], recorded, phase,
-                     d["group_verdict"], _viable(d)])
+                     d["group_verdict"], _viable(d), at_boot])
     if not rows:
-        return ["No device is on a vfio driver, has a driver_override, or is recorded by pcipass."]
-    return [Table(("ADDRESS", "GROUP", "DRIVER", "OVERRIDE", "RECORDED DRIVER", "PHASE", "VERDICT", "KERNEL SAYS"),
-                  rows)]
+        return ["No device is on a vfio driver, has a driver_override, is bound to one at boot, or is recorded by "
+                "pcipass."]
+    return [Table(("ADDRESS", "GROUP", "DRIVER", "OVERRIDE", "RECORDED DRIVER", "PHASE", "VERDICT", "KERNEL SAYS",
+                   "AT BOOT"), rows)]
 
 
 def status_cmd(
     addresses: Annotated[list[str] | None, typer.Argument(metavar="ADDR", show_default=False, help="Devices to show "
-                                                          "(default: every device pcipass or vfio holds).")] = None,
+                                                          "(default: every device pcipass or vfio holds, now or at "
+                                                          "boot).")] = None,
     fmt: FormatOption = None,
 ) -> None:
-    """Current driver, override, the driver pcipass recorded, and the kernel's VFIO viability answer."""
+    """Current driver, override, the driver pcipass recorded, the kernel's VFIO viability answer, and what binds
+    the device at the next boot."""
     context.state(fmt)
     from .. import engine
     from ..result import Result, jsonable

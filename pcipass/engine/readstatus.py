@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..address import PciAddress
+from ..bootbind import BootBinding, BootConfig
 from ..drivers import is_vfio_driver
 from ..errors import DeviceNotFound, PcipassError
 from ..host import Host
 from ..inventory import Inventory
+from ..model import PciDevice
 from ..pciids import PciIds
 from .kernel import Kernel, SysfsKernel
 from .state import StateStore, interrupted_message, lock_is_free, pid_alive
@@ -30,6 +32,11 @@ class DeviceStatus:
     group_verdict: str  #: ready | bindable | none (sysfs view of the group)
     vfio_viable: bool | None  #: the kernel's VFIO_GROUP_GET_STATUS answer (None: not asked / unavailable)
     vfio_detail: str | None
+    #: What binds the device at the next boot (``bootbind``): the driver, ``driverctl`` or ``vfio-pci ids=``, and
+    #: the file (or ``kernel command line``). All None: nothing does; a runtime binding ends with the boot.
+    boot_driver: str | None
+    boot_by: str | None
+    boot_where: str | None
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
     kernel = kernel or SysfsKernel(host)
     records = StateStore(host).load()
     free = lock_is_free(host)
+    boot = BootConfig(host)
     errors: list[PcipassError] = []
     if addresses:
         wanted = list(dict.fromkeys(str(PciAddress.parse(a)) for a in addresses))
@@ -55,7 +63,8 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
         wanted = sorted(
             {a for a in records}
             | {d.address for d in inv.devices.values()
-               if is_vfio_driver(d.driver, inv.variant_modules) or d.driver_override},
+               if is_vfio_driver(d.driver, inv.variant_modules) or d.driver_override
+               or is_vfio_driver(_boot_driver(boot, d), inv.variant_modules)},
             key=PciAddress.parse,
         )
     vfio_cache: dict[int, VfioGroupStatus] = {}
@@ -77,6 +86,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
             if group not in vfio_cache:
                 vfio_cache[group] = status_unless_held(openers, inv, group, kernel.vfio_status)
             viable, detail = vfio_cache[group].viable, vfio_cache[group].detail
+        at_boot = boot.of(dev) if dev else None
         out.append(DeviceStatus(
             address=a,
             group=group,
@@ -91,7 +101,36 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
             group_verdict=inv.group_verdict(a).value if dev else "none",
             vfio_viable=viable,
             vfio_detail=detail,
+            boot_driver=at_boot.driver if at_boot else None,
+            boot_by=at_boot.by if at_boot else None,
+            boot_where=at_boot.where if at_boot else None,
         ))
+        if dev is not None:
+            note = _boot_note(dev, at_boot, inv.variant_modules)
+            if note:
+                messages.append(note)
         if interrupted:
             messages.append(interrupted_message(rec))
     return StatusReport(tuple(out), tuple(messages), tuple(errors))
+
+
+def _boot_driver(boot: BootConfig, dev: PciDevice) -> str | None:
+    at_boot = boot.of(dev)
+    return at_boot.driver if at_boot else None
+
+
+def _boot_note(dev: PciDevice, at_boot: BootBinding | None, variants: frozenset[str]) -> str | None:
+    """The reboot trap, said: a vfio binding nothing renews at boot, or a host driver now that a boot-time
+    configuration will take away again."""
+    on_vfio = is_vfio_driver(dev.driver, variants)
+    if on_vfio and (at_boot is None or not is_vfio_driver(at_boot.driver, variants)):
+        if at_boot is None:
+            why = "nothing binds it at boot (no driverctl override, not in vfio-pci's ids=)"
+        else:  # driverctl's "none" keeps it unbound
+            why = f"{at_boot.by} ({at_boot.where}) gives it {'no driver' if at_boot.driver == 'none' else at_boot.driver}"
+        return (f"{dev.address}: on {dev.driver} until the next boot only: {why}; to keep it there: driverctl "
+                f"set-override {dev.address} {dev.driver} (while no VM uses it: driverctl rebinds the device at once)")
+    if not on_vfio and at_boot is not None and is_vfio_driver(at_boot.driver, variants):
+        return (f"{dev.address}: on {dev.driver or 'no driver'} now, but {at_boot.by} ({at_boot.where}) binds it "
+                f"to {at_boot.driver} at the next boot")
+    return None

@@ -87,8 +87,20 @@ def test_enable_disable_round_trip(addr):
     assert r.wait == "immediate"  # drivers_probe binds synchronously: no wait was needed
     assert Path(f"/dev/vfio/{_group(a)}").exists()
     assert r.steps[-1].detail == "the kernel reports the group viable"
-    (st,) = engine.status(_host(), [a]).devices
+    report = engine.status(_host(), [a])
+    (st,) = report.devices
     assert (st.recorded_driver, st.phase, st.vfio_viable) == ("e1000e", "enabled", True)
+    # driver_override ends with the boot, and status says so; vfio-pci's ids= (modprobe.d) would renew it.
+    assert (st.boot_driver, st.boot_by) == (None, None)
+    assert [m for m in report.messages if m.startswith(f"{a}: on vfio-pci until the next boot only")]
+    conf = Path("/etc/modprobe.d/pcipass-test-bootbind.conf")  # the guest's overlay, never the host's /etc
+    conf.write_text("options vfio-pci ids=8086:10d3\n")
+    try:
+        report = engine.status(_host(), [a])
+        assert (report.devices[0].boot_driver, report.devices[0].boot_where) == ("vfio-pci", f"{conf}:1")
+        assert not [m for m in report.messages if "next boot" in m]
+    finally:
+        conf.unlink()
     again = engine.enable(_host(), [a])
     assert [d.outcome.value for d in again.devices] == ["unchanged"]
     r = engine.disable(_host(), [a])

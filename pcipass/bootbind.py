@@ -1,0 +1,56 @@
+"""What binds a device at the next boot, by the configuration pcipass can read.
+
+pcipass binds through ``driver_override``, which lives in sysfs and ends with the boot: after a reboot the
+device goes back to its host driver unless something binds it again. Two things do that by configuration,
+and both are read here: driverctl's per-address override (``/etc/driverctl.d/pci-<address>`` holding the
+driver's name, applied by driverctl's udev rule when the device appears) and vfio-pci's ``ids=``
+(``vfio-pci.ids=`` on the kernel command line or ``options vfio-pci ids=`` in modprobe.d: every device with
+those ids, see ``vfioids``). A libvirt hostdev with ``managed='yes'`` needs neither: libvirt binds it when the
+VM starts.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import kmod, vfioids
+from .host import Host
+from .model import PciDevice
+from .sysfs import read_str
+
+
+#: BootBinding.by
+DRIVERCTL = "driverctl"
+VFIO_IDS = "vfio-pci ids="
+
+
+class BootBinding(NamedTuple):
+    driver: str  #: the driver configured for the device at boot ("none": driverctl keeps it unbound)
+    by: str  #: DRIVERCTL or VFIO_IDS
+    where: str  #: the override file, or the ids= setting's ``file:line`` / ``kernel command line``
+
+
+class BootConfig:
+    """The boot-time binding configuration of a host, read once."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        option = kmod.module_options(host, "vfio_pci").get("ids")
+        self._ids = vfioids.parse(option.value) if option else []
+        self._ids_where = option.source if option else ""
+        self._seen: dict[str, BootBinding | None] = {}
+
+    def of(self, dev: PciDevice) -> BootBinding | None:
+        """driverctl's override first (it applies to the device whatever vfio-pci claims at load), then ids=."""
+        if dev.address not in self._seen:
+            self._seen[dev.address] = self._read(dev)
+        return self._seen[dev.address]
+
+    def _read(self, dev: PciDevice) -> BootBinding | None:
+        path = self.host.driverctl_override(dev.address)
+        saved = (read_str(path) or "").strip()
+        if saved:  # driverctl's load-override applies only a non-empty file
+            return BootBinding(saved, DRIVERCTL, self.host.shown(path))
+        if vfioids.claimed(self._ids, dev):
+            return BootBinding("vfio-pci", VFIO_IDS, self._ids_where)
+        return None
