@@ -126,8 +126,9 @@ def _boot_note(dev: PciDevice, at_boot: BootBinding | None, variants: frozenset[
     if on_vfio and (at_boot is None or not is_vfio_driver(at_boot.driver, variants)):
         if at_boot is None:
             why = "nothing binds it at boot (no driverctl override, not in vfio-pci's ids=)"
-        else:  # driverctl's "none" keeps it unbound
-            why = f"{at_boot.by} ({at_boot.where}) gives it {'no driver' if at_boot.driver == 'none' else at_boot.driver}"
+        else:
+            driver = "no driver" if at_boot.driver == "none" else at_boot.driver  # driverctl's "none": unbound
+            why = f"{at_boot.by} ({at_boot.where}) gives it {driver}"
         return (f"{dev.address}: on {dev.driver} until the next boot only: {why}; to keep it there: driverctl "
                 f"set-override {dev.address} {dev.driver} (while no VM uses it: driverctl rebinds the device at once)")
     if not on_vfio and at_boot is not None and is_vfio_driver(at_boot.driver, variants):

@@ -72,7 +72,6 @@ def group_status(host: Host, group: int) -> VfioGroupStatus:
     return VfioGroupStatus(group, bool(flags & VFIO_GROUP_FLAGS_VIABLE), False, None)
 
 
-
 class VfioOpeners:
     """Which processes have VFIO nodes open (a group's ``/dev/vfio/<group>``, a device's
     ``/dev/vfio/devices/vfioN`` cdev for iommufd users), read once from the ``/proc/<pid>/fd`` links, as
