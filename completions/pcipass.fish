@@ -98,7 +98,7 @@ complete -c pcipass -n '__pcipass_at \'check-iommu\'' -s d -l device -x -d 'Also
 complete -c pcipass -n '__pcipass_at \'check-iommu\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'check-iommu\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'enable\'' -l group -d 'Move every endpoint of each device\'s IOMMU group (bridges stay on their driver)'
-complete -c pcipass -n '__pcipass_at \'enable\'' -l driver -x -d 'Driver to bind: vfio-pci, auto (the vfio variant driver matching the device in modules.alias, else vfio-pci), or a driver name'
+complete -c pcipass -n '__pcipass_at \'enable\'' -l driver -x -d 'Driver to bind: vfio-pci, auto (the vfio variant driver matching the device in modules.alias, else vfio-pci), a vfio variant driver\'s name, or pci-stub'
 complete -c pcipass -n '__pcipass_at \'enable\'' -l dry-run -d 'Print the plan and write nothing'
 complete -c pcipass -n '__pcipass_at \'enable\'' -l force -d 'Proceed although the device (or a group peer) is in use by the host'
 complete -c pcipass -n '__pcipass_at \'enable\'' -l timeout -x -d 'Abandon a bind/unbind write, or a wait for the kernel, after S seconds'

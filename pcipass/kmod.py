@@ -166,6 +166,22 @@ def _in_modules_file(host: Host, filename: str, name: str) -> bool:
     return False
 
 
+def is_vfio_variant(host: Host, name: str) -> bool:
+    """Whether a module is a vfio variant driver: one built on vfio_pci_core (a holder of the loaded module, or
+    depending on it in modules.dep), as every variant is (drivers/vfio/pci/)."""
+    name = normalize(name)
+    if name in list_dir(host.sys_module("vfio_pci_core") / "holders"):
+        return True
+    path = host.lib_modules("modules.dep")
+    if path is None:
+        return False
+    for line in read_lines(path):
+        entry, _, deps = line.partition(":")
+        if entry and _module_name(entry) == name:
+            return any(_module_name(d) == "vfio_pci_core" for d in deps.split())
+    return False
+
+
 def has_module_index(host: Host) -> bool:
     """Whether the running kernel's ``modules.dep`` can be read."""
     path = host.lib_modules("modules.dep")

@@ -129,6 +129,12 @@ def test_bad_address_is_a_usage_error(cli):
     assert r.code == 2 and "invalid PCI address" in r.err
 
 
+def test_host_driver_or_path_as_driver_is_a_usage_error(cli):
+    for driver, says in (("../../x", "invalid driver name '../../x'"), ("e1000e", "--driver e1000e: not vfio-pci")):
+        r = cli("enable", "--driver", driver, "00:02.0")
+        assert r.code == 2 and r.out == "" and len(r.err.splitlines()) == 1 and says in r.err, r.err
+
+
 def test_failure_shows_steps_and_rollback(cli, env):
     import errno
 

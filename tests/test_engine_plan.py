@@ -59,6 +59,28 @@ def test_plan_pci_stub_has_no_vfio_verification(env):
     assert r.steps[1].step.value == "pci-stub"
 
 
+@pytest.mark.parametrize("driver", ["../../x", "vfio/pci", "..", "", "e1000e", "nvidia"])
+def test_driver_must_be_a_passthrough_driver_named_as_the_kernel_names_it(env, driver):
+    """A path is never a driver name; a host driver is not a passthrough target (disable gives devices back)."""
+    before = env.digest(with_state=True)
+    with pytest.raises(UsageError) as exc:
+        env.enable(bh.E1000E, driver=driver, dry_run=False)
+    assert exc.value.exit_code is ExitCode.USAGE and repr(driver)[1:-1] in exc.value.message
+    assert env.kernel.writes == [] and env.digest(with_state=True) == before
+
+
+def test_a_variant_driver_is_known_by_vfio_pci_core(env):
+    """A variant whose name does not say so: its module depends on vfio_pci_core (modules.dep), or holds it."""
+    dep = env.root / f"lib/modules/{bh.KVER}/modules.dep"
+    dep.write_text(dep.read_text() + "kernel/drivers/vfio/pci/acme/acme-passthru.ko.xz: "
+                   "kernel/drivers/vfio/pci/vfio-pci-core.ko.xz kernel/drivers/vfio/vfio.ko.xz\n")
+    r = env.enable(bh.E1000E, driver="acme-passthru", dry_run=True)
+    assert r.exit_code is ExitCode.OK and r.steps[0].step.value == "acme_passthru"
+    env.fake.write("sys/module/vfio_pci_core/holders/acme2/refcnt", "1\n")
+    env.fake.add_driver("acme2")
+    assert env.enable(bh.E1000E, driver="acme2", dry_run=True).exit_code is ExitCode.OK
+
+
 def test_plan_disable_after_enable(env):
     assert env.enable(bh.E1000E, bh.AUDIO).exit_code is ExitCode.OK
     golden_plan("disable-two-groups", env.disable(bh.E1000E, bh.AUDIO, dry_run=True))

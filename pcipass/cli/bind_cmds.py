@@ -85,7 +85,8 @@ def enable_cmd(
                                         "(bridges stay on their driver).")] = False,
     driver: Annotated[str, typer.Option("--driver", metavar="vfio-pci|auto|NAME",
                                         help="Driver to bind: vfio-pci, auto (the vfio variant driver matching "
-                                        "the device in modules.alias, else vfio-pci), or a driver name.")] = "vfio-pci",
+                                        "the device in modules.alias, else vfio-pci), a vfio variant driver's "
+                                        "name, or pci-stub.")] = "vfio-pci",
     dry_run: DryRunOption = False,
     force: Annotated[bool, typer.Option("--force", help="Proceed although the device (or a group peer) is in "
                                         "use by the host. Overrides the in-use guards only.")] = False,

@@ -13,13 +13,14 @@ a group is all or nothing); 1 failed; 5 refused; 4 not root.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import nullcontext
 from enum import Enum
 from typing import Any, NamedTuple
 
 from ..address import PciAddress
-from ..drivers import VFIO_PCI, is_vfio_driver, normalize
-from ..errors import DeviceNotFound, ExitCode, ModuleError, PcipassError, Refused, SysfsError
+from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
+from ..errors import DeviceNotFound, ExitCode, ModuleError, PcipassError, Refused, SysfsError, UsageError
 from ..host import Host
 from ..inventory import Inventory
 from ..iommu import active as iommu_active
@@ -528,6 +529,28 @@ class _Run:
         self._finish(gp, Outcome.FAILED, False, final)
 
 
+# A driver's name as the kernel shows it in /sys/bus/pci/drivers (and a module's): never a path.
+_DRIVER_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_driver(host: Host, driver: str) -> None:
+    """``--driver`` names a driver a device can be passed through from: vfio-pci, a vfio variant driver, or
+    pci-stub (which holds a device away from host drivers). Anything else is a usage error (exit 2), before any
+    read of the devices: enable is not a way to move a device to another host driver (disable gives it back)."""
+    if driver == AUTO:
+        return
+    if not _DRIVER_NAME.fullmatch(driver) or driver in (".", ".."):
+        raise UsageError(f"invalid driver name {driver!r} (a name from /sys/bus/pci/drivers, e.g. vfio-pci)")
+    if is_vfio_driver(driver) or normalize(driver) == normalize(PCI_STUB):
+        return
+    from .. import kmod
+
+    if not kmod.is_vfio_variant(host, kmod.driver_module(host, driver) or driver):
+        raise UsageError(f"--driver {driver}: not vfio-pci, a vfio variant driver (built on vfio_pci_core) or "
+                         "pci-stub; enable binds devices for passthrough, and disable gives them back to their "
+                         "host driver")
+
+
 # --- public API ------------------------------------------------------------------------------------------------
 def enable(
     host: Host,
@@ -542,7 +565,9 @@ def enable(
     lock_wait: float = DEFAULT_LOCK_WAIT,
     on_lock_wait=None,
 ) -> BindReport:
-    """Bind ``addresses`` to ``driver`` (``vfio-pci``, ``auto`` for a vfio variant, or a driver name)."""
+    """Bind ``addresses`` to ``driver`` (``vfio-pci``, ``auto`` for a vfio variant, a variant's name, or
+    ``pci-stub``)."""
+    _check_driver(host, driver)
     return _mutate(host, "enable", addresses,
                    lambda ctx, addrs: _plan_enable(ctx, addrs, driver=driver, move_group=move_group, force=force),
                    dry_run=dry_run, timeout=timeout, kernel=kernel, lock_wait=lock_wait, on_lock_wait=on_lock_wait)
