@@ -91,7 +91,7 @@ complete -c pcipass -n '__pcipass_at \'show\'' -s h -l help -d 'Show the help an
 complete -c pcipass -n '__pcipass_at \'show\' 0' -a '(__pcipass_addresses)' -d 'PCI address'
 complete -c pcipass -n '__pcipass_at \'groups\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'groups\'' -s h -l help -d 'Show the help and exit'
-complete -c pcipass -n '__pcipass_at \'snapshot\'' -s o -l output -r -F -d 'Archive to write (.tar.gz, or .tar.xz for xz)'
+complete -c pcipass -n '__pcipass_at \'snapshot\'' -s o -l output -r -F -d 'Archive to write (.tar.gz or .tgz; .tar.xz or .txz for xz)'
 complete -c pcipass -n '__pcipass_at \'snapshot\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'snapshot\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'check-iommu\'' -s d -l device -x -d 'Also check this device (endpoint, group, peers, reset, boot VGA, host use)'

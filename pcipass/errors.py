@@ -123,9 +123,10 @@ def remedy_for(err: int | None) -> str | None:
 
 
 def from_oserror(
-    exc: OSError, *, action: str, path: str, address: str | None = None
+    exc: OSError, *, action: str, path: str, address: str | None = None, remedy: str | None = None
 ) -> PcipassError:
-    """Map an OSError raised while touching ``path`` to a typed pcipass error."""
+    """Map an OSError raised while touching ``path`` to a typed pcipass error; the remedy is the sysfs one for
+    its errno unless ``remedy`` is given (a file that is not a kernel attribute)."""
     err = exc.errno
     name = _errno.errorcode.get(err, str(err)) if err is not None else "?"
     what = f"{action} {path}: {exc.strerror or exc} ({name})"
@@ -136,4 +137,4 @@ def from_oserror(
         cls = PermissionDenied
     elif err == _errno.ENODEV and address:
         cls = DeviceNotFound
-    return cls(what, address=address, path=path, errno=err, remedy=remedy_for(err))
+    return cls(what, address=address, path=path, errno=err, remedy=remedy or remedy_for(err))

@@ -10,6 +10,7 @@ and ``vpd`` can hang on broken devices (kernel bugzilla 196023), so those are sk
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -25,6 +26,8 @@ from .sysfs import list_dir, read_bytes
 # (its show() only prints the device's identity, and the inventory reads it first).
 _SKIP_ATTRS = {"rom", "vpd", "remove", "rescan", "reset", "reset_subordinate", "bind", "unbind", "new_id",
                "remove_id"}
+#: The names an archive may have: tarfile reads any back, but the compression is chosen by the name.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz")
 _MAX_FILE = 1 << 20  # procfs tables on a big router can be large; nothing pcipass reads is larger
 _MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "kvm", "kvm_intel", "kvm_amd",
             "pci_stub", "vfio_virqfd")
@@ -158,10 +161,16 @@ class _Collector:
         mode = "w:xz" if out.name.endswith((".xz", ".txz")) else "w:gz"
         self.entries.sort(key=lambda e: e[0])
         tmp = out.with_name(out.name + ".tmp")
-        with tarfile.open(tmp, mode) as tar:
-            for _arc, info, data in self.entries:
-                tar.addfile(info, io.BytesIO(data) if data is not None else None)
-        os.replace(tmp, out)
+        try:
+            with tarfile.open(tmp, mode) as tar:
+                for _arc, info, data in self.entries:
+                    tar.addfile(info, io.BytesIO(data) if data is not None else None)
+            os.replace(tmp, out)
+        except BaseException:
+            # No half-written archive left behind (a full disk, an interrupted run).
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return len(self.entries)
 
 

@@ -86,3 +86,21 @@ def test_status_same_on_snapshot(capsys, env, tmp_path):
     assert before.out == after.out and before.err == after.err
     by = {d["address"]: d["boot_by"] for d in json.loads(after.out)["data"]}
     assert (by[bh.E1000E], by[bh.VIRTIO]) == ("driverctl", "vfio-pci ids=")
+
+
+def test_snapshot_output_errors(capsys, fake, tmp_path, monkeypatch):
+    import errno
+    import tarfile
+
+    r = run(capsys, "--root", str(fake.root), "snapshot", "-o", str(tmp_path / "bundle.zip"))
+    assert r.code == 2 and "must end in .tar.gz, .tgz, .tar.xz, .txz" in r.err
+    r = run(capsys, "--root", str(fake.root), "snapshot", "-o", str(tmp_path / "no/such/dir/b.tar.gz"))
+    assert r.code == 1 and "(ENOENT) (-o needs a file in a directory that exists" in r.err
+
+    def full_disk(*_args, **_kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", full_disk)
+    r = run(capsys, "--root", str(fake.root), "snapshot", "-o", str(tmp_path / "b.tar.xz"))
+    assert r.code == 1 and "No space left on device (ENOSPC)" in r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # no half-written archive, no .tmp

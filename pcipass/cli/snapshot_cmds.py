@@ -19,21 +19,24 @@ def _view(data: dict[str, Any]) -> list[Block]:
 
 def snapshot_cmd(
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="FILE", help="Archive to write (.tar.gz, or .tar.xz for xz).",
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Archive to write (.tar.gz or .tgz; .tar.xz or .txz for xz).",
                            dir_okay=False, writable=True)
     ],
     fmt: FormatOption = None,
 ) -> None:
     """Capture what pcipass reads into an archive that --root reads back (a support bundle)."""
     context.state(fmt)
-    from ..errors import from_oserror
+    from ..errors import UsageError, from_oserror
     from ..result import Result
-    from ..snapshot import capture
+    from ..snapshot import ARCHIVE_SUFFIXES, capture
 
+    if not output.name.endswith(ARCHIVE_SUFFIXES):
+        raise UsageError(f"-o {output}: the archive's name must end in {', '.join(ARCHIVE_SUFFIXES)}")
     try:
         entries = capture(context.CURRENT.host(), output)
     except OSError as exc:
-        raise from_oserror(exc, action="write", path=str(output)) from exc
+        raise from_oserror(exc, action="write", path=str(output),
+                           remedy="-o needs a file in a directory that exists and that you can write to") from exc
     finish(Result("snapshot", data={"path": str(output), "entries": entries}), _view)
 
 
