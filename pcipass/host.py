@@ -70,6 +70,11 @@ class Host:
 
     @classmethod
     def from_env(cls, root: str | None = None) -> Host:
+        """The host under ``root`` (None: ``$PCIPASS_ROOT``, which an empty value leaves unset, else ``/``)."""
+        if root == "":
+            # Not "/": a script's --root "$SNAPSHOT" with the variable unset must not reach the running system.
+            raise UsageError("--root is empty (an unset variable?): give a directory or a snapshot archive, "
+                             "or leave --root out for this host")
         return cls(root or os.environ.get(ROOT_ENV) or "/")
 
     def __repr__(self) -> str:

@@ -109,6 +109,10 @@ def test_unknown_device(capsys, small):
 def test_bad_root_and_options(capsys, tmp_path):
     r = run(capsys, "--root", str(tmp_path / "nope"), "list")
     assert r.code == 2 and "nope" in r.err and len(r.err.strip().splitlines()) == 1
+    for args in (("--root", ""), ("--root=",)):  # --root "$UNSET": never the running system
+        for cmd in (("list",), ("enable", "--dry-run", "00:03.0")):
+            r = run(capsys, *args, *cmd)
+            assert r.code == 2 and r.out == "" and "--root is empty" in r.err, (args, cmd, r.err)
     r = run(capsys, "--root", str(tmp_path), "list", "--class", "toaster")
     assert r.code == 2 and "toaster" in r.err
     r = run(capsys, "list", "--frobnicate")
