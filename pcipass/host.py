@@ -8,6 +8,7 @@ unpacked snapshot / a fake tree in tests) and every other module asks it for pat
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from .errors import UsageError
 ROOT_ENV = "PCIPASS_ROOT"
 #: Environment variable naming a pci.ids file to use before the usual locations.
 PCI_IDS_ENV = "PCIPASS_PCI_IDS"
+#: This process's own mount table (not the root's): where a running kernel's sysfs is mounted.
+SELF_MOUNTINFO = "/proc/self/mountinfo"
 
 # pci.ids locations: hwdata (Fedora/RHEL/Arch, and a symlink on Debian), the pciutils default (Debian's
 # `pci.ids` package), and an older pciutils default.
@@ -89,6 +92,28 @@ class Host:
         if rel == ".." or rel.startswith("../"):
             return os.fspath(path)
         return "/" + rel
+
+    @cached_property
+    def reaches_kernel(self) -> bool:
+        """True when writes under this root reach a running kernel: the live root, or a root whose ``sys`` is a
+        mounted sysfs (a container with its host's / at /host, a bind mount). The live system's safety checks
+        (no mutation without an active IOMMU) apply to it; only fake trees and snapshots escape them."""
+        if self.is_live:
+            return True
+        target = os.path.realpath(self.sys())
+        try:
+            with open(SELF_MOUNTINFO, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    # "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPEROPTIONS"
+                    left, _, right = line.partition(" - ")
+                    fields = left.split()
+                    if right.split()[:1] == ["sysfs"] and len(fields) >= 5 and unescape_mount(fields[4]) == target:
+                        return True
+        except OSError:
+            # Cannot tell: a root whose sys is a real sysfs would be missed, so say yes when it holds a
+            # kernel-made directory no test tree or snapshot has.
+            return os.path.isdir(os.path.join(target, "kernel", "mm"))
+        return False
 
     @cached_property
     def is_live(self) -> bool:
@@ -363,3 +388,8 @@ class Host:
             if cand.is_file():
                 return cand
         return None
+
+
+def unescape_mount(text: str) -> str:
+    """procfs mount tables escape space, tab, newline and backslash as ``\\ooo`` (fs/proc_namespace.c mangle)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)

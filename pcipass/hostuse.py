@@ -23,14 +23,13 @@ What counts as "in use" (each one cuts the host off, or crashes it, when the dev
 from __future__ import annotations
 
 import os
-import re
 import sys
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
 from .address import pci_owner
-from .host import Host
+from .host import Host, unescape_mount
 from .inventory import Inventory
 from .sysfs import link_name, link_target, list_dir, read_lines, read_str
 
@@ -65,11 +64,6 @@ class InUse(NamedTuple):
     @property
     def message(self) -> str:
         return f"{self.object}: {self.detail}"
-
-
-def _unescape(text: str) -> str:
-    """procfs paths escape space, tab, newline and backslash as ``\\ooo`` (fs/proc_namespace.c mangle)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
 
 
 def _hex_ipv4(text: str) -> int | None:
@@ -228,7 +222,7 @@ class HostUse:
         for line in read_lines(host.mountinfo):
             fields = line.split()
             if len(fields) >= 5:
-                point = _unescape(fields[4])
+                point = unescape_mount(fields[4])
                 mounts.setdefault(fields[2], []).append(point)
         btrfs: dict[str, str] = {}
         for fsid in list_dir(host.btrfs_fs_dir):
@@ -429,7 +423,7 @@ def _scan_swaps(host: Host, blocks: dict[str, _Block]) -> dict[str, str]:
         f = line.split()
         if len(f) < 2 or f[1] != "partition":
             continue
-        filename = _unescape(f[0])
+        filename = unescape_mount(f[0])
         name: str | None = None
         if host.is_live:
             # The path may be a symlink (/dev/mapper/..., /dev/disk/by-uuid/...): ask the running system.

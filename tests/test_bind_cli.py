@@ -171,6 +171,30 @@ def test_live_root_without_iommu_refuses(capsys, monkeypatch, tmp_path):
     assert tree() == before  # not a write, not even the state directory
 
 
+def test_a_root_whose_sys_is_a_mounted_sysfs_is_treated_as_live(capsys, monkeypatch, tmp_path):
+    """A container with its host's / at /host: pcipass --root /host reaches the host's kernel, so the live
+    refusal (no IOMMU) applies there too. This process's mount table is a fake one naming the fake tree's sys
+    as a sysfs (path escaped as procfs escapes it); nothing real is mounted."""
+    import pcipass.host as host_mod
+    from pcipass.host import Host
+    from tests.fakehost import FakeHost
+
+    fake = FakeHost(tmp_path / "the host")
+    fake.add_device("0000:00:03.0", vendor="1af4", device="1041", class_="020000", driver="virtio-pci")
+    mountinfo = tmp_path / "mountinfo"
+    shown = str(fake.root / "sys").replace(" ", "\\040")
+    mountinfo.write_text(f"22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n"
+                         f"99 1 0:21 / {shown} rw,nosuid shared:7 - sysfs sysfs rw\n")
+    monkeypatch.setattr(host_mod, "SELF_MOUNTINFO", str(mountinfo))
+    assert Host(fake.root).reaches_kernel and not Host(fake.root).is_live
+    before = sorted(p.name for p in fake.root.rglob("*"))
+    r = run(capsys, "--root", str(fake.root), "enable", "--dry-run", "00:03.0")
+    assert r.code == 5 and "no IOMMU is active on this host: refusing to enable devices" in r.err
+    assert sorted(p.name for p in fake.root.rglob("*")) == before
+    mountinfo.write_text("22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n")
+    assert not Host(fake.root).reaches_kernel  # a plain tree: the fake-root rules
+
+
 @pytest.mark.parametrize("noiommu", [False, True])
 def test_groups_without_iommu_class_dir(capsys, monkeypatch, tmp_path, noiommu):
     """A tree recorded without /sys/class/iommu (tests/data's HPE hosts) but with IOMMU groups has an active
@@ -205,5 +229,5 @@ def test_this_machine_is_recognised_as_live():
     from pcipass.iommu import active
 
     host = Host("/")
-    assert host.is_live
+    assert host.is_live and host.reaches_kernel
     assert active(host) == (any(Path("/sys/class/iommu").iterdir()) or any(Path("/sys/kernel/iommu_groups").iterdir()))

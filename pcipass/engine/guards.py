@@ -55,9 +55,10 @@ def preflight(host: Host, *, action: str, dry_run: bool) -> None:
     if not dry_run and effective_uid() != 0:
         raise PermissionDenied(f"pcipass {action} writes to sysfs and needs root",
                                remedy=f"run it as root (sudo pcipass {action} ...), or preview with --dry-run")
-    if host.is_live and not iommu_active(host):
-        # The running system without an IOMMU: vfio-pci cannot bind anything here, and this is exactly the
-        # machine where an unbind takes down the root disk or the network for nothing.
+    if host.reaches_kernel and not iommu_active(host):
+        # A running kernel without an IOMMU (the live root, or a root whose sys is a real sysfs: a container's
+        # /host): vfio-pci cannot bind anything there, and this is exactly the machine where an unbind takes
+        # down the root disk or the network for nothing.
         raise Refused(
             f"no IOMMU is active on this host: refusing to {action} devices",
             remedy="enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on (or amd_iommu=on); "

@@ -374,7 +374,7 @@ def _mutate(
     addrs = _canonical(addresses)
     preflight(host, action=action, dry_run=dry_run)
     messages: list[str] = []
-    if not dry_run and not host.is_live and kernel is None:
+    if not dry_run and not host.reaches_kernel and kernel is None:
         messages.append(f"{host.root} is not the running system: the writes go to files there and no kernel "
                         "acts on them")
     own = SysfsKernel(host) if kernel is None else None

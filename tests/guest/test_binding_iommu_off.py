@@ -37,3 +37,24 @@ def test_live_root_without_iommu_refuses_before_any_write(addr, run_cli):
     assert p.returncode == 5 and "no IOMMU is active" in p.stderr
     assert _bindings() == before
     assert not Path("/run/pcipass").exists()
+
+
+def test_a_root_whose_sys_is_the_real_sysfs_is_refused_too(addr, run_cli, tmp_path):
+    """As a container sees its host at /host: --root there reaches this kernel, so the same refusal, before any
+    write (without it, the writes would go through to the real devices)."""
+    import subprocess
+
+    root = tmp_path / "host"
+    (root / "sys").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "sysfs", "sysfs", str(root / "sys")], check=True)
+    try:
+        before = _bindings()
+        for cmd in (("enable", "--force", addr["e1000e"]), ("disable", addr["e1000e"]),
+                    ("enable", "--dry-run", addr["e1000e"])):
+            p = run_cli("--root", str(root), *cmd)
+            assert p.returncode == 5 and f"no IOMMU is active on this host: refusing to {cmd[0]}" in p.stderr, (
+                cmd, p.stdout, p.stderr)
+        assert _bindings() == before
+        assert not (root / "run").exists()
+    finally:
+        subprocess.run(["umount", str(root / "sys")], check=True)
