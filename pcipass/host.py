@@ -219,9 +219,32 @@ class Host:
     def proc_modules(self) -> Path:
         return self.proc("modules")
 
+    @cached_property
+    def _ns_pid(self) -> str | None:
+        """Whose namespaces the mount and network views are read through: None for ``self`` (this system, a
+        snapshot, a test tree); PID 1 for a root that reaches a running kernel but is not this system's / (a
+        container's /host/proc), where ``self`` would be the container's own mounts and network, and PID 1 is
+        the host's init."""
+        return "1" if self.reaches_kernel and not self.is_live else None
+
+    def _net(self, name: str) -> Path:
+        return self.proc(self._ns_pid, "net", name) if self._ns_pid else self.proc("net", name)
+
+    def archive_name(self, path: str | os.PathLike[str]) -> str:
+        """A path's name inside a snapshot: relative to the root, with PID 1's mount and network views under the
+        names every reader uses (``proc/self/mountinfo``, ``proc/net/...``)."""
+        rel = os.path.relpath(path, self.root)
+        if self._ns_pid:
+            prefix = f"proc/{self._ns_pid}/"
+            if rel.startswith(prefix + "net/"):
+                return "proc/" + rel[len(prefix):]
+            if rel == prefix + "mountinfo":
+                return "proc/self/mountinfo"
+        return rel
+
     @property
     def mountinfo(self) -> Path:
-        return self.proc("self", "mountinfo")
+        return self.proc(self._ns_pid or "self", "mountinfo")
 
     @property
     def swaps(self) -> Path:
@@ -229,20 +252,20 @@ class Host:
 
     @property
     def route_v4(self) -> Path:
-        return self.proc("net", "route")
+        return self._net("route")
 
     @property
     def route_v6(self) -> Path:
-        return self.proc("net", "ipv6_route")
+        return self._net("ipv6_route")
 
     @property
     def if_inet6(self) -> Path:
-        return self.proc("net", "if_inet6")
+        return self._net("if_inet6")
 
     @property
     def fib_trie(self) -> Path:
         """IPv4 FIB as a trie: the only procfs view of local IPv4 addresses (``/32 host LOCAL`` leaves)."""
-        return self.proc("net", "fib_trie")
+        return self._net("fib_trie")
 
     @property
     def btrfs_fs_dir(self) -> Path:

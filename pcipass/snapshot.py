@@ -61,7 +61,7 @@ class _Collector:
         self.mtime = int(time.time())
 
     def _arc(self, path: str) -> str:
-        return os.path.relpath(path, self.root)
+        return self.host.archive_name(path)
 
     def _dirs_for(self, arc: str) -> None:
         parent = os.path.dirname(arc)
@@ -243,7 +243,7 @@ def capture(host: Host, out: Path) -> int:
         c.add_dir(host.efi_dir)
     # procfs.
     for p in (host.cmdline, host.cpuinfo, host.proc_modules, host.mountinfo, host.swaps, host.route_v4,
-              host.route_v6, host.if_inet6, host.proc("net", "fib_trie"), host.osrelease, host.proc_config_gz):
+              host.route_v6, host.if_inet6, host.fib_trie, host.osrelease, host.proc_config_gz):
         c.add(p)
     # Device nodes pcipass checks for existence; /dev itself is kept so that a missing node stays a finding.
     if host.dev().is_dir():

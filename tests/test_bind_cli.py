@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,31 @@ def test_a_root_whose_sys_is_a_mounted_sysfs_is_treated_as_live(capsys, monkeypa
     assert sorted(p.name for p in fake.root.rglob("*")) == before
     mountinfo.write_text("22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n")
     assert not Host(fake.root).reaches_kernel  # a plain tree: the fake-root rules
+
+
+def test_a_containers_host_root_is_read_through_the_hosts_init(capsys, monkeypatch, tmp_path):
+    """In a container with its host's / at /host, /host/proc/self and /host/proc/net are the container's own
+    mounts and network, PID 1's are the host's: the management NIC's route is seen there, and a snapshot keeps
+    it under the usual names."""
+    import pcipass.host as host_mod
+
+    fake = bh.build(tmp_path / "host")
+    fake.write("proc/net/route", bh.ROUTE_HEADER)  # the container's network: nothing of the host's
+    fake.write("proc/1/net/route", bh.ROUTE_HEADER + bh.route_line("eth0", "0.0.0.0", "10.0.2.2", "0.0.0.0"))
+    fake.write("proc/self/mountinfo", "")
+    fake.write("proc/1/mountinfo", "")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"99 1 0:21 / {fake.root / 'sys'} rw - sysfs sysfs rw\n")
+    monkeypatch.setattr(host_mod, "SELF_MOUNTINFO", str(mountinfo))
+    r = run(capsys, "--root", str(fake.root), "enable", "--dry-run", bh.E1000E)
+    assert r.code == 5 and "in the routing table" in r.err, r.err
+    out = tmp_path / "bundle.tar.gz"
+    assert run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out)).code == 0
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="tar")
+        assert tar.extractfile("proc/net/route").read().decode().count("eth0") == 1
+    r = run(capsys, "--root", str(tmp_path / "unpacked"), "enable", "--dry-run", bh.E1000E)
+    assert r.code == 5 and "in the routing table" in r.err, r.err
 
 
 @pytest.mark.parametrize("noiommu", [False, True])

@@ -226,6 +226,32 @@ def test_interface_with_address_and_route_refused_then_forced(addr):
     assert engine.disable(_host(), [a]).exit_code == 0
 
 
+def test_a_container_with_the_hosts_root_mounted_reads_the_hosts_network(addr, tmp_path):
+    """pcipass in a network namespace of its own (a container) with the host's sysfs and procfs under a root:
+    the interface's address and route live in the host's namespace, PID 1's, and that is what it reads (its
+    own /proc/self/net is empty); the root reaches this kernel, so the live checks apply."""
+    a = addr["virtio_net"]
+    ifname = _ifname(a)
+    assert _sh("ip", "addr", "add", "10.0.4.15/24", "dev", ifname).returncode == 0
+    assert _sh("ip", "link", "set", ifname, "up").returncode == 0
+    root = tmp_path / "host"
+    mounts = [(root / "sys", "sysfs"), (root / "proc", "proc")]
+    try:
+        for point, fstype in mounts:
+            point.mkdir(parents=True)
+            assert _sh("mount", "-t", fstype, fstype, str(point)).returncode == 0
+        p = subprocess.run(["unshare", "--net", sys.executable, "-m", "pcipass", "--root", str(root), "enable",
+                            "--dry-run", a], capture_output=True, text=True, timeout=300)
+        said = p.stdout + p.stderr
+        assert p.returncode == 5, said
+        assert f"{ifname}: has address 10.0.4.15" in said and f"{ifname}: in the routing table (10.0.4.0/24)" in said
+        assert _driver(a) == "virtio-pci"
+    finally:
+        for point, _ in reversed(mounts):
+            _sh("umount", str(point))
+        _sh("ip", "addr", "del", "10.0.4.15/24", "dev", ifname)
+
+
 def test_usb_controller_with_a_keyboard_refused_then_forced(addr):
     """qemu's usb-kbd behind qemu-xhci: the real kernel's input device (capabilities/key as usbhid and
     hid-generic report them) makes the controller the host's console input."""
