@@ -248,7 +248,7 @@ def test_groups_without_iommu_class_dir(capsys, monkeypatch, tmp_path, noiommu):
         assert active["verdict"] == "pass"
 
 
-def test_this_machine_is_recognised_as_live():
+def test_this_machine_is_recognised_as_live(tmp_path):
     """Read-only: the running system is seen as live, and the refusal's IOMMU test reads it as the kernel does
     (this development machine has no IOMMU: no unit, no group, so enable and disable refuse here)."""
     from pcipass.host import Host
@@ -256,4 +256,7 @@ def test_this_machine_is_recognised_as_live():
 
     host = Host("/")
     assert host.is_live and host.reaches_kernel
+    # A tree whose sys is a link to the real /sys reaches this kernel too (read-only: nothing is run on it).
+    (tmp_path / "sys").symlink_to("/sys")
+    assert Host(tmp_path).reaches_kernel and not Host(tmp_path).is_live
     assert active(host) == (any(Path("/sys/class/iommu").iterdir()) or any(Path("/sys/kernel/iommu_groups").iterdir()))
