@@ -16,7 +16,6 @@ from typing import NamedTuple
 from . import kmod, vfioids
 from .host import Host
 from .model import PciDevice
-from .sysfs import read_str
 
 
 #: BootBinding.by
@@ -47,10 +46,9 @@ class BootConfig:
         return self._seen[dev.address]
 
     def _read(self, dev: PciDevice) -> BootBinding | None:
-        path = self.host.driverctl_override(dev.address)
-        saved = (read_str(path) or "").strip()
-        if saved:  # driverctl's load-override applies only a non-empty file
-            return BootBinding(saved, DRIVERCTL, self.host.shown(path))
+        saved = self.host.driverctl_saved(dev.address)
+        if saved:
+            return BootBinding(saved[0], DRIVERCTL, self.host.shown(saved[1]))
         if vfioids.claimed(self._ids, dev):
             return BootBinding("vfio-pci", VFIO_IDS, self._ids_where)
         return None

@@ -144,6 +144,16 @@ class Host:
         """driverctl's saved override for a PCI device (its udev rule applies it when the device appears)."""
         return self.driverctl_dir / f"pci-{address}"
 
+    def driverctl_saved(self, address: str) -> tuple[str, Path] | None:
+        """The driver driverctl gives the device at boot, and the file that says so; None when there is none
+        (driverctl's load-override applies only a non-empty file)."""
+        path = self.driverctl_override(address)
+        try:
+            saved = path.read_bytes()[:256].decode("utf-8", "replace").strip()
+        except OSError:
+            return None
+        return (saved, path) if saved else None
+
     def run(self, *parts: str) -> Path:
         return self.root.joinpath("run", *parts)
 

@@ -87,6 +87,18 @@ def test_status_says_what_binds_a_device_at_boot(cli, env, where):
     assert r.out.splitlines()[-1].rstrip().endswith(f"viable        vfio-pci ({by})") and "next boot" not in r.err
 
 
+def test_disable_says_driverctl_takes_the_device_again_at_boot(cli, env):
+    env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "vfio-pci\n")
+    assert cli("enable", "00:02.0").code == 0
+    note = (f"{bh.E1000E}: driverctl binds it to vfio-pci again at the next boot (/etc/driverctl.d/pci-{bh.E1000E}); "
+            f"'driverctl unset-override {bh.E1000E}' removes that")
+    for args in (("--dry-run",), ()):
+        r = cli("disable", *args, "00:02.0")
+        assert r.code == 0 and note in r.err, r.err
+    assert env.driver(bh.E1000E) == "e1000e"
+    assert note not in cli("disable", bh.VIRTIO).err
+
+
 def test_status_on_vfio_with_a_boot_binding_elsewhere(cli, env):
     env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "none\n")  # driverctl's "none": no driver at boot
     assert cli("enable", "00:02.0").code == 0

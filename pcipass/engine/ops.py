@@ -342,7 +342,14 @@ def _plan_disable(ctx: _Context, addrs: list[str]) -> _Planned:
         groups.append(GroupPlan(g, tuple(m for m, _ in moves), tuple(s for _, steps in moves for s in steps),
                                 tuple(sorted(modules))))
     plan = Plan("disable", tuple(ctx.module_steps[m] for m in sorted(ctx.module_steps)), tuple(groups))
-    return _Planned(plan, results, errors, [], drop)
+    # The host driver comes back now; a saved driverctl override takes the device again at the next boot.
+    notes = []
+    for a in addrs:
+        saved = ctx.host.driverctl_saved(a) if a in inv.devices else None
+        if saved and is_vfio_driver(saved[0], inv.variant_modules):
+            notes.append(f"{a}: driverctl binds it to {saved[0]} again at the next boot ({ctx.host.shown(saved[1])});"
+                         f" 'driverctl unset-override {a}' removes that")
+    return _Planned(plan, results, errors, notes, drop)
 
 
 def _changed_since_planning(host: Host, gp: GroupPlan) -> PcipassError | None:
