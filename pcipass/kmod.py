@@ -155,15 +155,17 @@ def module_options(host: Host, name: str) -> dict[str, ModuleOption]:
     return out
 
 
-def _in_modules_file(host: Host, filename: str, name: str) -> bool:
+def _modules_file_entry(host: Host, filename: str, name: str) -> list[str] | None:
+    """The line of module ``name`` in ``modules.dep`` / ``modules.builtin`` (``path: dependency paths``): its
+    dependencies (none for modules.builtin), or None when the module is not listed."""
     path = host.lib_modules(filename)
     if path is None:
-        return False
+        return None
     for line in read_lines(path):
-        entry = line.split(":", 1)[0]
+        entry, _, deps = line.partition(":")
         if entry and _module_name(entry) == name:
-            return True
-    return False
+            return deps.split()
+    return None
 
 
 def is_vfio_variant(host: Host, name: str) -> bool:
@@ -172,14 +174,8 @@ def is_vfio_variant(host: Host, name: str) -> bool:
     name = normalize(name)
     if name in list_dir(host.sys_module("vfio_pci_core") / "holders"):
         return True
-    path = host.lib_modules("modules.dep")
-    if path is None:
-        return False
-    for line in read_lines(path):
-        entry, _, deps = line.partition(":")
-        if entry and _module_name(entry) == name:
-            return any(_module_name(d) == "vfio_pci_core" for d in deps.split())
-    return False
+    deps = _modules_file_entry(host, "modules.dep", name)
+    return deps is not None and any(_module_name(d) == "vfio_pci_core" for d in deps)
 
 
 def has_module_index(host: Host) -> bool:
@@ -196,7 +192,7 @@ def is_loaded(host: Host, name: str) -> bool:
 
 
 def is_builtin(host: Host, name: str) -> bool:
-    return _in_modules_file(host, "modules.builtin", normalize(name))
+    return _modules_file_entry(host, "modules.builtin", normalize(name)) is not None
 
 
 def module_info(host: Host, name: str) -> ModuleInfo:
@@ -211,7 +207,7 @@ def module_info(host: Host, name: str) -> ModuleInfo:
         state = ModState.BLACKLISTED
     elif not has_module_index(host):
         state = ModState.UNKNOWN
-    elif _in_modules_file(host, "modules.dep", name):
+    elif _modules_file_entry(host, "modules.dep", name) is not None:
         state = ModState.AVAILABLE
     else:
         state = ModState.MISSING
