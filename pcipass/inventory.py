@@ -332,10 +332,7 @@ class _Reader:
             if numa < 0:
                 numa = None  # -1: no NUMA affinity
 
-        try:
-            physfn: str | None = os.readlink(d + "physfn").rstrip("/").rpartition("/")[2] or None
-        except OSError:
-            physfn = None
+        physfn = link_name(d + "physfn")
         sriov: tuple | None = None
         if "sriov_totalvfs" in raw:
             total = _int(_text(attr("sriov_totalvfs")))
@@ -413,12 +410,15 @@ def _read_rows(
     host near lspci (bench/run.py). Anything going wrong on the child's side (no fork, a signal, an
     exception, short data) makes the parent read that half itself, so the result never depends on it.
     """
+    def alone() -> list[tuple]:
+        meanwhile()
+        return [reader.row(*job) for job in jobs]
+
     # Only from a single-threaded process: a child forked while another thread holds a lock it needs would
     # wait forever (and the parent with it, reading the pipe); Python 3.12+ warns about exactly that.
     if (len(jobs) < PARALLEL_MIN or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2
             or threading.active_count() > 1):
-        meanwhile()
-        return [reader.row(*job) for job in jobs]
+        return alone()
     # The parent also reads the host tables (``meanwhile``) and unpacks the child's rows, so the child takes a
     # little more than half (measured on bench/gen_tree.py's 4,096-function server).
     split = len(jobs) * 9 // 20
@@ -426,15 +426,13 @@ def _read_rows(
     try:
         rfd, wfd = os.pipe()
     except OSError:
-        meanwhile()
-        return [reader.row(*job) for job in jobs]
+        return alone()
     try:
         pid = os.fork()
     except OSError:
         os.close(rfd)
         os.close(wfd)
-        meanwhile()
-        return [reader.row(*job) for job in jobs]
+        return alone()
     if pid == 0:  # the child: read, send, and leave without running any of the parent's exit handlers
         status = 1
         try:
