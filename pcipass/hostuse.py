@@ -157,17 +157,6 @@ class _Net(NamedTuple):
     path: str  #: its class directory, where its master and upper_* links are read when asked (``_uppers``)
 
 
-def _uppers(net: _Net) -> tuple[str, ...]:
-    """The master and upper_* interfaces of ``net``: read only for the interfaces of the devices asked about
-    (and their uppers), since listing an interface's directory costs as much as the rest of its scan."""
-    uppers: list[str] = []
-    master = link_name(net.path + "/master")
-    if master:
-        uppers.append(master)
-    uppers += [e[len("upper_"):] for e in list_dir(net.path) if e.startswith("upper_")]
-    return tuple(dict.fromkeys(uppers))
-
-
 class _Block(NamedTuple):
     name: str
     owner: str | None
@@ -282,10 +271,19 @@ class HostUse:
         return out
 
     def _uppers(self, ifname: str) -> tuple[str, ...]:
-        if ifname not in self._upper_cache:
+        """The master and upper_* interfaces of ``ifname``: read only for the interfaces of the devices asked
+        about (and their uppers), since listing an interface's directory costs as much as the rest of its scan."""
+        hit = self._upper_cache.get(ifname)
+        if hit is None:
+            uppers: list[str] = []
             net = self._nets.get(ifname)
-            self._upper_cache[ifname] = _uppers(net) if net is not None else ()
-        return self._upper_cache[ifname]
+            if net is not None:
+                master = link_name(net.path + "/master")
+                if master:
+                    uppers.append(master)
+                uppers += [e[len("upper_"):] for e in list_dir(net.path) if e.startswith("upper_")]
+            hit = self._upper_cache[ifname] = tuple(dict.fromkeys(uppers))
+        return hit
 
     def _block_reasons(self, address: str, name: str) -> list[InUse]:
         out: list[InUse] = []
