@@ -31,6 +31,8 @@ class Records(list):
     def __init__(self, items: Iterable[Any], convert: Callable[[Any], Any]) -> None:
         super().__init__(items)
         self.convert = convert
+
+
 _GETTERS: dict[type, tuple[tuple[str, ...], Any]] = {}
 
 

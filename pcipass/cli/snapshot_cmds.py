@@ -19,8 +19,8 @@ def _view(data: dict[str, Any]) -> list[Block]:
 
 def snapshot_cmd(
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="FILE", help="Archive to write (.tar.gz or .tgz; .tar.xz or .txz for xz).",
-                           dir_okay=False, writable=True)
+        Path, typer.Option("--output", "-o", metavar="FILE", dir_okay=False, writable=True,
+                           help="Archive to write (.tar.gz or .tgz; .tar.xz or .txz for xz).")
     ],
     fmt: FormatOption = None,
 ) -> None:
