@@ -184,21 +184,28 @@ def test_live_root_without_iommu_refuses(capsys, monkeypatch, tmp_path):
     assert tree() == before  # not a write, not even the state directory
 
 
+def _mount_table(monkeypatch, tmp_path, *sysfs_points: str):
+    """This process's mount table, faked: the real /sys and a sysfs at each of ``sysfs_points`` (escaped as
+    procfs escapes paths). Nothing real is mounted. Returns the file, to rewrite."""
+    import pcipass.host as host_mod
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n" + "".join(
+        f"99 1 0:21 / {p.replace(' ', chr(92) + '040')} rw,nosuid shared:7 - sysfs sysfs rw\n" for p in sysfs_points))
+    monkeypatch.setattr(host_mod, "SELF_MOUNTINFO", str(mountinfo))
+    return mountinfo
+
+
 def test_a_root_whose_sys_is_a_mounted_sysfs_is_treated_as_live(capsys, monkeypatch, tmp_path):
     """A container with its host's / at /host: pcipass --root /host reaches the host's kernel, so the live
     refusal (no IOMMU) applies there too. This process's mount table is a fake one naming the fake tree's sys
     as a sysfs (path escaped as procfs escapes it); nothing real is mounted."""
-    import pcipass.host as host_mod
     from pcipass.host import Host
     from tests.fakehost import FakeHost
 
     fake = FakeHost(tmp_path / "the host")
     fake.add_device("0000:00:03.0", vendor="1af4", device="1041", class_="020000", driver="virtio-pci")
-    mountinfo = tmp_path / "mountinfo"
-    shown = str(fake.root / "sys").replace(" ", "\\040")
-    mountinfo.write_text(f"22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n"
-                         f"99 1 0:21 / {shown} rw,nosuid shared:7 - sysfs sysfs rw\n")
-    monkeypatch.setattr(host_mod, "SELF_MOUNTINFO", str(mountinfo))
+    mountinfo = _mount_table(monkeypatch, tmp_path, str(fake.root / "sys"))
     assert Host(fake.root).reaches_kernel and not Host(fake.root).is_live
     before = sorted(p.name for p in fake.root.rglob("*"))
     r = run(capsys, "--root", str(fake.root), "enable", "--dry-run", "00:03.0")
@@ -212,16 +219,12 @@ def test_a_containers_host_root_is_read_through_the_hosts_init(capsys, monkeypat
     """In a container with its host's / at /host, /host/proc/self and /host/proc/net are the container's own
     mounts and network, PID 1's are the host's: the management NIC's route is seen there, and a snapshot keeps
     it under the usual names."""
-    import pcipass.host as host_mod
-
     fake = bh.build(tmp_path / "host")
     fake.write("proc/net/route", bh.ROUTE_HEADER)  # the container's network: nothing of the host's
     fake.write("proc/1/net/route", bh.ROUTE_HEADER + bh.route_line("eth0", "0.0.0.0", "10.0.2.2", "0.0.0.0"))
     fake.write("proc/self/mountinfo", "")
     fake.write("proc/1/mountinfo", "")
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(f"99 1 0:21 / {fake.root / 'sys'} rw - sysfs sysfs rw\n")
-    monkeypatch.setattr(host_mod, "SELF_MOUNTINFO", str(mountinfo))
+    _mount_table(monkeypatch, tmp_path, str(fake.root / "sys"))
     r = run(capsys, "--root", str(fake.root), "enable", "--dry-run", bh.E1000E)
     assert r.code == 5 and "in the routing table" in r.err, r.err
     out = tmp_path / "bundle.tar.gz"
