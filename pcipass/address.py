@@ -16,6 +16,8 @@ _ADDR_RE = re.compile(
 
 @dataclass(frozen=True, order=True)
 class PciAddress:
+    """A PCI function's address: domain, bus, slot (device) and function; ``str()`` is the canonical form."""
+
     domain: int
     bus: int
     slot: int

@@ -27,6 +27,8 @@ def normalize_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Param:
+    """One kernel command-line parameter, as the kernel splits them (next_arg() in lib/cmdline.c)."""
+
     key: str  #: the name as written
     value: str | None  #: None for a bare flag (no ``=``)
     token: str  #: the parameter as it appeared on the line (for messages)
@@ -80,6 +82,8 @@ def _next_arg(text: str, pos: int) -> tuple[str, str | None, str, int]:
 
 @dataclass(frozen=True)
 class Cmdline:
+    """A parsed kernel command line: its parameters in order, what follows ``--``, and the text read."""
+
     params: tuple[Param, ...]
     #: Arguments after a bare ``--``: passed to init, not kernel parameters.
     init_args: tuple[str, ...]

@@ -36,6 +36,8 @@ class ModState(str, Enum):
 
 @dataclass(frozen=True)
 class ModuleInfo:
+    """A kernel module's state on the host: loaded, built in, available or missing, and any blacklist."""
+
     name: str
     state: ModState
     #: True when modprobe.d or the command line blacklists the module (even if it is loaded already).
@@ -58,6 +60,8 @@ class ModuleInfo:
 
 @dataclass(frozen=True)
 class ModuleOption:
+    """One option of a module, from modprobe.d or the kernel command line (``vfio_pci.ids=...``)."""
+
     name: str
     value: str | None  #: None for a bare flag
     source: str  #: ``file:line`` in modprobe.d, or ``kernel command line``

@@ -49,6 +49,8 @@ class PciLink:
 
 @dataclass(frozen=True)
 class PciDevice:
+    """One PCI function, as sysfs shows it under ``bus/pci/devices/<address>``."""
+
     address: str
     vendor_id: str | None
     device_id: str | None
@@ -104,6 +106,8 @@ class PciDevice:
 
 @dataclass(frozen=True)
 class GroupMember:
+    """A device as its IOMMU group lists it: enough to judge the group without the whole PciDevice."""
+
     address: str
     role: Role
     driver: str | None
@@ -115,6 +119,8 @@ class GroupMember:
 
 @dataclass(frozen=True)
 class IommuGroup:
+    """An IOMMU group (``kernel/iommu_groups/<N>``): its members and whether it can be assigned."""
+
     group: int
     verdict: GroupVerdict
     type: str | None  #: default DMA domain type (identity, DMA, DMA-FQ), from the group's ``type``

@@ -74,6 +74,8 @@ def jsonable(obj: Any) -> Any:
 
 @dataclass
 class Result:
+    """What a command produced: the data it reports, errors, its exit code, and notes for stderr."""
+
     command: str
     data: Any = None
     errors: list[PcipassError] = field(default_factory=list)

@@ -36,6 +36,8 @@ class Table:
 
 @dataclass
 class KeyValues:
+    """A block of ``key: value`` lines (``show``, summaries), with an optional title."""
+
     pairs: list[tuple[str, Any]]
     title: str | None = None
 

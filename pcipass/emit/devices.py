@@ -27,6 +27,8 @@ _HEX6 = re.compile(r"^[0-9a-f]{6}$")
 
 @dataclass(frozen=True)
 class Target:
+    """A device an emitter writes configuration for: its address, ids, names and class."""
+
     address: str
     vendor_id: str | None
     device_id: str | None

@@ -50,12 +50,16 @@ class Permit:
 
 @dataclass(frozen=True)
 class Assignment:
+    """A device and the KubeVirt resource name it is permitted (and requested) under."""
+
     target: Target
     resource: str
 
 
 @dataclass(frozen=True)
 class Plan:
+    """What the KubeVirt emitters write: permitted host devices, the VM's requests, feature gates, warnings."""
+
     permits: tuple[Permit, ...]
     assignments: tuple[Assignment, ...]
     feature_gates: tuple[str, ...]

@@ -37,6 +37,8 @@ LAST_GUEST_SLOT = 0x1C
 
 @dataclass(frozen=True)
 class GuestAddress:
+    """Where a hostdev appears in the guest: its PCI bus, slot and function there."""
+
     bus: int
     slot: int
     function: int
@@ -45,6 +47,8 @@ class GuestAddress:
 
 @dataclass(frozen=True)
 class Hostdev:
+    """One libvirt ``<hostdev mode='subsystem' type='pci'>``: the host device and how it is assigned."""
+
     source: PciAddress
     managed: bool
     rom_bar: bool | None = None  #: None: no ``<rom>`` element (libvirt's default applies)

@@ -19,6 +19,8 @@ from .vfio import VfioGroupStatus, VfioOpeners, status_unless_held
 
 @dataclass(frozen=True)
 class DeviceStatus:
+    """One device as ``status`` reports it: its binding now, what pcipass recorded, what binds it at boot."""
+
     address: str
     group: int | None
     driver: str | None
@@ -41,6 +43,8 @@ class DeviceStatus:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """What ``status`` found: the devices, notes for the user, and per-device errors."""
+
     devices: tuple[DeviceStatus, ...]
     messages: tuple[str, ...]
     errors: tuple[PcipassError, ...]

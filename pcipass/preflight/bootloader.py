@@ -41,6 +41,8 @@ class Kind(str, Enum):
 
 @dataclass(frozen=True)
 class GrubVar:
+    """A GRUB_CMDLINE_* assignment in /etc/default/grub (or grub.d), and where it was made."""
+
     name: str
     value: str
     source: str  #: file:line of the assignment that wins (the last one)
@@ -48,6 +50,8 @@ class GrubVar:
 
 @dataclass(frozen=True)
 class BootLoader:
+    """The boot loader that sets the kernel command line, and how to change it there."""
+
     kind: Kind
     description: str
     #: What to run after the edit (None for grubby, which applies the change itself).

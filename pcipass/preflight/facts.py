@@ -31,6 +31,8 @@ LOG_TAIL_BYTES = 8 << 20
 
 @dataclass(frozen=True)
 class KernelLog:
+    """Kernel messages read for the preflight, and where they came from."""
+
     source: str  #: where it was read (/dev/kmsg or a log file)
     lines: tuple[str, ...]
 

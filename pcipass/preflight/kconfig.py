@@ -13,6 +13,8 @@ from . import files
 
 @dataclass(frozen=True)
 class KernelConfig:
+    """A kernel build configuration (``/boot/config-*`` or ``/proc/config.gz``), parsed."""
+
     source: str  #: the file it was read from, as the user knows it (e.g. /boot/config-6.1.0-18-amd64)
     values: dict[str, str] = field(default_factory=dict)  #: CONFIG_X -> y / m / value; "not set" absent
 

@@ -15,6 +15,8 @@ class Verdict(str, Enum):
 
 @dataclass(frozen=True)
 class Check:
+    """One preflight check: its verdict, what was seen, and what to do about it."""
+
     id: str  #: stable identifier, e.g. ``iommu.active`` (documented in README)
     verdict: Verdict
     detail: str  #: what was seen
@@ -29,6 +31,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Summary:
+    """The preflight's overall verdict and counts."""
+
     verdict: Verdict  #: fail if any check failed, else warn if any warned, else pass
     counts: dict[str, int]  #: checks per verdict (pass, warn, fail, skip)
     failed: tuple[str, ...]  #: keys of the failed checks
@@ -42,6 +46,8 @@ class Summary:
 
 @dataclass(frozen=True)
 class Report:
+    """Every preflight check and their summary."""
+
     checks: tuple[Check, ...]
     summary: Summary
 
