@@ -2,14 +2,18 @@
 
 Why not the PyPI ``hwdata`` package or udev's hwdb: ``hwdata`` parses the whole 1.3 MB file up front
 (~0.3 s in CPython, which would make a small listing slow), and hwdb needs libudev plus ``hwdb.bin``, absent
-from minimal hosts and containers. Here the file is read once as bytes, and on the first lookup one regex
-pass indexes its ~2,300 top-level lines (vendor and class headers: where each block starts and ends, nothing
-decoded). A class block (a few lines) is then parsed when asked for, while in a vendor block only the device
-line asked for is found, with a search, and only its subsystem lines are parsed: Intel's block alone has
-~10,000 lines, whose parsing cost 20-40 ms on the first Intel device of a listing. The index pass (~2-3 ms)
-replaces a ``bytes.find`` through the file per vendor and subsystem vendor (~0.5 ms each, plus a regex for
-the block's end) and one for the class section (~2 ms): the names of bench/run.py's 64-function server
-(a dozen vendor ids) went from ~10 to ~6.5 ms. Absent file → every name is None (never invented).
+from minimal hosts and containers. Here the file is read once as bytes and nothing is parsed up front.
+pci.ids is sorted (vendors by id, each vendor's devices by id, the class section last: pciutils and hwdata
+export it from their database that way), so a vendor's header line is found by a binary search over
+positions in the file, and a device line by one inside its vendor block; each step reads the few lines
+where it lands. That replaced an index of every top-level line (~3-4 ms: a regex pass over the file) and a
+search through the vendor block per device (~0.4 ms for each Intel device: Intel's block is 370 kB): the
+names of bench/run.py's 64-function server went from ~9 to ~2 ms. Only a class block (a few lines) and one
+device's subsystem lines are ever parsed.
+
+Any file gives the right names, sorted or not: an id the binary search does not find is looked for with a
+plain search through the file (vendor, class) or the block (device) before it is called unknown, so an
+unsorted or hand-edited file costs time, never names. Absent file -> every name is None (never invented).
 
 Format (pciutils' pci.ids): ``vvvv  name``; ``\\tdddd  name``; ``\\t\\tssss ssss  name``; class section
 ``C cc  name``, ``\\tss  name``, ``\\t\\tpp  name``.
@@ -17,69 +21,149 @@ Format (pciutils' pci.ids): ``vvvv  name``; ``\\tdddd  name``; ``\\t\\tssss ssss
 
 from __future__ import annotations
 
+import os
 import re
+from bisect import bisect_right
 from pathlib import Path
 
 # A top-level line (a block's header): not indented, not a comment, not empty. Its block ends where the next
 # one starts. Group 1 is the header's id when it is a whole field followed by blanks and a name: "10de" of
 # "10de  NVIDIA Corporation", "C 03" of "C 03  Display controller".
 _TOP_LINE = re.compile(rb"\n(?:(C [^ \t\n]+|[^\t#\n \r\f\v][^ \t\n]*)(?=[ \t])|(?=[^\t#\n]))")
-# The next device line of a vendor block (one tab, then not a second one).
-_DEVICE_LINE = re.compile(rb"\n\t(?!\t)")
+# Where a top-level line starts: the lines _TOP_LINE matches, found ~2x faster (the id is then read with
+# _TOP_LINE.match); what a binary search step scans, up to 370 kB when it lands in Intel's block.
+_LINE_START = re.compile(rb"\n[^\t#\n]")
+# A device line of a vendor block (one tab, then not a second one); group 1 is its id field.
+_DEVICE_LINE = re.compile(rb"\n\t(?!\t)([^ \t\n]*)")
 # What follows an id that is a whole field: the two spaces before the name, or blanks to the end of the line.
 _FIELD_END = re.compile(rb"(?:  |[ \t]*(?:\n|\Z))")
 
 
+def _read(path: Path) -> bytearray:
+    """The file's bytes after a newline (every line then starts after a ``\\n``, the first one too), in one
+    buffer: ``b"\\n" + read()`` would allocate and copy the 1.3 MB a second time (~1 ms of a cold start)."""
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size + 1)
+        buf[0] = 0x0A
+        n = 1
+        with memoryview(buf) as view:
+            while n < len(buf):
+                got = f.readinto(view[n:])
+                if not got:
+                    break
+                n += got
+        del buf[n:]  # the file shrank meanwhile
+        buf += f.read()  # or grew
+    return buf
+
+
 class PciIds:
-    def __init__(self, data: bytes | None) -> None:
-        self._data = data
+    def __init__(self, data: bytes | bytearray | None) -> None:
+        self._data = data  # the file after a newline
         self._vendor_cache: dict[str, tuple[str | None, int, int]] = {}  # vendor -> name, block extent
         self._device_cache: dict[tuple[str, str], tuple[str, dict[str, str]] | None] = {}
         self._class_cache: dict[str, tuple[str | None, dict[str, tuple[str, dict[str, str]]]]] = {}
-        self._headers: dict[bytes, tuple[int, int]] | None = None  # header id -> its line's start, block end
+        # What _header_after has scanned: from each scan's start (sorted), the header it found. A position
+        # between a start and its header has that header next, so no stretch of the file is scanned twice
+        # (a binary search lands in Intel's block again and again).
+        self._scan_from: list[int] = []
+        self._scan_hit: list[tuple[int, bytes | None]] = []
 
     @classmethod
     def load(cls, path: Path | None) -> PciIds:
         if path is None:
             return cls(None)
         try:
-            raw = path.read_bytes()
+            data: bytes | bytearray = _read(path)
         except OSError:
             return cls(None)
-        if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+        if path.suffix == ".gz" or data[1:3] == b"\x1f\x8b":
             import gzip  # here: most hosts have a plain pci.ids, and every listing would pay for the import
 
             try:
-                raw = gzip.decompress(raw)
+                data = b"\n" + gzip.decompress(memoryview(data)[1:])
             except (OSError, EOFError, gzip.BadGzipFile):
                 return cls(None)
-        return cls(b"\n" + raw)
+        return cls(data)
 
     @property
     def available(self) -> bool:
         return self._data is not None
 
-    # --- parsing one block ----------------------------------------------------------------------------------
-    def _extent(self, header: bytes) -> tuple[str | None, int, int]:
-        """The first top-level line whose id is ``header``: its name, and where its indented lines start (at
-        the newline ending the header line) and end (at the newline before the next top-level line)."""
+    # --- finding lines ----------------------------------------------------------------------------------------
+    def _header_after(self, pos: int) -> tuple[int, bytes | None]:
+        """The first top-level line whose newline is at ``pos`` or after: that newline's position and the
+        line's id (None: no id), or (end of data, None)."""
         data = self._data
         assert data is not None
-        if self._headers is None:
-            headers: dict[bytes, tuple[int, int]] = {}
-            prev: bytes | None = None  # the id of the top-level line before (None: no id, or none yet)
-            pos = 0
-            for m in _TOP_LINE.finditer(data):
-                if prev is not None:
-                    headers.setdefault(prev, (pos, m.start()))
-                prev, pos = m.group(1), m.start()
-            if prev is not None:
-                headers.setdefault(prev, (pos, len(data)))
-            self._headers = headers
-        hit = self._headers.get(header)
-        if hit is None:
+        froms = self._scan_from
+        i = bisect_right(froms, pos) - 1
+        if i >= 0 and pos <= self._scan_hit[i][0]:
+            return self._scan_hit[i]
+        # Scan up to where a later scan started: from there on, its answer holds. (A line whose newline is
+        # just before that start is ours to find: the bound lets the search see the character after it.)
+        bound = froms[i + 1] if i + 1 < len(froms) else len(data)
+        m = _LINE_START.search(data, pos, bound + 1)
+        if m is not None:
+            m = _TOP_LINE.match(data, m.start())  # without the bound, which may cut the line's id short
+            hit = (m.start(), m.group(1)) if m else (len(data), None)
+        elif i + 1 < len(froms):
+            hit = self._scan_hit[i + 1]
+        else:
+            hit = (len(data), None)
+        froms.insert(i + 1, pos)
+        self._scan_hit.insert(i + 1, hit)
+        return hit
+
+    def _find_header(self, header: bytes) -> int:
+        """Where the top-level line with id ``header`` starts (its newline), or -1."""
+        data = self._data
+        assert data is not None
+        if header.startswith(b"C "):
+            # The class section is last: search from the end.
+            pos = data.rfind(b"\n" + header)
+            while pos != -1:
+                m = _TOP_LINE.match(data, pos)
+                if m and m.group(1) == header:
+                    return pos
+                pos = data.rfind(b"\n" + header, 0, pos)
+            return -1
+        lo, hi = 0, len(data)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            nl, hid = self._header_after(mid)
+            # Class headers ("C 03") come after every vendor; a line without an id can't be ordered.
+            if nl >= hi or hid is None or hid.startswith(b"C ") or hid > header:
+                hi = mid
+            elif hid < header:
+                lo = nl + 1
+            else:
+                return nl
+        return self._search_header(header)
+
+    def _search_header(self, header: bytes) -> int:
+        """``_find_header`` for a vendor not where a sorted file has it (an unsorted file, or an absent id):
+        a plain search through the file."""
+        data = self._data
+        assert data is not None
+        needle = b"\n" + header
+        pos = data.find(needle)
+        while pos != -1:
+            m = _TOP_LINE.match(data, pos)
+            if m and m.group(1) == header:
+                return pos
+            pos = data.find(needle, pos + 1)
+        return -1
+
+    def _extent(self, header: bytes) -> tuple[str | None, int, int]:
+        """The top-level line whose id is ``header``: its name, and where its indented lines start (at the
+        newline ending the header line) and end (at the newline before the next top-level line)."""
+        data = self._data
+        assert data is not None
+        pos = self._find_header(header)
+        if pos == -1:
             return None, 0, 0
-        pos, end = hit
+        end = self._header_after(pos + 1)[0]
         eol = data.find(b"\n", pos + 1)
         eol = end if eol == -1 or eol > end else eol
         name = data[pos + 1 + len(header) : eol].strip().decode("utf-8", "replace")
@@ -125,16 +209,10 @@ class PciIds:
         hit = None
         if name is not None:
             data = self._data
-            # "\tdddd  name", the id as a whole field ("10d3" is not "10d30"): a plain search for the usual
-            # lower-case line, then a search without case (and with leading blanks) for anything else.
-            needle = b"\n\t" + key[1].encode()
-            pos = data.find(needle, start, end)
-            while pos != -1 and not _FIELD_END.match(data, pos + len(needle)):
-                pos = data.find(needle, pos + 1, end)
+            device = key[1].encode()
+            pos = self._bisect_device(device, start, end)
             if pos == -1:
-                m = re.compile(rb"\n\t *" + re.escape(key[1].encode()) + _FIELD_END.pattern, re.I).search(
-                    data, start, end)
-                pos = m.start() if m else -1
+                pos = self._search_device(device, start, end)
             if pos != -1:
                 eol = data.find(b"\n", pos + 1)
                 eol = end if eol == -1 or eol > end else eol
@@ -146,6 +224,37 @@ class PciIds:
                 hit = self._nest([line, *subs]).get(key[1])
         self._device_cache[key] = hit
         return hit
+
+    def _bisect_device(self, device: bytes, start: int, end: int) -> int:
+        """Where the line of ``device`` starts (its newline) in the vendor block ``start``-``end``, if the
+        block's device lines are in order (they are in pci.ids); else -1."""
+        data = self._data
+        lo, hi = start, end
+        while lo < hi:
+            mid = (lo + hi) // 2
+            # Searched to the block's end, not to ``hi``, which could cut a line's id short.
+            m = _DEVICE_LINE.search(data, mid, end)
+            if m is None or m.start() >= hi or m.group(1) > device:
+                hi = mid
+            elif m.group(1) < device:
+                lo = m.end()
+            else:
+                return m.start() if _FIELD_END.match(data, m.end()) else -1
+        return -1
+
+    def _search_device(self, device: bytes, start: int, end: int) -> int:
+        """Where the line of ``device`` starts in the vendor block ``start``-``end``, wherever it is: the
+        id as a whole field ("10d3" is not "10d30"), the usual lower-case line first, then without case and
+        with leading blanks. -1: not in the block."""
+        data = self._data
+        needle = b"\n\t" + device
+        pos = data.find(needle, start, end)
+        while pos != -1 and not _FIELD_END.match(data, pos + len(needle)):
+            pos = data.find(needle, pos + 1, end)
+        if pos == -1:
+            m = re.compile(rb"\n\t *" + re.escape(device) + _FIELD_END.pattern, re.I).search(data, start, end)
+            pos = m.start() if m else -1
+        return pos
 
     def _class(self, class_hex: str) -> tuple[str | None, dict[str, tuple[str, dict[str, str]]]]:
         hit = self._class_cache.get(class_hex)
