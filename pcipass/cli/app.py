@@ -1,8 +1,6 @@
 """The ``pcipass`` command: global options, command registration, and the one place that turns
 exceptions into exit codes."""
 
-from __future__ import annotations
-
 import os
 import sys
 import traceback

@@ -1,7 +1,5 @@
 """Binding commands: ``enable``, ``disable``, ``status``."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

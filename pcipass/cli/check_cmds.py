@@ -1,7 +1,5 @@
 """``check-iommu``: the preflight."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

@@ -5,8 +5,6 @@ for ``virsh``/``kubectl`` as it is. Warnings go to stderr; errors are PcipassErr
 ``--format json|yaml`` given explicitly, main() prints the error envelope).
 """
 
-from __future__ import annotations
-
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any

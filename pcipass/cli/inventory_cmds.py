@@ -1,7 +1,5 @@
 """Inventory commands: ``list``, ``show``, ``groups``."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated, Any
 

@@ -1,7 +1,5 @@
 """``attach`` / ``detach``: add PCI devices to a libvirt domain or take them away (needs pcipass[libvirt])."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

@@ -1,7 +1,5 @@
 """``pcipass snapshot``: a support bundle that ``--root`` reads back."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any
 
