@@ -22,15 +22,18 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .address import CANONICAL, PciAddress, pci_owner
 from .drivers import is_assignable
 from .errors import DeviceNotFound
 from .host import Host
-from .model import GroupMember, GroupVerdict, IommuGroup, PciDevice, PciLink, Role, Sriov, build_frozen
+from .model import PciDevice, PciLink, Role, Sriov, build_frozen
 from .pciids import PciIds
 from .sysfs import link_name, list_dir, read_many, read_str
+
+if TYPE_CHECKING:
+    from .group import GroupVerdict, IommuGroup
 
 # Class codes of devices with a bridge header when config space is unreadable: PCI-to-PCI (0604),
 # CardBus (0607) and semi-transparent PCI-to-PCI (0609). A host bridge (0600) has a type-0 header.
@@ -594,6 +597,8 @@ class Inventory:
 
     @cached_property
     def groups(self) -> dict[int, IommuGroup]:
+        from .group import GroupMember, IommuGroup  # here: a plain ``list`` never needs them (group.py)
+
         members: dict[int, list[PciDevice]] = {}
         for dev in self.devices.values():
             if dev.iommu_group is not None:
@@ -625,6 +630,8 @@ class Inventory:
         return out
 
     def _verdict(self, devs: list[PciDevice]) -> GroupVerdict:
+        from .group import GroupVerdict
+
         endpoints = [d for d in devs if d.role is Role.ENDPOINT]
         if all(is_assignable(d.driver, self.variant_modules) for d in endpoints):
             return GroupVerdict.READY
@@ -637,6 +644,8 @@ class Inventory:
         return self.groups.get(dev.iommu_group)
 
     def group_verdict(self, address: str) -> GroupVerdict:
+        from .group import GroupVerdict
+
         group = self.group_of(address)
         return group.verdict if group else GroupVerdict.NONE
 

@@ -1,8 +1,9 @@
-"""The inventory's data: frozen dataclasses named after the kernel's attributes. ``None`` means unknown."""
+"""The inventory's data: frozen dataclasses named after the kernel's attributes. ``None`` means unknown.
+IOMMU groups are in pcipass/group.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -20,12 +21,6 @@ def build_frozen(cls: type, values: dict[str, object]):
 class Role(str, Enum):
     ENDPOINT = "endpoint"
     BRIDGE = "bridge"
-
-
-class GroupVerdict(str, Enum):
-    READY = "ready"  #: every endpoint is on a vfio driver, pci-stub, or no driver: the group can be assigned
-    BINDABLE = "bindable"  #: some endpoints are on host drivers that would have to be moved first
-    NONE = "none"  #: no IOMMU group at all (IOMMU off, or the device is not behind one)
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,6 @@ class PciDevice:
     def role(self) -> Role:
         return Role.BRIDGE if self.is_bridge else Role.ENDPOINT
 
-
     @property
     def id_pair(self) -> str | None:
         """``vvvv:dddd`` (lower-case), or None when either id is unknown."""
@@ -102,30 +96,3 @@ class PciDevice:
         if self.vendor_name or self.device_name:
             return " ".join(x for x in (self.vendor_name, self.device_name) if x)
         return self.id_pair or "unknown device"
-
-
-@dataclass(frozen=True)
-class GroupMember:
-    """A device as its IOMMU group lists it: enough to judge the group without the whole PciDevice."""
-
-    address: str
-    role: Role
-    driver: str | None
-    vendor_id: str | None
-    device_id: str | None
-    class_id: str | None
-    name: str | None
-
-
-@dataclass(frozen=True)
-class IommuGroup:
-    """An IOMMU group (``kernel/iommu_groups/<N>``): its members and whether it can be assigned."""
-
-    group: int
-    verdict: GroupVerdict
-    type: str | None  #: default DMA domain type (identity, DMA, DMA-FQ), from the group's ``type``
-    devices: tuple[GroupMember, ...] = field(default_factory=tuple)
-
-    @property
-    def endpoints(self) -> tuple[GroupMember, ...]:
-        return tuple(m for m in self.devices if m.role is Role.ENDPOINT)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from pcipass.cli.render import dump_json
+from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.inventory import Inventory
-from pcipass.model import GroupVerdict
 from pcipass.result import Result, jsonable
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"

@@ -15,7 +15,7 @@ from pcipass.cli import app as cli_app
 
 # Imported by a command that needs them only: never by `--version` or a piped `list`.
 HEAVY = ("rich", "yaml", "pyudev", "libvirt", "lxml", "jsonschema", "pcipass.engine", "pcipass.preflight",
-         "pcipass.emit", "pcipass.snapshot", "pcipass.hostuse")
+         "pcipass.emit", "pcipass.snapshot", "pcipass.hostuse", "pcipass.group")
 COMMAND_MODULES = tuple(f"pcipass.cli.{m}" for m in dict.fromkeys(cli_app.COMMANDS.values()))
 
 
@@ -51,6 +51,9 @@ def test_piped_list_loads_only_the_inventory_commands(fake):
     out, loaded = _imports("--root", str(fake.root), "list")
     assert "0000:00:19.0" in out
     assert loaded == ["pcipass.cli.inventory_cmds"]
+    # The IOMMU group model is imported by what shows groups (pcipass/group.py says why it is apart).
+    out, loaded = _imports("--root", str(fake.root), "groups")
+    assert "0000:00:19.0" in out and "pcipass.group" in loaded
 
 
 @pytest.mark.parametrize("args, modules", [

@@ -5,9 +5,10 @@ import os
 import pytest
 
 from pcipass.errors import DeviceNotFound
+from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.inventory import Inventory
-from pcipass.model import GroupVerdict, Role
+from pcipass.model import Role
 
 
 def _scan(fake):

@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
+from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.inventory import Inventory
-from pcipass.model import GroupVerdict
 from tests.cli import run
 from tests.golden import check_golden
 
