@@ -8,8 +8,8 @@ export it from their database that way), so a vendor's header line is found by a
 positions in the file, and a device line by one inside its vendor block; each step reads the few lines
 where it lands. That replaced an index of every top-level line (~3-4 ms: a regex pass over the file) and a
 search through the vendor block per device (~0.4 ms for each Intel device: Intel's block is 370 kB): the
-names of bench/run.py's 64-function server went from ~9 to ~2 ms. Only a class block (a few lines) and one
-device's subsystem lines are ever parsed.
+names of bench/run.py's 64-function server went from ~9 to ~3 ms, one of them the plain search below for
+an absent subsystem vendor. Only a class block (a few lines) and one device's subsystem lines are parsed.
 
 Any file gives the right names, sorted or not: an id the binary search does not find is looked for with a
 plain search through the file (vendor, class) or the block (device) before it is called unknown, so an
