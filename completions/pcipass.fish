@@ -69,7 +69,7 @@ complete -c pcipass -n '__pcipass_at \'\'' -a 'snapshot' -d 'Capture what pcipas
 complete -c pcipass -n '__pcipass_at \'\'' -a 'check-iommu' -d 'Check everything that stands between this host and PCI passthrough; print a fitting remedy for each problem'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'enable' -d 'Bind devices to vfio-pci, safely: planned, guarded, verified by the kernel, rolled back on failure'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'disable' -d 'Return devices to their host driver (the one recorded by enable, else the kernel\'s choice)'
-complete -c pcipass -n '__pcipass_at \'\'' -a 'status' -d 'Current driver, override, the driver pcipass recorded, the kernel\'s VFIO viability answer, and what binds the device at the next boot'
+complete -c pcipass -n '__pcipass_at \'\'' -a 'status' -d 'Current driver, override, the driver pcipass recorded, the kernel\'s VFIO viability answer, and boot binding'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'attach' -d 'Attach PCI devices to a libvirt domain as <hostdev> (libvirt picks their guest addresses)'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'detach' -d 'Detach PCI host devices from a libvirt domain'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'emit' -d 'Print hypervisor configuration for devices: libvirt <hostdev> XML, KubeVirt patches, Harvester claims'

@@ -490,3 +490,21 @@ def test_exit_codes_need_a_comment(monkeypatch):
     monkeypatch.setattr(gen_docs.inspect, "getsource", lambda obj: "class ExitCode(IntEnum):\n    OK = 0\n")
     with pytest.raises(SystemExit, match="without a '#:' comment: OK"):
         gen_docs.exit_codes()
+
+
+def test_help_paragraphs_are_single_lines():
+    """typer's rich help keeps a help paragraph's line breaks (the first paragraph's in the command list of
+    ``pcipass --help``, the others' in the command's own help), so a docstring wrapped in the source prints
+    broken lines: each paragraph of a command's help is one line in the source."""
+    import inspect
+
+    broken = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            paragraphs = inspect.cleandoc(sub.help or "").split("\n\n")
+            broken.extend(f"{' '.join(path + [name])}: {p[:60]!r}" for p in paragraphs if "\n" in p)
+            walk(sub, path + [name])
+
+    walk(typer.main.get_command(app), ["pcipass"])
+    assert broken == []

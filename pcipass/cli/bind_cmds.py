@@ -151,8 +151,9 @@ def status_cmd(
                                                           "boot).")] = None,
     fmt: FormatOption = None,
 ) -> None:
-    """Current driver, override, the driver pcipass recorded, the kernel's VFIO viability answer, and what binds
-    the device at the next boot."""
+    """Current driver, override, the driver pcipass recorded, the kernel's VFIO viability answer, and boot binding.
+
+    Boot binding: a saved driverctl override, vfio-pci's ids=, or none (a runtime vfio binding ends with the boot)."""
     context.state(fmt)
     from .. import engine
     from ..result import Result, jsonable

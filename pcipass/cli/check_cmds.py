@@ -34,8 +34,9 @@ def check_iommu_cmd(
     ] = None,
     fmt: FormatOption = None,
 ) -> None:
-    """Check everything that stands between this host and PCI passthrough; print a fitting remedy for each
-    problem. Read-only. Exit 0 when nothing fails (warnings allowed), 1 when a check fails."""
+    """Check everything that stands between this host and PCI passthrough; print a fitting remedy for each problem.
+
+    Read-only. Exit 0 when nothing fails (warnings allowed), 1 when a check fails."""
     context.state(fmt)
     from ..address import PciAddress
     from ..errors import ExitCode
