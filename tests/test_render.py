@@ -58,12 +58,19 @@ def test_plain_layout_matches_rich(monkeypatch):
     [Table(("A",), [["x"]], title="a title wider than the table")],  # rich wraps the title
     [Table(("A",), [["caf\u00e9"]])],
     [Table(("A",), [["two\nlines"]])],
-    [Table(("A",), [])],
     [KeyValues([("key", "value")])],
 ])
 def test_not_simple_goes_to_rich(blocks):
     assert render._plain_lines(blocks, 200) is None
     assert _capture(render.render_table, blocks) == _capture(render._rich_table, blocks)
+
+
+def test_an_empty_table_is_laid_out_here():
+    """No rows (``list --vfio`` on a host without vfio devices, a filter matching nothing) is still the simple
+    case: the header and the rule, as rich prints them, without importing rich."""
+    for blocks in ([Table(("ADDRESS", "GROUP"), [])], [Table(("ADDRESS",), [], title="Plan"), "nothing to do"]):
+        assert render._plain_lines(blocks, 200) is not None
+        assert _capture(render.render_table, blocks) == _capture(render._rich_table, blocks)
 
 
 def test_columns_env_sets_the_page(monkeypatch):

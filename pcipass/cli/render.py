@@ -116,7 +116,7 @@ def _plain_lines(blocks: list[Block], width: int) -> list[str] | None:
                 return None
             out.append(block.rstrip())
             continue
-        if not isinstance(block, Table) or block.sections or not block.rows:
+        if not isinstance(block, Table) or block.sections:
             return None
         header = list(block.columns)
         rows = [[cell(v) for v in row] for row in block.rows]
