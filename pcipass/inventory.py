@@ -255,11 +255,15 @@ class _Reader:
         if hit is None:
             vendor, device, sub_vendor, sub_device, class_id = key
             ids = self.ids
+            # A subsystem vendor of 0000 or ffff means the function has no subsystem id: lspci prints no
+            # Subsystem line then (pciutils' lspci.c, ``if (subsys_v && subsys_v != 0xffff)``), and pci.ids
+            # has no vendor 0000 (it has "ffff  Illegal Vendor ID"), so it is not looked up.
+            named = sub_vendor not in (None, "0000", "ffff")
             hit = self._names[key] = (
                 ids.vendor_name(vendor),
                 ids.device_name(vendor, device),
-                ids.vendor_name(sub_vendor),
-                ids.subsystem_name(vendor, device, sub_vendor, sub_device),
+                ids.vendor_name(sub_vendor) if named else None,
+                ids.subsystem_name(vendor, device, sub_vendor, sub_device) if named else None,
                 *ids.class_names(class_id),
             )
         return hit

@@ -49,6 +49,23 @@ def test_fields(fake):
     assert [p.address for p in inv.peers("0000:01:00.0")] == ["0000:01:00.1"]
 
 
+def test_no_subsystem_names_for_no_subsystem(fake):
+    """Subsystem vendor 0000 or ffff: no subsystem id, so no subsystem names (lspci prints no Subsystem line;
+    pci.ids would name ffff "Illegal Vendor ID"); the ids themselves are reported as read."""
+    fake.add_device("0000:00:19.0", subsystem_vendor="8086", subsystem_device="a01f")
+    fake.add_device("0000:00:1a.0", subsystem_vendor="0000", subsystem_device="0000")
+    fake.add_device("0000:00:1b.0", subsystem_vendor="ffff", subsystem_device="ffff")
+    inv = _scan(fake)
+    named = inv.device("0000:00:19.0")
+    assert (named.subsystem_vendor_name, named.subsystem_device_name) == ("Intel Corporation",
+                                                                          "Gigabit CT Desktop Adapter")
+    for address, sub in (("0000:00:1a.0", "0000"), ("0000:00:1b.0", "ffff")):
+        dev = inv.device(address)
+        assert (dev.subsystem_vendor_id, dev.subsystem_device_id) == (sub, sub)
+        assert dev.subsystem_vendor_name is None and dev.subsystem_device_name is None
+        assert dev.vendor_name == "Intel Corporation"
+
+
 def test_verdicts(fake):
     fake.add_device("0000:00:02.0", driver="vfio-pci", group=5)
     fake.add_device("0000:00:02.1", driver=None, group=5)
