@@ -171,8 +171,9 @@ def test_snapshot_archive_is_a_usage_error(env, tmp_path):
     archive = tmp_path / "snap.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(env.root / "proc", arcname="proc")
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as exc:
         engine.enable(Host(archive), [bh.E1000E])
+    assert "--dry-run" in exc.value.remedy and "tar -xf" in exc.value.remedy
 
 
 def test_bridge_is_refused_and_not_overridable(env):

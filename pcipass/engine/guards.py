@@ -51,7 +51,11 @@ def effective_uid() -> int:
 def preflight(host: Host, *, action: str, dry_run: bool) -> None:
     """Checks that stop a mutating command before it reads or writes anything else."""
     if host.archive is not None:
-        raise UsageError(f"cannot {action} devices of a snapshot ({host.archive}): it is not a running kernel")
+        raise UsageError(
+            f"cannot {action} devices of a snapshot ({host.archive}): it is not a running kernel",
+            remedy=f"to preview what {action} would do there: tar -xf {host.archive} -C DIR, then "
+            f"pcipass --root DIR {action} --dry-run",
+        )
     if not dry_run and effective_uid() != 0:
         raise PermissionDenied(f"pcipass {action} writes to sysfs and needs root",
                                remedy=f"run it as root (sudo pcipass {action} ...), or preview with --dry-run")
