@@ -140,3 +140,24 @@ def test_typer_builds_only_the_invoked_command(monkeypatch, fake):
     with pytest.raises(SystemExit) as exit_:
         main(["emit", "--help"])  # a group: its own commands, nobody else's
     assert exit_.value.code == 0 and sorted(built) == ["harvester", "kubevirt", "libvirt"]
+
+
+def test_the_process_exit_skips_the_final_collections(monkeypatch):
+    """main() as the process's entry (no argv) has gc.freeze run at exit, after the other exit handlers
+    (cli.app._cheap_exit); called with arguments, as the tests do in-process, it registers nothing."""
+    code = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: sys.stderr.write(f'FROZEN {gc.get_freeze_count() > 0}\\n'))\n"
+            "sys.argv = ['pcipass', '--version']\n"
+            "from pcipass.cli import main\n"
+            "main()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == f"pcipass {pcipass.__version__}\n"
+    assert "FROZEN True" in run.stderr
+
+    import atexit
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda *a, **k: registered.append(a))
+    with pytest.raises(SystemExit):
+        cli_app.main(["--version"])
+    assert registered == []
