@@ -87,14 +87,6 @@ def _conf_files(host: Host) -> list[str]:
     return [chosen[n] for n in sorted(chosen)]
 
 
-def _rel(host: Host, path: str) -> str:
-    """A path as the user knows it on the host (without the --root prefix)."""
-    root = os.fspath(host.root)
-    if root != "/" and path.startswith(root):
-        return "/" + os.path.relpath(path, root)
-    return path
-
-
 #: ModuleOption.source of a ``<module>.<param>=`` on the kernel command line.
 CMDLINE_OPTION = "kernel command line"
 CMDLINE_MODULE_BLACKLIST = "kernel command line (module_blacklist=)"
@@ -126,12 +118,12 @@ def _blacklist(host: Host, name: str) -> tuple[str | None, str | None]:
             if len(words) < 2 or normalize(words[1]) != name:
                 continue
             if words[0] == "blacklist" and source is None:
-                source = f"{_rel(host, path)}:{lineno}"
+                source = f"{host.shown(path)}:{lineno}"
             elif words[0] == "install":
                 install = " ".join(words[2:])
                 # install <m> /bin/false (or /bin/true) is the documented way to forbid loading entirely.
                 if words[2:3] and os.path.basename(words[2]) in ("false", "true") and source is None:
-                    source = f"{_rel(host, path)}:{lineno}"
+                    source = f"{host.shown(path)}:{lineno}"
     cmdline_source = _cmdline_blacklist(host, name)
     if cmdline_source == CMDLINE_MODULE_BLACKLIST or (source is None and cmdline_source):
         source = cmdline_source
@@ -151,7 +143,7 @@ def module_options(host: Host, name: str) -> dict[str, ModuleOption]:
                 for word in words[2:]:
                     key, eq, value = word.partition("=")
                     out[normalize(key)] = ModuleOption(normalize(key), value if eq else None,
-                                                       f"{_rel(host, path)}:{lineno}")
+                                                       f"{host.shown(path)}:{lineno}")
     for param in _cmdline(host).params:
         module, dot, key = param.name.partition(".")
         if dot and module == name and key:
