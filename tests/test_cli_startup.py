@@ -12,6 +12,7 @@ import pytest
 
 import pcipass
 from pcipass.cli import app as cli_app
+from pcipass.cli import main as cli_main
 
 # Imported by a command that needs them only: never by `--version` or a piped `list`.
 HEAVY = ("rich", "yaml", "pyudev", "libvirt", "lxml", "jsonschema", "pcipass.engine", "pcipass.preflight",
@@ -142,22 +143,31 @@ def test_typer_builds_only_the_invoked_command(monkeypatch, fake):
     assert exit_.value.code == 0 and sorted(built) == ["harvester", "kubevirt", "libvirt"]
 
 
-def test_the_process_exit_skips_the_final_collections(monkeypatch):
-    """main() as the process's entry (no argv) has gc.freeze run at exit, after the other exit handlers
-    (cli.app._cheap_exit); called with arguments, as the tests do in-process, it registers nothing."""
+def test_the_process_runs_without_the_cyclic_collector(monkeypatch):
+    """main() as the process's entry (no argv) turns the cyclic collector off before typer is imported and
+    has gc.freeze run at exit, after the other exit handlers (cli._collector_off); called with arguments, as
+    the tests do in-process, it leaves the collector alone and registers nothing."""
     code = ("import atexit, gc, sys\n"
-            "atexit.register(lambda: sys.stderr.write(f'FROZEN {gc.get_freeze_count() > 0}\\n'))\n"
+            "atexit.register(lambda: sys.stderr.write(f'AT-EXIT {gc.isenabled()} {gc.get_freeze_count() > 0}\\n'))\n"
+            "class Watch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'typer':\n"
+            "            sys.stderr.write(f'TYPER-IMPORT {gc.isenabled()}\\n')\n"
+            "sys.meta_path.insert(0, Watch())\n"
             "sys.argv = ['pcipass', '--version']\n"
             "from pcipass.cli import main\n"
             "main()\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0 and run.stdout == f"pcipass {pcipass.__version__}\n"
-    assert "FROZEN True" in run.stderr
+    assert run.returncode == 0 and run.stdout == f"pcipass {pcipass.__version__}\n", run.stderr
+    # Off before typer's import, still off at exit, and everything frozen then.
+    assert "TYPER-IMPORT False" in run.stderr and "AT-EXIT False True" in run.stderr
 
     import atexit
+    import gc
 
     registered = []
     monkeypatch.setattr(atexit, "register", lambda *a, **k: registered.append(a))
+    assert gc.isenabled()
     with pytest.raises(SystemExit):
-        cli_app.main(["--version"])
-    assert registered == []
+        cli_main(["--version"])
+    assert registered == [] and gc.isenabled()

@@ -177,26 +177,8 @@ def _is_click_usage_error(exc: BaseException) -> bool:
     return callable(getattr(exc, "format_message", None)) and getattr(exc, "exit_code", None) == 2
 
 
-def _cheap_exit() -> None:
-    """Have the interpreter's exit skip its garbage collections: for the ``pcipass`` process itself, which ends
-    with the command it runs (not for in-process callers of main(), such as the tests).
-
-    Why: at exit CPython collects garbage over every object still alive (finalize_modules() in
-    Python/pylifecycle.c): the tens of thousands of objects typer, click and typing leave were ~20 % of a cold
-    ``pcipass list`` (bench/run.py). ``gc.freeze()`` moves them to the permanent generation, which collections
-    skip. Registered first, it runs after every other exit handler (an unpacked --root archive is still
-    removed); objects are still freed, and the output is already flushed.
-    """
-    import atexit
-    import gc
-
-    atexit.register(gc.freeze)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app and exit with the documented codes."""
-    if argv is None:
-        _cheap_exit()
+    """Run the app and exit with the documented codes (the console script enters through ``cli.main``)."""
     args = sys.argv[1:] if argv is None else list(argv)
     _register(_modules_for(args))
     try:
