@@ -22,6 +22,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property
+from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .address import CANONICAL, PciAddress, pci_owner
@@ -497,8 +499,8 @@ def summary(dev: PciDevice) -> dict[str, Any]:
     return row
 
 
-def _with_group_members(host: Host, devices_dir: str, parsed: dict[str, object], only: Iterable[str]) -> set[str]:
-    """``only`` (canonicalised; non-addresses and absent devices dropped), the members of their IOMMU groups,
+def _with_group_members(host: Host, devices_dir: str, devices: set[str], only: Iterable[str]) -> set[str]:
+    """``only`` (canonicalised; non-addresses and entries not in ``devices`` dropped), the members of their IOMMU groups,
     and the VFs of any SR-IOV PF among those (with their groups' members): what is done to a PF concerns its
     VFs (unbinding it destroys them), so the binding engine's guards look at them too."""
     groups_dir = os.fspath(host.iommu_groups_dir)
@@ -508,12 +510,12 @@ def _with_group_members(host: Host, devices_dir: str, parsed: dict[str, object],
             into.add(name)
             group = link_name(devices_dir + "/" + name + "/iommu_group")
             if group is not None:
-                into.update(m for m in list_dir(os.path.join(groups_dir, group, "devices")) if m in parsed)
+                into.update(m for m in list_dir(os.path.join(groups_dir, group, "devices")) if m in devices)
 
     asked = set()
     for text in only:
         addr = PciAddress.try_parse(text)
-        if addr is not None and str(addr) in parsed:
+        if addr is not None and str(addr) in devices:
             asked.add(str(addr))
     wanted: set[str] = set()
     add_groups(asked, wanted)
@@ -522,9 +524,43 @@ def _with_group_members(host: Host, devices_dir: str, parsed: dict[str, object],
         d = devices_dir + "/" + name
         if os.path.exists(d + "/sriov_totalvfs"):
             links = (link_name(d + "/" + e) for e in list_dir(d) if e.startswith("virtfn"))
-            vfs.extend(v for v in links if v in parsed)
+            vfs.extend(v for v in links if v in devices)
     add_groups(vfs, wanted)
     return wanted
+
+
+def _device_jobs(entries: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(name, slot id, the slot's other functions) for every entry of ``bus/pci/devices`` that is a PCI address,
+    in address order: multifunction siblings are known from the names alone, before any device is read.
+
+    The kernel names devices canonically (pci_name(): ``%04x:%02x:%02x.%d``, the domain wider behind Intel VMD),
+    so the names' order as strings, stably re-sorted by length (the domain's width), is their address order,
+    and a slot's functions are neighbours; an entry that is not canonical but parses as an address (a snapshot
+    made by hand) sends them all through PciAddress. ``entries`` come sorted (``sysfs.list_dir``).
+    """
+    canonical = CANONICAL.fullmatch
+    if all(map(canonical, entries)):
+        pairs = [(n, n[:-2]) for n in sorted(entries, key=len)]
+    else:
+        keyed = []
+        for n in entries:
+            if canonical(n):
+                keyed.append(((int(n[:-8], 16), n[-7:]), n, n[:-2]))
+            else:
+                a = PciAddress.try_parse(n)
+                if a is not None:
+                    keyed.append(((a.domain, str(a)[-7:]), n, a.slot_id))
+        keyed.sort()
+        pairs = [(n, slot_id) for _, n, slot_id in keyed]
+    jobs = []
+    for slot_id, group in groupby(pairs, key=itemgetter(1)):
+        members = [n for n, _ in group]
+        if len(members) == 1:
+            jobs.append((members[0], slot_id, ()))
+        else:
+            for i, n in enumerate(members):
+                jobs.append((n, slot_id, tuple(members[:i] + members[i + 1:])))
+    return jobs
 
 
 class Inventory:
@@ -560,30 +596,10 @@ class Inventory:
             ids = PciIds.load(host.find_pci_ids())
         tables = _HostTables(host)
         devices_dir = os.fspath(host.pci_devices_dir)
-        # name -> (sort key, slot id). The kernel names devices canonically, so those are taken apart by
-        # slicing; anything else that parses as an address is still a device.
-        parsed: dict[str, tuple[tuple[int, str], str]] = {}
-        for n in list_dir(devices_dir):
-            if CANONICAL.fullmatch(n):
-                parsed[n] = ((int(n[:-8], 16), n[-7:]), n[:-2])
-            else:
-                a = PciAddress.try_parse(n)
-                if a is not None:
-                    parsed[n] = ((a.domain, str(a)[-7:]), a.slot_id)
-        names = sorted(parsed, key=lambda n: parsed[n][0])
-        # Multifunction siblings are known from the names alone, before any device is read.
-        by_slot: dict[str, list[str]] = {}
-        slot_of = {n: parsed[n][1] for n in names}
-        for n in names:
-            by_slot.setdefault(slot_of[n], []).append(n)
+        jobs = _device_jobs(list_dir(devices_dir))
         if only is not None:
-            wanted = _with_group_members(host, devices_dir, parsed, only)
-            names = [n for n in names if n in wanted]
-        jobs = []
-        for n in names:
-            slot_id = slot_of[n]
-            siblings = by_slot[slot_id]
-            jobs.append((n, slot_id, () if len(siblings) == 1 else tuple(a for a in siblings if a != n)))
+            wanted = _with_group_members(host, devices_dir, {job[0] for job in jobs}, only)
+            jobs = [job for job in jobs if job[0] in wanted]
         rows = _read_rows(_Reader(host, ids, tables, detail), jobs, tables.read_joins)
         devices = {row[0]: _to_device(row, job[1], tables) for row, job in zip(rows, jobs)}
         return cls(host, devices, tables, partial=only is not None)

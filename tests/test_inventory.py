@@ -1,13 +1,15 @@
 """Inventory on fake hosts: every field, and tolerance of partial, broken and odd trees."""
 
 import os
+import random
 
 import pytest
 
 from pcipass.errors import DeviceNotFound
 from pcipass.group import GroupVerdict
 from pcipass.host import Host
-from pcipass.inventory import Inventory
+from pcipass.address import PciAddress
+from pcipass.inventory import Inventory, _device_jobs
 from pcipass.model import Role
 
 
@@ -178,6 +180,33 @@ def test_vmd_domain_sorted_after(fake):
     fake.add_device("10000:e0:00.0")
     fake.add_device("0000:00:02.0")
     assert list(_scan(fake).devices) == ["0000:00:02.0", "10000:e0:00.0"]
+
+
+def _jobs_by_parsing(entries):
+    """What _device_jobs must give, the slow obvious way: every entry that parses, sorted by its PciAddress,
+    each with the other entries of its slot."""
+    parsed = {n: PciAddress.try_parse(n) for n in entries}
+    names = sorted((n for n in entries if parsed[n] is not None), key=lambda n: (parsed[n], n))
+    return [(n, parsed[n].slot_id, tuple(m for m in names if m != n and parsed[m].slot_id == parsed[n].slot_id))
+            for n in names]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_device_order_and_siblings_from_the_names(seed):
+    """Canonical names (domains of 4 to 8 digits, multifunction slots, SR-IOV-sized buses) in address order by
+    the fast path; with a non-canonical entry or junk among them, by parsing; the same answer either way."""
+    rng = random.Random(seed)
+    names = set()
+    for _ in range(rng.randint(1, 300)):
+        domain = rng.choice([0, 0, 0, 1, 0xffff, 0x10000, 0x1234567, rng.randrange(1 << 32)])
+        slot = f"{domain:04x}:{rng.randrange(256):02x}:{rng.randrange(32):02x}"
+        for fn in rng.sample(range(8), rng.randint(1, 8)):
+            names.add(f"{slot}.{fn}")
+    entries = sorted(names)
+    assert _device_jobs(entries) == _jobs_by_parsing(entries)
+    odd = entries + [rng.choice(["00:1f.3", "0000:00:1F.2", "1:02:00.0"]), "not-a-device", "0000:00:20.0"]
+    odd.sort()
+    assert _device_jobs(odd) == _jobs_by_parsing(odd)
 
 
 def test_not_found(fake):
