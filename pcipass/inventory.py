@@ -385,12 +385,34 @@ class _Reader:
 _FIELDS = tuple(f.name for f in dataclasses.fields(PciDevice))
 _SRIOV_AT = _FIELDS.index("sriov")
 _LINK_AT = _FIELDS.index("link")
+_FUNCTIONS_AT = _FIELDS.index("functions")
+_PHYSFN_AT = _FIELDS.index("physfn")
 
 
-def _to_device(row: tuple, slot_id: str, tables: _HostTables) -> PciDevice:
-    """The PciDevice of a row, joined with the host tables (physical slot, net/block/DRM objects)."""
+def _virtual_functions(rows: list[tuple], devices_dir: str, partial: bool) -> set[str]:
+    """The SR-IOV VFs among the devices read and, for a partial scan, among their slot siblings.
+
+    Why: a device's ``functions`` are its multifunction siblings, and the kernel makes every VF single-function
+    (pci_iov_add_virtfn() in drivers/pci/iov.c sets ``virtfn->multifunction = 0``), although a VF's routing ID
+    may fall in its PF's slot (the recorded HPE A2: PF 08:00.0, VFs 08:00.4-.7) or fill slots of its own. A
+    full scan has read every sibling; a partial one (``only``) asks an unread sibling's ``physfn`` link."""
+    vfs = {row[0] for row in rows if row[_PHYSFN_AT] is not None}
+    if partial:
+        read = {row[0] for row in rows}
+        for row in rows:
+            for name in row[_FUNCTIONS_AT]:
+                if name not in read and name not in vfs and os.path.lexists(f"{devices_dir}/{name}/physfn"):
+                    vfs.add(name)
+    return vfs
+
+
+def _to_device(row: tuple, slot_id: str, tables: _HostTables, vfs: set[str]) -> PciDevice:
+    """The PciDevice of a row, joined with the host tables (physical slot, net/block/DRM objects) and with the
+    scan's VFs (``_virtual_functions``: none are multifunction siblings, and a VF has none)."""
     values = dict(zip(_FIELDS, row))
     name = row[0]
+    if vfs and row[_FUNCTIONS_AT]:
+        values["functions"] = () if name in vfs else tuple(f for f in row[_FUNCTIONS_AT] if f not in vfs)
     values["physical_slot"] = tables.slots.get(slot_id)
     values["net"] = tables.net.get(name, ())
     values["block"] = tables.block.get(name, ())
@@ -531,7 +553,8 @@ def _with_group_members(host: Host, devices_dir: str, devices: set[str], only: I
 
 def _device_jobs(entries: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
     """(name, slot id, the slot's other functions) for every entry of ``bus/pci/devices`` that is a PCI address,
-    in address order: multifunction siblings are known from the names alone, before any device is read.
+    in address order: multifunction siblings are known from the names, before any device is read (the VFs among
+    them are dropped once the devices are read, ``_virtual_functions``).
 
     The kernel names devices canonically (pci_name(): ``%04x:%02x:%02x.%d``, the domain wider behind Intel VMD),
     so the names' order as strings, stably re-sorted by length (the domain's width), is their address order,
@@ -601,7 +624,8 @@ class Inventory:
             wanted = _with_group_members(host, devices_dir, {job[0] for job in jobs}, only)
             jobs = [job for job in jobs if job[0] in wanted]
         rows = _read_rows(_Reader(host, ids, tables, detail), jobs, tables.read_joins)
-        devices = {row[0]: _to_device(row, job[1], tables) for row, job in zip(rows, jobs)}
+        vfs = _virtual_functions(rows, devices_dir, partial=only is not None)
+        devices = {row[0]: _to_device(row, job[1], tables, vfs) for row, job in zip(rows, jobs)}
         return cls(host, devices, tables, partial=only is not None)
 
     @property

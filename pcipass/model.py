@@ -70,7 +70,7 @@ class PciDevice:
     header_type: int | None
     physical_slot: str | None
     parent_bridge: str | None
-    functions: tuple[str, ...]  #: other functions of the same slot (multifunction siblings)
+    functions: tuple[str, ...]  #: multifunction siblings: the slot's other functions, not SR-IOV VFs; () for a VF
     physfn: str | None  #: for an SR-IOV VF, its PF
     sriov: Sriov | None  #: for an SR-IOV PF
     boot_vga: bool | None

@@ -104,6 +104,32 @@ def test_override_and_sriov(fake):
     assert inv.device("0000:03:10.2").physfn == "0000:03:00.0" and inv.device("0000:03:10.2").sriov is None
 
 
+def test_vfs_are_nobodys_multifunction_siblings(fake):
+    """The kernel makes every VF single-function (pci_iov_add_virtfn()): VFs in their PF's slot (the recorded
+    A2: 08:00.4-.7) or in slots of their own are not ``functions``, and a VF has none; a real second function
+    stays. The same in a partial scan that did not read the sibling VFs."""
+    fake.add_device("0000:08:00.0", vendor="10de", device="25b6", class_="030200", group=40,
+                    extra={"sriov_totalvfs": "16", "sriov_numvfs": "4"})
+    fake.add_device("0000:08:00.1", vendor="10de", device="228b", class_="040300", group=40)
+    for i, vf in enumerate(("0000:08:00.4", "0000:08:00.5", "0000:08:01.0", "0000:08:01.1")):
+        fake.add_device(vf, vendor="10de", device="25b6", class_="030200", group=41 + i)
+        fake.symlink(f"{fake.devices['0000:08:00.0'].path.relative_to(fake.root)}/virtfn{i}", fake.devices[vf].path)
+        fake.symlink(f"{fake.devices[vf].path.relative_to(fake.root)}/physfn", fake.devices["0000:08:00.0"].path)
+    inv = _scan(fake)
+    assert inv.device("08:00.0").functions == ("0000:08:00.1",)
+    assert inv.device("08:00.1").functions == ("0000:08:00.0",)
+    assert all(inv.device(vf).functions == () for vf in ("08:00.4", "08:00.5", "08:01.0", "08:01.1"))
+    # Partial scans: the audio function's group holds the PF, whose VFs are read with it; a VF that is not
+    # among its PF's virtfn links (08:00.6, added below) is not read, and its own physfn link says what it is.
+    partial = Inventory.scan(Host(fake.root), only=["0000:08:00.1"])
+    assert partial.device("08:00.1").functions == ("0000:08:00.0",)
+    lone = fake.add_device("0000:08:00.6", vendor="10de", device="25b6", class_="030200", group=50)
+    fake.symlink(f"{lone.path.relative_to(fake.root)}/physfn", fake.devices["0000:08:00.0"].path)
+    partial = Inventory.scan(Host(fake.root), only=["0000:08:00.1"])
+    assert "0000:08:00.6" not in partial.devices
+    assert partial.device("08:00.1").functions == ("0000:08:00.0",)
+
+
 def test_host_objects(fake):
     fake.add_device("0000:00:03.0", vendor="1af4", device="1041", driver="virtio-pci")
     fake.add_device("0000:00:04.0", vendor="8086", device="0953", class_="010802", driver="nvme")
