@@ -522,9 +522,9 @@ def summary(dev: PciDevice) -> dict[str, Any]:
 
 
 def _with_group_members(host: Host, devices_dir: str, devices: set[str], only: Iterable[str]) -> set[str]:
-    """``only`` (canonicalised; non-addresses and entries not in ``devices`` dropped), the members of their IOMMU groups,
-    and the VFs of any SR-IOV PF among those (with their groups' members): what is done to a PF concerns its
-    VFs (unbinding it destroys them), so the binding engine's guards look at them too."""
+    """``only`` (canonicalised; non-addresses and names not in ``devices`` dropped), the members of their IOMMU
+    groups, and the VFs of any SR-IOV PF among those (with their groups' members): what is done to a PF concerns
+    its VFs (unbinding it destroys them), so the binding engine's guards look at them too."""
     groups_dir = os.fspath(host.iommu_groups_dir)
 
     def add_groups(names: Iterable[str], into: set[str]) -> None:
