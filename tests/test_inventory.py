@@ -213,8 +213,10 @@ def _jobs_by_parsing(entries):
     each with the other entries of its slot."""
     parsed = {n: PciAddress.try_parse(n) for n in entries}
     names = sorted((n for n in entries if parsed[n] is not None), key=lambda n: (parsed[n], n))
-    return [(n, parsed[n].slot_id, tuple(m for m in names if m != n and parsed[m].slot_id == parsed[n].slot_id))
-            for n in names]
+    by_slot: dict[str, list[str]] = {}
+    for n in names:
+        by_slot.setdefault(parsed[n].slot_id, []).append(n)
+    return [(n, parsed[n].slot_id, tuple(m for m in by_slot[parsed[n].slot_id] if m != n)) for n in names]
 
 
 @pytest.mark.parametrize("seed", range(20))
