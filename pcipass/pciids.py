@@ -120,14 +120,7 @@ class PciIds:
         data = self._data
         assert data is not None
         if header.startswith(b"C "):
-            # The class section is last: search from the end.
-            pos = data.rfind(b"\n" + header)
-            while pos != -1:
-                m = _TOP_LINE.match(data, pos)
-                if m and m.group(1) == header:
-                    return pos
-                pos = data.rfind(b"\n" + header, 0, pos)
-            return -1
+            return self._search_header(header, from_end=True)  # the class section is last
         lo, hi = 0, len(data)
         while lo < hi:
             mid = (lo + hi) // 2
@@ -141,18 +134,19 @@ class PciIds:
                 return nl
         return self._search_header(header)
 
-    def _search_header(self, header: bytes) -> int:
-        """``_find_header`` for a vendor not where a sorted file has it (an unsorted file, or an absent id):
-        a plain search through the file."""
+    def _search_header(self, header: bytes, *, from_end: bool = False) -> int:
+        """A plain search through the file for the top-level line with id ``header``, from its end for a class
+        (the class section is last); for a vendor, ``_find_header``'s fallback when the vendor is not where a
+        sorted file has it (an unsorted file, or an absent id)."""
         data = self._data
         assert data is not None
         needle = b"\n" + header
-        pos = data.find(needle)
+        pos = data.rfind(needle) if from_end else data.find(needle)
         while pos != -1:
             m = _TOP_LINE.match(data, pos)
             if m and m.group(1) == header:
                 return pos
-            pos = data.find(needle, pos + 1)
+            pos = data.rfind(needle, 0, pos) if from_end else data.find(needle, pos + 1)
         return -1
 
     def _extent(self, header: bytes) -> tuple[str | None, int, int]:
