@@ -185,30 +185,31 @@ def _rich_table(blocks: list[Block]) -> None:
         sys.stdout.flush()
 
 
-# How many pieces of text write_json gathers before writing them (a few hundred KB of device records).
-_FLUSH_PIECES = 4096
+# How many pieces of text write_json gathers before writing them: 256 device records, ~220 KB. Small enough
+# that each flush reuses the last one's buffers: 4,096 pieces (~1.7 MB) took ~1,800 more page faults on
+# 4,096 functions, ~2.4 µs each here.
+_FLUSH_PIECES = 512
 
 
 def _json_layout(
     value: Any,
     nl: str,
     out: list[str],
-    enc: Callable[[str], str],
-    record: Callable[[Any], str],
+    encode: Callable[[Any], str],
     flush: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Append ``value`` as JSON: objects and arrays indented by two spaces, except that an array of objects
-    (devices, groups, checks, errors: records) has one record per line, written compactly by ``record``.
-    ``flush``, when given, is handed ``out`` every few thousand records (and empties it): the text is written
+    (devices, groups, checks, errors: records) has one record per line, written compactly by ``encode``.
+    ``flush``, when given, is handed ``out`` every few hundred records (and empties it): the text is written
     as it is made. ``Records`` are converted one by one as they are written.
 
     Why this layout: a list of 16k devices indented key by key is 600k lines, and json.dumps with ``indent``
     falls back to its pure-Python encoder, which made the dump a third of ``list --format json`` on a large
     host (bench/run.py). One record per line is what ``lsblk --json`` does, stays readable and greppable,
-    and ``record`` is json's C encoder. ``enc`` encodes a string as json.dumps(ensure_ascii=False) does.
+    and each record is one call of a C encoder (``_encoder``).
     """
     if isinstance(value, str):
-        out.append(enc(value))
+        out.append(encode(value))
     elif isinstance(value, (list, tuple)):
         if not value:
             out.append("[]")
@@ -219,14 +220,14 @@ def _json_layout(
             convert = value.convert if isinstance(value, Records) else None
             for item in value:
                 out.append(sep)
-                out.append(record(convert(item) if convert else item))
+                out.append(encode(convert(item) if convert else item))
                 sep = "," + inner
                 if flush is not None and len(out) >= _FLUSH_PIECES:
                     flush(out)
         else:
             for item in value:
                 out.append(sep)
-                _json_layout(item, inner, out, enc, record, flush)
+                _json_layout(item, inner, out, encode, flush)
                 sep = "," + inner
         out.append(nl + "]")
     elif isinstance(value, dict):
@@ -236,35 +237,49 @@ def _json_layout(
         inner = nl + "  "
         sep = "{" + inner
         for key, item in value.items():
-            # Other keys get json's own coercion (int, float, bool, None) or its TypeError.
-            text = enc(key) if isinstance(key, str) else record({key: None})[1:-7]
+            # Other keys get json's own coercion (int, float, bool, None) or its TypeError: {"1":null} -> "1".
+            text = encode(key) if isinstance(key, str) else encode({key: None})[1:-6]
             out.append(f"{sep}{text}: ")
-            _json_layout(item, inner, out, enc, record, flush)
+            _json_layout(item, inner, out, encode, flush)
             sep = "," + inner
         out.append(nl + "}")
     else:
-        out.append(record(value))  # scalars: json's own spelling (and its TypeError for anything else)
+        out.append(encode(value))  # scalars: json's own spelling (and its TypeError for anything else)
 
 
-def _record_encoder() -> Callable[[Any], str]:
-    """One value as compact JSON (``", "`` and ``": "``), by json's C encoder when it has one: made once and
-    called per record, which spares json.JSONEncoder.encode's set-up on every call (~40 % of it on a
-    device record). indent=None is what lets json use C at all (json.encoder.c_make_encoder)."""
-    import json.encoder as je
+def _encoder() -> Callable[[Any], str]:
+    """A value as compact JSON (``,`` and ``:``, UTF-8 text as is): by orjson, and by json's C encoder, same
+    spelling, for what orjson refuses with a TypeError: a key that is not a string, an integer beyond 64 bits
+    from a damaged snapshot, a lone surrogate, or an object json's own TypeError should then name.
 
-    py = je.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
-    if je.c_make_encoder is None:
-        return py.encode
-    c = je.c_make_encoder({}, py.default, je.encode_basestring, None, ": ", ", ", False, False, True)
-    return lambda value: "".join(c(value, 0))
+    Why orjson: json's C encoder took ~7 µs per 31-key device record, most of what ``list --format json``
+    spends after its scan on a large host (issue #2's target against lspci, bench/run.py); orjson ~2 µs.
+    json is imported only when it is needed."""
+    from orjson import dumps
+
+    fallback: list[Callable[[Any], str]] = []
+
+    def encode(value: Any) -> str:
+        try:
+            return dumps(value).decode()
+        except TypeError:
+            if not fallback:
+                import json.encoder as je
+
+                # Made once: json.dumps would rebuild its encoder on every call (~40 % of a record).
+                py = je.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+                c = je.c_make_encoder and je.c_make_encoder(
+                    {}, py.default, je.encode_basestring, None, ":", ",", False, False, True)
+                fallback.append((lambda v: "".join(c(v, 0))) if c else py.encode)
+            return fallback[0](value)
+
+    return encode
 
 
 def _json_text(data: Any, flush: Callable[[list[str]], None] | None = None) -> list[str]:
-    import json.encoder as je  # here, not at the top: commands that print no JSON do not pay for importing it
-
     out: list[str] = []
     try:
-        _json_layout(data, "\n", out, je.encode_basestring, _record_encoder(), flush)
+        _json_layout(data, "\n", out, _encoder(), flush)
     except RecursionError:
         raise ValueError("Circular reference detected") from None  # what json.dumps says
     out.append("\n")
