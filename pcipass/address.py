@@ -68,6 +68,11 @@ def pci_owner(path: str | None) -> str | None:
     PCI address (a device's parent bridge; the device of an interface, disk or input device)."""
     if path is None:
         return None
+    # Most often the parent directory itself (a device below its bridge): one match instead of a split.
+    head = path[: path.rfind("/")]
+    parent = head[head.rfind("/") + 1 :]
+    if CANONICAL.fullmatch(parent):
+        return parent
     for part in reversed(path.split("/")[:-1]):
         # Two colons first: cheap, and it skips "pci0000:00", "net", ... without a failed parse.
         if part.count(":") == 2:

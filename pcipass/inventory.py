@@ -204,8 +204,9 @@ def _hex_id(value: str | None, digits: int) -> str | None:
 
 
 class _Reader:
-    """Reads devices one by one (``row``), caching what repeats across them: the identity fields parsed
-    from a ``uevent`` line and the names pci.ids gives an id tuple (the 127 VFs of a PF share both).
+    """Reads devices one by one (``row``), caching what repeats across them: a device's whole identity by
+    its ``uevent`` (``_identity``), the ids parsed from a uevent line or an attribute, and the names pci.ids
+    gives an id tuple (the 127 VFs of a PF share all three).
 
     Speed matters here (issue #2: ``list`` against lspci on 16k functions, bench/run.py), hence a few
     departures from the obvious code, each measured: one raw read per file (``sysfs.read_many``), the bus
@@ -222,6 +223,7 @@ class _Reader:
         self._pairs: dict[str, tuple[str | None, str | None]] = {}
         self._classes: dict[str, str | None] = {}
         self._names: dict[tuple, tuple] = {}
+        self._identities: dict[bytes, tuple] = {}
 
     def _real_path(self, entry: str) -> str:
         try:
@@ -270,27 +272,28 @@ class _Reader:
             )
         return hit
 
-    def row(self, name: str, slot_id: str, functions: tuple[str, ...]) -> tuple:
-        """One device's fields, in PciDevice field order, as plain values (``sriov`` and ``link`` as tuples):
-        what ``_read_rows`` can pass between processes; ``_to_device`` makes the PciDevice."""
-        tables = self.tables
-        entry = self.devices_dir + "/" + name
-        # Follow the bus symlink textually once so each attribute read is a direct path (and a dangling link
-        # still yields a device with unknown attributes rather than a lost device).
-        real = self._real_path(entry)
-        d = real + "/"
+    def _identity(self, d: str, name: str, uevent: bytes | None) -> tuple:
+        """(vendor, device, subsystem vendor, subsystem device, class, the names, driver, module, modalias) of
+        the device in directory ``d``, from its ``uevent`` (read by the caller), else from the attributes.
 
-        raw: dict[str, bytes] = {}
-        read_many(d, _DEVICE_FILES, raw)
-        read_many(d, ("config",), raw, _CONFIG_HEAD)
+        A complete ``uevent`` differs between devices of the same kind and driver only in its PCI_SLOT_NAME
+        line, so the rest of it keys a cache of the whole result: the VFs of a PF, the ports of a switch and
+        the functions of identical cards are parsed and named once."""
+        key = None
+        if uevent:
+            key = uevent.replace(b"PCI_SLOT_NAME=" + name.encode() + b"\n", b"", 1)
+            hit = self._identities.get(key)
+            if hit is not None:
+                return hit
         ev: dict[str, str] = {}
-        uevent = raw.get("uevent")
         if uevent:
             for line in uevent.decode("utf-8", "replace").split("\n"):
-                key, sep, value = line.partition("=")
+                k, sep, value = line.partition("=")
                 if sep:
-                    ev[key] = value
-        if "PCI_ID" not in ev or "PCI_SUBSYS_ID" not in ev or "PCI_CLASS" not in ev or "MODALIAS" not in ev:
+                    ev[k] = value
+        raw: dict[str, bytes] = {}
+        complete = "PCI_ID" in ev and "PCI_SUBSYS_ID" in ev and "PCI_CLASS" in ev and "MODALIAS" in ev
+        if not complete:
             read_many(d, _IDENTITY_ATTRS, raw)
         attr = raw.get
 
@@ -308,6 +311,30 @@ class _Reader:
         if class_id is None:
             class_id = _hex_id(_text(attr("class")), 6)
         modalias = ev.get("MODALIAS") or _text(attr("modalias"))
+        # No DRIVER= in a readable uevent means no driver bound; without a uevent, the link says.
+        driver = ev.get("DRIVER") if ev else link_name(d + "driver")
+        module = self.tables.driver_module(driver) if driver else None
+        names = self._names_of((vendor, device, sub_vendor, sub_device, class_id))
+        identity = (vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias)
+        if complete:
+            self._identities[key] = identity
+        return identity
+
+    def row(self, name: str, slot_id: str, functions: tuple[str, ...]) -> tuple:
+        """One device's fields, in PciDevice field order, as plain values (``sriov`` and ``link`` as tuples):
+        what ``_read_rows`` can pass between processes; ``_to_device`` makes the PciDevice."""
+        entry = self.devices_dir + "/" + name
+        # Follow the bus symlink textually once so each attribute read is a direct path (and a dangling link
+        # still yields a device with unknown attributes rather than a lost device).
+        real = self._real_path(entry)
+        d = real + "/"
+
+        raw: dict[str, bytes] = {}
+        read_many(d, _DEVICE_FILES, raw)
+        read_many(d, ("config",), raw, _CONFIG_HEAD)
+        attr = raw.get
+        vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias = self._identity(
+            d, name, attr("uevent"))
 
         config = attr("config")
         if config and len(config) > 0x0E:
@@ -322,16 +349,13 @@ class _Reader:
             else:
                 is_bridge = bool(class_id and class_id[:4] in _BRIDGE_CLASSES)
 
-        # No DRIVER= in a readable uevent means no driver bound; without a uevent, the link says.
-        driver = ev.get("DRIVER") if ev else link_name(d + "driver")
         override_raw = attr("driver_override")
         override = None if override_raw in _NO_OVERRIDE else _text(override_raw)
-        module = tables.driver_module(driver) if driver else None
 
         try:
             iommu_group: int | None = int(os.readlink(d + "iommu_group").rpartition("/")[2])
         except (OSError, ValueError):
-            iommu_group = tables.groups_dir.get(name)
+            iommu_group = self.tables.groups_dir.get(name)
 
         try:
             numa: int | None = int(attr("numa_node"))  # int() takes the bytes, newline included
@@ -371,7 +395,6 @@ class _Reader:
                 _int(_text(attr("max_link_width"))),
             )
 
-        names = self._names_of((vendor, device, sub_vendor, sub_device, class_id))
         return (
             name, vendor, device, sub_vendor, sub_device, class_id, revision, *names,
             driver, override, module, modalias, iommu_group, numa, is_bridge, header_type,
