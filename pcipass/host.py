@@ -12,11 +12,9 @@ import re
 from functools import cached_property
 from pathlib import Path
 
+from . import ROOT_ENV  # the default root's variable; defined with the package for the CLI's first steps
 from .address import PciAddress
 from .errors import UsageError
-
-#: Environment variable that sets the default root.
-ROOT_ENV = "PCIPASS_ROOT"
 #: Environment variable naming a pci.ids file to use before the usual locations.
 PCI_IDS_ENV = "PCIPASS_PCI_IDS"
 #: This process's own mount table (not the root's): where a running kernel's sysfs is mounted.

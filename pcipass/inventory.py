@@ -7,20 +7,17 @@ devices and their groups (the binding engine); ``detail=False`` skips what ``lis
 
 Speed (issue #2's target against lspci, bench/run.py): each device costs 16 system calls (``_Reader.row``,
 ``uevent`` first), on ``str`` paths (pathlib's joins cost about as much as the reads they led to); rows are
-plain tuples, so on a large host a forked child can read half of them (``_read_rows``); the IOMMU group
-directory is read only when something needs it (``groups``, or a device whose ``iommu_group`` link is
-missing): ``list`` gets the groups from the links.
+plain tuples, so on a large host a forked child reads part of them (pcipass/parallel.py), from before the
+CLI is imported when it is to list the host (``EarlyScan``); the IOMMU group directory is read only when
+something needs it (``groups``, or a device whose ``iommu_group`` link is missing): ``list`` gets the groups
+from the links.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gc
-import marshal
 import os
-import signal
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cached_property
 from itertools import groupby
 from operator import itemgetter
@@ -31,6 +28,7 @@ from .drivers import is_assignable
 from .errors import DeviceNotFound
 from .host import Host
 from .model import PciDevice, PciLink, Role, Sriov, build_frozen
+from .parallel import ForkedReader
 from .pciids import PciIds
 from .sysfs import link_name, list_dir, read_many, read_str
 
@@ -80,7 +78,7 @@ def _int(text: str | None) -> int | None:
 
 class _HostTables:
     """The per-host tables the devices are joined with, each read once, on first use: a forked scan child
-    (``_read_rows``) reads only what rows need, while the parent reads the rest meanwhile."""
+    (pcipass/parallel.py) reads only what rows need, while the parent reads the rest meanwhile."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -320,9 +318,11 @@ class _Reader:
             self._identities[key] = identity
         return identity
 
-    def row(self, name: str, slot_id: str, functions: tuple[str, ...]) -> tuple:
-        """One device's fields, in PciDevice field order, as plain values (``sriov`` and ``link`` as tuples):
-        what ``_read_rows`` can pass between processes; ``_to_device`` makes the PciDevice."""
+    def row(self, job: tuple[str, str, tuple[str, ...]]) -> tuple:
+        """One device's fields (``job``: its name, slot id and slot siblings, ``_device_jobs``), in PciDevice
+        field order, as plain values (``sriov`` and ``link`` as tuples): what a forked reader can send back
+        (pcipass/parallel.py); ``_to_device`` makes the PciDevice."""
+        name, _, functions = job
         entry = self.devices_dir + "/" + name
         # Follow the bus symlink textually once so each attribute read is a direct path (and a dangling link
         # still yields a device with unknown attributes rather than a lost device).
@@ -447,84 +447,45 @@ def _to_device(row: tuple, slot_id: str, tables: _HostTables, vfs: set[str]) -> 
     return build_frozen(PciDevice, values)
 
 
-# Hosts with at least this many functions are read by two processes (``_read_rows``); below it a fork costs
-# more than it saves.
+# Hosts with at least this many functions are read by two processes (pcipass/parallel.py); below it a fork
+# costs more than it saves.
 PARALLEL_MIN = 1024
 
 
-def _read_rows(
-    reader: _Reader, jobs: list[tuple[str, str, tuple[str, ...]]], meanwhile: Callable[[], object]
-) -> list[tuple]:
-    """``reader.row`` of every job, in order, after calling ``meanwhile`` (other reading the caller needs). On
-    a large host a forked child reads the last rows (a little over half) while this process does the rest.
+class EarlyScan:
+    """``Inventory.scan(host, detail=False)`` of a large host, begun before anybody asked for it: the CLI starts
+    it as soon as its arguments say ``list`` or ``groups``, before it imports typer and the command modules,
+    and the scan that wants exactly this one (``Inventory.scan(early=...)``: the same devices directory, the
+    default pci.ids, ``detail=False``, every device) joins its forked reader (pcipass/parallel.py) and goes on
+    with what it made; any other scan cancels it.
 
-    Why a process and not threads: reading sysfs from Python is interpreter time between short syscalls, so
-    threads would take turns on the GIL; a forked child has its own interpreter, and sends its rows back
-    through a pipe with marshal (C; rows are plain tuples). This is what brings ``list`` on a 16k-function
-    host near lspci (bench/run.py). Anything going wrong on the child's side (no fork, a signal, an
-    exception, short data) makes the parent read that half itself, so the result never depends on it.
-    """
-    def alone() -> list[tuple]:
-        meanwhile()
-        return [reader.row(*job) for job in jobs]
+    Why: those imports take ~50 ms of one CPU while the other idles; a child forked before them has read a good
+    part of a 4,096-function host by the time the command asks (issue #2's target against lspci,
+    bench/run.py). The child is forked once the inventory is imported and the devices listed, which this
+    process needs anyway: forked before, it spent as long importing them itself, beside this process's own
+    imports. Nothing depends on the child (pcipass/parallel.py)."""
 
-    # Only from a single-threaded process: a child forked while another thread holds a lock it needs would
-    # wait forever (and the parent with it, reading the pipe); Python 3.12+ warns about exactly that.
-    if (len(jobs) < PARALLEL_MIN or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2
-            or threading.active_count() > 1):
-        return alone()
-    # The parent also reads the host tables (``meanwhile``) and unpacks the child's rows, so the child takes a
-    # little more than half (measured on bench/gen_tree.py's 4,096-function server).
-    split = len(jobs) * 9 // 20
-    mine, theirs = jobs[:split], jobs[split:]
-    try:
-        rfd, wfd = os.pipe()
-    except OSError:
-        return alone()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(rfd)
-        os.close(wfd)
-        return alone()
-    if pid == 0:  # the child: read, send, and leave without running any of the parent's exit handlers
-        status = 1
-        try:
-            # No collections in the child: a collection writes to every tracked object's header, which would
-            # copy the parent's whole heap page by page (copy-on-write) for a process that lives 0.1 s.
-            gc.disable()
-            os.close(rfd)
-            view = memoryview(marshal.dumps([reader.row(*job) for job in theirs]))
-            while view:
-                view = view[os.write(wfd, view):]
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(wfd)
-    reaped = False
-    try:
-        meanwhile()
-        rows = [reader.row(*job) for job in mine]
-        with os.fdopen(rfd, "rb") as pipe:
-            data = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        reaped = True
-    finally:
-        if not reaped:  # interrupted: do not leave the child behind
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-    other = None
-    if status == 0:
-        try:
-            other = marshal.loads(data)
-        except (EOFError, ValueError, TypeError):
-            other = None
-    if not isinstance(other, list) or len(other) != len(theirs):
-        other = [reader.row(*job) for job in theirs]
-    return rows + other
+    def __init__(self, host: Host, ids: PciIds, tables: _HostTables, jobs: list, reader: _Reader,
+                 child: ForkedReader) -> None:
+        self.host, self.ids, self.tables, self.jobs, self.reader, self.child = host, ids, tables, jobs, reader, child
+
+    @classmethod
+    def start(cls, root: str) -> EarlyScan | None:
+        """The scan of the host under ``root`` begun, or None: fewer than PARALLEL_MIN devices, or no fork.
+        ``root`` must be a directory (the caller leaves archives and errors to the command)."""
+        host = Host(root)
+        jobs = _device_jobs(list_dir(os.fspath(host.pci_devices_dir)))
+        if len(jobs) < PARALLEL_MIN:
+            return None
+        ids = PciIds.load(host.find_pci_ids())
+        tables = _HostTables(host)
+        reader = _Reader(host, ids, tables, detail=False)
+        child = ForkedReader.start(reader.row, jobs)
+        return None if child is None else cls(host, ids, tables, jobs, reader, child)
+
+    def fits(self, host: Host, ids: PciIds | None, detail: bool, only: Iterable[str] | None) -> bool:
+        return (ids is None and not detail and only is None
+                and os.fspath(host.pci_devices_dir) == os.fspath(self.host.pci_devices_dir))
 
 
 def summary(dev: PciDevice) -> dict[str, Any]:
@@ -629,6 +590,7 @@ class Inventory:
         *,
         detail: bool = True,
         only: Iterable[str] | None = None,
+        early: EarlyScan | None = None,
     ) -> Inventory:
         """Read the host's PCI devices.
 
@@ -636,17 +598,31 @@ class Inventory:
         not show them, and on a large host they are a third of the reads. ``only``: read just these addresses,
         every member of their IOMMU groups and the VFs of a PF among them (``_with_group_members``: what the
         binding engine needs about a few devices on a host of thousands); addresses that are not devices are
-        left out, and the caller's ``device()`` says so.
+        left out, and the caller's ``device()`` says so. ``early``: an EarlyScan to take over if it is this
+        scan (else it is cancelled).
         """
-        if ids is None:
-            ids = PciIds.load(host.find_pci_ids())
-        tables = _HostTables(host)
+        if early is not None and not early.fits(host, ids, detail, only):
+            early.child.cancel()
+            early = None
         devices_dir = os.fspath(host.pci_devices_dir)
-        jobs = _device_jobs(list_dir(devices_dir))
-        if only is not None:
-            wanted = _with_group_members(host, devices_dir, {job[0] for job in jobs}, only)
-            jobs = [job for job in jobs if job[0] in wanted]
-        rows = _read_rows(_Reader(host, ids, tables, detail), jobs, tables.read_joins)
+        if early is not None:
+            ids, tables, jobs, reader, child = early.ids, early.tables, early.jobs, early.reader, early.child
+        else:
+            if ids is None:
+                ids = PciIds.load(host.find_pci_ids())
+            tables = _HostTables(host)
+            jobs = _device_jobs(list_dir(devices_dir))
+            if only is not None:
+                wanted = _with_group_members(host, devices_dir, {job[0] for job in jobs}, only)
+                jobs = [job for job in jobs if job[0] in wanted]
+            reader = _Reader(host, ids, tables, detail)
+            child = ForkedReader.start(reader.row, jobs) if len(jobs) >= PARALLEL_MIN else None
+        # While the child reads, this process also reads the host tables the rows are joined with.
+        if child is not None:
+            rows = child.join(reader.row, tables.read_joins)
+        else:
+            tables.read_joins()
+            rows = [reader.row(job) for job in jobs]
         vfs = _virtual_functions(rows, devices_dir, partial=only is not None)
         devices = {row[0]: _to_device(row, job[1], tables, vfs) for row, job in zip(rows, jobs)}
         return cls(host, devices, tables, partial=only is not None)

@@ -27,6 +27,7 @@ from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.inventory import Inventory
 from pcipass.result import Result, jsonable
+from tests.cli import run as cli_run
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -177,8 +178,10 @@ def _count_forks(monkeypatch, inventory) -> list[int]:
             forks.append(pid)
         return pid
 
-    monkeypatch.setattr(inventory.threading, "active_count", lambda: 1)
-    monkeypatch.setattr(inventory.os, "fork", fork)
+    import pcipass.parallel as parallel
+
+    monkeypatch.setattr(parallel.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(parallel.os, "fork", fork)
     return forks
 
 
@@ -219,7 +222,7 @@ def test_parallel_scan_survives_its_child_failing(server, monkeypatch):
     def no_fork():
         raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(inventory.os, "fork", no_fork)
+    monkeypatch.setattr(os, "fork", no_fork)
     assert _scan_all(root) == expected
 
 
@@ -235,7 +238,7 @@ def test_no_fork_from_a_threaded_process(server, monkeypatch):
     def fork():
         raise AssertionError("forked while another thread runs")
 
-    monkeypatch.setattr(inventory.os, "fork", fork)
+    monkeypatch.setattr(os, "fork", fork)
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
@@ -245,6 +248,118 @@ def test_no_fork_from_a_threaded_process(server, monkeypatch):
         stop.set()
         other.join()
     assert len(devices) == 600
+
+
+def test_early_scan_is_the_scan(server, monkeypatch):
+    """A scan begun early (cli._begin_scan, before the CLI is imported) and joined by the scan that fits it
+    gives the devices that scan would read alone, with the one fork; a scan that does not fit it (details
+    wanted, other devices, another root) cancels it and reads alone."""
+    import pcipass.inventory as inventory
+    from pcipass.inventory import EarlyScan
+
+    root, _m = server
+    expected = {detail: _scan_all(root, detail=detail) for detail in (True, False)}
+    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
+    forks = _count_forks(monkeypatch, inventory)
+    early = EarlyScan.start(str(root))
+    assert len(forks) == 1
+    assert _scan_all(root, detail=False, early=early) == expected[False] and len(forks) == 1
+    assert early.child.reaped and early.child.rfd == -1
+
+    other = root.parent / "same-host-elsewhere"
+    if not other.exists():
+        shutil.copytree(root, other, symlinks=True)
+    for kwargs, want in (({"detail": True}, expected[True]), ({"detail": False, "only": ["0000:00:00.0"]}, None),
+                         ({"detail": False, "root": other}, expected[False])):
+        forks.clear()
+        early = EarlyScan.start(str(root))
+        scan_root = kwargs.pop("root", root)
+        got = _scan_all(scan_root, early=early, **kwargs)
+        assert early.child.reaped and early.child.rfd == -1  # cancelled
+        assert len(forks) == (1 if "only" in kwargs else 2)  # its own fork (a targeted scan is small)
+        if want is not None:
+            assert got == want
+    # A host too small to be worth a second process: nothing begun.
+    monkeypatch.setattr(inventory, "PARALLEL_MIN", 10**9)
+    assert EarlyScan.start(str(root)) is None
+
+
+def test_the_cli_begins_the_scan_its_arguments_ask_for(server, monkeypatch, tmp_path):
+    """cli._begin_scan glances at the arguments: ``list``/``groups`` with the root from --root, its env
+    variable or /; nothing for other commands, help, --version, an empty root or one that is not a
+    directory. What it begins, ``list`` takes over (``take_early_scan``) through the real entry point."""
+    import pcipass.cli as cli
+    import pcipass.inventory as inventory
+
+    root, _m = server
+    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
+    forks = _count_forks(monkeypatch, inventory)
+    began = []
+    monkeypatch.setattr(inventory.EarlyScan, "start", classmethod(lambda cls, r: began.append(r)))
+    monkeypatch.delenv("PCIPASS_ROOT", raising=False)
+    archive = tmp_path / "snap.tar.gz"
+    archive.write_bytes(b"")
+    cases = [
+        (["--root", str(root), "list"], str(root)),
+        ([f"--root={root}", "--format", "json", "groups", "--tree"], str(root)),
+        (["-f", "json", "--root", "/nowhere", "--root", str(root), "list"], str(root)),  # click keeps the last
+        (["list"], "/"),
+        (["--root", str(root), "show", "0000:00:00.0"], None),
+        (["--root", str(root), "list", "--help"], None),
+        (["--version", "--root", str(root), "list"], None),
+        (["--root", "", "list"], None),
+        (["--root", str(archive), "list"], None),
+        (["--root", str(tmp_path / "missing"), "list"], None),
+        (["--root"], None),
+        ([], None),
+    ]
+    for args, want in cases:
+        began.clear()
+        cli._begin_scan(args)
+        assert began == ([want] if want else []), args
+    monkeypatch.setenv("PCIPASS_ROOT", str(root))
+    began.clear()
+    cli._begin_scan(["list"])
+    assert began == [str(root)]
+    assert not forks
+
+
+def test_pcipass_list_takes_over_the_early_scan(server, tmp_path, capsys):
+    """Through the process's own entry point (main() without arguments): ``list`` and ``groups`` fork once,
+    early, and print what an in-process run prints; another command cancels what was begun for it."""
+    root, _m = server
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys, atexit\n"
+        "import pcipass.inventory as inventory, pcipass.parallel as parallel\n"
+        "inventory.PARALLEL_MIN = 2\n"
+        "parallel.threading.active_count = lambda: 1\n"
+        "forks, real_fork = [], os.fork\n"
+        "def fork():\n"
+        "    pid = real_fork()\n"
+        "    if pid:\n"
+        "        forks.append(pid)\n"
+        "    return pid\n"
+        "os.fork = fork\n"
+        "atexit.register(lambda: sys.stderr.write(f'FORKS {forks}\\n'))\n"
+        "sys.argv = ['pcipass', *sys.argv[1:]]\n"
+        "from pcipass.cli import main\n"
+        "main()\n")
+    def forks(run) -> list[int]:
+        return json.loads(run.stderr.rpartition("FORKS ")[2])
+
+    for command in ("list", "groups"):
+        args = ["--root", str(root), command, "--format", "json"]
+        run = subprocess.run([sys.executable, str(probe), *args], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert len(forks(run)) == 1
+        assert json.loads(run.stdout) == json.loads(cli_run(capsys, *args).out)
+    # Begun, then a usage error: the child is ended at exit, not left running.
+    run = subprocess.run([sys.executable, str(probe), "--root", str(root), "list", "--no-such-option"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and len(forks(run)) == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(forks(run)[0], 0)
 
 
 def test_targeted_scan_reads_the_devices_and_their_groups(server):

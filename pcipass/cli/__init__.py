@@ -8,15 +8,63 @@ and evaluate each time (~2 ms of a cold ``pcipass list``; tests/test_conventions
 from __future__ import annotations
 
 
+#: The scan main() began before importing the CLI (``_begin_scan``), until a command takes it (``take_early_scan``).
+_early_scan = None
+
+#: The commands whose scan is ``Inventory.scan(host, detail=False)``, the one an EarlyScan is.
+_EARLY_COMMANDS = ("list", "groups")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``pcipass``, ``python -m pcipass``): see ``app.main``. As the process's
-    entry (no ``argv``) it first gives up the cyclic garbage collector (``_collector_off``); in-process callers
-    of main(), such as the tests, keep theirs."""
+    entry (no ``argv``) it first gives up the cyclic garbage collector (``_collector_off``) and, for a command
+    that lists the host, begins reading it (``_begin_scan``); in-process callers of main(), such as the tests,
+    keep their collector and begin nothing."""
     if argv is None:
+        import sys
+
         _collector_off()
+        _begin_scan(sys.argv[1:])
     from .app import main as run
 
     run(argv)
+
+
+def _begin_scan(args: list[str]) -> None:
+    """When ``args`` ask for ``list`` or ``groups``, begin their host's scan now, while this process imports
+    typer and the command modules (``inventory.EarlyScan`` says why). The arguments are only glanced at
+    (cli/argv.py): typer parses them for real later, and the command's scan joins this one only if it is the
+    scan begun, so a wrong guess costs a cancelled child."""
+    import os
+
+    from .argv import first_word, root_option
+
+    word, before = first_word(args)
+    if word not in _EARLY_COMMANDS or "--version" in before or "--help" in args or "-h" in args:
+        return
+    root = root_option(before)
+    if root == "":
+        return  # an error, which the command reports
+    from .. import ROOT_ENV
+
+    root = root or os.environ.get(ROOT_ENV) or "/"
+    if not os.path.isdir(root):
+        return  # a snapshot archive (unpacked by the command) or an error the command reports
+    from ..inventory import EarlyScan
+
+    global _early_scan
+    _early_scan = EarlyScan.start(root)
+    if _early_scan is not None:
+        import atexit
+
+        atexit.register(_early_scan.child.cancel)  # not taken (another command after all, an error): ended
+
+
+def take_early_scan():
+    """The scan main() began (an ``inventory.EarlyScan``), once; None when none was, or it was taken."""
+    global _early_scan
+    early, _early_scan = _early_scan, None
+    return early
 
 
 def _collector_off() -> None:

@@ -13,6 +13,7 @@ from .. import __version__
 from ..errors import ExitCode, PcipassError
 from ..host import ROOT_ENV
 from . import context
+from .argv import first_word
 from .render import Format, dump_json, dump_yaml, warn, write_stdout
 
 # The bare app: global options only. Commands are registered on demand by main() (see _modules_for); the
@@ -82,26 +83,6 @@ COMMANDS = {
 _ALL = tuple(dict.fromkeys(COMMANDS.values()))
 _registered: set[str] = set()
 
-# Global options of _global that take a value (``--root X``, ``-f X``; also ``--root=X``, ``-fX``) and flags.
-_VALUE_OPTIONS = ("--root", "--format", "-f")
-_FLAGS = ("--debug", "--version")
-
-
-def _first_word(args: list[str]) -> tuple[str | None, list[str]]:
-    """The first argument that is not a global option (the command's name, or whatever stands there), and
-    the global options before it."""
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in _VALUE_OPTIONS:
-            i += 2
-        elif arg in _FLAGS or arg.startswith(("--root=", "--format=")) or (arg.startswith("-f") and len(arg) > 2):
-            i += 1
-        else:
-            return arg, args[:i]
-    return None, args
-
-
 def _modules_for(args: list[str]) -> tuple[str, ...]:
     """The command modules ``pcipass ARGS`` needs: the one defining the invoked command, none for a bare
     ``--version``, and all of them for help, no command, an unknown command or option, and shell completion,
@@ -112,7 +93,7 @@ def _modules_for(args: list[str]) -> tuple[str, ...]:
     """
     if os.environ.get("_PCIPASS_COMPLETE"):
         return _ALL
-    word, before = _first_word(args)
+    word, before = first_word(args)
     if word is None:
         return () if "--version" in before else _ALL
     module = COMMANDS.get(word)
@@ -130,7 +111,7 @@ def _group_name(info: typer.models.TyperInfo) -> str | None:
 def _run(args: list[str]) -> object:
     """Run the app for ``args``; when they invoke one registered command, typer builds only that one (a
     module registers several: the binding module's three cost 0.06-0.12 s per run under emulation)."""
-    word, _ = _first_word(args)
+    word, _ = first_word(args)
     commands, groups = _app.registered_commands, _app.registered_groups
     if word in COMMANDS and not os.environ.get("_PCIPASS_COMPLETE"):
         _app.registered_commands = [c for c in commands if c.name == word]

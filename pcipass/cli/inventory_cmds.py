@@ -15,8 +15,9 @@ AddressArg = Annotated[str, typer.Argument(metavar="ADDR", help="PCI address, DD
 
 def _inventory(detail: bool = True):
     from ..inventory import Inventory
+    from . import take_early_scan
 
-    return Inventory.scan(context.CURRENT.host(), detail=detail)
+    return Inventory.scan(context.CURRENT.host(), detail=detail, early=take_early_scan())
 
 
 def _no_pci_bus(result) -> bool:
