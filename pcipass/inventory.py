@@ -96,7 +96,7 @@ class _HostTables:
             return module
 
     def read_joins(self) -> None:
-        """Read the tables rows are joined with (``_to_device``) now."""
+        """Read the tables rows are joined with (``_to_devices``) now."""
         self.slots, self.net, self.block, self.drm  # noqa: B018 - reading the cached properties fills them
 
     @cached_property
@@ -321,7 +321,7 @@ class _Reader:
     def row(self, job: tuple[str, str, tuple[str, ...]]) -> tuple:
         """One device's fields (``job``: its name, slot id and slot siblings, ``_device_jobs``), in PciDevice
         field order, as plain values (``sriov`` and ``link`` as tuples): what a forked reader can send back
-        (pcipass/parallel.py); ``_to_device`` makes the PciDevice."""
+        (pcipass/parallel.py); ``_to_devices`` makes the PciDevice."""
         name, _, functions = job
         entry = self.devices_dir + "/" + name
         # Follow the bus symlink textually once so each attribute read is a direct path (and a dangling link
@@ -398,7 +398,7 @@ class _Reader:
         return (
             name, vendor, device, sub_vendor, sub_device, class_id, revision, *names,
             driver, override, module, modalias, iommu_group, numa, is_bridge, header_type,
-            None,  # physical_slot: host tables, joined by _to_device
+            None,  # physical_slot: host tables, joined by _to_devices
             pci_owner(real) if real != entry else None,
             functions, physfn, sriov, boot_vga, reset_method, link,
             None, None, None,  # net, block, drm: likewise
@@ -429,22 +429,27 @@ def _virtual_functions(rows: list[tuple], devices_dir: str, partial: bool) -> se
     return vfs
 
 
-def _to_device(row: tuple, slot_id: str, tables: _HostTables, vfs: set[str]) -> PciDevice:
-    """The PciDevice of a row, joined with the host tables (physical slot, net/block/DRM objects) and with the
-    scan's VFs (``_virtual_functions``: none are multifunction siblings, and a VF has none)."""
-    values = dict(zip(_FIELDS, row))
-    name = row[0]
-    if vfs and row[_FUNCTIONS_AT]:
-        values["functions"] = () if name in vfs else tuple(f for f in row[_FUNCTIONS_AT] if f not in vfs)
-    values["physical_slot"] = tables.slots.get(slot_id)
-    values["net"] = tables.net.get(name, ())
-    values["block"] = tables.block.get(name, ())
-    values["drm"] = tables.drm.get(name, ())
-    if row[_SRIOV_AT] is not None:
-        values["sriov"] = Sriov(*row[_SRIOV_AT])
-    if row[_LINK_AT] is not None:
-        values["link"] = PciLink(*row[_LINK_AT])
-    return build_frozen(PciDevice, values)
+def _to_devices(rows: list[tuple], jobs: list[tuple], tables: _HostTables, vfs: set[str]) -> dict[str, PciDevice]:
+    """The PciDevice of each row (by name, in order), joined with the host tables (physical slot, net/block/DRM
+    objects) and with the scan's VFs (``_virtual_functions``: none are multifunction siblings, and a VF has
+    none). One loop with the tables at hand: on a large host this is the scan's last step, which no second
+    process shares."""
+    slots, net, block, drm = tables.slots, tables.net, tables.block, tables.drm
+    devices = {}
+    for row, (name, slot_id, functions) in zip(rows, jobs):
+        values = dict(zip(_FIELDS, row))
+        if vfs and functions:
+            values["functions"] = () if name in vfs else tuple(f for f in functions if f not in vfs)
+        values["physical_slot"] = slots.get(slot_id)
+        values["net"] = net.get(name, ())
+        values["block"] = block.get(name, ())
+        values["drm"] = drm.get(name, ())
+        if row[_SRIOV_AT] is not None:
+            values["sriov"] = Sriov(*row[_SRIOV_AT])
+        if row[_LINK_AT] is not None:
+            values["link"] = PciLink(*row[_LINK_AT])
+        devices[name] = build_frozen(PciDevice, values)
+    return devices
 
 
 # Hosts with at least this many functions are read by two processes (pcipass/parallel.py); below it a fork
@@ -493,7 +498,7 @@ def summary(dev: PciDevice) -> dict[str, Any]:
 
     Written for PciDevice rather than through jsonable's generic walk, which was a tenth of a large
     ``list --format json`` (bench/run.py); tests/test_inventory.py holds the two equal on recorded hosts."""
-    row = dict(dev.__dict__)  # the fields, in field order (set in that order by __init__ and _to_device)
+    row = dict(dev.__dict__)  # the fields, in field order (set in that order by __init__ and _to_devices)
     del row["reset_method"], row["link"]
     row["functions"] = list(dev.functions)
     row["net"] = list(dev.net)
@@ -624,7 +629,7 @@ class Inventory:
             tables.read_joins()
             rows = [reader.row(job) for job in jobs]
         vfs = _virtual_functions(rows, devices_dir, partial=only is not None)
-        devices = {row[0]: _to_device(row, job[1], tables, vfs) for row, job in zip(rows, jobs)}
+        devices = _to_devices(rows, jobs, tables, vfs)
         return cls(host, devices, tables, partial=only is not None)
 
     @property

@@ -62,6 +62,8 @@ def filter_devices(
     if vendor_key and vendor_key.startswith("0x"):
         vendor_key = vendor_key[2:]
     driver_key = normalize(driver.strip()) if driver else None
+    if not (prefixes or vendor_key or driver_key is not None or group is not None or vfio):
+        return list(devices)  # no filter (most listings): no per-device tests on a host of thousands
     out = []
     for dev in devices:
         if prefixes and not (dev.class_id and dev.class_id.startswith(prefixes)):
