@@ -73,7 +73,13 @@ def pci_owner(path: str | None) -> str | None:
     parent = head[head.rfind("/") + 1 :]
     if CANONICAL.fullmatch(parent):
         return parent
-    for part in reversed(path.split("/")[:-1]):
+    return pci_owner_in(path.split("/")[:-1])
+
+
+def pci_owner_in(parts: list[str]) -> str | None:
+    """``pci_owner`` of a path already split, its own component left out: the last of ``parts`` that is a PCI
+    address."""
+    for part in reversed(parts):
         # Two colons first: cheap, and it skips "pci0000:00", "net", ... without a failed parse.
         if part.count(":") == 2:
             addr = _address_part(part)

@@ -23,7 +23,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from .address import CANONICAL, PciAddress, pci_owner
+from .address import CANONICAL, PciAddress, pci_owner, pci_owner_in
 from .drivers import is_assignable
 from .errors import DeviceNotFound
 from .host import Host
@@ -168,7 +168,8 @@ class _HostTables:
 
 def _class_objects(*class_dirs: os.PathLike[str]) -> dict[str, tuple[str, ...]]:
     """PCI address -> the names of the class objects (net, block, drm) whose device path runs through it."""
-    out: dict[str, set[str]] = {}
+    out: dict[str, list[str]] = {}
+    readlink = os.readlink
     for cdir in class_dirs:
         cdir = os.fspath(cdir)
         names = list_dir(cdir)
@@ -177,17 +178,20 @@ def _class_objects(*class_dirs: os.PathLike[str]) -> dict[str, tuple[str, ...]]:
         for name in names:
             # The link's own components are enough (no normpath): "../../devices/pci0000:00/0000:00:03.0/net/x".
             try:
-                target = os.readlink(prefix + name)
+                parts = readlink(prefix + name).split("/")
             except OSError:
                 continue
-            parts = target.split("/")
             # A partition's parent directory is its disk (block/sda/sda1, nvme0n1/nvme0n1p1).
             if len(parts) >= 2 and parts[-2] in name_set and parts[-2] != name:
                 continue
-            owner = pci_owner(target)
-            if owner:
-                out.setdefault(owner, set()).add(name)
-    return {k: tuple(sorted(v)) for k, v in out.items()}
+            owner = pci_owner_in(parts[:-1])
+            if owner is not None:
+                if owner in out:
+                    out[owner].append(name)
+                else:
+                    out[owner] = [name]
+    # /sys/block and /sys/class/block name the same disks: each once.
+    return {k: tuple(sorted(set(v))) for k, v in out.items()}
 
 
 def _hex_id(value: str | None, digits: int) -> str | None:
