@@ -2,7 +2,8 @@
 
 Rules: data on stdout, messages on stderr; no colour or ANSI when stdout is not a TTY or NO_COLOR is set;
 device strings are always wrapped in ``rich.text.Text`` (never interpolated into markup), so a device name
-like ``[bold]`` or ``[/]`` prints literally. rich, yaml and json are imported here, only when rendering needs them.
+like ``[bold]`` or ``[/]`` prints literally. rich, yaml, orjson and json are imported here, only when rendering
+needs them.
 """
 
 from __future__ import annotations
