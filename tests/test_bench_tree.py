@@ -322,6 +322,15 @@ def test_the_cli_begins_the_scan_its_arguments_ask_for(server, monkeypatch, tmp_
     cli._begin_scan(["list"])
     assert began == [str(root)]
     assert not forks
+    cli.take_early_scan()
+
+    # Only a head start: whatever goes wrong beginning it, the command runs as without it.
+    def broken(cls, r):
+        raise PermissionError(13, "Permission denied", r)
+
+    monkeypatch.setattr(inventory.EarlyScan, "start", classmethod(broken))
+    cli._begin_scan(["list"])
+    assert cli.take_early_scan() is None
 
 
 def test_pcipass_list_takes_over_the_early_scan(server, tmp_path, capsys):

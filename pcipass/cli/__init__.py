@@ -53,7 +53,10 @@ def _begin_scan(args: list[str]) -> None:
     from ..inventory import EarlyScan
 
     global _early_scan
-    _early_scan = EarlyScan.start(root)
+    try:
+        _early_scan = EarlyScan.start(root)
+    except Exception:  # noqa: BLE001 - only a head start: the command's own scan reads the host and reports
+        return
     if _early_scan is not None:
         import atexit
 
