@@ -8,7 +8,7 @@ from . import context
 from .context import FormatOption, finish
 from .render import Block, Table, warn
 
-AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
+AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR...", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")]
 TimeoutOption = Annotated[
     float,
@@ -146,7 +146,7 @@ def _status_view(data: list[dict[str, Any]]) -> list[Block]:
 
 
 def status_cmd(
-    addresses: Annotated[list[str] | None, typer.Argument(metavar="ADDR", show_default=False, help="Devices to show "
+    addresses: Annotated[list[str] | None, typer.Argument(metavar="ADDR...", show_default=False, help="Devices to show "
                                                           "(default: every device pcipass or vfio holds, now or at "
                                                           "boot).")] = None,
     fmt: FormatOption = None,

@@ -23,9 +23,10 @@ emit_app = typer.Typer(
     no_args_is_help=True,
 )
 
-AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
+AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR...", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
 OptionalAddressesArg = Annotated[
-    list[str] | None, typer.Argument(metavar="ADDR", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.", show_default=False)
+    list[str] | None,
+    typer.Argument(metavar="ADDR...", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.", show_default=False),
 ]
 NodeOption = Annotated[
     str | None,

@@ -10,7 +10,7 @@ from .context import FormatOption, finish
 from .render import Block, Table
 
 DomainArg = Annotated[str, typer.Argument(metavar="DOMAIN", help="libvirt domain name.")]
-AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
+AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR...", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
 ConnectOption = Annotated[
     str | None,
     typer.Option("--connect", "-c", metavar="URI", help="libvirt connection URI (default: libvirt's, e.g. "
