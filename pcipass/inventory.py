@@ -461,6 +461,17 @@ def _to_devices(rows: list[tuple], jobs: list[tuple], tables: _HostTables, vfs: 
 PARALLEL_MIN = 1024
 
 
+def _start_reading(host: Host, ids: PciIds | None, detail: bool, jobs: list) -> tuple:
+    """What reading ``jobs`` takes: pci.ids (the host's, unless given), the host tables, the row reader, and on a
+    host of PARALLEL_MIN devices or more the forked reader, already reading (else None)."""
+    if ids is None:
+        ids = PciIds.load(host.find_pci_ids())
+    tables = _HostTables(host)
+    reader = _Reader(host, ids, tables, detail)
+    child = ForkedReader.start(reader.row, jobs) if len(jobs) >= PARALLEL_MIN else None
+    return ids, tables, reader, child
+
+
 class EarlyScan:
     """``Inventory.scan(host, detail=False)`` of a large host, begun before anybody asked for it: the CLI starts
     it as soon as its arguments say ``list`` or ``groups``, before it imports typer and the command modules,
@@ -486,10 +497,7 @@ class EarlyScan:
         jobs = _device_jobs(list_dir(os.fspath(host.pci_devices_dir)))
         if len(jobs) < PARALLEL_MIN:
             return None
-        ids = PciIds.load(host.find_pci_ids())
-        tables = _HostTables(host)
-        reader = _Reader(host, ids, tables, detail=False)
-        child = ForkedReader.start(reader.row, jobs)
+        ids, tables, reader, child = _start_reading(host, None, False, jobs)
         return None if child is None else cls(host, ids, tables, jobs, reader, child)
 
     def fits(self, host: Host, ids: PciIds | None, detail: bool, only: Iterable[str] | None) -> bool:
@@ -617,15 +625,11 @@ class Inventory:
         if early is not None:
             ids, tables, jobs, reader, child = early.ids, early.tables, early.jobs, early.reader, early.child
         else:
-            if ids is None:
-                ids = PciIds.load(host.find_pci_ids())
-            tables = _HostTables(host)
             jobs = _device_jobs(list_dir(devices_dir))
             if only is not None:
                 wanted = _with_group_members(host, devices_dir, {job[0] for job in jobs}, only)
                 jobs = [job for job in jobs if job[0] in wanted]
-            reader = _Reader(host, ids, tables, detail)
-            child = ForkedReader.start(reader.row, jobs) if len(jobs) >= PARALLEL_MIN else None
+            ids, tables, reader, child = _start_reading(host, ids, detail, jobs)
         # While the child reads, this process also reads the host tables the rows are joined with.
         if child is not None:
             rows = child.join(reader.row, tables.read_joins)
