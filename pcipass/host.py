@@ -12,9 +12,11 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from . import ROOT_ENV  # the default root's variable; defined with the package for the CLI's first steps
 from .address import PciAddress
 from .errors import UsageError
+
+#: Environment variable that sets the default root.
+ROOT_ENV = "PCIPASS_ROOT"
 #: Environment variable naming a pci.ids file to use before the usual locations.
 PCI_IDS_ENV = "PCIPASS_PCI_IDS"
 #: This process's own mount table (not the root's): where a running kernel's sysfs is mounted.
@@ -51,6 +53,16 @@ def _unpack_archive(archive: Path) -> Path:
     return dest
 
 
+def chosen_root(root: str | None) -> str:
+    """The root a run reads: ``root`` (``--root``), else ``$PCIPASS_ROOT`` (an empty value leaves it unset),
+    else ``/``. An empty ``root`` is a UsageError."""
+    if root == "":
+        # Not "/": a script's --root "$SNAPSHOT" with the variable unset must not reach the running system.
+        raise UsageError("--root is empty (an unset variable?): give a directory or a snapshot archive, "
+                         "or leave --root out for this host")
+    return root or os.environ.get(ROOT_ENV) or "/"
+
+
 def _pci_ids_rel() -> list[str]:
     return [name for rel in _PCI_IDS_CANDIDATES for name in (rel, rel + ".gz")]
 
@@ -71,12 +83,8 @@ class Host:
 
     @classmethod
     def from_env(cls, root: str | None = None) -> Host:
-        """The host under ``root`` (None: ``$PCIPASS_ROOT``, which an empty value leaves unset, else ``/``)."""
-        if root == "":
-            # Not "/": a script's --root "$SNAPSHOT" with the variable unset must not reach the running system.
-            raise UsageError("--root is empty (an unset variable?): give a directory or a snapshot archive, "
-                             "or leave --root out for this host")
-        return cls(root or os.environ.get(ROOT_ENV) or "/")
+        """The host under ``chosen_root(root)``."""
+        return cls(chosen_root(root))
 
     def __repr__(self) -> str:
         return f"Host({str(self.root)!r})"

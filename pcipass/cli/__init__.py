@@ -42,12 +42,13 @@ def _begin_scan(args: list[str]) -> None:
     word, before = first_word(args)
     if word not in _EARLY_COMMANDS or "--version" in before or "--help" in args or "-h" in args:
         return
-    root = root_option(before)
-    if root == "":
-        return  # an error, which the command reports
-    from .. import ROOT_ENV
+    from ..errors import UsageError
+    from ..host import chosen_root
 
-    root = root or os.environ.get(ROOT_ENV) or "/"
+    try:
+        root = chosen_root(root_option(before))
+    except UsageError:
+        return  # an empty --root: the command reports it
     if not os.path.isdir(root):
         return  # a snapshot archive (unpacked by the command) or an error the command reports
     from ..inventory import EarlyScan
