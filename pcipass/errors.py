@@ -62,6 +62,28 @@ class UsageError(PcipassError):
     code = "usage"
 
 
+class ConfigError(UsageError):
+    """The desired-state file is not valid: its message starts with ``file:line: key:``, and nothing is applied."""
+
+    code = "config"
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, key: str | None = None,
+                 remedy: str | None = None) -> None:
+        where = ":".join(str(x) for x in (path, line) if x is not None)
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}" if where else message,
+                         path=path, remedy=remedy)
+        self.line = line
+        self.key = key
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        if self.line is not None:
+            out["line"] = self.line
+        if self.key is not None:
+            out["key"] = self.key
+        return out
+
+
 class DeviceNotFound(PcipassError):
     exit_code = ExitCode.FAILED
     code = "not-found"

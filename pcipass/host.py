@@ -160,6 +160,11 @@ class Host:
             return None
         return (saved, path) if saved else None
 
+    @property
+    def pcipass_config(self) -> Path:
+        """pcipass's desired-state file (``pcipass apply``, ``persist``, the boot unit)."""
+        return self.etc("pcipass", "pcipass.yaml")
+
     def run(self, *parts: str) -> Path:
         return self.root.joinpath("run", *parts)
 
