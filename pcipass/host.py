@@ -31,28 +31,6 @@ _PCI_IDS_CANDIDATES = (
 )
 
 
-def _unpack_archive(archive: Path) -> Path:
-    """Unpack a snapshot (tar, optionally gz/xz/bz2) into a private temporary directory removed at exit.
-
-    The ``data`` extraction filter refuses absolute paths, links leaving the tree and device nodes: a
-    support bundle from another machine is untrusted input.
-    """
-    import atexit
-    import shutil
-    import tarfile
-    import tempfile
-
-    dest = Path(tempfile.mkdtemp(prefix="pcipass-root-"))
-    atexit.register(shutil.rmtree, dest, True)
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"--root {str(archive)!r}: not a readable snapshot archive ({reason})") from exc
-    return dest
-
-
 def chosen_root(root: str | None) -> str:
     """The root a run reads: ``root`` (``--root``), else ``$PCIPASS_ROOT`` (an empty value leaves it unset),
     else ``/``. An empty ``root`` is a UsageError."""
@@ -76,7 +54,9 @@ class Host:
         self.archive: Path | None = None
         if root_path.is_file():
             self.archive = root_path
-            root_path = _unpack_archive(root_path)
+            from .archive import unpack_root
+
+            root_path = unpack_root(root_path)
         elif not root_path.is_dir():
             raise UsageError(f"--root {str(root)!r} is not a directory or a snapshot archive")
         self.root = root_path

@@ -4,11 +4,13 @@
 #                          the bundled example host (examples/hpe-gen9-a2.tar.xz)
 #   scripts/setup.sh test  install everything the tests need (Debian packages as root, Python
 #                          packages in .venv), then run the whole test suite, real-kernel tier included
-# Extra arguments after `test` go to pytest.
+# Extra arguments after `test` go to pytest. The virtual environment is made by the first `python3` on PATH, in
+# .venv (or $PCIPASS_VENV: CI keeps a second one for another python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 shift || true
+VENV=${PCIPASS_VENV:-.venv}
 
 RUN_DEBS=(python3-venv python3-pip pci.ids)
 # qemu/busybox/kmod/pciutils: the real-kernel tier; libvirt-dev + pkg-config: building libvirt-python;
@@ -30,11 +32,11 @@ apt_install() {
 }
 
 venv() {
-    if [ ! -x .venv/bin/python ]; then
-        python3 -m venv .venv
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV"
     fi
-    .venv/bin/python -m pip install -q --upgrade pip >&2
-    .venv/bin/python -m pip install -q -e ".$1" >&2
+    "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+    "$VENV/bin/python" -m pip install -q -e ".$1" >&2
 }
 
 case "$mode" in
@@ -42,19 +44,19 @@ run)
     apt_install "${RUN_DEBS[@]}"
     venv ""
     echo "== pcipass check-iommu (this host)"
-    .venv/bin/pcipass check-iommu || true
+    "$VENV/bin/pcipass" check-iommu || true
     echo "== pcipass list (this host)"
-    .venv/bin/pcipass list
+    "$VENV/bin/pcipass" list
     echo "== pcipass --root examples/hpe-gen9-a2.tar.xz list --tree (bundled example host)"
-    .venv/bin/pcipass --root examples/hpe-gen9-a2.tar.xz list --tree
+    "$VENV/bin/pcipass" --root examples/hpe-gen9-a2.tar.xz list --tree
     echo "== pcipass --root examples/hpe-gen9-a2.tar.xz check-iommu"
-    .venv/bin/pcipass --root examples/hpe-gen9-a2.tar.xz check-iommu || true
+    "$VENV/bin/pcipass" --root examples/hpe-gen9-a2.tar.xz check-iommu || true
     ;;
 test)
     apt_install "${RUN_DEBS[@]}" "${TEST_DEBS[@]}"
     venv "[test,libvirt]"
-    .venv/bin/python scripts/gen_docs.py --check
-    exec .venv/bin/python -m pytest "$@"
+    "$VENV/bin/python" scripts/gen_docs.py --check
+    exec "$VENV/bin/python" -m pytest "$@"
     ;;
 *)
     echo "usage: scripts/setup.sh run|test [pytest args...]" >&2

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import lzma
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from pcipass.archive import max_unpacked, unpack
 from tests.fakehost import FakeHost
 
 DATA = Path(__file__).parent / "data"
@@ -55,8 +55,7 @@ def gpu(fake) -> Path:
 def _unpack(name: str, dest: Path) -> Path:
     src = DATA / "hosts" / name
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(src) as tar:
-        tar.extractall(dest, filter="tar")
+    unpack(src, dest, limit=max_unpacked())  # pcipass's own checks: tarfile's filter= is not on every Python
     return dest
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from pcipass.archive import max_unpacked, unpack
 from pcipass.engine.state import Lock
 from tests import bind_hosts as bh
 from tests.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
@@ -229,9 +229,9 @@ def test_a_containers_host_root_is_read_through_the_hosts_init(capsys, monkeypat
     assert r.code == 5 and "in the routing table" in r.err, r.err
     out = tmp_path / "bundle.tar.gz"
     assert run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out)).code == 0
-    with tarfile.open(out) as tar:
-        tar.extractall(tmp_path / "unpacked", filter="tar")
-        assert tar.extractfile("proc/net/route").read().decode().count("eth0") == 1
+    (tmp_path / "unpacked").mkdir()
+    unpack(out, tmp_path / "unpacked", limit=max_unpacked())
+    assert (tmp_path / "unpacked/proc/net/route").read_text().count("eth0") == 1
     r = run(capsys, "--root", str(tmp_path / "unpacked"), "enable", "--dry-run", bh.E1000E)
     assert r.code == 5 and "in the routing table" in r.err, r.err
 

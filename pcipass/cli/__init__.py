@@ -17,17 +17,26 @@ _EARLY_COMMANDS = ("list", "groups")
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``pcipass``, ``python -m pcipass``): see ``app.main``. As the process's
-    entry (no ``argv``) it first gives up the cyclic garbage collector (``_collector_off``) and, for a command
-    that lists the host, begins reading it (``_begin_scan``); in-process callers of main(), such as the tests,
-    keep their collector and begin nothing."""
+    entry (no ``argv``) it first makes SIGTERM an exception (``_on_sigterm``), gives up the cyclic garbage
+    collector (``_collector_off``) and, for a command that lists the host, begins reading it (``_begin_scan``);
+    in-process callers of main(), such as the tests, keep their handlers and collector and begin nothing."""
     if argv is None:
+        import signal
         import sys
 
+        signal.signal(signal.SIGTERM, _on_sigterm)
         _collector_off()
         _begin_scan(sys.argv[1:])
     from .app import main as run
 
     run(argv)
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM ends the run as SIGINT does, through an exception: its default action would end the process
+    at once, skipping ``finally`` blocks and exit handlers, and leave an unpacked ``--root`` archive in
+    $TMPDIR (and a binding group without its rollback). Exit status 128 + 15, as the shell reports it."""
+    raise SystemExit(128 + signum)
 
 
 def _begin_scan(args: list[str]) -> None:
