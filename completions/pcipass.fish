@@ -15,9 +15,9 @@ function __pcipass_state
             continue
         end
         switch "$path|$w"
-            case '|--root' '|-f' '|--format' 'list|-c' 'list|--class' 'list|--vendor' 'list|--driver' 'list|-g' 'list|--group' 'list|-f' 'list|--format' 'show|-f' 'show|--format' 'groups|-f' 'groups|--format' 'snapshot|-o' 'snapshot|--output' 'snapshot|-f' 'snapshot|--format' 'check-iommu|-d' 'check-iommu|--device' 'check-iommu|-f' 'check-iommu|--format' 'enable|--driver' 'enable|--timeout' 'enable|-f' 'enable|--format' 'disable|--timeout' 'disable|-f' 'disable|--format' 'status|-f' 'status|--format' 'attach|-c' 'attach|--connect' 'attach|--managed' 'attach|-f' 'attach|--format' 'detach|-c' 'detach|--connect' 'detach|-f' 'detach|--format' 'emit libvirt|--managed' 'emit libvirt|--guest-address' 'emit libvirt|--rom-bar' 'emit kubevirt|--from' 'emit kubevirt|--vm' 'emit kubevirt|--node' 'emit kubevirt|--current' 'emit kubevirt|--only' 'emit kubevirt|-f' 'emit kubevirt|--format' 'emit harvester|--node' 'emit harvester|--user' 'emit harvester|--pcidevices' 'emit harvester|-f' 'emit harvester|--format'
+            case '|--root' '|-f' '|--format' 'list|-c' 'list|--class' 'list|--vendor' 'list|--driver' 'list|-g' 'list|--group' 'list|-f' 'list|--format' 'show|-f' 'show|--format' 'groups|-f' 'groups|--format' 'snapshot|-o' 'snapshot|--output' 'snapshot|-f' 'snapshot|--format' 'check-iommu|-d' 'check-iommu|--device' 'check-iommu|-f' 'check-iommu|--format' 'enable|--driver' 'enable|--timeout' 'enable|-f' 'enable|--format' 'disable|--timeout' 'disable|-f' 'disable|--format' 'status|-f' 'status|--format' 'attach|-c' 'attach|--connect' 'attach|--managed' 'attach|-f' 'attach|--format' 'detach|-c' 'detach|--connect' 'detach|-f' 'detach|--format' 'mdev types|-f' 'mdev types|--format' 'mdev list|-f' 'mdev list|--format' 'mdev create|--uuid' 'mdev create|--timeout' 'mdev create|-f' 'mdev create|--format' 'mdev remove|--timeout' 'mdev remove|-f' 'mdev remove|--format' 'emit libvirt|--managed' 'emit libvirt|--guest-address' 'emit libvirt|--rom-bar' 'emit kubevirt|--from' 'emit kubevirt|--vm' 'emit kubevirt|--node' 'emit kubevirt|--current' 'emit kubevirt|--only' 'emit kubevirt|-f' 'emit kubevirt|--format' 'emit harvester|--node' 'emit harvester|--user' 'emit harvester|--pcidevices' 'emit harvester|-f' 'emit harvester|--format'
                 set skip 1
-            case '|list' '|show' '|groups' '|snapshot' '|check-iommu' '|enable' '|disable' '|status' '|attach' '|detach' '|emit' 'emit|libvirt' 'emit|kubevirt' 'emit|harvester'
+            case '|list' '|show' '|groups' '|snapshot' '|check-iommu' '|enable' '|disable' '|status' '|attach' '|detach' '|mdev' '|emit' 'mdev|types' 'mdev|list' 'mdev|create' 'mdev|remove' 'emit|libvirt' 'emit|kubevirt' 'emit|harvester'
                 set -a path $w
                 set npos 0
             case '*'
@@ -72,6 +72,7 @@ complete -c pcipass -n '__pcipass_at \'\'' -a 'disable' -d 'Return devices to th
 complete -c pcipass -n '__pcipass_at \'\'' -a 'status' -d 'Current driver, override, the driver pcipass recorded, the kernel\'s VFIO viability answer, and boot binding'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'attach' -d 'Attach PCI devices to a libvirt domain as <hostdev> (libvirt picks their guest addresses)'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'detach' -d 'Detach PCI host devices from a libvirt domain'
+complete -c pcipass -n '__pcipass_at \'\'' -a 'mdev' -d 'Mediated devices (vGPU slices and other mdev instances): list the types parents offer, list, create and remove instances'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'emit' -d 'Print hypervisor configuration for devices: libvirt <hostdev> XML, KubeVirt patches, Harvester claims'
 complete -c pcipass -n '__pcipass_at \'\'' -l root -r -F -d 'Read the host under this directory instead of / (a snapshot or a test tree)'
 complete -c pcipass -n '__pcipass_at \'\'' -s f -l format -x -a 'table json yaml' -d 'Output format'
@@ -127,6 +128,24 @@ complete -c pcipass -n '__pcipass_at \'detach\'' -l config -d 'Change the persis
 complete -c pcipass -n '__pcipass_at \'detach\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'detach\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'detach\' 1+' -a '(__pcipass_addresses)' -d 'PCI address'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'types' -d 'The mediated-device types each parent offers: name, description, device API, instances left and made'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'list' -d 'Existing mediated devices: parent, type, IOMMU group, driver, the processes holding them, who made them'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'create' -d 'Create a mediated device of TYPE on PARENT'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'remove' -d 'Remove a mediated device'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'mdev types\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'mdev types\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'mdev list\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'mdev list\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'mdev create\'' -l uuid -x -d 'The new device\'s UUID (default: a random one)'
+complete -c pcipass -n '__pcipass_at \'mdev create\'' -l dry-run -d 'Print the plan and write nothing'
+complete -c pcipass -n '__pcipass_at \'mdev create\'' -l timeout -x -d 'Abandon the kernel write after S seconds'
+complete -c pcipass -n '__pcipass_at \'mdev create\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'mdev create\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'mdev remove\'' -l dry-run -d 'Print the plan and write nothing'
+complete -c pcipass -n '__pcipass_at \'mdev remove\'' -l timeout -x -d 'Abandon the kernel write after S seconds'
+complete -c pcipass -n '__pcipass_at \'mdev remove\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'mdev remove\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'emit\'' -a 'libvirt' -d 'Print <hostdev> XML for the devices (a <devices> element when there are several)'
 complete -c pcipass -n '__pcipass_at \'emit\'' -a 'kubevirt' -d 'Print the KubeVirt CR merge patch permitting the devices (and the HostDevices gate), and a VM snippet'
 complete -c pcipass -n '__pcipass_at \'emit\'' -a 'harvester' -d 'Print Harvester PCIDeviceClaim objects for the devices (kubectl apply -f)'

@@ -200,6 +200,25 @@ class Host:
     def efi_dir(self) -> Path:
         return self.sys("firmware", "efi")
 
+    # --- mediated devices (Documentation/driver-api/vfio-mediated-device.rst) -------------------------------
+    @property
+    def mdev_bus_dir(self) -> Path:
+        """One link per registered mdev parent (PCI or not), named by the parent's device name."""
+        return self.sys("class", "mdev_bus")
+
+    @property
+    def mdev_devices_dir(self) -> Path:
+        """One link per existing mediated device, named by its UUID."""
+        return self.sys("bus", "mdev", "devices")
+
+    def mdev_device(self, uuid: str) -> Path:
+        return self.mdev_devices_dir / uuid
+
+    @property
+    def mdevctl_dir(self) -> Path:
+        """mdevctl's definitions: ``<parent>/<uuid>`` JSON files (mdevctl(8), "config_base")."""
+        return self.etc("mdevctl.d")
+
     def vfio_group_node(self, group: int) -> Path:
         return self.dev("vfio", str(group))
 

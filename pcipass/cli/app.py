@@ -76,6 +76,7 @@ COMMANDS = {
     "enable": "bind_cmds",
     "disable": "bind_cmds",
     "status": "bind_cmds",
+    "mdev": "mdev_cmds",
     "attach": "libvirt_cmds",
     "detach": "libvirt_cmds",
     "emit": "emit_cmds",

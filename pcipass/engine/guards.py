@@ -48,8 +48,9 @@ def effective_uid() -> int:
     return os.geteuid()
 
 
-def preflight(host: Host, *, action: str, dry_run: bool) -> None:
-    """Checks that stop a mutating command before it reads or writes anything else."""
+def preflight(host: Host, *, action: str, dry_run: bool, iommu: bool = True) -> None:
+    """Checks that stop a mutating command before it reads or writes anything else (``iommu``: the command
+    needs an active IOMMU on a running kernel; mediated devices do not)."""
     if host.archive is not None:
         raise UsageError(
             f"cannot {action} devices of a snapshot ({host.archive}): it is not a running kernel",
@@ -59,7 +60,7 @@ def preflight(host: Host, *, action: str, dry_run: bool) -> None:
     if not dry_run and effective_uid() != 0:
         raise PermissionDenied(f"pcipass {action} writes to sysfs and needs root",
                                remedy=f"run it as root (sudo pcipass {action} ...), or preview with --dry-run")
-    if host.reaches_kernel and not iommu_active(host):
+    if iommu and host.reaches_kernel and not iommu_active(host):
         # A running kernel without an IOMMU (the live root, or a root whose sys is a real sysfs: a container's
         # /host): vfio-pci cannot bind anything there, and this is exactly the machine where an unbind takes
         # down the root disk or the network for nothing.

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import LockBusy, PcipassError
@@ -110,26 +111,31 @@ class StateStore:
             ) from exc
 
     def save(self, records: dict[str, DeviceRecord]) -> None:
-        _mkdir_private(self.dir)
         doc = {
             "version": STATE_VERSION,
             "devices": {a: {k: v for k, v in records[a].to_dict().items() if k != "address"} for a in sorted(records)},
         }
-        tmp = self.dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            # No indent: only then does json use its C encoder (a few records are still readable on one line).
-            os.write(fd, (json.dumps(doc, sort_keys=True) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        # The rename is durable only once the directory is synced.
-        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        save_private_json(self.path, doc)
+
+
+def save_private_json(path: Path, doc: dict) -> None:
+    """Replace the root-only file ``path`` (in ``state_dir``) with ``doc`` atomically and durably."""
+    _mkdir_private(path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        # No indent: only then does json use its C encoder (a few records are still readable on one line).
+        os.write(fd, (json.dumps(doc, sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    # The rename is durable only once the directory is synced.
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -105,16 +105,28 @@ class VfioOpeners:
                     out.setdefault(target, []).append((int(pid), f"{comm} (pid {pid})"))
         return out
 
-    def of_group(self, inv: Inventory, group: int) -> tuple[str, ...]:
-        """``comm (pid N)`` of each process holding the group or a member's cdev, in pid order."""
+    def holders(self, nodes: list[str]) -> tuple[str, ...]:
+        """``comm (pid N)`` of each process holding one of ``nodes`` (paths under the root), in pid order."""
         if self._by_node is None:
             self._by_node = self._scan()
+        return tuple(name for _, name in sorted({h for n in nodes for h in self._by_node.get(n, ())}))
+
+    def of_device(self, group: int | None, device_dir: str | os.PathLike[str]) -> tuple[str, ...]:
+        """The holders of a VFIO device that is not a PCI device (a mediated device): its group's node and its
+        cdevs (the ``vfio-dev/`` entries of its sysfs directory)."""
+        host = self.host
+        nodes = [os.fspath(host.vfio_group_node(group))] if group is not None else []
+        nodes += [os.fspath(host.vfio_device_node(n)) for n in list_dir(os.path.join(device_dir, "vfio-dev"))]
+        return self.holders(nodes)
+
+    def of_group(self, inv: Inventory, group: int) -> tuple[str, ...]:
+        """``comm (pid N)`` of each process holding the group or a member's cdev, in pid order."""
         host = self.host
         nodes = [os.fspath(host.vfio_group_node(group))]
         grp = inv.groups.get(group)
         for m in grp.devices if grp else ():
             nodes += [os.fspath(host.vfio_device_node(n)) for n in list_dir(host.pci_device(m.address) / "vfio-dev")]
-        return tuple(name for _, name in sorted({h for n in nodes for h in self._by_node.get(n, ())}))
+        return self.holders(nodes)
 
 
 def status_unless_held(openers: VfioOpeners, inv: Inventory, group: int,
