@@ -66,7 +66,8 @@ def _global(
 
 
 #: Every command and the module (in this package) that defines it, in the order of ``pcipass --help``:
-#: inventory, preflight, binding, hypervisor configuration (typer lists the ``emit`` group after the commands).
+#: inventory, preflight, binding, hypervisor configuration (typer lists the groups, ``mdev`` and ``emit``, after
+#: the commands).
 COMMANDS = {
     "list": "inventory_cmds",
     "show": "inventory_cmds",
@@ -76,9 +77,9 @@ COMMANDS = {
     "enable": "bind_cmds",
     "disable": "bind_cmds",
     "status": "bind_cmds",
-    "mdev": "mdev_cmds",
     "attach": "libvirt_cmds",
     "detach": "libvirt_cmds",
+    "mdev": "mdev_cmds",
     "emit": "emit_cmds",
 }
 _ALL = tuple(dict.fromkeys(COMMANDS.values()))
