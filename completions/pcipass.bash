@@ -48,7 +48,7 @@ _pcipass() {
         fi
         case "$cmd|$w" in
             "|--root") skip=root ;;
-            "|-f"|"|--format"|"list|-c"|"list|--class"|"list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-o"|"snapshot|--output"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-d"|"check-iommu|--device"|"check-iommu|-f"|"check-iommu|--format"|"enable|--driver"|"enable|--timeout"|"enable|-f"|"enable|--format"|"disable|--timeout"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"attach|-c"|"attach|--connect"|"attach|--managed"|"attach|-f"|"attach|--format"|"detach|-c"|"detach|--connect"|"detach|-f"|"detach|--format"|"mdev types|-f"|"mdev types|--format"|"mdev list|-f"|"mdev list|--format"|"mdev create|--uuid"|"mdev create|--timeout"|"mdev create|-f"|"mdev create|--format"|"mdev remove|--timeout"|"mdev remove|-f"|"mdev remove|--format"|"emit libvirt|--managed"|"emit libvirt|--guest-address"|"emit libvirt|--rom-bar"|"emit kubevirt|--from"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--current"|"emit kubevirt|--only"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|--node"|"emit harvester|--user"|"emit harvester|--pcidevices"|"emit harvester|-f"|"emit harvester|--format") skip=value ;;
+            "|-f"|"|--format"|"list|-c"|"list|--class"|"list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-o"|"snapshot|--output"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-d"|"check-iommu|--device"|"check-iommu|-f"|"check-iommu|--format"|"enable|--driver"|"enable|--timeout"|"enable|-f"|"enable|--format"|"disable|--timeout"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"attach|-c"|"attach|--connect"|"attach|--managed"|"attach|-f"|"attach|--format"|"detach|-c"|"detach|--connect"|"detach|-f"|"detach|--format"|"mdev types|-f"|"mdev types|--format"|"mdev list|-f"|"mdev list|--format"|"mdev create|--uuid"|"mdev create|--timeout"|"mdev create|-f"|"mdev create|--format"|"mdev remove|--timeout"|"mdev remove|-f"|"mdev remove|--format"|"emit libvirt|--mdev"|"emit libvirt|--managed"|"emit libvirt|--guest-address"|"emit libvirt|--rom-bar"|"emit kubevirt|--from"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--current"|"emit kubevirt|--only"|"emit kubevirt|--mdev"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|--node"|"emit harvester|--user"|"emit harvester|--pcidevices"|"emit harvester|-f"|"emit harvester|--format") skip=value ;;
             "|list"|"|show"|"|groups"|"|snapshot"|"|check-iommu"|"|enable"|"|disable"|"|status"|"|attach"|"|detach"|"|mdev"|"|emit"|"mdev|types"|"mdev|list"|"mdev|create"|"mdev|remove"|"emit|libvirt"|"emit|kubevirt"|"emit|harvester") cmd=${cmd:+$cmd }$w; npos=0 ;;
             *) [[ $w == -* ]] || npos=$((npos + 1)) ;;
         esac
@@ -65,7 +65,7 @@ _pcipass() {
         "emit kubevirt|--only") COMPREPLY=($(compgen -W "kubevirt vm" -- "$cur")); return ;;
         "|--root"|"snapshot|-o"|"snapshot|--output"|"emit kubevirt|--from"|"emit kubevirt|--current"|"emit harvester|--pcidevices")
             compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"check-iommu|-d"|"check-iommu|--device"|"enable|--driver"|"enable|--timeout"|"disable|--timeout"|"attach|-c"|"attach|--connect"|"detach|-c"|"detach|--connect"|"mdev create|--uuid"|"mdev create|--timeout"|"mdev remove|--timeout"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit harvester|--node"|"emit harvester|--user") COMPREPLY=(); return ;;
+        "list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"check-iommu|-d"|"check-iommu|--device"|"enable|--driver"|"enable|--timeout"|"disable|--timeout"|"attach|-c"|"attach|--connect"|"detach|-c"|"detach|--connect"|"mdev create|--uuid"|"mdev create|--timeout"|"mdev remove|--timeout"|"emit libvirt|--mdev"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--mdev"|"emit harvester|--node"|"emit harvester|--user") COMPREPLY=(); return ;;
     esac
     # Options, sub-commands or arguments of the command.
     case "$cmd" in
@@ -147,13 +147,13 @@ _pcipass() {
         "emit")
             if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-h --help" -- "$cur")); else COMPREPLY=($(compgen -W "libvirt kubevirt harvester" -- "$cur")); fi ;;
         "emit libvirt")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--group --managed --guest-address --rom-bar -h --help" -- "$cur")); else
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--mdev --group --managed --guest-address --rom-bar -h --help" -- "$cur")); else
                 case $npos in
                     *) _pcipass_addresses "$root" ;;
                 esac
             fi ;;
         "emit kubevirt")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--all-vfio --per-device --from --vm --node --current --only -f --format -h --help" -- "$cur")); else
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--all-vfio --per-device --from --vm --node --current --only --mdev -f --format -h --help" -- "$cur")); else
                 case $npos in
                     *) _pcipass_addresses "$root" ;;
                 esac

@@ -126,8 +126,16 @@ def _group_warnings(inv, targets) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+MdevUuidOption = Annotated[
+    list[str] | None,
+    typer.Option("--mdev", metavar="UUID", help="A mediated device to assign too (repeatable): a <hostdev "
+                 "type='mdev'> for it.", show_default=False),
+]
+
+
 def emit_libvirt_cmd(
-    addresses: AddressesArg,
+    addresses: OptionalAddressesArg = None,
+    mdev: MdevUuidOption = None,
     group: Annotated[bool, typer.Option("--group", help="Add the other endpoints of each device's IOMMU group "
                                         "(a GPU's audio function).")] = False,
     managed: Annotated[
@@ -142,17 +150,21 @@ def emit_libvirt_cmd(
     rom_bar: Annotated[OnOff | None, typer.Option("--rom-bar", help="Expose the device's option ROM BAR (on) or "
                                                   "hide it (off); default: libvirt's.", show_default=False)] = None,
 ) -> None:
-    """Print <hostdev> XML for the devices (a <devices> element when there are several)."""
-    from ..emit import devices, libvirt as lv
+    """Print <hostdev> XML for PCI devices and mediated devices (--mdev); a <devices> element when there are several."""
+    from ..emit import devices, libvirt as lv, libvirt_mdev
 
     context.state()
-    inv = _inventory()
-    targets = devices.select(inv, addresses, group=group)
-    for msg in _group_warnings(inv, targets):
-        warn(msg)
-    items = lv.hostdevs(targets, managed=managed, rom_bar=None if rom_bar is None else rom_bar is OnOff.on,
-                        guest_auto=guest_address is GuestAddressMode.auto)
-    write_stdout(lv.to_xml(lv.document(items)))
+    elements = []
+    if addresses:
+        inv = _inventory()
+        targets = devices.select(inv, addresses, group=group)
+        for msg in _group_warnings(inv, targets):
+            warn(msg)
+        items = lv.hostdevs(targets, managed=managed, rom_bar=None if rom_bar is None else rom_bar is OnOff.on,
+                            guest_auto=guest_address is GuestAddressMode.auto)
+        elements += [lv.hostdev_element(h) for h in items]
+    elements += [libvirt_mdev.hostdev_element(h) for h in libvirt_mdev.hostdevs(context.CURRENT.host(), mdev or [])]
+    write_stdout(lv.to_xml(lv.wrap(elements)))
 
 
 # --- KubeVirt -----------------------------------------------------------------------------------------------
@@ -194,6 +206,13 @@ def emit_kubevirt_cmd(
     ] = None,
     only: Annotated[KubevirtPart | None, typer.Option("--only", help="Print only the KubeVirt CR patch or only the "
                                                       "VM snippet.", show_default=False)] = None,
+    mdev: Annotated[
+        list[str] | None,
+        typer.Option("--mdev", metavar="TYPE|UUID", help="Mediated devices instead of PCI devices (repeatable): a "
+                     "type ID (mtty-2, nvidia-747) or an instance's UUID; KubeVirt creates instances of the types "
+                     "and permits them. With --from, the files are 'pcipass mdev types --format json' output.",
+                     show_default=False),
+    ] = None,
     fmt: FormatOption = None,
 ) -> None:
     """Print the KubeVirt CR merge patch permitting the devices (and the HostDevices gate), and a VM snippet."""
@@ -201,6 +220,13 @@ def emit_kubevirt_cmd(
 
     doc_fmt = _document_format(fmt)
     addresses = addresses or []
+    cr = _load_yaml_file(current, "--current") if current else None
+    if mdev:
+        if addresses or all_vfio or per_device or node is not None:
+            raise UsageError("--mdev emits mediated devices: PCI addresses, --all-vfio, --per-device and --node "
+                             "belong to another run")
+        _write_kubevirt(_kubevirt_mdev_docs(mdev, from_ or [], vm, cr), only, doc_fmt)
+        return
     if from_:
         if node is not None:
             raise UsageError("--node names this host; with --from the node names come from the inventories")
@@ -212,17 +238,39 @@ def emit_kubevirt_cmd(
             targets = [t.with_node(name) for t in targets]
     if not targets:
         raise UsageError("no device selected (--all-vfio found no device on a vfio driver)")
-    cr = _load_yaml_file(current, "--current") if current else None
     plan = kubevirt.plan(targets, per_device=per_device, current=cr)
-    for msg in plan.warnings:
+    _write_kubevirt((plan.warnings, kubevirt.cr_patch(plan), kubevirt.vm_patch(plan, vm)), only, doc_fmt)
+
+
+def _kubevirt_mdev_docs(mdev: list[str], from_: list[str], vm: str | None, cr: Any):
+    from ..emit import kubevirt_mdev
+    from ..mdev import read
+    from ..pciids import PciIds
+
+    host = context.CURRENT.host()
+    if from_:
+        loaded = [kubevirt_mdev.load_types(s) for s in from_]
+        nodes = [n for n, _ in loaded]
+        dupes = sorted({n for n in nodes if nodes.count(n) > 1})
+        if dupes:
+            raise UsageError(f"--from: node {', '.join(dupes)} given twice (name them: --from NODE=FILE)")
+        types = dict(loaded)
+    else:
+        types = {"": read.types(host)}
+    plan = kubevirt_mdev.plan(types, mdev, ids=PciIds.load(host.find_pci_ids()), current=cr)
+    return plan.warnings, kubevirt_mdev.cr_patch(plan), kubevirt_mdev.vm_patch(plan, vm)
+
+
+def _write_kubevirt(docs_of, only: KubevirtPart | None, doc_fmt: Format) -> None:
+    warnings, cr_doc, vm_doc = docs_of
+    for msg in warnings:
         warn(msg)
     docs = []
     if only in (None, KubevirtPart.kubevirt):
         docs.append(("KubeVirt CR merge patch: kubectl patch kubevirt kubevirt -n kubevirt --type merge --patch-file "
-                     "FILE (Harvester: -n harvester-system)", kubevirt.cr_patch(plan)))
+                     "FILE (Harvester: -n harvester-system)", cr_doc))
     if only in (None, KubevirtPart.vm):
-        docs.append(("VirtualMachine merge patch: kubectl patch vm NAME --type merge --patch-file FILE",
-                     kubevirt.vm_patch(plan, vm)))
+        docs.append(("VirtualMachine merge patch: kubectl patch vm NAME --type merge --patch-file FILE", vm_doc))
     write_documents(docs, doc_fmt)
 
 

@@ -121,12 +121,17 @@ def hostdev_element(h: Hostdev) -> ET.Element:
 
 def document(items: Sequence[Hostdev]) -> ET.Element:
     """One ``<hostdev>``, or a ``<devices>`` element holding several."""
-    if not items:
+    return wrap([hostdev_element(h) for h in items])
+
+
+def wrap(elements: Sequence[ET.Element]) -> ET.Element:
+    """One element as it is, or a ``<devices>`` element holding several (PCI and mediated hostdevs alike)."""
+    if not elements:
         raise UsageError("no device to emit")
-    if len(items) == 1:
-        return hostdev_element(items[0])
+    if len(elements) == 1:
+        return elements[0]
     wrapper = ET.Element("devices")
-    wrapper.extend(hostdev_element(h) for h in items)
+    wrapper.extend(elements)
     return wrapper
 
 

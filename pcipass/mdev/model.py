@@ -53,6 +53,8 @@ class MdevType:
     devices: tuple[str, ...]  #: the instances of this type (mdev UUIDs; for nvidia-vgpu: the VF when current)
     interface: Interface = Interface.MDEV
     parent_driver: str | None = None
+    parent_vendor_id: str | None = None  #: a PCI parent's vendor ID (``10de``); None for a virtual parent
+    parent_class_id: str | None = None  #: a PCI parent's class (``030200``)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,21 @@ def _parent_driver(host: Host, parent: str) -> str | None:
     return link_name(host.mdev_bus_dir / parent / "driver")
 
 
+def _pci_ids(host: Host, parent: str) -> tuple[str | None, str | None]:
+    """A PCI parent's vendor and class IDs (lower-case hex without ``0x``); (None, None) for another parent."""
+    if not os.path.isdir(host.pci_device(parent)):
+        return None, None
+    out = []
+    for attr in ("vendor", "class"):
+        text = (read_str(host.pci_device(parent) / attr) or "").strip().lower()
+        out.append(text[2:] if text.startswith("0x") and len(text) > 2 else None)
+    return out[0], out[1]
+
+
 def _core_types(host: Host, parent: str) -> list[MdevType]:
     base = host.mdev_bus_dir / parent / TYPES_DIR
     driver = _parent_driver(host, parent)
+    vendor, klass = _pci_ids(host, parent)
     out = []
     for tid in list_dir(base):
         d = base / tid
@@ -44,7 +56,7 @@ def _core_types(host: Host, parent: str) -> list[MdevType]:
             device_api=(read_str(d / "device_api") or "").strip() or None,
             available_instances=read_int(d / "available_instances"),
             devices=tuple(sorted(n.lower() for n in list_dir(d / "devices") if is_uuid(n))),
-            parent_driver=driver))
+            parent_driver=driver, parent_vendor_id=vendor, parent_class_id=klass))
     return out
 
 
@@ -55,6 +67,7 @@ def _nvidia_types(host: Host, address: str) -> list[MdevType]:
         return []
     current = read_int(vf / "current_vgpu_type")
     driver = link_name(host.pci_device(address) / "driver")
+    vendor, klass = _pci_ids(host, address)
     found: dict[str, str] = {}
     for line in text.splitlines():
         m = _VGPU_LINE.fullmatch(line)
@@ -65,7 +78,7 @@ def _nvidia_types(host: Host, address: str) -> list[MdevType]:
     return [MdevType(parent=address, type_id=tid, name=name or None, description=None, device_api="vfio-pci",
                      available_instances=0 if current else 1,
                      devices=(address,) if current == int(tid) else (), interface=Interface.NVIDIA_VGPU,
-                     parent_driver=driver)
+                     parent_driver=driver, parent_vendor_id=vendor, parent_class_id=klass)
             for tid, name in sorted(found.items(), key=lambda kv: int(kv[0]))]
 
 

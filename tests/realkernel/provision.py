@@ -93,6 +93,10 @@ class Provisioned:
     initramfs: Path
     tools: dict[str, str]
     timings: dict[str, float]
+    #: The sample mdev driver built for the kernel (tests/realkernel/mtty.py); None with ``mtty_error`` saying
+    #: why (the guest tests that need it fail with that reason, the others run).
+    mtty: Path | None = None
+    mtty_error: str | None = None
 
 
 def cache_dir() -> Path:
@@ -402,11 +406,18 @@ def provision(cache: Path | None = None) -> Provisioned:
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     tools = check_tools()
+    from .mtty import ensure_mtty
+
     with _Lock(cache / ".provision.lock"):
         kernel = ensure_kernel(cache, timings)
         initramfs = ensure_initramfs(cache, kernel, tools, timings)
+        mtty, mtty_error = None, None
+        try:
+            mtty = ensure_mtty(cache, kernel, timings)
+        except ProvisionError as e:
+            mtty_error = str(e)
     timings["provision_total_s"] = time.monotonic() - t0
-    return Provisioned(cache, kernel, initramfs, tools, timings)
+    return Provisioned(cache, kernel, initramfs, tools, timings, mtty, mtty_error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -427,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"boot image {p.kernel.boot_image}")
     print(f"modules    {p.kernel.modules_dir}")
     print(f"initramfs  {p.initramfs}")
+    print(f"mtty       {p.mtty or p.mtty_error}")
     for k, v in p.timings.items():
         print(f"{k:20} {v:.1f}")
     return 0

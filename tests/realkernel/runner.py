@@ -82,8 +82,11 @@ class TopologyRun:
 
     # ------------------------------------------------------------------ running
 
-    def script(self) -> str:
+    def script(self, prov: Provisioned | None = None) -> str:
         env = dict(topo.guest_env(self.topology))
+        if prov is not None:  # the sample mdev driver for tests/guest/test_mdev.py, or why there is none
+            env["PCIPASS_GUEST_MTTY"] = str(prov.mtty or "")
+            env["PCIPASS_GUEST_MTTY_ERROR"] = prov.mtty_error or ""
         env["PCIPASS_GUEST_RESULTS"] = f"{GUEST_IO_MOUNT}/results.jsonl"
         env["PYTHONUNBUFFERED"] = "1"
         extra = shlex.split(os.environ.get("PCIPASS_REALKERNEL_GUEST_PYTEST_ARGS", ""))
@@ -105,7 +108,7 @@ class TopologyRun:
                 if self.tier.closing:
                     self.error = "pytest session ended before the guest was started"
                     return
-                self.run = run_guest(self.topology, self.script(), timeout_s=guest_timeout_s(), prov=prov,
+                self.run = run_guest(self.topology, self.script(prov), timeout_s=guest_timeout_s(), prov=prov,
                                      on_start=self.tier.register_process, run_name=self.topology)
                 self._load_results()
         except ProvisionError as e:

@@ -1,0 +1,109 @@
+"""Mediated devices on the real kernel: the sample ``mtty`` driver (built by the host tier for this kernel,
+tests/realkernel/mtty.py) gives real mdev types; pcipass lists them, creates an instance, lists it, emits it
+for libvirt, refuses to remove it while a process holds its VFIO group, removes it, and refuses a create
+when no instance is left. One module load, in-process library calls; two CLI runs check the exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+TOPOLOGY = "iommu_on"
+
+U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
+
+
+@pytest.fixture(scope="module")
+def mtty():
+    """mtty loaded (vfio and mdev first: it needs vfio_register_emulated_iommu_dev), unloaded after."""
+    ko = os.environ.get("PCIPASS_GUEST_MTTY", "")
+    if not ko:
+        pytest.fail("the host tier could not build mtty.ko: " + os.environ.get("PCIPASS_GUEST_MTTY_ERROR", "?"))
+    subprocess.run(["modprobe", "-a", "vfio", "mdev"], check=True)
+    subprocess.run(["insmod", ko], check=True, capture_output=True, text=True)
+    from pcipass.host import Host
+
+    host = Host("/")
+    yield host
+    for link in os.listdir(host.mdev_devices_dir):  # whatever a failed test left
+        with open(host.mdev_device(link) / "remove", "w") as fh:
+            fh.write("1")
+    subprocess.run(["rmmod", "mtty"], check=True)
+
+
+def _types(host) -> dict[str, tuple[str | None, int | None, int]]:
+    from pcipass.mdev import read
+
+    return {t.type_id: (t.name, t.available_instances, len(t.devices)) for t in read.types(host) if t.parent == "mtty"}
+
+
+def test_types_create_list_emit_remove(mtty, run_cli):
+    from pcipass.emit import libvirt as lv
+    from pcipass.emit import libvirt_mdev
+    from pcipass.errors import Refused
+    from pcipass.mdev import ops
+    from tests.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors, wrap_in_domain
+
+    host = mtty
+    assert _types(host) == {"mtty-1": ("Single port serial", 24, 0), "mtty-2": ("Dual port serial", 12, 0)}
+    dry = ops.create(host, "mtty", "mtty-2", uuid=U1, dry_run=True)
+    assert not dry.changed and not host.mdev_device(U1).exists()
+
+    made = ops.create(host, "mtty", "mtty-2", uuid=U1)
+    assert made.changed and host.mdev_device(U1).is_dir()
+    assert _types(host) == {"mtty-1": ("Single port serial", 22, 0), "mtty-2": ("Dual port serial", 11, 1)}
+    (dev,) = ops.list_devices(host)
+    assert (dev.uuid, dev.parent, dev.mdev_type, dev.type_name, dev.device_api) == (
+        U1, "mtty", "mtty-2", "Dual port serial", "vfio-pci")
+    assert dev.created_by_pcipass and dev.held_by == () and dev.iommu_group is not None
+    node = host.vfio_group_node(dev.iommu_group)
+    assert node.exists()
+
+    xml = lv.to_xml(lv.wrap([libvirt_mdev.hostdev_element(h) for h in libvirt_mdev.hostdevs(host, [U1])]))
+    assert f'<address uuid="{U1}" />' in xml and 'model="vfio-pci"' in xml
+    for version in LIBVIRT_VERSIONS:
+        assert libvirt_errors(wrap_in_domain(xml), version) == ""
+
+    # a process (this one) holding the group: remove is refused, naming it, and nothing changes
+    fd = os.open(node, os.O_RDWR)
+    try:
+        assert ops.list_devices(host)[0].held_by == (f"{_comm()} (pid {os.getpid()})",)
+        with pytest.raises(Refused, match=f"held open by .*pid {os.getpid()}"):
+            ops.remove(host, U1)
+    finally:
+        os.close(fd)
+    assert host.mdev_device(U1).is_dir()
+
+    gone = ops.remove(host, U1)
+    assert gone.changed and gone.undo == f"pcipass mdev create mtty mtty-2 --uuid {U1}"
+    assert not host.mdev_device(U1).exists()
+    assert _types(host) == {"mtty-1": ("Single port serial", 24, 0), "mtty-2": ("Dual port serial", 12, 0)}
+    assert ops.list_devices(host) == []
+
+
+def _comm() -> str:
+    with open("/proc/self/comm") as fh:
+        return fh.read().strip()
+
+
+def test_the_cli_refuses_when_no_instance_is_left(mtty, run_cli):
+    from pcipass.mdev import ops
+
+    host = mtty
+    made = [ops.create(host, "mtty", "mtty-2").uuid for _ in range(12)]
+    try:
+        assert _types(host)["mtty-2"] == ("Dual port serial", 0, 12)
+        p = run_cli("mdev", "create", "mtty", "mtty-2", "--format", "json")
+        assert p.returncode == 5, p.stderr
+        assert "no instance of mtty-2 left on mtty: available_instances is 0 (12 of this type exist" in p.stderr
+        assert json.loads(p.stdout)["errors"][0]["code"] == "refused"
+        listed = run_cli("mdev", "list", "--format", "json", check=True)
+        assert sorted(d["uuid"] for d in json.loads(listed.stdout)["data"]) == sorted(made)
+    finally:
+        for u in made:
+            ops.remove(host, u)
+    assert _types(host)["mtty-2"] == ("Dual port serial", 12, 0)
