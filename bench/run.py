@@ -49,7 +49,8 @@ import sys, time, json
 t0 = time.perf_counter()
 import pcipass.cli.app
 from pcipass.host import Host
-from pcipass.inventory import Inventory, summary
+from pcipass.inventory import Inventory
+from pcipass.cli.inventory_cmds import summary
 from pcipass.pciids import PciIds
 from pcipass.result import Records, Result
 from pcipass.cli.render import dump_json

@@ -74,7 +74,7 @@ class PciDevice:
     physfn: str | None  #: for an SR-IOV VF, its PF
     sriov: Sriov | None  #: for an SR-IOV PF
     boot_vga: bool | None
-    reset_method: tuple[str, ...] | None  #: None too when the scan skipped details (inventory.DETAIL_FIELDS)
+    reset_method: tuple[str, ...] | None  #: None too when the scan skipped details (cli.inventory_cmds.DETAIL_FIELDS)
     link: PciLink | None  #: None when the scan skipped details
     net: tuple[str, ...] = ()
     block: tuple[str, ...] = ()

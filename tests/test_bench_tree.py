@@ -166,7 +166,7 @@ def test_uevent_and_the_attribute_files_agree(server, tmp_path):
     assert unbound and any(d.driver for d in with_uevent.values())
 
 
-def _count_forks(monkeypatch, inventory) -> list[int]:
+def _count_forks(monkeypatch) -> list[int]:
     """Make the scan fork even though this test process has other threads (the real-kernel tier boots its
     guests in threads while these tests run), and count the forks, so a test cannot pass without one."""
     forks: list[int] = []
@@ -178,7 +178,7 @@ def _count_forks(monkeypatch, inventory) -> list[int]:
             forks.append(pid)
         return pid
 
-    import pcipass.parallel as parallel
+    import pcipass.inventory.parallel as parallel
 
     monkeypatch.setattr(parallel.threading, "active_count", lambda: 1)
     monkeypatch.setattr(parallel.os, "fork", fork)
@@ -186,13 +186,13 @@ def _count_forks(monkeypatch, inventory) -> list[int]:
 
 
 def test_parallel_scan_is_the_sequential_scan(server, monkeypatch):
-    import pcipass.inventory as inventory
+    import pcipass.inventory.scan as scan
 
     root, _m = server
-    monkeypatch.setattr(inventory, "PARALLEL_MIN", 10**9)
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 10**9)
     sequential = {detail: _scan_all(root, detail=detail) for detail in (True, False)}
-    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
-    forks = _count_forks(monkeypatch, inventory)
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
+    forks = _count_forks(monkeypatch)
     for detail in (True, False):
         parallel = _scan_all(root, detail=detail)
         assert parallel == sequential[detail] and list(parallel) == list(sequential[detail])
@@ -202,21 +202,21 @@ def test_parallel_scan_is_the_sequential_scan(server, monkeypatch):
 def test_parallel_scan_survives_its_child_failing(server, monkeypatch):
     """A child that dies (here: every read raises in the child only) or a fork that fails: the parent reads
     the child's half itself."""
-    import pcipass.inventory as inventory
+    import pcipass.inventory.scan as scan
 
     root, _m = server
     expected = _scan_all(root)
-    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
-    forks = _count_forks(monkeypatch, inventory)
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
+    forks = _count_forks(monkeypatch)
     parent = os.getpid()
-    real_row = inventory._Reader.row
+    real_row = scan.Reader.row
 
     def row_failing_in_child(self, *args):
         if os.getpid() != parent:
             raise RuntimeError("child failure")
         return real_row(self, *args)
 
-    monkeypatch.setattr(inventory._Reader, "row", row_failing_in_child)
+    monkeypatch.setattr(scan.Reader, "row", row_failing_in_child)
     assert _scan_all(root) == expected and len(forks) == 1
 
     def no_fork():
@@ -230,10 +230,10 @@ def test_no_fork_from_a_threaded_process(server, monkeypatch):
     """Another thread could hold a lock the child needs: then the scan stays in one process."""
     import threading
 
-    import pcipass.inventory as inventory
+    import pcipass.inventory.scan as scan
 
     root, _m = server
-    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
 
     def fork():
         raise AssertionError("forked while another thread runs")
@@ -250,20 +250,23 @@ def test_no_fork_from_a_threaded_process(server, monkeypatch):
     assert len(devices) == 600
 
 
-def test_early_scan_is_the_scan(server, monkeypatch):
-    """A scan begun early (cli._begin_scan, before the CLI is imported) and joined by the scan that fits it
-    gives the devices that scan would read alone, with the one fork; a scan that does not fit it (details
+def test_a_reading_begun_early_is_the_scan(server, monkeypatch):
+    """A reading begun before the scan (cli/startup.py begins one at process start) and taken by the scan it
+    serves gives the devices that scan would read alone, with the one fork; a scan it does not serve (details
     wanted, other devices, another root) cancels it and reads alone."""
-    import pcipass.inventory as inventory
-    from pcipass.inventory import EarlyScan
+    import pcipass.inventory.scan as scan
+    from pcipass.inventory import Reading
+
+    def begin(root) -> Reading:
+        return Reading(Host(root), None, detail=False, only=None)
 
     root, _m = server
     expected = {detail: _scan_all(root, detail=detail) for detail in (True, False)}
-    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
-    forks = _count_forks(monkeypatch, inventory)
-    early = EarlyScan.start(str(root))
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
+    forks = _count_forks(monkeypatch)
+    early = begin(root)
     assert len(forks) == 1
-    assert _scan_all(root, detail=False, early=early) == expected[False] and len(forks) == 1
+    assert _scan_all(root, detail=False, reading=early) == expected[False] and len(forks) == 1
     assert early.child.reaped and early.child.rfd == -1
 
     other = root.parent / "same-host-elsewhere"
@@ -272,30 +275,38 @@ def test_early_scan_is_the_scan(server, monkeypatch):
     for kwargs, want in (({"detail": True}, expected[True]), ({"detail": False, "only": ["0000:00:00.0"]}, None),
                          ({"detail": False, "root": other}, expected[False])):
         forks.clear()
-        early = EarlyScan.start(str(root))
+        early = begin(root)
         scan_root = kwargs.pop("root", root)
-        got = _scan_all(scan_root, early=early, **kwargs)
+        got = _scan_all(scan_root, reading=early, **kwargs)
         assert early.child.reaped and early.child.rfd == -1  # cancelled
         assert len(forks) == (1 if "only" in kwargs else 2)  # its own fork (a targeted scan is small)
         if want is not None:
             assert got == want
-    # A host too small to be worth a second process: nothing begun.
-    monkeypatch.setattr(inventory, "PARALLEL_MIN", 10**9)
-    assert EarlyScan.start(str(root)) is None
+    # A host too small to be worth a second process: read in this one when the scan takes it.
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 10**9)
+    forks.clear()
+    early = begin(root)
+    assert early.child is None and _scan_all(root, detail=False, reading=early) == expected[False] and not forks
 
 
 def test_the_cli_begins_the_scan_its_arguments_ask_for(server, monkeypatch, tmp_path):
-    """cli._begin_scan glances at the arguments: ``list``/``groups`` with the root from --root, its env
+    """startup.begin_scan glances at the arguments: ``list``/``groups`` with the root from --root, its env
     variable or /; nothing for other commands, help, --version, an empty root or one that is not a
-    directory. What it begins, ``list`` takes over (``take_early_scan``) through the real entry point."""
-    import pcipass.cli as cli
+    directory. What it begins, ``list`` takes over (``take_reading``) through the real entry point."""
     import pcipass.inventory as inventory
+    from pcipass.cli import startup
 
     root, _m = server
-    monkeypatch.setattr(inventory, "PARALLEL_MIN", 2)
-    forks = _count_forks(monkeypatch, inventory)
     began = []
-    monkeypatch.setattr(inventory.EarlyScan, "start", classmethod(lambda cls, r: began.append(r)))
+
+    class Begun:
+        def __init__(self, host, ids, **kwargs):
+            began.append(str(host.root))
+
+        def cancel(self):
+            pass
+
+    monkeypatch.setattr(inventory, "Reading", Begun)
     monkeypatch.delenv("PCIPASS_ROOT", raising=False)
     archive = tmp_path / "snap.tar.gz"
     archive.write_bytes(b"")
@@ -315,22 +326,21 @@ def test_the_cli_begins_the_scan_its_arguments_ask_for(server, monkeypatch, tmp_
     ]
     for args, want in cases:
         began.clear()
-        cli._begin_scan(args)
+        startup.begin_scan(args)
         assert began == ([want] if want else []), args
     monkeypatch.setenv("PCIPASS_ROOT", str(root))
     began.clear()
-    cli._begin_scan(["list"])
+    startup.begin_scan(["list"])
     assert began == [str(root)]
-    assert not forks
-    cli.take_early_scan()
+    assert isinstance(startup.take_reading(), Begun) and startup.take_reading() is None
 
     # Only a head start: whatever goes wrong beginning it, the command runs as without it.
-    def broken(cls, r):
-        raise PermissionError(13, "Permission denied", r)
+    def broken(host, ids, **kwargs):
+        raise PermissionError(13, "Permission denied", str(host.root))
 
-    monkeypatch.setattr(inventory.EarlyScan, "start", classmethod(broken))
-    cli._begin_scan(["list"])
-    assert cli.take_early_scan() is None
+    monkeypatch.setattr(inventory, "Reading", broken)
+    startup.begin_scan(["list"])
+    assert startup.take_reading() is None
 
 
 def test_pcipass_list_takes_over_the_early_scan(server, tmp_path, capsys):
@@ -340,8 +350,8 @@ def test_pcipass_list_takes_over_the_early_scan(server, tmp_path, capsys):
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import os, sys, atexit\n"
-        "import pcipass.inventory as inventory, pcipass.parallel as parallel\n"
-        "inventory.PARALLEL_MIN = 2\n"
+        "import pcipass.inventory.scan as scan, pcipass.inventory.parallel as parallel\n"
+        "scan.PARALLEL_MIN = 2\n"
         "parallel.threading.active_count = lambda: 1\n"
         "forks, real_fork = [], os.fork\n"
         "def fork():\n"
@@ -398,7 +408,7 @@ def test_targeted_scan_reads_the_devices_and_their_groups(server):
 
 def test_list_leaves_out_the_details_show_has(server):
     """``list`` skips the per-device details (five more reads each); ``summary`` is ``jsonable`` without them."""
-    from pcipass.inventory import DETAIL_FIELDS, summary
+    from pcipass.cli.inventory_cmds import DETAIL_FIELDS, summary
 
     root, _m = server
     lean, full = Inventory.scan(Host(root), detail=False), Inventory.scan(Host(root))
@@ -416,7 +426,7 @@ def test_lazy_records_write_what_converted_data_writes(server, capsys, monkeypat
     """``list`` hands its devices over as Records, converted one by one while the JSON is written in pieces;
     the text is the same as from data converted beforehand, and YAML/tables get plain data from jsonable."""
     import pcipass.cli.render as render
-    from pcipass.inventory import summary
+    from pcipass.cli.inventory_cmds import summary
     from pcipass.result import Records
 
     root, _m = server

@@ -145,7 +145,7 @@ def test_typer_builds_only_the_invoked_command(monkeypatch, fake):
 
 def test_the_process_runs_without_the_cyclic_collector(monkeypatch):
     """main() as the process's entry (no argv) turns the cyclic collector off before typer is imported and
-    has gc.freeze run at exit, after the other exit handlers (cli._collector_off); called with arguments, as
+    has gc.freeze run at exit, after the other exit handlers (cli/startup.py); called with arguments, as
     the tests do in-process, it leaves the collector alone and registers nothing."""
     code = ("import atexit, gc, sys\n"
             "atexit.register(lambda: sys.stderr.write(f'AT-EXIT {gc.isenabled()} {gc.get_freeze_count() > 0}\\n'))\n"

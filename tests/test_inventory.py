@@ -9,7 +9,8 @@ from pcipass.errors import DeviceNotFound
 from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.address import PciAddress
-from pcipass.inventory import Inventory, _device_jobs
+from pcipass.inventory import Inventory
+from pcipass.inventory.scan import device_jobs
 from pcipass.model import Role
 
 
@@ -231,10 +232,10 @@ def test_device_order_and_siblings_from_the_names(seed):
         for fn in rng.sample(range(8), rng.randint(1, 8)):
             names.add(f"{slot}.{fn}")
     entries = sorted(names)
-    assert _device_jobs(entries) == _jobs_by_parsing(entries)
+    assert device_jobs(entries) == _jobs_by_parsing(entries)
     odd = entries + [rng.choice(["00:1f.3", "0000:00:1F.2", "1:02:00.0"]), "not-a-device", "0000:00:20.0"]
     odd.sort()
-    assert _device_jobs(odd) == _jobs_by_parsing(odd)
+    assert device_jobs(odd) == _jobs_by_parsing(odd)
 
 
 def test_not_found(fake):

@@ -1,4 +1,4 @@
-"""The forked reader (pcipass/parallel.py): two processes reading one list of jobs from both ends.
+"""The forked reader (pcipass/inventory/parallel.py): two processes reading one list of jobs from both ends.
 
 Whatever the speeds or failures, ``join`` returns every job's result exactly once, in order. Reads here are
 tagged with the pid that made them, so the tests see who read what.
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-import pcipass.parallel as parallel
-from pcipass.parallel import ForkedReader
+import pcipass.inventory.parallel as parallel
+from pcipass.inventory.parallel import ForkedReader
 
 PARENT = os.getpid()
 

@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import ExitCode, PcipassError
 from ..host import ROOT_ENV
 from . import context
-from .argv import first_word
+from .startup import first_word
 from .render import Format, dump_json, dump_yaml, warn, write_stdout
 
 # The bare app: global options only. Commands are registered on demand by main() (see _modules_for); the

@@ -1,7 +1,7 @@
 """Inventory commands: ``list``, ``show``, ``groups``."""
 
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,14 +10,38 @@ from . import context
 from .context import FormatOption, finish
 from .render import Block, KeyValues, Table
 
+if TYPE_CHECKING:
+    from ..model import PciDevice
+
 AddressArg = Annotated[str, typer.Argument(metavar="ADDR", help="PCI address, DDDD:BB:DD.F or BB:DD.F.")]
 
 
 def _inventory(detail: bool = True):
     from ..inventory import Inventory
-    from . import take_early_scan
+    from .startup import take_reading
 
-    return Inventory.scan(context.CURRENT.host(), detail=detail, early=take_early_scan())
+    return Inventory.scan(context.CURRENT.host(), detail=detail, reading=take_reading())
+
+
+#: The PciDevice fields that only a ``detail`` scan reads; ``list`` leaves them out of its output.
+DETAIL_FIELDS = ("reset_method", "link")
+
+
+def summary(dev: "PciDevice") -> dict[str, Any]:
+    """The device as ``list`` reports it: ``jsonable(dev)`` without ``DETAIL_FIELDS``.
+
+    Written for PciDevice rather than through jsonable's generic walk, which was a tenth of a large
+    ``list --format json`` (bench/); tests/test_bench_tree.py holds the two equal."""
+    row = dict(dev.__dict__)  # the fields, in field order (set in that order by __init__ and build_frozen)
+    del row["reset_method"], row["link"]
+    row["functions"] = list(dev.functions)
+    row["net"] = list(dev.net)
+    row["block"] = list(dev.block)
+    row["drm"] = list(dev.drm)
+    sriov = dev.sriov
+    if sriov is not None:
+        row["sriov"] = {"totalvfs": sriov.totalvfs, "numvfs": sriov.numvfs, "vfs": list(sriov.vfs)}
+    return row
 
 
 def _no_pci_bus(result) -> bool:
@@ -95,7 +119,6 @@ def list_cmd(
 ) -> None:
     """List PCI devices with their drivers, IOMMU groups and names."""
     context.state(fmt)
-    from ..inventory import summary
     from ..result import Records, Result
     from ..select import filter_devices
 
@@ -109,7 +132,7 @@ def list_cmd(
         vfio=vfio,
         variant_modules=inv.variant_modules,
     )
-    # Devices as ``list`` reports them (inventory.summary): every field but the details its scan skipped.
+    # Devices as ``list`` reports them (``summary``): every field but the details its scan skipped.
     if not tree:
         result = Result("list", data=Records(devices, summary))
         _no_pci_bus(result)

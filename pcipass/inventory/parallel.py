@@ -5,10 +5,10 @@ threads would take turns on the GIL; a forked child has its own interpreter, and
 a pipe with marshal (C; rows are plain values). This is what brings ``list`` on a large host near lspci
 (issue #2, bench/run.py).
 
-Why meeting rather than halves: the two do not start together (an early scan's child starts while the CLI
-is still being imported, ``inventory.EarlyScan``; a scan's child while the parent reads the host tables),
-and the two vCPUs of the machines this was measured on run at different speeds from one moment to the next.
-So the child reads from the end and the parent from the start, a chunk at a time; each publishes in a shared
+Why meeting rather than halves: the two do not start together (the child of a reading begun at process start
+reads while the CLI is still being imported, cli/startup.py; a scan's child while the parent reads the host
+tables), and the two vCPUs of the machines this was measured on run at different speeds from one moment to the
+next. So the child reads from the end and the parent from the start, a chunk at a time; each publishes in a shared
 page how far it has claimed and claims only short of the other's claim. Neither stops before reaching the
 other's claim, so nothing is left out; at worst the chunk both claimed at the same moment is read twice.
 Anything going wrong on the child's side (no fork, a signal, an exception, short data) makes the parent read
