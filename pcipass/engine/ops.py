@@ -1,7 +1,7 @@
-"""``enable``, ``disable`` and ``status``: guards, plan, lock, state, transactions, and the per-device report.
+"""``enable`` and ``disable``: guards, plan (planner.py), lock, state, transactions, and the report (results.py).
 
 Order of a mutating run: preflight (snapshot? root? live host without IOMMU?) → lock → state file (report
-runs that died half way) → the named devices and their IOMMU groups (``_scan_for``) and the host tables, read
+runs that died half way) → the named devices and their IOMMU groups (``planner.scan_for``) and the host tables, read
 once → guards and plan per IOMMU group → (dry run: stop here, nothing written) → module loads → originals of
 every device to move saved → per group: re-check the devices, run the steps as one transaction → outcomes
 saved → report each device's outcome.
@@ -15,55 +15,23 @@ from __future__ import annotations
 import os
 import re
 from contextlib import nullcontext
-from enum import Enum
 from typing import Any, NamedTuple
 
 from ..address import PciAddress
 from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
-from ..errors import DeviceNotFound, ExitCode, ModuleError, PcipassError, Refused, SysfsError, UsageError
+from ..errors import DeviceNotFound, ExitCode, PcipassError, SysfsError, UsageError
 from ..host import Host
-from ..inventory import Inventory
-from ..iommu import active as iommu_active
-from ..pciids import PciIds
-from ..model import PciDevice
 from .execute import Executor, GroupRun, StepRecord, driver_of
-from .guards import (Refusal, RefusalKind, blocking_peers, describe, device_refusals, in_use_refusals,
-                     preflight)
+from .guards import preflight
 from .kernel import Kernel, SysfsKernel
-from .plan import GroupPlan, Move, Plan, Step
-from .planner import DriverResolver, StepBuilder, current_override, module_step
+from .plan import GroupPlan, Plan
+from .planner import AUTO, Context, current_override, plan_disable, plan_enable
+from .results import DeviceResult, Outcome, Planned, canonical, exit_code, result_for
 from .state import DeviceRecord, Lock, Phase, StateStore, interrupted_message, lock_is_free, now_utc, pid_alive
-from .vfio import VfioOpeners, status_unless_held
 from .wait import Waiter
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_LOCK_WAIT = 30.0
-AUTO = "auto"
-
-
-class Outcome(str, Enum):
-    DONE = "done"
-    UNCHANGED = "unchanged"
-    PLANNED = "planned"  #: --dry-run: would be done
-    REFUSED = "refused"
-    FAILED = "failed"
-
-
-# The report classes are NamedTuples, not dataclasses: see plan.py (import cost under emulation).
-class DeviceResult(NamedTuple):
-    address: str
-    group: int | None
-    requested: bool  #: named by the user (False: a group peer moved by --group)
-    outcome: Outcome
-    driver_before: str | None
-    driver_after: str | None
-    target: str | None
-    rolled_back: bool | None = None  #: after a failure: every change undone (None: nothing was written)
-    reasons: tuple[str, ...] = ()
-    error: dict | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._asdict() | {"outcome": self.outcome.value, "reasons": list(self.reasons)}
 
 
 class BindReport(NamedTuple):
@@ -88,268 +56,6 @@ class BindReport(NamedTuple):
             "interrupted": [r.to_dict() for r in self.interrupted],
             "wait": self.wait,
         }
-
-
-def _canonical(addresses: list[str]) -> list[str]:
-    return list(dict.fromkeys(str(PciAddress.parse(a)) for a in addresses))
-
-
-def _exit_code(results: list[DeviceResult]) -> ExitCode:
-    good = [r for r in results if r.outcome in (Outcome.DONE, Outcome.UNCHANGED, Outcome.PLANNED)]
-    bad = [r for r in results if r.outcome in (Outcome.REFUSED, Outcome.FAILED)]
-    if not bad:
-        return ExitCode.OK
-    if good:
-        return ExitCode.PARTIAL
-    if any(r.outcome is Outcome.FAILED for r in bad):
-        return ExitCode.FAILED
-    return ExitCode.REFUSED
-
-
-class _Planned(NamedTuple):
-    plan: Plan
-    results: dict[str, DeviceResult]
-    errors: list[PcipassError]
-    messages: list[str]
-    drop_records: list[str]  #: stale records found by planning (device already back on its driver)
-
-
-def _scan_for(host: Host, addresses: list[str]) -> Inventory:
-    """What the guards and the plan need about ``addresses``, without reading the whole host: the devices,
-    every member of their IOMMU groups (group viability, ``--group``, interrupted peers), and the VFs of an
-    SR-IOV PF among them (unbinding a PF destroys its VFs: the in-use guard checks their drivers): that is
-    ``Inventory.scan(only=...)``.
-
-    Names from pci.ids are not needed to bind (refusals name devices by address, ids and driver), and
-    looking up a large vendor block (Intel's) costs milliseconds per device; neither are the link and reset
-    details (``detail=False``)."""
-    return Inventory.scan(host, ids=PciIds(None), detail=False, only=addresses)
-
-
-class _Context:
-    def __init__(self, host: Host, kernel: Kernel, records: dict[str, DeviceRecord], addresses: list[str]) -> None:
-        self.host = host
-        self.kernel = kernel
-        self.records = records
-        self.inv = _scan_for(host, addresses)
-        self.resolver = DriverResolver(host)
-        self.steps = StepBuilder(host)
-        self.module_steps: dict[str, Step] = {}
-
-    def need(self, name: str) -> tuple[str, str | None]:
-        """(driver name, module to load or None); registers the module step."""
-        target = self.resolver.resolve(name)
-        if target.module is not None and target.module not in self.module_steps:
-            self.module_steps[target.module] = module_step(target.module, target.driver)
-        return target.driver, target.module
-
-    def target_name(self, dev: PciDevice, driver: str) -> str:
-        if driver == AUTO:
-            from .. import kmod
-
-            return kmod.vfio_variant_for(self.host, dev.modalias) or VFIO_PCI
-        return driver
-
-
-def _result(dev: PciDevice, outcome: Outcome, *, requested: bool = True, target: str | None = None,
-            reasons: tuple[str, ...] = (), error: PcipassError | None = None) -> DeviceResult:
-    return DeviceResult(dev.address, dev.iommu_group, requested, outcome, dev.driver, dev.driver, target,
-                        None, reasons, error.to_dict() if error else None)
-
-
-def _refuse(results: dict[str, DeviceResult], errors: list[PcipassError], devs: list[PciDevice],
-            refusals: list[Refusal]) -> None:
-    reasons = tuple(r.message for r in refusals)
-    for dev in devs:
-        results[dev.address] = _result(dev, Outcome.REFUSED, reasons=reasons)
-    overridable = all(r.overridable for r in refusals)
-    remedy = None
-    if overridable:
-        remedy = "stop using it on the host first, or pass --force if you are sure"
-    elif any(r.kind is RefusalKind.GROUP_NOT_VIABLE for r in refusals):
-        remedy = "name every endpoint of the group, or pass --group to move them all"
-    errors.append(Refused("; ".join(reasons), address=devs[0].address if len(devs) == 1 else None, remedy=remedy))
-
-
-def _satisfied(dev: PciDevice, target: str, requested_driver: str) -> bool:
-    if dev.driver is None:
-        return False
-    if requested_driver == AUTO and is_vfio_driver(dev.driver):
-        return True
-    return normalize(dev.driver) == normalize(target)
-
-
-def _originals(ctx: _Context, dev: PciDevice) -> tuple[str | None, str | None]:
-    rec = ctx.records.get(dev.address)
-    if rec is not None and rec.known:
-        return rec.original_driver, rec.original_override
-    return dev.driver, dev.driver_override
-
-
-def _lookup(inv: Inventory, address: str, results: dict[str, DeviceResult],
-            errors: list[PcipassError]) -> PciDevice | None:
-    """The device at ``address``, or None after recording it as failed (no such device)."""
-    try:
-        return inv.device(address)
-    except DeviceNotFound as err:
-        results[address] = DeviceResult(address, None, True, Outcome.FAILED, None, None, None, None,
-                                        (err.message,), err.to_dict())
-        errors.append(err)
-        return None
-
-
-def _plan_enable(ctx: _Context, addrs: list[str], *, driver: str, move_group: bool, force: bool) -> _Planned:
-    from ..hostuse import HostUse
-
-    inv = ctx.inv
-    use = HostUse.scan(ctx.host, inv)
-    iommu = iommu_active(ctx.host)
-    results: dict[str, DeviceResult] = {}
-    errors: list[PcipassError] = []
-    messages: list[str] = []
-    by_group: dict[int, list[PciDevice]] = {}
-    for a in addrs:
-        dev = _lookup(inv, a, results, errors)
-        if dev is None:
-            continue
-        refusals = device_refusals(dev, iommu=iommu)
-        if refusals:
-            _refuse(results, errors, [dev], refusals)
-            continue
-        assert dev.iommu_group is not None
-        by_group.setdefault(dev.iommu_group, []).append(dev)
-
-    # Devices an interrupted enable (kill -9) left half-done: enabling any device of their group completes
-    # them too, through the ordinary steps (those already done are skipped or harmless).
-    inflight = {a for a, r in ctx.records.items() if r.phase is Phase.ENABLING and a in inv.devices}
-    groups: list[GroupPlan] = []
-    for g in sorted(by_group):
-        req = by_group[g]
-        names = {d.address: ctx.target_name(d, driver) for d in req}
-        todo = [d for d in req if d.address in inflight or not _satisfied(d, names[d.address], driver)]
-        req_set = {d.address for d in req}
-        resume = [inv.devices[m.address] for m in inv.groups[g].endpoints
-                  if m.address in inflight and m.address not in req_set]
-        for d in resume:
-            names[d.address] = ctx.records[d.address].target or ctx.target_name(d, driver)
-        blockers = blocking_peers(inv, g, req_set | {d.address for d in resume})
-        if not todo and not resume and not (move_group and blockers):
-            note = ()
-            if blockers:
-                note = (f"group {g} is not viable yet: {', '.join(describe(p) for p in blockers)}",)
-            for d in req:
-                results[d.address] = _result(d, Outcome.UNCHANGED, target=d.driver, reasons=note)
-            continue
-        if blockers and not move_group:
-            them = "it" if len(blockers) == 1 else "them"
-            msg = (f"IOMMU group {g} would not be viable: {', '.join(describe(p) for p in blockers)} would stay "
-                   f"on the host; enable {them} too, or pass --group")
-            _refuse(results, errors, req, [Refusal(req[0].address, RefusalKind.GROUP_NOT_VIABLE, msg)])
-            continue
-        peers = blockers if move_group else []
-        for p in peers:
-            names[p.address] = ctx.target_name(p, driver)
-        moving = todo + resume + peers
-        in_use = [r for d in moving for r in in_use_refusals(use, d, inv)]
-        if in_use and not force:
-            _refuse(results, errors, req, in_use)
-            continue
-        messages += [f"--force: going ahead although {r.message}" for r in in_use]
-        try:
-            targets = {d.address: ctx.need(names[d.address]) for d in moving}
-        except ModuleError as err:
-            for d in req:
-                results[d.address] = _result(d, Outcome.FAILED, reasons=(err.message,), error=err)
-            errors.append(err)
-            continue
-        moves = []
-        for d in moving:
-            orig, orig_ovr = _originals(ctx, d)
-            moves.append(Move(d.address, g, d.address in req_set, d.driver, d.driver_override, orig, orig_ovr,
-                              targets[d.address][0]))
-        steps = [s for m in moves for s in ctx.steps.enable(m)]
-        if all(is_vfio_driver(m.target) for m in moves):
-            steps.append(ctx.steps.verify_group(g))
-        modules = tuple(sorted({t[1] for t in targets.values() if t[1]}))
-        groups.append(GroupPlan(g, tuple(moves), tuple(steps), modules))
-        moved = {d.address for d in moving}
-        for d in req:
-            if d.address not in moved:
-                results[d.address] = _result(d, Outcome.UNCHANGED, target=d.driver)
-    plan = Plan("enable", tuple(ctx.module_steps[m] for m in sorted(ctx.module_steps)), tuple(groups))
-    return _Planned(plan, results, errors, messages, [])
-
-
-def _plan_disable(ctx: _Context, addrs: list[str]) -> _Planned:
-    inv = ctx.inv
-    results: dict[str, DeviceResult] = {}
-    errors: list[PcipassError] = []
-    drop: list[str] = []
-    by_group: dict[int | None, list[PciDevice]] = {}
-    for a in addrs:
-        dev = _lookup(inv, a, results, errors)
-        if dev is not None:
-            by_group.setdefault(dev.iommu_group, []).append(dev)
-
-    groups: list[GroupPlan] = []
-    openers = VfioOpeners(ctx.host)
-    for g in sorted(by_group, key=lambda k: (k is None, k or 0)):
-        devs = by_group[g]
-        moves: list[tuple[Move, list[Step]]] = []
-        modules: set[str] = set()
-        failed: PcipassError | None = None
-        for d in devs:
-            rec = ctx.records.get(d.address)
-            known = rec is not None and rec.known
-            orig = rec.original_driver if known else None
-            orig_ovr = rec.original_override if known else (None if is_vfio_driver(d.driver_override)
-                                                             else d.driver_override)
-            move = Move(d.address, g, True, d.driver, d.driver_override, orig, orig_ovr, orig if known else None)
-            if rec is None and not is_vfio_driver(d.driver) and d.driver_override == orig_ovr:
-                results[d.address] = _result(d, Outcome.UNCHANGED, target=d.driver)
-                continue
-            steps = ctx.steps.disable(move, recorded=known)
-            if not steps:
-                note = ()
-                if known and d.driver != orig:
-                    note = (f"on {d.driver or 'no driver'}, not the recorded {orig or 'no driver'}: left as is",)
-                results[d.address] = _result(d, Outcome.UNCHANGED, target=d.driver, reasons=note)
-                drop.append(d.address)
-                continue
-            if known and orig is not None and (is_vfio_driver(d.driver) or d.driver is None):
-                try:
-                    module = ctx.need(orig)[1]
-                except ModuleError as err:
-                    failed = err
-                    break
-                if module:
-                    modules.add(module)
-            moves.append((move, steps))
-        if failed is not None:
-            for d in devs:
-                results[d.address] = _result(d, Outcome.FAILED, reasons=(failed.message,), error=failed)
-            errors.append(failed)
-            continue
-        if not moves:
-            continue
-        if g is not None and any(is_vfio_driver(m.driver_before) for m, _ in moves):
-            st = status_unless_held(openers, inv, g, ctx.kernel.vfio_status)
-            if st.busy:
-                msg = f"IOMMU group {g} is {st.detail}: unbinding would block until it lets go"
-                _refuse(results, errors, [inv.devices[m.address] for m, _ in moves],
-                        [Refusal(moves[0][0].address, RefusalKind.GROUP_OPEN, msg)])
-                continue
-        groups.append(GroupPlan(g, tuple(m for m, _ in moves), tuple(s for _, steps in moves for s in steps),
-                                tuple(sorted(modules))))
-    plan = Plan("disable", tuple(ctx.module_steps[m] for m in sorted(ctx.module_steps)), tuple(groups))
-    # The host driver comes back now; a saved driverctl override takes the device again at the next boot.
-    notes = []
-    for a in addrs:
-        saved = ctx.host.driverctl_saved(a) if a in inv.devices else None
-        if saved and is_vfio_driver(saved[0], inv.variant_modules):
-            notes.append(f"{a}: driverctl binds it to {saved[0]} again at the next boot ({ctx.host.shown(saved[1])});"
-                         f" 'driverctl unset-override {a}' removes that")
-    return _Planned(plan, results, errors, notes, drop)
 
 
 def _changed_since_planning(host: Host, gp: GroupPlan) -> PcipassError | None:
@@ -378,7 +84,7 @@ def _mutate(
     lock_wait: float,
     on_lock_wait,
 ) -> BindReport:
-    addrs = _canonical(addresses)
+    addrs = canonical(addresses)
     preflight(host, action=action, dry_run=dry_run)
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel and kernel is None:
@@ -406,8 +112,8 @@ def _locked_run(host: Host, action: str, addrs: list[str], planner, messages: li
         interrupted = tuple(r for a, r in sorted(records.items())
                             if r.in_flight and (not dry_run or free or not pid_alive(r.pid)))
         messages += [interrupted_message(r) for r in interrupted]
-        ctx = _Context(host, kernel, records, addrs)
-        planned: _Planned = planner(ctx, addrs)
+        ctx = Context(host, kernel, records, addrs)
+        planned: Planned = planner(ctx, addrs)
         messages += planned.messages
         results = dict(planned.results)
         errors = list(planned.errors)
@@ -416,10 +122,10 @@ def _locked_run(host: Host, action: str, addrs: list[str], planner, messages: li
             for gp in plan.groups:
                 for m in gp.moves:
                     dev = ctx.inv.devices[m.address]
-                    results[m.address] = _result(dev, Outcome.PLANNED, requested=m.requested, target=m.target)
+                    results[m.address] = result_for(dev, Outcome.PLANNED, requested=m.requested, target=m.target)
             ordered = _order(addrs, results)
             return BindReport(action, True, ordered, tuple(StepRecord(s, "planned") for s in plan.steps), (),
-                              interrupted, None, tuple(messages), tuple(errors), _exit_code(list(ordered)))
+                              interrupted, None, tuple(messages), tuple(errors), exit_code(list(ordered)))
         for a in planned.drop_records:
             records.pop(a, None)
         if planned.drop_records and not plan.groups:
@@ -449,7 +155,7 @@ def _locked_run(host: Host, action: str, addrs: list[str], planner, messages: li
             messages.append(waiter.note)
         ordered = _order(addrs, results)
         return BindReport(action, False, ordered, tuple(run.steps), tuple(run.rollback), interrupted,
-                          waiter.source, tuple(messages), tuple(errors), _exit_code(list(ordered)))
+                          waiter.source, tuple(messages), tuple(errors), exit_code(list(ordered)))
 
 
 def _order(addrs: list[str], results: dict[str, DeviceResult]) -> tuple[DeviceResult, ...]:
@@ -482,8 +188,9 @@ class _Run:
                 self.previous[m.address] = old
                 known = self.action == "enable" or (old is not None and old.known)
                 target = m.target if self.action == "enable" else (old.target if old else None)
-                self.records[m.address] = DeviceRecord(m.address, m.original_driver, m.original_override, target,
-                                                       m.group, phase, os.getpid(), now_utc(), known)
+                self.records[m.address] = DeviceRecord(
+                    address=m.address, original_driver=m.original_driver, original_override=m.original_override,
+                    target=target, group=m.group, phase=phase, pid=os.getpid(), since=now_utc(), known=known)
         self.store.save(self.records)
 
     def _put_back(self, gp: GroupPlan) -> None:
@@ -496,8 +203,9 @@ class _Run:
     def _finish(self, gp: GroupPlan, outcome: Outcome, rolled_back: bool | None, err: PcipassError | None) -> None:
         for m in gp.moves:
             self.results[m.address] = DeviceResult(
-                m.address, m.group, m.requested, outcome, m.driver_before, driver_of(self.host, m.address),
-                m.target, rolled_back, (err.message,) if err else (), err.to_dict() if err else None)
+                address=m.address, group=m.group, requested=m.requested, outcome=outcome,
+                driver_before=m.driver_before, driver_after=driver_of(self.host, m.address), target=m.target,
+                rolled_back=rolled_back, reasons=(err.message,) if err else (), error=err.to_dict() if err else None)
         if err is not None:
             self.errors.append(err)
 
@@ -576,7 +284,7 @@ def enable(
     ``pci-stub``)."""
     _check_driver(host, driver)
     return _mutate(host, "enable", addresses,
-                   lambda ctx, addrs: _plan_enable(ctx, addrs, driver=driver, move_group=move_group, force=force),
+                   lambda ctx, addrs: plan_enable(ctx, addrs, driver=driver, move_group=move_group, force=force),
                    dry_run=dry_run, timeout=timeout, kernel=kernel, lock_wait=lock_wait, on_lock_wait=on_lock_wait)
 
 
@@ -591,5 +299,5 @@ def disable(
     on_lock_wait=None,
 ) -> BindReport:
     """Return ``addresses`` to their host driver (the one recorded by enable, else the kernel's choice)."""
-    return _mutate(host, "disable", addresses, _plan_disable, dry_run=dry_run, timeout=timeout, kernel=kernel,
+    return _mutate(host, "disable", addresses, plan_disable, dry_run=dry_run, timeout=timeout, kernel=kernel,
                    lock_wait=lock_wait, on_lock_wait=on_lock_wait)

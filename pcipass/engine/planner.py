@@ -1,4 +1,6 @@
-"""Turning "enable these devices" / "disable these devices" into a plan, from the host as it is now.
+"""Turning "enable these devices" / "disable these devices" into a plan, from the host as it is now:
+``plan_enable`` and ``plan_disable`` decide, per IOMMU group, what moves (guards, group viability, what an
+interrupted run left), ``StepBuilder`` writes each move's steps.
 
 The protocol is libvirt's and driverctl's (never ``new_id``, see the domain notes):
 
@@ -15,13 +17,27 @@ Undo steps are attached to each write; the executor runs them in reverse order w
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
-from ..errors import ModuleError
+from ..errors import DeviceNotFound, ModuleError, PcipassError
 from ..host import Host
+from ..inventory import Inventory
+from ..iommu import active as iommu_active
+from ..model import PciDevice
+from ..pciids import PciIds
 from ..sysfs import read_str
-from .plan import Move, Op, Step, When
+from .guards import Refusal, RefusalKind, blocking_peers, describe, device_refusals, in_use_refusals
+from .plan import GroupPlan, Move, Op, Plan, Step, When
+from .results import DeviceResult, Outcome, Planned, refuse, result_for
+from .state import DeviceRecord, Phase
+from .vfio import VfioOpeners, status_unless_held
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+#: ``--driver auto``: the vfio variant driver for the device's modalias, else vfio-pci.
+AUTO = "auto"
 
 # Module name -> the PCI driver name it registers, where they differ beyond "-" vs "_" (driver_override is
 # compared with strcmp against the driver's name: drivers/pci/pci-driver.c pci_match_device).
@@ -184,3 +200,228 @@ class StepBuilder:
                                      when=When.BOUND_TO, when_driver=orig),)))
         steps.append(Step(Op.WAIT, d, None, orig, f"wait until {d} is bound to {orig}", group=g))
         return steps
+
+
+def scan_for(host: Host, addresses: list[str]) -> Inventory:
+    """What the guards and the plan need about ``addresses``, without reading the whole host: the devices,
+    every member of their IOMMU groups (group viability, ``--group``, interrupted peers), and the VFs of an
+    SR-IOV PF among them (unbinding a PF destroys its VFs: the in-use guard checks their drivers): that is
+    ``Inventory.scan(only=...)``.
+
+    Names from pci.ids are not needed to bind (refusals name devices by address, ids and driver), and
+    looking up a large vendor block (Intel's) costs milliseconds per device; neither are the link and reset
+    details (``detail=False``)."""
+    return Inventory.scan(host, ids=PciIds(None), detail=False, only=addresses)
+
+
+class Context:
+    """One planning run: the host, the kernel, the state file's records, the devices read, and the modules
+    the plan must load."""
+
+    def __init__(self, host: Host, kernel: Kernel, records: dict[str, DeviceRecord], addresses: list[str]) -> None:
+        self.host = host
+        self.kernel = kernel
+        self.records = records
+        self.inv = scan_for(host, addresses)
+        self.resolver = DriverResolver(host)
+        self.steps = StepBuilder(host)
+        self.module_steps: dict[str, Step] = {}
+
+    def need(self, name: str) -> tuple[str, str | None]:
+        """(driver name, module to load or None); registers the module step."""
+        target = self.resolver.resolve(name)
+        if target.module is not None and target.module not in self.module_steps:
+            self.module_steps[target.module] = module_step(target.module, target.driver)
+        return target.driver, target.module
+
+    def target_name(self, dev: PciDevice, driver: str) -> str:
+        if driver == AUTO:
+            from .. import kmod
+
+            return kmod.vfio_variant_for(self.host, dev.modalias) or VFIO_PCI
+        return driver
+
+
+def _satisfied(dev: PciDevice, target: str, requested_driver: str) -> bool:
+    if dev.driver is None:
+        return False
+    if requested_driver == AUTO and is_vfio_driver(dev.driver):
+        return True
+    return normalize(dev.driver) == normalize(target)
+
+
+def _originals(ctx: Context, dev: PciDevice) -> tuple[str | None, str | None]:
+    rec = ctx.records.get(dev.address)
+    if rec is not None and rec.known:
+        return rec.original_driver, rec.original_override
+    return dev.driver, dev.driver_override
+
+
+def _lookup(inv: Inventory, address: str, results: dict[str, DeviceResult],
+            errors: list[PcipassError]) -> PciDevice | None:
+    """The device at ``address``, or None after recording it as failed (no such device)."""
+    try:
+        return inv.device(address)
+    except DeviceNotFound as err:
+        results[address] = DeviceResult(address=address, group=None, requested=True, outcome=Outcome.FAILED,
+                                        driver_before=None, driver_after=None, target=None,
+                                        reasons=(err.message,), error=err.to_dict())
+        errors.append(err)
+        return None
+
+
+def plan_enable(ctx: Context, addrs: list[str], *, driver: str, move_group: bool, force: bool) -> Planned:
+    from ..hostuse import HostUse
+
+    inv = ctx.inv
+    use = HostUse.scan(ctx.host, inv)
+    iommu = iommu_active(ctx.host)
+    results: dict[str, DeviceResult] = {}
+    errors: list[PcipassError] = []
+    messages: list[str] = []
+    by_group: dict[int, list[PciDevice]] = {}
+    for a in addrs:
+        dev = _lookup(inv, a, results, errors)
+        if dev is None:
+            continue
+        refusals = device_refusals(dev, iommu=iommu)
+        if refusals:
+            refuse(results, errors, [dev], refusals)
+            continue
+        assert dev.iommu_group is not None
+        by_group.setdefault(dev.iommu_group, []).append(dev)
+
+    # Devices an interrupted enable (kill -9) left half-done: enabling any device of their group completes
+    # them too, through the ordinary steps (those already done are skipped or harmless).
+    inflight = {a for a, r in ctx.records.items() if r.phase is Phase.ENABLING and a in inv.devices}
+    groups: list[GroupPlan] = []
+    for g in sorted(by_group):
+        req = by_group[g]
+        names = {d.address: ctx.target_name(d, driver) for d in req}
+        todo = [d for d in req if d.address in inflight or not _satisfied(d, names[d.address], driver)]
+        req_set = {d.address for d in req}
+        resume = [inv.devices[m.address] for m in inv.groups[g].endpoints
+                  if m.address in inflight and m.address not in req_set]
+        for d in resume:
+            names[d.address] = ctx.records[d.address].target or ctx.target_name(d, driver)
+        blockers = blocking_peers(inv, g, req_set | {d.address for d in resume})
+        if not todo and not resume and not (move_group and blockers):
+            note = ()
+            if blockers:
+                note = (f"group {g} is not viable yet: {', '.join(describe(p) for p in blockers)}",)
+            for d in req:
+                results[d.address] = result_for(d, Outcome.UNCHANGED, target=d.driver, reasons=note)
+            continue
+        if blockers and not move_group:
+            them = "it" if len(blockers) == 1 else "them"
+            msg = (f"IOMMU group {g} would not be viable: {', '.join(describe(p) for p in blockers)} would stay "
+                   f"on the host; enable {them} too, or pass --group")
+            refuse(results, errors, req, [Refusal(req[0].address, RefusalKind.GROUP_NOT_VIABLE, msg)])
+            continue
+        peers = blockers if move_group else []
+        for p in peers:
+            names[p.address] = ctx.target_name(p, driver)
+        moving = todo + resume + peers
+        in_use = [r for d in moving for r in in_use_refusals(use, d, inv)]
+        if in_use and not force:
+            refuse(results, errors, req, in_use)
+            continue
+        messages += [f"--force: going ahead although {r.message}" for r in in_use]
+        try:
+            targets = {d.address: ctx.need(names[d.address]) for d in moving}
+        except ModuleError as err:
+            for d in req:
+                results[d.address] = result_for(d, Outcome.FAILED, reasons=(err.message,), error=err)
+            errors.append(err)
+            continue
+        moves = []
+        for d in moving:
+            orig, orig_ovr = _originals(ctx, d)
+            moves.append(Move(address=d.address, group=g, requested=d.address in req_set, driver_before=d.driver,
+                              override_before=d.driver_override, original_driver=orig, original_override=orig_ovr,
+                              target=targets[d.address][0]))
+        steps = [s for m in moves for s in ctx.steps.enable(m)]
+        if all(is_vfio_driver(m.target) for m in moves):
+            steps.append(ctx.steps.verify_group(g))
+        modules = tuple(sorted({t[1] for t in targets.values() if t[1]}))
+        groups.append(GroupPlan(g, tuple(moves), tuple(steps), modules))
+        moved = {d.address for d in moving}
+        for d in req:
+            if d.address not in moved:
+                results[d.address] = result_for(d, Outcome.UNCHANGED, target=d.driver)
+    plan = Plan("enable", tuple(ctx.module_steps[m] for m in sorted(ctx.module_steps)), tuple(groups))
+    return Planned(plan=plan, results=results, errors=errors, messages=messages, drop_records=[])
+
+
+def plan_disable(ctx: Context, addrs: list[str]) -> Planned:
+    inv = ctx.inv
+    results: dict[str, DeviceResult] = {}
+    errors: list[PcipassError] = []
+    drop: list[str] = []
+    by_group: dict[int | None, list[PciDevice]] = {}
+    for a in addrs:
+        dev = _lookup(inv, a, results, errors)
+        if dev is not None:
+            by_group.setdefault(dev.iommu_group, []).append(dev)
+
+    groups: list[GroupPlan] = []
+    openers = VfioOpeners(ctx.host)
+    for g in sorted(by_group, key=lambda k: (k is None, k or 0)):
+        devs = by_group[g]
+        moves: list[tuple[Move, list[Step]]] = []
+        modules: set[str] = set()
+        failed: PcipassError | None = None
+        for d in devs:
+            rec = ctx.records.get(d.address)
+            known = rec is not None and rec.known
+            orig = rec.original_driver if known else None
+            orig_ovr = rec.original_override if known else (None if is_vfio_driver(d.driver_override)
+                                                             else d.driver_override)
+            move = Move(address=d.address, group=g, requested=True, driver_before=d.driver,
+                        override_before=d.driver_override, original_driver=orig, original_override=orig_ovr,
+                        target=orig if known else None)
+            if rec is None and not is_vfio_driver(d.driver) and d.driver_override == orig_ovr:
+                results[d.address] = result_for(d, Outcome.UNCHANGED, target=d.driver)
+                continue
+            steps = ctx.steps.disable(move, recorded=known)
+            if not steps:
+                note = ()
+                if known and d.driver != orig:
+                    note = (f"on {d.driver or 'no driver'}, not the recorded {orig or 'no driver'}: left as is",)
+                results[d.address] = result_for(d, Outcome.UNCHANGED, target=d.driver, reasons=note)
+                drop.append(d.address)
+                continue
+            if known and orig is not None and (is_vfio_driver(d.driver) or d.driver is None):
+                try:
+                    module = ctx.need(orig)[1]
+                except ModuleError as err:
+                    failed = err
+                    break
+                if module:
+                    modules.add(module)
+            moves.append((move, steps))
+        if failed is not None:
+            for d in devs:
+                results[d.address] = result_for(d, Outcome.FAILED, reasons=(failed.message,), error=failed)
+            errors.append(failed)
+            continue
+        if not moves:
+            continue
+        if g is not None and any(is_vfio_driver(m.driver_before) for m, _ in moves):
+            st = status_unless_held(openers, inv, g, ctx.kernel.vfio_status)
+            if st.busy:
+                msg = f"IOMMU group {g} is {st.detail}: unbinding would block until it lets go"
+                refuse(results, errors, [inv.devices[m.address] for m, _ in moves],
+                        [Refusal(moves[0][0].address, RefusalKind.GROUP_OPEN, msg)])
+                continue
+        groups.append(GroupPlan(g, tuple(m for m, _ in moves), tuple(s for _, steps in moves for s in steps),
+                                tuple(sorted(modules))))
+    plan = Plan("disable", tuple(ctx.module_steps[m] for m in sorted(ctx.module_steps)), tuple(groups))
+    # The host driver comes back now; a saved driverctl override takes the device again at the next boot.
+    notes = []
+    for a in addrs:
+        saved = ctx.host.driverctl_saved(a) if a in inv.devices else None
+        if saved and is_vfio_driver(saved[0], inv.variant_modules):
+            notes.append(f"{a}: driverctl binds it to {saved[0]} again at the next boot ({ctx.host.shown(saved[1])});"
+                         f" 'driverctl unset-override {a}' removes that")
+    return Planned(plan=plan, results=results, errors=errors, messages=notes, drop_records=drop)
