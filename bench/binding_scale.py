@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/binding_scale.py [--sizes 128 1024] [--reps 5]
 
-For each size N, a fake host (tests/fakehost.py; plain files, nothing touches the real /sys) with one SR-IOV
+For each size N, a fake host (tests/support/fakehost.py; plain files, nothing touches the real /sys) with one SR-IOV
 PF and N VFs, each VF in its own IOMMU group with its own network interface, and host tables that grow with
 the host: an IPv6 link-local address per VF interface, N routes and N mounts elsewhere. Then one
 ``enable --dry-run`` of all N VFs (inventory, host-use tables, guards, plan: everything but the writes) is
@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from pcipass import engine  # noqa: E402
 from pcipass.host import Host  # noqa: E402
-from tests.fakehost import FakeHost  # noqa: E402
+from tests.support.fakehost import FakeHost  # noqa: E402
 
 PF = "0000:3b:00.0"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pcipass.archive import max_unpacked, unpack
-from tests.fakehost import FakeHost
+from tests.support.fakehost import FakeHost
 
 DATA = Path(__file__).parent / "data"
 
@@ -46,8 +46,8 @@ def fake(tmp_path) -> FakeHost:
 
 @pytest.fixture
 def gpu(fake) -> Path:
-    """The emitters' fake host (tests/emit_hosts.py): a GPU with its audio function, NICs, a lone device."""
-    from tests.emit_hosts import gpu_host
+    """The emitters' fake host (tests/support/emit_hosts.py): a GPU with its audio function, NICs, a lone device."""
+    from tests.support.emit_hosts import gpu_host
 
     return gpu_host(fake).root
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pcipass.archive import DEFAULT_MAX_UNPACKED_MIB, MAX_UNPACKED_ENV
-from tests.cli import run
+from tests.support.cli import run
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "hpe-gen9-a2.tar.xz"

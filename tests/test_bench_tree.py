@@ -27,7 +27,7 @@ from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.inventory import Inventory
 from pcipass.result import Result, jsonable
-from tests.cli import run as cli_run
+from tests.support.cli import run as cli_run
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

@@ -9,10 +9,10 @@ import pytest
 
 from pcipass.archive import max_unpacked, unpack
 from pcipass.engine.state import Lock
-from tests import bind_hosts as bh
-from tests.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
-from tests.cli import run
-from tests.golden import check_golden
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
+from tests.support.cli import run
+from tests.support.golden import check_golden
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_live_root_without_iommu_refuses(capsys, monkeypatch, tmp_path):
     must refuse with exit 5 before any write. Tests never run a mutating command against the real /sys, so
     the live system is a fake tree mirroring this machine, with ``Host.is_live`` forced on for it."""
     from pcipass.host import Host
-    from tests.fakehost import FakeHost
+    from tests.support.fakehost import FakeHost
 
     fake = FakeHost(tmp_path / "live")
     fake.add_device("0000:00:02.0", vendor="1af4", device="1042", class_="010000", driver="virtio-pci")
@@ -201,7 +201,7 @@ def test_a_root_whose_sys_is_a_mounted_sysfs_is_treated_as_live(capsys, monkeypa
     refusal (no IOMMU) applies there too. This process's mount table is a fake one naming the fake tree's sys
     as a sysfs (path escaped as procfs escapes it); nothing real is mounted."""
     from pcipass.host import Host
-    from tests.fakehost import FakeHost
+    from tests.support.fakehost import FakeHost
 
     fake = FakeHost(tmp_path / "the host")
     fake.add_device("0000:00:03.0", vendor="1af4", device="1041", class_="020000", driver="virtio-pci")
@@ -241,7 +241,7 @@ def test_groups_without_iommu_class_dir(capsys, monkeypatch, tmp_path, noiommu):
     """A tree recorded without /sys/class/iommu (tests/data's HPE hosts) but with IOMMU groups has an active
     IOMMU, for enable as for check-iommu; vfio's no-IOMMU groups alone do not make one, for either."""
     from pcipass.host import Host
-    from tests.fakehost import FakeHost
+    from tests.support.fakehost import FakeHost
 
     fake = FakeHost(tmp_path / "host")
     fake.add_device("0000:00:03.0", vendor="8086", device="10d3", class_="020000", driver="e1000e")

@@ -3,8 +3,8 @@
 from pcipass.bootbind import DRIVERCTL, VFIO_IDS, BootBinding, BootConfig
 from pcipass.host import Host
 from pcipass.inventory import Inventory
-from tests import bind_hosts as bh
-from tests.bind_hosts import env  # noqa: F401 - fixture
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import env  # noqa: F401 - fixture
 
 
 def _boot(fake):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.cli import run
+from tests.support.cli import run
 
 CONTRACT_KEYS = {"address", "vendor_id", "device_id", "subsystem_vendor_id", "subsystem_device_id", "class_id",
                  "vendor_name", "device_name", "class_name", "driver", "driver_override", "iommu_group",

@@ -12,7 +12,7 @@ from pcipass.config import Editor, config_path, load, schema
 from pcipass.config.devices import DeviceEntry
 from pcipass.errors import ConfigError, ExitCode, UsageError
 from pcipass.host import Host
-from tests import bind_hosts as bh
+from tests.support import bind_hosts as bh
 
 GOOD = """\
 # site-wide passthrough

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run
+from tests.support.cli import run
 
 KINDS = ("delete", "empty", "garbage", "dir", "dangling", "loop")
 GARBAGE = b"\xff\xfe\x00 garbage ../../x [bold]\n"

@@ -6,10 +6,10 @@ import json
 
 import yaml
 
-from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, LONE, yaml_documents
-from tests.emit_schemas import HARVESTER_CRDS, SCHEMAS, crd_errors, crd_schema, unknown_keys
-from tests.golden import check_golden
+from tests.support.cli import run
+from tests.support.emit_hosts import GPU, GPU_AUDIO, LONE, yaml_documents
+from tests.support.emit_schemas import HARVESTER_CRDS, SCHEMAS, crd_errors, crd_schema, unknown_keys
+from tests.support.golden import check_golden
 
 API = "devices.harvesterhci.io/v1beta1"
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from pcipass.emit import names
-from tests.cli import run
-from tests.emit_hosts import HOSTILE_PCI_IDS, hostile_host
-from tests.emit_schemas import (HARVESTER_CRDS, KUBEVIRT_CRD, LIBVIRT_VERSIONS, crd_errors, libvirt_errors,
+from tests.support.cli import run
+from tests.support.emit_hosts import HOSTILE_PCI_IDS, hostile_host
+from tests.support.emit_schemas import (HARVESTER_CRDS, KUBEVIRT_CRD, LIBVIRT_VERSIONS, crd_errors, libvirt_errors,
                                 swagger_errors, swagger_unknown_keys, wrap_in_domain)
 
 DEVICES = ("01:00.0", "01:00.1", "02:00.0", "03:00.0")

@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from pcipass.emit import names
-from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A, NIC_B, yaml_documents
-from tests.emit_schemas import (KUBEVIRT_CRD, SCHEMAS, VM_CRD_V058, VMI_CRD_V16, crd_errors, crd_schema,
+from tests.support.cli import run
+from tests.support.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A, NIC_B, yaml_documents
+from tests.support.emit_schemas import (KUBEVIRT_CRD, SCHEMAS, VM_CRD_V058, VMI_CRD_V16, crd_errors, crd_schema,
                                 swagger_errors, swagger_unknown_keys, unknown_keys)
-from tests.golden import check_golden
+from tests.support.golden import check_golden
 
 A2_FUNCTIONS = ["08:00.0"] + [f"08:00.{f}" for f in range(4, 8)] + [f"08:01.{f}" for f in range(8)] + \
                [f"08:02.{f}" for f in range(4)]

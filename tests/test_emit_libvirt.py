@@ -11,10 +11,10 @@ import pytest
 from pcipass.address import PciAddress
 from pcipass.emit.libvirt import FIRST_GUEST_SLOT, LAST_GUEST_SLOT, guest_addresses
 from pcipass.errors import UsageError
-from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, GPU_PORT, LONE, NIC_A, NIC_B, NO_GROUP
-from tests.emit_schemas import LIBVIRT_VERSIONS, SCHEMAS, libvirt_errors, wrap_in_domain
-from tests.golden import check_golden
+from tests.support.cli import run
+from tests.support.emit_hosts import GPU, GPU_AUDIO, GPU_PORT, LONE, NIC_A, NIC_B, NO_GROUP
+from tests.support.emit_schemas import LIBVIRT_VERSIONS, SCHEMAS, libvirt_errors, wrap_in_domain
+from tests.support.golden import check_golden
 
 
 def _emit(capsys, root, *args):

@@ -10,8 +10,8 @@ import pytest
 
 from pcipass.engine import Outcome
 from pcipass.errors import ExitCode
-from tests import bind_hosts as bh
-from tests.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
 
 
 def outcomes(report) -> dict[str, str]:
@@ -256,7 +256,7 @@ def _enable_then_igb_claims(e) -> None:
 def _forward_writes(name: str, tmp_path) -> int:
     """How many writes the scenario makes when nothing fails (on a throw-away copy of the host)."""
     from pcipass.host import Host
-    from tests.fakekernel import FakeKernel
+    from tests.support.fakekernel import FakeKernel
 
     fake = bh.build(tmp_path / "count")
     probe = bh.Env(fake, FakeKernel(fake), Host(fake.root))

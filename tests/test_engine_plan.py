@@ -10,9 +10,9 @@ from pcipass import engine
 from pcipass.engine import Outcome
 from pcipass.errors import ExitCode, PermissionDenied, Refused, UsageError
 from pcipass.host import Host
-from tests import bind_hosts as bh
-from tests.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
-from tests.golden import check_golden
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
+from tests.support.golden import check_golden
 
 
 def outcomes(report) -> dict[str, str]:

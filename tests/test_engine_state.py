@@ -16,9 +16,9 @@ import pytest
 
 from pcipass.engine.state import Lock, StateError, StateStore
 from pcipass.errors import ExitCode, LockBusy
-from tests import bind_hosts as bh
-from tests.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
-from tests.fakekernel import Killed
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
+from tests.support.fakekernel import Killed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,8 +206,8 @@ def test_real_kill_9_during_enable_then_recovery(env, tmp_path):
         from pathlib import Path
         from pcipass import engine
         from pcipass.host import Host
-        from tests.fakehost import FakeHost
-        from tests.fakekernel import FakeKernel
+        from tests.support.fakehost import FakeHost
+        from tests.support.fakekernel import FakeKernel
         fake = FakeHost(Path({str(env.root)!r}))
         fake.devices = {{a: type("D", (), {{"path": Path({str(env.root)!r}) / "sys/bus/pci/devices" / a}})()
                         for a in {sorted(env.fake.devices)!r}}}

@@ -7,7 +7,7 @@ import pytest
 from pcipass.host import Host
 from pcipass.hostuse import HostUse, UseKind
 from pcipass.inventory import Inventory
-from tests import bind_hosts as bh
+from tests.support import bind_hosts as bh
 
 
 @pytest.fixture

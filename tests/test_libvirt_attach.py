@@ -16,9 +16,9 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from tests.cli import run
-from tests.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A
-from tests.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors
+from tests.support.cli import run
+from tests.support.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A
+from tests.support.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors
 
 URI = "test:///default"
 _names = itertools.count()

@@ -7,7 +7,7 @@ import pytest
 from pcipass.host import Host
 from pcipass.preflight import files, run
 from pcipass.preflight.facts import Facts
-from tests.preflight_hosts import amd_host, checks, intel_host, verdicts
+from tests.support.preflight_hosts import amd_host, checks, intel_host, verdicts
 
 
 def test_healthy_intel_host_passes_everything(fake):
@@ -572,7 +572,7 @@ def test_driver_override_skips_without_devices(fake):
 def test_modprobe_d_options_are_read(fake):
     """`options vfio-pci ids=` and `options vfio_iommu_type1 allow_unsafe_interrupts=1` in modprobe.d are how
     those parameters are usually set; the checks must see them when the modules are not loaded."""
-    from tests.preflight_hosts import checks, intel_host
+    from tests.support.preflight_hosts import checks, intel_host
 
     intel_host(fake)
     fake.write("etc/modprobe.d/vfio.conf", "options vfio-pci ids=8086:10d3\noptions vfio_iommu_type1 allow_unsafe_interrupts=1\n")

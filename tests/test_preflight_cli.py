@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli import run
-from tests.fakehost import FakeHost
-from tests.preflight_hosts import intel_host
+from tests.support.cli import run
+from tests.support.fakehost import FakeHost
+from tests.support.preflight_hosts import intel_host
 
 
 def test_healthy_host_exits_0_with_table(fake, capsys):

@@ -4,7 +4,7 @@ import os
 
 from pcipass.host import Host
 from pcipass.preflight import run
-from tests.preflight_hosts import checks, intel_host
+from tests.support.preflight_hosts import checks, intel_host
 
 GPU, AUDIO, PORT = "0000:01:00.0", "0000:01:00.1", "0000:00:01.0"
 
@@ -97,7 +97,7 @@ def test_in_use_network(fake):
 
 
 def test_in_use_skips_without_procfs(tmp_path):
-    from tests.fakehost import FakeHost
+    from tests.support.fakehost import FakeHost
 
     fake = FakeHost(tmp_path / "r")
     fake.add_device("0000:00:02.0", group=1)

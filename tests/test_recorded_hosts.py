@@ -8,8 +8,8 @@ import yaml
 from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.inventory import Inventory
-from tests.cli import run
-from tests.golden import check_golden
+from tests.support.cli import run
+from tests.support.golden import check_golden
 
 
 def test_a2_host_facts(hpe_a2):

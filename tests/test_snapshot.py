@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tests.bind_hosts import env  # noqa: F401 - fixture
-from tests.cli import run
-from tests.preflight_hosts import amd_host, intel_host
+from tests.support.bind_hosts import env  # noqa: F401 - fixture
+from tests.support.cli import run
+from tests.support.preflight_hosts import amd_host, intel_host
 
 
 def _checks(capsys, root, *extra):
@@ -62,7 +62,7 @@ def test_missing_kvm_node_stays_a_finding(capsys, fake, tmp_path):
 
 
 def test_a_keyboard_behind_a_usb_controller_survives_the_snapshot(capsys, fake, tmp_path):
-    from tests import bind_hosts as bh
+    from tests.support import bind_hosts as bh
 
     intel_host(fake)
     fake.add_device("0000:00:14.0", vendor="8086", device="a36d", class_="0c0330", driver="xhci_hcd", group=21)
@@ -76,7 +76,7 @@ def test_a_keyboard_behind_a_usb_controller_survives_the_snapshot(capsys, fake, 
 
 def test_status_same_on_snapshot(capsys, env, tmp_path):
     """The boot-time bindings status reports (driverctl, vfio-pci ids=) travel in the bundle."""
-    from tests import bind_hosts as bh
+    from tests.support import bind_hosts as bh
 
     env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "vfio-pci\n")
     env.fake.write("etc/modprobe.d/vfio.conf", "options vfio-pci ids=1af4:1000\n")

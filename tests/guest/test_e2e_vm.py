@@ -2,7 +2,7 @@
 
 The guest's emulated intel-iommu has ``caching-mode=on``, which is what nested VFIO needs, so a nested QEMU
 (TCG) and a real libvirtd in the guest take vfio-bound devices for real. pcipass runs through its real CLI
-code, in-process (``tests/cli.py``: a Python start-up costs seconds under TCG). Evidence is always the
+code, in-process (``tests/support/cli.py``: a Python start-up costs seconds under TCG). Evidence is always the
 consumer's own view: QEMU's PCI list (QMP ``query-pci``), libvirt's live domain XML, the host driver links.
 
 1. ``pcipass enable`` an endpoint -> a nested QEMU with ``-device vfio-pci,host=ADDR`` lists its
@@ -34,8 +34,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.cli import run
-from tests.cli import run as _pcipass
+from tests.support.cli import run
+from tests.support.cli import run as _pcipass
 
 from .nested import (URI, Libvirtd, bridges_numbered, domain_log, monitor_pci, nested_qemu, pci_functions,
                      run_refused, wait_for)

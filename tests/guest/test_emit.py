@@ -28,14 +28,14 @@ def _source(el: ET.Element) -> str:
 
 
 def _assert_valid(xml_text: str) -> None:
-    from tests.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors, wrap_in_domain
+    from tests.support.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors, wrap_in_domain
 
     for version in LIBVIRT_VERSIONS:
         assert libvirt_errors(wrap_in_domain(xml_text), version) == ""
 
 
 def _emit_in_process(capsys, *args: str) -> str:
-    from tests.cli import run
+    from tests.support.cli import run
 
     r = run(capsys, "emit", "libvirt", *args)
     assert r.code == 0, r.err

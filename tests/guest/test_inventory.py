@@ -52,8 +52,8 @@ def cli_list_subprocess():
 
 
 def cli_in_process(capsys, *args: str) -> tuple[int, dict]:
-    """The CLI entry point in-process (tests/cli.py): same code path, no interpreter start-up."""
-    from tests.cli import run
+    """The CLI entry point in-process (tests/support/cli.py): same code path, no interpreter start-up."""
+    from tests.support.cli import run
 
     r = run(capsys, "--format", "json", *args)
     try:

@@ -11,7 +11,7 @@ TOPOLOGY = ("iommu_on", "iommu_off")
 
 
 def _json(capsys, *args):
-    from tests.cli import run
+    from tests.support.cli import run
 
     r = run(capsys, *args)
     return r.code, json.loads(r.out)

@@ -29,8 +29,8 @@ import pytest
 
 from pcipass import engine
 from pcipass.host import Host
-from tests.fakehost import FakeHost
-from tests.fakekernel import FakeKernel, tree_digest
+from tests.support.fakehost import FakeHost
+from tests.support.fakekernel import FakeKernel, tree_digest
 
 KVER = "6.1.0-test-amd64"
 

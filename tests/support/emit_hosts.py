@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fakehost import FakeHost
+from tests.support.fakehost import FakeHost
 
 GPU = "0000:3b:00.0"
 GPU_AUDIO = "0000:3b:00.1"

@@ -16,7 +16,7 @@ import lzma
 from pathlib import Path
 from typing import Any
 
-SCHEMAS = Path(__file__).parent / "data" / "schemas"
+SCHEMAS = Path(__file__).parent.parent / "data" / "schemas"
 LIBVIRT_VERSIONS = ("9.0.0", "11.3.0")
 
 _DOMAIN = "<domain type='kvm'><name>pcipass-test</name><memory unit='MiB'>512</memory>" \

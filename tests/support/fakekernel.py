@@ -28,7 +28,7 @@ from pathlib import Path
 from pcipass.drivers import is_vfio_driver, normalize
 from pcipass.engine.vfio import VfioGroupStatus
 from pcipass.errors import ModuleError, SysfsError
-from tests.fakehost import FakeHost
+from tests.support.fakehost import FakeHost
 
 
 class Killed(BaseException):
