@@ -12,7 +12,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes; documented in README and the man page."""
+    """Process exit codes; documented in docs/contract.md and the man page."""
 
     OK = 0  #: everything done
     FAILED = 1  #: failed (also: a check failed, no such device)

@@ -17,7 +17,7 @@ class Verdict(str, Enum):
 class Check:
     """One preflight check: its verdict, what was seen, and what to do about it."""
 
-    id: str  #: stable identifier, e.g. ``iommu.active`` (documented in README)
+    id: str  #: stable identifier, e.g. ``iommu.active`` (documented in docs/check-iommu.md)
     verdict: Verdict
     detail: str  #: what was seen
     remedy: str | None = None  #: what to do about it, fitted to this host
