@@ -126,8 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in topo.guest_env("iommu_on").items())
     script += f"cd {shlex.quote(str(REPO))}\n"
     script += "cat > /tmp/bench.sh <<'EOS'\n"
-    script += GUEST_SCRIPT.format(pcipass=shlex.quote(str(REPO / ".venv" / "bin" / "pcipass")),
-                                  python=shlex.quote(sys.executable), devs=devs, reps=args.reps, out=out)
+    script += GUEST_SCRIPT.format(
+        pcipass=shlex.quote(str(REPO / ".venv" / "bin" / "pcipass")),
+        python=shlex.quote(sys.executable),
+        devs=devs,
+        reps=args.reps,
+        out=out,
+    )
     script += "EOS\nbash /tmp/bench.sh\n"
     run = run_guest("iommu_on", script, timeout_s=300 + 120 * args.reps, run_name="bench-binding")
     result = run.io_dir / "binding-bench.json"
@@ -151,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  shell loop of the same raw writes (enable + disable): {shell_ms:.0f} ms, of which CPU {shell_cpu:.0f} ms")
     print(f"  CLI, table output:  enable + disable - 2 x --version = {table:.0f} ms, ratio {table / shell_ms:.2f}")
     print(f"  CLI, --format json: enable + disable - 2 x --version = {as_json:.0f} ms, ratio {as_json / shell_ms:.2f}")
-    print(f"  library (engine.enable + engine.disable in one process, imports excluded): {lib:.0f} ms, "
-          f"ratio {lib / shell_ms:.2f}")
-    print(f"  CPU time (user + system), CLI table output minus 2 x --version: {overhead(cpu):.0f} ms, "
-          f"{overhead(cpu) / shell_cpu:.1f} x the shell loop's")
+    print(
+        f"  library (engine.enable + engine.disable in one process, imports excluded): {lib:.0f} ms, "
+        f"ratio {lib / shell_ms:.2f}"
+    )
+    print(
+        f"  CPU time (user + system), CLI table output minus 2 x --version: {overhead(cpu):.0f} ms, "
+        f"{overhead(cpu) / shell_cpu:.1f} x the shell loop's"
+    )
     print("  target: ratio <= 1.5 (wall), both outputs")
     return 0 if max(table, as_json) / shell_ms <= 1.5 else 2
 

@@ -32,7 +32,7 @@ PF = "0000:3b:00.0"
 
 def vf_address(i: int) -> str:
     # VFs on the PF's bus and the following ones (ARI: 256 functions per bus).
-    bus, fn = 0x3b + (i + 1) // 256, (i + 1) % 256
+    bus, fn = 0x3B + (i + 1) // 256, (i + 1) % 256
     return f"0000:{bus:02x}:{fn >> 3:02x}.{fn & 7}"
 
 
@@ -41,8 +41,14 @@ def build(root: Path, n: int) -> list[str]:
     f.enable_iommu()
     f.add_device("0000:00:03.0", vendor="8086", device="1533", driver="igb", group=1)
     f.add_net("0000:00:03.0", "mgmt0")
-    f.add_device(PF, vendor="15b3", device="101d", driver="mlx5_core", group=2,
-                 extra={"sriov_totalvfs": str(n), "sriov_numvfs": str(n)})
+    f.add_device(
+        PF,
+        vendor="15b3",
+        device="101d",
+        driver="mlx5_core",
+        group=2,
+        extra={"sriov_totalvfs": str(n), "sriov_numvfs": str(n)},
+    )
     f.add_net(PF, "ens1f0")
     vfs = []
     inet6, routes, mounts = [], [], []
@@ -57,8 +63,10 @@ def build(root: Path, n: int) -> list[str]:
         mounts.append(f"{100 + i} 1 0:{50 + i} / /srv/vol{i} rw - tmpfs tmpfs rw\n")
         vfs.append(a)
     f.write("proc/net/if_inet6", "".join(inet6))
-    f.write("proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-            + "".join(routes))
+    f.write(
+        "proc/net/route",
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n" + "".join(routes),
+    )
     f.write("proc/self/mountinfo", "".join(mounts))
     f.add_driver("vfio-pci", module="vfio_pci")
     return vfs
@@ -82,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
                 assert r.exit_code == 0 and len(r.devices) == n, r.errors
             med = statistics.median(times)
             per_device[n] = med / n
-            print(f"{n:6d} VFs: plan + guards {med * 1000:8.1f} ms, {per_device[n] * 1e6:7.1f} us per device "
-                  f"({len(r.steps)} steps)")
+            print(
+                f"{n:6d} VFs: plan + guards {med * 1000:8.1f} ms, {per_device[n] * 1e6:7.1f} us per device "
+                f"({len(r.steps)} steps)"
+            )
     if len(per_device) >= 2:
         lo, hi = min(per_device), max(per_device)
-        print(f"per-device cost, {hi} vs {lo} VFs: x{per_device[hi] / per_device[lo]:.2f} "
-              f"(a per-device rescan would be about x{hi / lo:.0f})")
+        print(
+            f"per-device cost, {hi} vs {lo} VFs: x{per_device[hi] / per_device[lo]:.2f} "
+            f"(a per-device rescan would be about x{hi / lo:.0f})"
+        )
     return 0
 
 

@@ -131,8 +131,20 @@ class Machine:
         """A new root bus with its host bridge; returns (domain, bus, top-level list)."""
         bus = self.bus()
         top: list[Fn] = []
-        hb = self.fn(domain=self.domain, bus=bus, dev=0, fn=0, vendor=INTEL, device=0x2020, class_code=0x060000,
-                     subsys=(INTEL, 0x0000), revision=0x04, numa=numa, port_type=PT_RCIEP, reset=None)
+        hb = self.fn(
+            domain=self.domain,
+            bus=bus,
+            dev=0,
+            fn=0,
+            vendor=INTEL,
+            device=0x2020,
+            class_code=0x060000,
+            subsys=(INTEL, 0x0000),
+            revision=0x04,
+            numa=numa,
+            port_type=PT_RCIEP,
+            reset=None,
+        )
         hb.group = self.group()
         top.append(hb)
         self.roots.append((f"pci{self.domain:04x}:{bus:02x}", top))
@@ -143,17 +155,44 @@ class Machine:
             (0x14, 0, 0xA1AF, 0x0C0330, "xhci_hcd", "xhci_pci"),
             (0x17, 0, 0xA182, 0x010601, "ahci", "ahci"),
         ):
-            f = self.fn(domain=domain, bus=bus, dev=dev, fn=fn, vendor=INTEL, device=did, class_code=cls,
-                        subsys=(HPE, 0x00E4), revision=0x09, driver=drv, module=mod, port_type=PT_RCIEP,
-                        reset=None)
+            f = self.fn(
+                domain=domain,
+                bus=bus,
+                dev=dev,
+                fn=fn,
+                vendor=INTEL,
+                device=did,
+                class_code=cls,
+                subsys=(HPE, 0x00E4),
+                revision=0x09,
+                driver=drv,
+                module=mod,
+                port_type=PT_RCIEP,
+                reset=None,
+            )
             f.group = self.group()
             top.append(f)
         lpc_group = self.group()  # 00:1f.x: a multifunction device without ACS between its functions
-        for fn, did, cls, drv, mod in ((0, 0xA1C2, 0x060100, None, None),
-                                        (4, 0xA1A3, 0x0C0500, "i801_smbus", "i2c_i801")):
-            f = self.fn(domain=domain, bus=bus, dev=0x1F, fn=fn, vendor=INTEL, device=did, class_code=cls,
-                        subsys=(HPE, 0x00E4), revision=0x09, driver=drv, module=mod, port_type=PT_RCIEP,
-                        multifunction=True, reset=None)
+        for fn, did, cls, drv, mod in (
+            (0, 0xA1C2, 0x060100, None, None),
+            (4, 0xA1A3, 0x0C0500, "i801_smbus", "i2c_i801"),
+        ):
+            f = self.fn(
+                domain=domain,
+                bus=bus,
+                dev=0x1F,
+                fn=fn,
+                vendor=INTEL,
+                device=did,
+                class_code=cls,
+                subsys=(HPE, 0x00E4),
+                revision=0x09,
+                driver=drv,
+                module=mod,
+                port_type=PT_RCIEP,
+                multifunction=True,
+                reset=None,
+            )
             f.group = lpc_group
             top.append(f)
         # BMC: root port -> ASPEED PCIe-to-PCI bridge -> VGA; the conventional bridge aliases its subordinates.
@@ -163,21 +202,59 @@ class Machine:
         sub = self.bus()
         rp.bridge_buses = (sec, sub)
         g = self.group()
-        br = self.fn(domain=domain, bus=sec, dev=0, fn=0, vendor=ASPEED, device=0x1150, class_code=0x060400,
-                     revision=0x04, port_type=PT_PCIE_TO_PCI, bridge_buses=(sub, sub), link=(1, 1, 1, 1),
-                     reset=None)
+        br = self.fn(
+            domain=domain,
+            bus=sec,
+            dev=0,
+            fn=0,
+            vendor=ASPEED,
+            device=0x1150,
+            class_code=0x060400,
+            revision=0x04,
+            port_type=PT_PCIE_TO_PCI,
+            bridge_buses=(sub, sub),
+            link=(1, 1, 1, 1),
+            reset=None,
+        )
         br.group = g
-        vga = self.fn(domain=domain, bus=sub, dev=0, fn=0, vendor=ASPEED, device=0x2000, class_code=0x030000,
-                      subsys=(HPE, 0x00E4), revision=0x41, driver="ast", module="ast", port_type=None,
-                      boot_vga=True, reset="bus", drm=self.drm_name())
+        vga = self.fn(
+            domain=domain,
+            bus=sub,
+            dev=0,
+            fn=0,
+            vendor=ASPEED,
+            device=0x2000,
+            class_code=0x030000,
+            subsys=(HPE, 0x00E4),
+            revision=0x41,
+            driver="ast",
+            module="ast",
+            port_type=None,
+            boot_vga=True,
+            reset="bus",
+            drm=self.drm_name(),
+        )
         vga.group = g
         br.children.append(vga)
         rp.children.append(br)
 
     def root_port(self, domain: int, bus: int, dev: int, numa: int) -> Fn:
-        rp = self.fn(domain=domain, bus=bus, dev=dev, fn=0, vendor=INTEL, device=0x2030 + dev % 4,
-                     class_code=0x060400, subsys=(INTEL, 0x0000), revision=0x04, driver="pcieport", numa=numa,
-                     port_type=PT_ROOT_PORT, link=(3, 16, 3, 16), reset=None)
+        rp = self.fn(
+            domain=domain,
+            bus=bus,
+            dev=dev,
+            fn=0,
+            vendor=INTEL,
+            device=0x2030 + dev % 4,
+            class_code=0x060400,
+            subsys=(INTEL, 0x0000),
+            revision=0x04,
+            driver="pcieport",
+            numa=numa,
+            port_type=PT_ROOT_PORT,
+            link=(3, 16, 3, 16),
+            reset=None,
+        )
         rp.group = self.group()
         return rp
 
@@ -189,21 +266,61 @@ class Machine:
     def gpu(self, domain: int, bus: int, numa: int, on_vfio: bool, group: int | None = None) -> list[Fn]:
         g = self.group() if group is None else group
         drv = ("vfio-pci", "vfio_pci") if on_vfio else ("nvidia", "nvidia")
-        gpu = self.fn(domain=domain, bus=bus, dev=0, fn=0, vendor=NVIDIA, device=0x2204, class_code=0x030000,
-                      subsys=(0x147D, 0x10DE), revision=0xA1, driver=drv[0], module=drv[1], numa=numa,
-                      link=(4, 16, 4, 16), multifunction=True, boot_vga=False,
-                      drm=None if on_vfio else self.drm_name())
+        gpu = self.fn(
+            domain=domain,
+            bus=bus,
+            dev=0,
+            fn=0,
+            vendor=NVIDIA,
+            device=0x2204,
+            class_code=0x030000,
+            subsys=(0x147D, 0x10DE),
+            revision=0xA1,
+            driver=drv[0],
+            module=drv[1],
+            numa=numa,
+            link=(4, 16, 4, 16),
+            multifunction=True,
+            boot_vga=False,
+            drm=None if on_vfio else self.drm_name(),
+        )
         audio_drv = drv if on_vfio else ("snd_hda_intel", "snd_hda_intel")
-        audio = self.fn(domain=domain, bus=bus, dev=0, fn=1, vendor=NVIDIA, device=0x1AEF, class_code=0x040300,
-                        subsys=(0x147D, 0x10DE), revision=0xA1, driver=audio_drv[0], module=audio_drv[1],
-                        numa=numa, link=(4, 16, 4, 16), multifunction=True)
+        audio = self.fn(
+            domain=domain,
+            bus=bus,
+            dev=0,
+            fn=1,
+            vendor=NVIDIA,
+            device=0x1AEF,
+            class_code=0x040300,
+            subsys=(0x147D, 0x10DE),
+            revision=0xA1,
+            driver=audio_drv[0],
+            module=audio_drv[1],
+            numa=numa,
+            link=(4, 16, 4, 16),
+            multifunction=True,
+        )
         gpu.group = audio.group = g
         return [gpu, audio]
 
     def nvme_drive(self, domain: int, bus: int, numa: int, group: int | None = None) -> list[Fn]:
-        f = self.fn(domain=domain, bus=bus, dev=0, fn=0, vendor=SAMSUNG, device=0xA808, class_code=0x010802,
-                    subsys=(SAMSUNG, 0xA801), driver="nvme", module="nvme", numa=numa, link=(3, 4, 3, 4),
-                    reset="flr bus", block=f"nvme{self.nvme}")
+        f = self.fn(
+            domain=domain,
+            bus=bus,
+            dev=0,
+            fn=0,
+            vendor=SAMSUNG,
+            device=0xA808,
+            class_code=0x010802,
+            subsys=(SAMSUNG, 0xA801),
+            driver="nvme",
+            module="nvme",
+            numa=numa,
+            link=(3, 4, 3, 4),
+            reset="flr bus",
+            block=f"nvme{self.nvme}",
+        )
         self.nvme += 1
         f.group = self.group() if group is None else group
         return [f]
@@ -211,19 +328,50 @@ class Machine:
     def nic(self, domain: int, bus: int, numa: int, kind: str, vfs_per_pf: int) -> list[Fn]:
         self.cards += 1
         if kind == "mlx":
-            pfs, vendor, did, vfdid, drv, mod, vfdrv, sub = 2, MELLANOX, 0x101D, 0x101E, "mlx5_core", \
-                "mlx5_core", ("mlx5_core", "mlx5_core"), (MELLANOX, 0x0042)
+            pfs, vendor, did, vfdid, drv, mod, vfdrv, sub = (
+                2,
+                MELLANOX,
+                0x101D,
+                0x101E,
+                "mlx5_core",
+                "mlx5_core",
+                ("mlx5_core", "mlx5_core"),
+                (MELLANOX, 0x0042),
+            )
             total, link = 127, (4, 16, 4, 16)
         else:
-            pfs, vendor, did, vfdid, drv, mod, vfdrv, sub = 4, INTEL, 0x1572, 0x154C, "i40e", "i40e", \
-                ("iavf", "iavf"), (0x1028, 0x1F9C)
+            pfs, vendor, did, vfdid, drv, mod, vfdrv, sub = (
+                4,
+                INTEL,
+                0x1572,
+                0x154C,
+                "i40e",
+                "i40e",
+                ("iavf", "iavf"),
+                (0x1028, 0x1F9C),
+            )
             total, link = 32, (3, 8, 3, 8)
         out: list[Fn] = []  # the PFs; each writes its VFs next to it
         first_vf = pfs  # ARI: VFs follow the PFs on the same bus, routing ID = PF + offset + i * stride
         for p in range(pfs):
-            pf = self.fn(domain=domain, bus=bus, dev=0, fn=p, vendor=vendor, device=did, class_code=0x020000,
-                         subsys=sub, revision=0x02, driver=drv, module=mod, numa=numa, link=link,
-                         multifunction=True, net=f"ens{self.cards}f{p}np{p}", vf_device=vfdid)
+            pf = self.fn(
+                domain=domain,
+                bus=bus,
+                dev=0,
+                fn=p,
+                vendor=vendor,
+                device=did,
+                class_code=0x020000,
+                subsys=sub,
+                revision=0x02,
+                driver=drv,
+                module=mod,
+                numa=numa,
+                link=link,
+                multifunction=True,
+                net=f"ens{self.cards}f{p}np{p}",
+                vf_device=vfdid,
+            )
             pf.group = self.group()
             offset = first_vf + p * vfs_per_pf - p
             pf.sriov = (total, vfs_per_pf, offset, 1)
@@ -232,10 +380,24 @@ class Machine:
                 # Every fourth VF of the first PF is passed through already.
                 on_vfio = p == 0 and i % 4 == 0
                 d = ("vfio-pci", "vfio_pci") if on_vfio else vfdrv
-                vf = self.fn(domain=domain, bus=bus, dev=rid >> 3, fn=rid & 7, vendor=vendor, device=vfdid,
-                             class_code=0x020000, subsys=sub, revision=0x02, driver=d[0], module=d[1], numa=numa,
-                             link=link, reset="flr", physfn=pf,
-                             net=None if on_vfio else f"ens{self.cards}f{p}v{i}")
+                vf = self.fn(
+                    domain=domain,
+                    bus=bus,
+                    dev=rid >> 3,
+                    fn=rid & 7,
+                    vendor=vendor,
+                    device=vfdid,
+                    class_code=0x020000,
+                    subsys=sub,
+                    revision=0x02,
+                    driver=d[0],
+                    module=d[1],
+                    numa=numa,
+                    link=link,
+                    reset="flr",
+                    physfn=pf,
+                    net=None if on_vfio else f"ens{self.cards}f{p}v{i}",
+                )
                 vf.group = self.group()
                 pf.vfs.append(vf)
             out.append(pf)
@@ -243,18 +405,44 @@ class Machine:
 
     def switch(self, domain: int, bus: int, numa: int, acs: bool, ports: int, what: str) -> list[Fn]:
         """PEX 8747: upstream port on ``bus``, downstream ports on the next bus, one endpoint bus each."""
-        up = self.fn(domain=domain, bus=bus, dev=0, fn=0, vendor=PLX, device=0x8747, class_code=0x060400,
-                     subsys=(PLX, 0x8747), revision=0xCA, driver="pcieport", numa=numa, port_type=PT_UPSTREAM,
-                     link=(3, 16, 3, 16), reset=None)
+        up = self.fn(
+            domain=domain,
+            bus=bus,
+            dev=0,
+            fn=0,
+            vendor=PLX,
+            device=0x8747,
+            class_code=0x060400,
+            subsys=(PLX, 0x8747),
+            revision=0xCA,
+            driver="pcieport",
+            numa=numa,
+            port_type=PT_UPSTREAM,
+            link=(3, 16, 3, 16),
+            reset=None,
+        )
         up.group = self.group()
         internal = self.bus()
         shared = None if acs else self.group()
         for i in range(ports):
             ep_bus = self.bus()
-            dp = self.fn(domain=domain, bus=internal, dev=8 + i, fn=0, vendor=PLX, device=0x8747,
-                         class_code=0x060400, subsys=(PLX, 0x8747), revision=0xCA, driver="pcieport", numa=numa,
-                         port_type=PT_DOWNSTREAM, link=(3, 16 if what == "gpu" else 4, 3, 16 if what == "gpu" else 4),
-                         bridge_buses=(ep_bus, ep_bus), reset=None)
+            dp = self.fn(
+                domain=domain,
+                bus=internal,
+                dev=8 + i,
+                fn=0,
+                vendor=PLX,
+                device=0x8747,
+                class_code=0x060400,
+                subsys=(PLX, 0x8747),
+                revision=0xCA,
+                driver="pcieport",
+                numa=numa,
+                port_type=PT_DOWNSTREAM,
+                link=(3, 16 if what == "gpu" else 4, 3, 16 if what == "gpu" else 4),
+                bridge_buses=(ep_bus, ep_bus),
+                reset=None,
+            )
             dp.group = self.group() if acs else shared
             if what == "gpu":
                 dp.children = self.gpu(domain, ep_bus, numa, on_vfio=False, group=shared)
@@ -270,8 +458,14 @@ _PATTERN = ("mlx", "gpu", "nvme", "x710", "switch-gpu", "nvme", "switch-nvme", "
 
 
 def _card_size(kind: str, vfs: int) -> int:
-    return {"mlx": 2 + 2 * vfs, "x710": 4 + 4 * vfs, "gpu": 2, "nvme": 1, "switch-gpu": 1 + 4 * 3,
-            "switch-nvme": 1 + 8 * 2}[kind]
+    return {
+        "mlx": 2 + 2 * vfs,
+        "x710": 4 + 4 * vfs,
+        "gpu": 2,
+        "nvme": 1,
+        "switch-gpu": 1 + 4 * 3,
+        "switch-nvme": 1 + 8 * 2,
+    }[kind]
 
 
 def build(functions: int) -> Machine:
@@ -332,9 +526,14 @@ def build(functions: int) -> Machine:
         elif kind == "nvme":
             rp.children = m.nvme_drive(d, sec, numa)
         else:
-            rp.children = m.switch(d, sec, numa, acs=kind == "switch-nvme",
-                                   ports=4 if kind == "switch-gpu" else 8,
-                                   what="gpu" if kind == "switch-gpu" else "nvme")
+            rp.children = m.switch(
+                d,
+                sec,
+                numa,
+                acs=kind == "switch-nvme",
+                ports=4 if kind == "switch-gpu" else 8,
+                what="gpu" if kind == "switch-gpu" else "nvme",
+            )
         rp.bridge_buses = (sec, m.next_bus - 1)
     assert m.count == functions, (m.count, functions)
     return m
@@ -395,8 +594,10 @@ class Writer:
         os.mkdir(os.path.join(d, "power"))
         w = self.write
         cls = f.class_code
-        modalias = (f"pci:v{f.vendor:08X}d{f.device:08X}sv{f.subsys[0]:08X}sd{f.subsys[1]:08X}"
-                    f"bc{cls >> 16:02X}sc{(cls >> 8) & 0xFF:02X}i{cls & 0xFF:02X}")
+        modalias = (
+            f"pci:v{f.vendor:08X}d{f.device:08X}sv{f.subsys[0]:08X}sd{f.subsys[1]:08X}"
+            f"bc{cls >> 16:02X}sc{(cls >> 8) & 0xFF:02X}i{cls & 0xFF:02X}"
+        )
         attrs = {
             "vendor": f"0x{f.vendor:04x}\n",
             "device": f"0x{f.device:04x}\n",
@@ -412,7 +613,7 @@ class Writer:
             "local_cpus": "00000000,0000ffff\n" if f.numa == 0 else "00000000,ffff0000\n",
             "local_cpulist": "0-15\n" if f.numa == 0 else "16-31\n",
             "resource": "0x00000000c0000000 0x00000000c0ffffff 0x0000000000140204\n" + "0x0000000000000000 "
-                        "0x0000000000000000 0x0000000000000000\n" * 12,
+            "0x0000000000000000 0x0000000000000000\n" * 12,
             "dma_mask_bits": "64\n",
             "consistent_dma_mask_bits": "64\n",
             "msi_bus": "1\n",
@@ -422,9 +623,9 @@ class Writer:
             "ari_enabled": "1\n" if f.bridge_buses else "0\n",
             # As pci_uevent() (drivers/pci/pci-driver.c) and dev_uevent() print it: DRIVER= only when bound.
             "uevent": (f"DRIVER={f.driver}\n" if f.driver else "")
-                      + f"PCI_CLASS={cls:X}\nPCI_ID={f.vendor:04X}:{f.device:04X}\n"
-                      f"PCI_SUBSYS_ID={f.subsys[0]:04X}:{f.subsys[1]:04X}\nPCI_SLOT_NAME={f.address}\n"
-                      f"MODALIAS={modalias}\n",
+            + f"PCI_CLASS={cls:X}\nPCI_ID={f.vendor:04X}:{f.device:04X}\n"
+            f"PCI_SUBSYS_ID={f.subsys[0]:04X}:{f.subsys[1]:04X}\nPCI_SLOT_NAME={f.address}\n"
+            f"MODALIAS={modalias}\n",
             "power/control": "auto\n",
             "power/runtime_status": "active\n",
         }
@@ -444,11 +645,17 @@ class Writer:
             attrs["subordinate_bus_number"] = f"{f.bridge_buses[1]}\n"
         if f.sriov:
             total, num, offset, stride = f.sriov
-            attrs.update({
-                "sriov_totalvfs": f"{total}\n", "sriov_numvfs": f"{num}\n", "sriov_offset": f"{offset}\n",
-                "sriov_stride": f"{stride}\n", "sriov_vf_device": f"{f.vf_device:x}\n",
-                "sriov_drivers_autoprobe": "1\n", "sriov_vf_total_msix": "0\n",
-            })
+            attrs.update(
+                {
+                    "sriov_totalvfs": f"{total}\n",
+                    "sriov_numvfs": f"{num}\n",
+                    "sriov_offset": f"{offset}\n",
+                    "sriov_stride": f"{stride}\n",
+                    "sriov_vf_device": f"{f.vf_device:x}\n",
+                    "sriov_drivers_autoprobe": "1\n",
+                    "sriov_vf_total_msix": "0\n",
+                }
+            )
         for name, value in attrs.items():
             w(os.path.join(d, name), value)
         # Only root can read past the first 64 bytes of a real config; the fake is readable by all.
@@ -469,8 +676,7 @@ class Writer:
                 w(os.path.join(gdir, "reserved_regions"), "0x00000000fee00000 0x00000000feefffff msi\n")
             self.link(os.path.join(gdir, "devices", f.address), d)
             self.link(os.path.join(d, "iommu_group"), gdir)
-            self.link(os.path.join(d, "iommu"), os.path.join(self.sys, "devices/virtual/iommu",
-                                                             f"dmar{f.numa}"))
+            self.link(os.path.join(d, "iommu"), os.path.join(self.sys, "devices/virtual/iommu", f"dmar{f.numa}"))
         if f.net:
             ndir = os.path.join(d, "net", f.net)
             os.makedirs(ndir)
@@ -516,9 +722,20 @@ def write_tree(m: Machine, root: str) -> int:
     """Write the machine under ``root`` (which must not exist yet); returns the number of files written."""
     os.makedirs(root)
     wr = Writer(root)
-    for rel in ("sys/bus/pci/devices", "sys/bus/pci/drivers", "sys/bus/pci/slots", "sys/kernel/iommu_groups",
-                "sys/class/net", "sys/class/block", "sys/class/drm", "sys/class/iommu", "sys/module",
-                "sys/devices/virtual/iommu", "proc/sys/kernel", "lib/modules"):
+    for rel in (
+        "sys/bus/pci/devices",
+        "sys/bus/pci/drivers",
+        "sys/bus/pci/slots",
+        "sys/kernel/iommu_groups",
+        "sys/class/net",
+        "sys/class/block",
+        "sys/class/drm",
+        "sys/class/iommu",
+        "sys/module",
+        "sys/devices/virtual/iommu",
+        "proc/sys/kernel",
+        "lib/modules",
+    ):
         os.makedirs(os.path.join(root, rel))
     wr.write(os.path.join(root, "sys/bus/pci/drivers_probe"), "")
     wr.write(os.path.join(root, "sys/bus/pci/rescan"), "")
@@ -532,8 +749,10 @@ def write_tree(m: Machine, root: str) -> int:
     wr.driver_dir("vfio-pci", "vfio_pci")
     os.makedirs(os.path.join(root, "sys/module/vfio_pci_core/holders"))
     wr.link(os.path.join(root, "sys/module/vfio_pci_core/holders/vfio_pci"), os.path.join(root, "sys/module/vfio_pci"))
-    wr.write(os.path.join(root, "proc/cmdline"), "BOOT_IMAGE=/vmlinuz-6.1.0-18-amd64 root=/dev/sda2 ro "
-                                                 "intel_iommu=on iommu=pt\n")
+    wr.write(
+        os.path.join(root, "proc/cmdline"),
+        "BOOT_IMAGE=/vmlinuz-6.1.0-18-amd64 root=/dev/sda2 ro intel_iommu=on iommu=pt\n",
+    )
     wr.write(os.path.join(root, "proc/sys/kernel/osrelease"), "6.1.0-18-amd64\n")
     for name, top in m.roots:
         rdir = os.path.join(root, "sys/devices", name)
@@ -553,8 +772,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     m = build(opts.functions)
     files = write_tree(m, opts.out)
-    print(f"{opts.out}: {m.count} PCI functions, {m.next_group} IOMMU groups, {len(m.roots)} root complexes, "
-          f"{files} files in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"{opts.out}: {m.count} PCI functions, {m.next_group} IOMMU groups, {len(m.roots)} root complexes, "
+        f"{files} files in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -106,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     devs = " ".join(topo.FREE_ENDPOINTS)
     script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in topo.guest_env("iommu_on").items())
     script += f"cd {shlex.quote(str(REPO))}\n"
-    subst = {"{pcipass}": shlex.quote(str(REPO / ".venv" / "bin" / "pcipass")), "{python}": shlex.quote(sys.executable),
-             "{devs}": devs, "{out}": GUEST_IO_MOUNT}
+    subst = {
+        "{pcipass}": shlex.quote(str(REPO / ".venv" / "bin" / "pcipass")),
+        "{python}": shlex.quote(sys.executable),
+        "{devs}": devs,
+        "{out}": GUEST_IO_MOUNT,
+    }
     body = GUEST_SCRIPT
     for key, value in subst.items():
         body = body.replace(key, value)

@@ -99,15 +99,18 @@ def _alternate(cmds: dict[str, list[str]], reps: int, env: dict[str, str]) -> di
         _time(cmds[name], env)
     runs: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             runs[name].append(_time(cmds[name], env))
     return {n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for n, v in runs.items()}
 
 
 def _check_same_devices(pcipass: str, root: Path, lspci: list[str], env: dict[str, str], functions: int) -> None:
-    data = json.loads(subprocess.run([pcipass, "--root", str(root), "list", "--format", "json"],
-                                     capture_output=True, check=True, env=env).stdout)["data"]
+    data = json.loads(
+        subprocess.run(
+            [pcipass, "--root", str(root), "list", "--format", "json"], capture_output=True, check=True, env=env
+        ).stdout
+    )["data"]
     lines = subprocess.run(lspci, capture_output=True, check=True, env=env, text=True).stdout.splitlines()
     from_lspci = [ln.split()[0] for ln in lines if ln and not ln[0].isspace()]
     ours = [d["address"] for d in data]
@@ -150,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-reps", type=int, default=21, help="repetitions of the cold-start commands")
     parser.add_argument("--workdir", help="scratch directory (default: a new one under /dev/shm or $TMPDIR)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
-    parser.add_argument("--cold-only", action="store_true",
-                        help="only the cold-start part (implies --no-write: RESULTS.md holds every benchmark)")
+    parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="only the cold-start part (implies --no-write: RESULTS.md holds every benchmark)",
+    )
     opts = parser.parse_args(argv)
     if opts.cold_only:
         opts.sizes, opts.no_write = [], True
@@ -169,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     from pcipass import __file__ as package_init
 
     compileall.compile_dir(str(Path(package_init).parent), quiet=1)
-    base = opts.workdir or tempfile.mkdtemp(prefix="pcipass-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm")
-                                            else None)
+    base = opts.workdir or tempfile.mkdtemp(
+        prefix="pcipass-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
     work = Path(base)
     rows: list[tuple[str, ...]] = []
     phases: dict[int, dict[str, float]] = {}
@@ -182,31 +189,62 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 m = gen_tree.build(size)
                 gen_tree.write_tree(m, str(root))
-                print(f"generated {size} functions ({m.next_group} IOMMU groups) in {time.perf_counter() - t0:.1f} s",
-                      file=sys.stderr)
+                print(
+                    f"generated {size} functions ({m.next_group} IOMMU groups) in {time.perf_counter() - t0:.1f} s",
+                    file=sys.stderr,
+                )
             lspci = ["lspci", "-D", "-nn", "-k", "-A", "linux-sysfs", "-O", f"sysfs.path={root}/sys/bus/pci"]
             ours = [pcipass, "--root", str(root), "list", "--format", "json"]
             _check_same_devices(pcipass, root, lspci, env, size)
             times = _alternate({"pcipass": ours, "lspci": lspci}, opts.reps, env)
             (p, pc), (q, qc) = times["pcipass"], times["lspci"]
             results[f"list-{size}"] = p / q
-            rows.append((f"`list --format json`, {size:,} functions", _fmt(p), _fmt(pc), f"lspci {_fmt(q)}",
-                         _fmt(qc), f"**{p / q:.2f}**", f"{pc / qc:.2f}", f"≤ {LIST_TARGET}"))
-            ph = [json.loads(subprocess.run([sys.executable, "-c", _PHASES, str(root)], capture_output=True,
-                                            check=True, env=env, text=True).stdout) for _ in range(3)]
+            rows.append(
+                (
+                    f"`list --format json`, {size:,} functions",
+                    _fmt(p),
+                    _fmt(pc),
+                    f"lspci {_fmt(q)}",
+                    _fmt(qc),
+                    f"**{p / q:.2f}**",
+                    f"{pc / qc:.2f}",
+                    f"≤ {LIST_TARGET}",
+                )
+            )
+            ph = [
+                json.loads(
+                    subprocess.run(
+                        [sys.executable, "-c", _PHASES, str(root)], capture_output=True, check=True, env=env, text=True
+                    ).stdout
+                )
+                for _ in range(3)
+            ]
             phases[size] = {k: statistics.median(x[k] for x in ph) for k in ph[0]}
         small = work / "host-small"
         if not small.exists():
             gen_tree.write_tree(gen_tree.build(64), str(small))
         hello = [sys.executable, str(HERE / "hello.py")]
-        cold = _alternate({"version": [pcipass, "--version"], "list": [pcipass, "--root", str(small), "list"],
-                           "hello": hello}, opts.cold_reps, env)
+        cold = _alternate(
+            {"version": [pcipass, "--version"], "list": [pcipass, "--root", str(small), "list"], "hello": hello},
+            opts.cold_reps,
+            env,
+        )
         h, hc = cold["hello"]
         for name, label in (("version", "`pcipass --version`"), ("list", "`pcipass list`, 64 functions")):
             v, vc = cold[name]
             results[f"cold-{name}"] = v / h
-            rows.append((f"cold {label}", _fmt(v), _fmt(vc), f"typer hello {_fmt(h)}", _fmt(hc),
-                         f"**{v / h:.2f}**", f"{vc / hc:.2f}", f"≤ {COLD_TARGET}"))
+            rows.append(
+                (
+                    f"cold {label}",
+                    _fmt(v),
+                    _fmt(vc),
+                    f"typer hello {_fmt(h)}",
+                    _fmt(hc),
+                    f"**{v / h:.2f}**",
+                    f"{vc / hc:.2f}",
+                    f"≤ {COLD_TARGET}",
+                )
+            )
     finally:
         if not opts.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -220,24 +258,26 @@ def main(argv: list[str] | None = None) -> int:
         phase_lines.append(f"| {size:,} | " + " | ".join(_fmt(ph[k]) for k in phase_names) + " |")
     info = machine()
     met = all(v <= (LIST_TARGET if k.startswith("list") else COLD_TARGET) for k, v in results.items())
-    text = "\n".join([
-        "# Benchmark results",
-        "",
-        "Written by `bench/run.py` (medians of "
-        f"{opts.reps} alternating runs per size, {opts.cold_reps} for cold start; CPU = user + system time of "
-        f"the process). Targets (on wall time) {'met' if met else 'NOT met'}.",
-        "",
-        *lines,
-        "",
-        "Where `pcipass --root T list --format json` spends its time (one process, phase by phase, median of 3):",
-        "",
-        *phase_lines,
-        "",
-        "Machine:",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            "Written by `bench/run.py` (medians of "
+            f"{opts.reps} alternating runs per size, {opts.cold_reps} for cold start; CPU = user + system time of "
+            f"the process). Targets (on wall time) {'met' if met else 'NOT met'}.",
+            "",
+            *lines,
+            "",
+            "Where `pcipass --root T list --format json` spends its time (one process, phase by phase, median of 3):",
+            "",
+            *phase_lines,
+            "",
+            "Machine:",
+            "",
+            *(f"- {k}: {v}" for k, v in info.items()),
+            "",
+        ]
+    )
     print(text)
     if not opts.no_write:
         (HERE / "RESULTS.md").write_text(text)

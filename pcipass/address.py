@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from .errors import UsageError
 
@@ -28,9 +28,7 @@ class PciAddress:
         """Parse ``DDDD:BB:DD.F`` or ``BB:DD.F`` (any case). Raise UsageError naming the bad value."""
         m = _ADDR_RE.match(text.strip()) if isinstance(text, str) else None
         if not m or int(m["slot"], 16) > 0x1F:
-            raise UsageError(
-                f"invalid PCI address {text!r} (expected DDDD:BB:DD.F or BB:DD.F, e.g. 0000:3b:00.0)"
-            )
+            raise UsageError(f"invalid PCI address {text!r} (expected DDDD:BB:DD.F or BB:DD.F, e.g. 0000:3b:00.0)")
         return cls(int(m["domain"] or "0", 16), int(m["bus"], 16), int(m["slot"], 16), int(m["func"]))
 
     @classmethod
@@ -53,7 +51,7 @@ class PciAddress:
 CANONICAL = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _address_part(part: str) -> str | None:
     """The canonical address if a path component is one. Cached: the same bridges appear in every path below
     them."""

@@ -88,8 +88,10 @@ class _Tree:
                 try:
                     sub = os.open(part, _DIR, dir_fd=fd)
                 except OSError as exc:  # ELOOP: a link; ENOTDIR: a file
-                    raise ArchiveRefused(f"member {name!r} goes through {'/'.join(key[: i + 1])!r}, which is "
-                                         "not a directory of the archive") from exc
+                    raise ArchiveRefused(
+                        f"member {name!r} goes through {'/'.join(key[: i + 1])!r}, which is "
+                        "not a directory of the archive"
+                    ) from exc
                 self._fds[key[: i + 1]] = sub
             fd = sub
         return fd
@@ -142,7 +144,8 @@ def unpack(archive: Path, dest: Path, *, limit: int) -> None:
                         raise ArchiveRefused(
                             f"it unpacks to more than {limit >> 20} MiB (member {member.name!r}: "
                             f"{member.size} bytes); a snapshot is a few MiB. Raise the cap with "
-                            f"{MAX_UNPACKED_ENV}=<MiB> if this archive is trusted")
+                            f"{MAX_UNPACKED_ENV}=<MiB> if this archive is trusted"
+                        )
                     _write_file(tar, member, tree.dir_fd(parts[:-1], member.name), parts[-1])
                 elif member.issym():
                     if member.linkname.startswith("/"):

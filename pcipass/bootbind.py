@@ -17,7 +17,6 @@ from . import kmod, vfioids
 from .host import Host
 from .model import PciDevice
 
-
 #: BootBinding.by
 DRIVERCTL = "driverctl"
 VFIO_IDS = "vfio-pci ids="

@@ -67,11 +67,21 @@ class ConfigError(UsageError):
 
     code = "config"
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, key: str | None = None,
-                 remedy: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        remedy: str | None = None,
+    ) -> None:
         where = ":".join(str(x) for x in (path, line) if x is not None)
-        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}" if where else message,
-                         path=path, remedy=remedy)
+        super().__init__(
+            f"{where}: {key}: {message}" if key else f"{where}: {message}" if where else message,
+            path=path,
+            remedy=remedy,
+        )
         self.line = line
         self.key = key
 

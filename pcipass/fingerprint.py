@@ -78,8 +78,15 @@ def pci_path(host: Host, address: str) -> str | None:
 
 def of(host: Host, dev: PciDevice) -> Fingerprint:
     """The fingerprint of ``dev`` as the host shows it now."""
-    return Fingerprint(dev.vendor_id, dev.device_id, dev.subsystem_vendor_id, dev.subsystem_device_id,
-                       dev.class_id, dev.physical_slot, pci_path(host, dev.address))
+    return Fingerprint(
+        dev.vendor_id,
+        dev.device_id,
+        dev.subsystem_vendor_id,
+        dev.subsystem_device_id,
+        dev.class_id,
+        dev.physical_slot,
+        pci_path(host, dev.address),
+    )
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,10 @@ def chosen_root(root: str | None) -> str:
     else ``/``. An empty ``root`` is a UsageError."""
     if root == "":
         # Not "/": a script's --root "$SNAPSHOT" with the variable unset must not reach the running system.
-        raise UsageError("--root is empty (an unset variable?): give a directory or a snapshot archive, "
-                         "or leave --root out for this host")
+        raise UsageError(
+            "--root is empty (an unset variable?): give a directory or a snapshot archive, "
+            "or leave --root out for this host"
+        )
     return root or os.environ.get(ROOT_ENV) or "/"
 
 
@@ -257,7 +259,7 @@ class Host:
         if self._ns_pid:
             prefix = f"proc/{self._ns_pid}/"
             if rel.startswith(prefix + "net/"):
-                return "proc/" + rel[len(prefix):]
+                return "proc/" + rel[len(prefix) :]
             if rel == prefix + "mountinfo":
                 return "proc/self/mountinfo"
         return rel

@@ -112,13 +112,12 @@ def _fib_local_addresses(lines: list[str]) -> set[str]:
 def _ifconf_ipv4() -> dict[str, set[str]]:
     """IPv4 addresses per interface from the running kernel (SIOCGIFCONF, every address of every
     interface, up or down: net/ipv4/devinet.c inet_gifconf). Live root only; {} when it fails."""
-    import array
-    import fcntl
-    import struct
-
     # The C module: socket.py builds its enums at import (0.1-0.2 s per enable under emulation), and a
     # datagram socket to ask the ioctl on is all that is needed.
     import _socket
+    import array
+    import fcntl
+    import struct
 
     siocgifconf = 0x8912
     ifreq_size = 40  # struct ifreq on LP64: IFNAMSIZ (16) + a 24-byte union
@@ -281,7 +280,7 @@ class HostUse:
                 master = link_name(net.path + "/master")
                 if master:
                     uppers.append(master)
-                uppers += [e[len("upper_"):] for e in list_dir(net.path) if e.startswith("upper_")]
+                uppers += [e[len("upper_") :] for e in list_dir(net.path) if e.startswith("upper_")]
             hit = self._upper_cache[ifname] = tuple(dict.fromkeys(uppers))
         return hit
 
@@ -487,8 +486,11 @@ def _scan_consoles(host: Host, inventory: Inventory) -> dict[str, tuple[tuple[st
         label = read_str(gdir / name / "name") or "framebuffer"
         fbs.append((name, owner, label.strip()))
     vtdir = host.sys_class("vtconsole")
-    fbcon = [n for n in list_dir(vtdir)
-             if read_str(vtdir / n / "bind") == "1" and "frame buffer" in (read_str(vtdir / n / "name") or "")]
+    fbcon = [
+        n
+        for n in list_dir(vtdir)
+        if read_str(vtdir / n / "bind") == "1" and "frame buffer" in (read_str(vtdir / n / "name") or "")
+    ]
     out: dict[str, tuple[tuple[str, str], ...]] = {}
     for address in boot:
         items: list[tuple[str, str]] = []

@@ -101,8 +101,10 @@ def _cmdline_blacklist(host: Host, name: str) -> str | None:
     """Which command-line blacklist names the module: ``module_blacklist=`` (enforced by the kernel,
     kernel/module/main.c) wins over ``modprobe.blacklist=`` (read by modprobe)."""
     cmdline = _cmdline(host)
-    for key, source in (("module_blacklist", CMDLINE_MODULE_BLACKLIST),
-                        ("modprobe.blacklist", CMDLINE_MODPROBE_BLACKLIST)):
+    for key, source in (
+        ("module_blacklist", CMDLINE_MODULE_BLACKLIST),
+        ("modprobe.blacklist", CMDLINE_MODPROBE_BLACKLIST),
+    ):
         if name in {normalize(v) for v in cmdline.options(key)}:
             return source
     return None
@@ -142,8 +144,9 @@ def module_options(host: Host, name: str) -> dict[str, ModuleOption]:
             if len(words) >= 3 and words[0] == "options" and normalize(words[1]) == name:
                 for word in words[2:]:
                     key, eq, value = word.partition("=")
-                    out[normalize(key)] = ModuleOption(normalize(key), value if eq else None,
-                                                       f"{host.shown(path)}:{lineno}")
+                    out[normalize(key)] = ModuleOption(
+                        normalize(key), value if eq else None, f"{host.shown(path)}:{lineno}"
+                    )
     for param in _cmdline(host).params:
         module, dot, key = param.name.partition(".")
         if dot and module == name and key:

@@ -211,8 +211,7 @@ class PciIds:
                 eol = data.find(b"\n", pos + 1)
                 eol = end if eol == -1 or eol > end else eol
                 nxt = _DEVICE_LINE.search(data, eol, end)
-                subs = [ln for ln in data[eol + 1 : nxt.start() if nxt else end].split(b"\n")
-                        if ln.startswith(b"\t\t")]
+                subs = [ln for ln in data[eol + 1 : nxt.start() if nxt else end].split(b"\n") if ln.startswith(b"\t\t")]
                 # One device line and its subsystem lines, nested as for a whole block.
                 line = data[pos + 1 : eol]
                 hit = self._nest([line, *subs]).get(key[1])

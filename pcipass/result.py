@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePath
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ExitCode, PcipassError

@@ -24,17 +24,35 @@ from .sysfs import list_dir, read_bytes
 
 # Attributes never read: BARs/ROM (device I/O), vpd (may block), and write-only triggers. ``uevent`` is read
 # (its show() only prints the device's identity, and the inventory reads it first).
-_SKIP_ATTRS = {"rom", "vpd", "remove", "rescan", "reset", "reset_subordinate", "bind", "unbind", "new_id",
-               "remove_id"}
+_SKIP_ATTRS = {"rom", "vpd", "remove", "rescan", "reset", "reset_subordinate", "bind", "unbind", "new_id", "remove_id"}
 #: The names an archive may have: tarfile reads any back, but the compression is chosen by the name.
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz")
 _MAX_FILE = 1 << 20  # procfs tables on a big router can be large; nothing pcipass reads is larger
-_MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "kvm", "kvm_intel", "kvm_amd",
-            "pci_stub", "vfio_virqfd")
+_MODULES = (
+    "vfio",
+    "vfio_pci",
+    "vfio_pci_core",
+    "vfio_iommu_type1",
+    "kvm",
+    "kvm_intel",
+    "kvm_amd",
+    "pci_stub",
+    "vfio_virqfd",
+)
 
 
-_BOOT_TOOLS = ("grubby", "update-grub", "grub2-mkconfig", "grub-mkconfig", "update-initramfs", "dracut",
-               "mkinitcpio", "proxmox-boot-tool", "kernel-install", "bootctl")
+_BOOT_TOOLS = (
+    "grubby",
+    "update-grub",
+    "grub2-mkconfig",
+    "grub-mkconfig",
+    "update-initramfs",
+    "dracut",
+    "mkinitcpio",
+    "proxmox-boot-tool",
+    "kernel-install",
+    "bootctl",
+)
 
 
 def _add_kernel_log(c: _Collector, host: Host) -> None:
@@ -242,8 +260,19 @@ def capture(host: Host, out: Path) -> int:
     if host.efi_dir.is_dir():
         c.add_dir(host.efi_dir)
     # procfs.
-    for p in (host.cmdline, host.cpuinfo, host.proc_modules, host.mountinfo, host.swaps, host.route_v4,
-              host.route_v6, host.if_inet6, host.fib_trie, host.osrelease, host.proc_config_gz):
+    for p in (
+        host.cmdline,
+        host.cpuinfo,
+        host.proc_modules,
+        host.mountinfo,
+        host.swaps,
+        host.route_v4,
+        host.route_v6,
+        host.if_inet6,
+        host.fib_trie,
+        host.osrelease,
+        host.proc_config_gz,
+    ):
         c.add(p)
     # Device nodes pcipass checks for existence; /dev itself is kept so that a missing node stays a finding.
     if host.dev().is_dir():
@@ -260,8 +289,14 @@ def capture(host: Host, out: Path) -> int:
         c.add_glob_files(directory, ".conf")
     c.add_glob_files(host.modules_load_dir, ".conf")
     c.add_glob_files(host.driverctl_dir, "")  # overrides driverctl applies at boot (bootbind)
-    for p in (host.default_grub, host.kernel_cmdline_file, host.kmsg_log, host.etc("kernel", "proxmox-boot-uuids"),
-              *host.os_release_files, *host.grub_cfg_candidates()):
+    for p in (
+        host.default_grub,
+        host.kernel_cmdline_file,
+        host.kmsg_log,
+        host.etc("kernel", "proxmox-boot-uuids"),
+        *host.os_release_files,
+        *host.grub_cfg_candidates(),
+    ):
         c.add(p)
     c.add_glob_files(host.default_grub_d, ".cfg")
     for esp in host.esp_dirs:

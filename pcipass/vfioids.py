@@ -35,8 +35,12 @@ class VfioId(NamedTuple):
         def same(want: int, have: str | None) -> bool:
             return want == PCI_ANY_ID or (have is not None and int(have, 16) == want)
 
-        if not (same(self.vendor, dev.vendor_id) and same(self.device, dev.device_id)
-                and same(self.subvendor, dev.subsystem_vendor_id) and same(self.subdevice, dev.subsystem_device_id)):
+        if not (
+            same(self.vendor, dev.vendor_id)
+            and same(self.device, dev.device_id)
+            and same(self.subvendor, dev.subsystem_vendor_id)
+            and same(self.subdevice, dev.subsystem_device_id)
+        ):
             return False
         if self.class_mask == 0:
             return True

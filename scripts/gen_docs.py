@@ -144,7 +144,7 @@ def _choices(param) -> tuple[str, ...]:
 
 
 def _path_kind(param) -> str | None:
-    """"file", "dir" or "path" when the parameter's type is a path (or an open file), else None."""
+    """ "file", "dir" or "path" when the parameter's type is a path (or an open file), else None."""
     desc = getattr(param, "type_descriptor", None)
     if desc is not None:
         if desc.is_file:
@@ -368,13 +368,16 @@ def examples(tree: Cmd) -> list[tuple[str, str]]:
         names = global_names | {n for o in node.options for n in (*o.names, *o.negations)}
         for word in used:
             if word.startswith("-") and word not in names:
-                raise SystemExit(f"gen_docs: example {line!r}: {node.name} has no option {word}; "
-                                 "update EXAMPLES in scripts/gen_docs.py")
+                raise SystemExit(
+                    f"gen_docs: example {line!r}: {node.name} has no option {word}; "
+                    "update EXAMPLES in scripts/gen_docs.py"
+                )
         positional = [w for w in used if not w.startswith("-")]
         # Values of options are skipped by _find, so what remains are arguments.
         if positional and not node.args:
-            raise SystemExit(f"gen_docs: example {line!r}: {node.name} takes no arguments; "
-                             "update EXAMPLES in scripts/gen_docs.py")
+            raise SystemExit(
+                f"gen_docs: example {line!r}: {node.name} takes no arguments; update EXAMPLES in scripts/gen_docs.py"
+            )
         out.append((line, text))
     return out
 
@@ -447,14 +450,18 @@ def man_page(tree: Cmd) -> str:
     for para in paragraphs(tree.help):
         lines += [roff(para), ".PP"]
     lines += [
-        roff("pcipass lists PCI devices with their drivers and IOMMU groups, checks what stands between a host "
-             "and PCI passthrough, moves devices to vfio-pci with the kernel's driver_override protocol, and "
-             "prints the matching hypervisor configuration."),
+        roff(
+            "pcipass lists PCI devices with their drivers and IOMMU groups, checks what stands between a host "
+            "and PCI passthrough, moves devices to vfio-pci with the kernel's driver_override protocol, and "
+            "prints the matching hypervisor configuration."
+        ),
         ".PP",
-        roff("Data goes to standard output, messages to standard error. Tables are for people; --format json "
-             "and --format yaml print one envelope for programs: "
-             '{"pcipass": 1, "command": ..., "status": "ok"|"partial"|"error", "data": ..., "errors": [...]}. '
-             "There is no colour when standard output is not a terminal or NO_COLOR is set."),
+        roff(
+            "Data goes to standard output, messages to standard error. Tables are for people; --format json "
+            "and --format yaml print one envelope for programs: "
+            '{"pcipass": 1, "command": ..., "status": "ok"|"partial"|"error", "data": ..., "errors": [...]}. '
+            "There is no colour when standard output is not a terminal or NO_COLOR is set."
+        ),
         ".SH GLOBAL OPTIONS",
         roff("Given before the command."),
     ]
@@ -481,19 +488,30 @@ def man_page(tree: Cmd) -> str:
     lines += [".TP", "\\fB130\\fR", roff("Interrupted (SIGINT).")]
     lines += [
         ".SH ENVIRONMENT",
-        ".TP", _bold(ROOT_ENV),
+        ".TP",
+        _bold(ROOT_ENV),
         roff("Default for --root: read the host under this directory or snapshot archive instead of /."),
-        ".TP", _bold(PCI_IDS_ENV),
+        ".TP",
+        _bold(PCI_IDS_ENV),
         roff("A pci.ids file to use for vendor, device and class names before the usual locations."),
-        ".TP", _bold("NO_COLOR"),
+        ".TP",
+        _bold("NO_COLOR"),
         roff("When set (to anything), tables have no colour or other ANSI escapes."),
         ".SH FILES",
-        ".TP", _bold(state_dir()),
+        ".TP",
+        _bold(state_dir()),
         roff("Runtime state of pcipass (root only); cleared at reboot, as the bindings are."),
-        ".TP", _bold("pci.ids"),
-        roff(f"Vendor, device and class names; without one, names are absent, never guessed. Looked up under "
-             f"--root first, then ${PCI_IDS_ENV}, then:"),
-        ".RS", ".nf", *(roff(loc) for loc in pci_ids_locations()), ".fi", ".RE",
+        ".TP",
+        _bold("pci.ids"),
+        roff(
+            f"Vendor, device and class names; without one, names are absent, never guessed. Looked up under "
+            f"--root first, then ${PCI_IDS_ENV}, then:"
+        ),
+        ".RS",
+        ".nf",
+        *(roff(loc) for loc in pci_ids_locations()),
+        ".fi",
+        ".RE",
     ]
     lines.append(".SH EXAMPLES")
     for line, text in examples(tree):
@@ -547,28 +565,28 @@ def bash_completion(tree: Cmd) -> str:
         "    done",
         "    # An address has colons, which split words (COMP_WORDBREAKS): match the whole word before the",
         "    # cursor, then drop its part up to the last colon, as readline replaces only the text after it.",
-        '    line=${COMP_LINE:0:COMP_POINT}',
-        '    word=${line##*[[:space:]]}',
+        "    line=${COMP_LINE:0:COMP_POINT}",
+        "    word=${line##*[[:space:]]}",
         '    COMPREPLY=($(compgen -W "${names[*]}" -- "$word"))',
-        '    if [[ $word == *:* && $COMP_WORDBREAKS == *:* ]]; then',
+        "    if [[ $word == *:* && $COMP_WORDBREAKS == *:* ]]; then",
         '        COMPREPLY=("${COMPREPLY[@]#"${word%"${word##*:}"}"}")',
         "    fi",
         "}",
         "",
         "_pcipass() {",
-        '    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}',
+        "    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}",
         "    # --opt=value arrives as three words (= is in COMP_WORDBREAKS).",
         '    if [[ $cur == "=" ]]; then',
         "        cur=",
         '    elif [[ $prev == "=" ]] && ((COMP_CWORD > 1)); then',
-        '        prev=${COMP_WORDS[COMP_CWORD-2]}',
+        "        prev=${COMP_WORDS[COMP_CWORD-2]}",
         "    fi",
         "    # Walk the words before the cursor: the command path, how many arguments it has so far (npos), and",
         "    # --root for address completion. A colon splits words too (COMP_WORDBREAKS): the words after one",
         "    # belong to the word before it (0000 : 3b : 00.0 is one address).",
-        '    local cmd= root=${PCIPASS_ROOT:-/} skip= glue= npos=0 w i',
+        "    local cmd= root=${PCIPASS_ROOT:-/} skip= glue= npos=0 w i",
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
-        '        w=${COMP_WORDS[i]}',
+        "        w=${COMP_WORDS[i]}",
         '        [[ $w == "=" ]] && continue',
         '        if [[ $w == ":" ]]; then',
         "            glue=1",
@@ -579,7 +597,7 @@ def bash_completion(tree: Cmd) -> str:
         "            continue",
         "        fi",
         "        if [[ -n $skip ]]; then",
-        '            [[ $skip == root ]] && root=$w',
+        "            [[ $skip == root ]] && root=$w",
         "            skip=",
         "            continue",
         "        fi",
@@ -590,9 +608,9 @@ def bash_completion(tree: Cmd) -> str:
     if other_value_keys:
         out.append(f"            {_case_patterns(other_value_keys)}) skip=value ;;")
     if sub_keys:
-        out.append(f'            {_case_patterns(sub_keys)}) cmd=${{cmd:+$cmd }}$w; npos=0 ;;')
+        out.append(f"            {_case_patterns(sub_keys)}) cmd=${{cmd:+$cmd }}$w; npos=0 ;;")
     out += [
-        '            *) [[ $w == -* ]] || npos=$((npos + 1)) ;;',
+        "            *) [[ $w == -* ]] || npos=$((npos + 1)) ;;",
         "        esac",
         "    done",
         "    # The word being completed continues an argument already counted (after a colon).",
@@ -636,8 +654,10 @@ def bash_completion(tree: Cmd) -> str:
         opt_line = f'COMPREPLY=($(compgen -W "{opts}" -- "$cur"))'
         if c.subcommands:
             subs = _sh_words(s.path[-1] for s in c.subcommands)
-            out.append(f'            if [[ $cur == -* ]]; then {opt_line}; '
-                       f'else COMPREPLY=($(compgen -W "{subs}" -- "$cur")); fi ;;')
+            out.append(
+                f"            if [[ $cur == -* ]]; then {opt_line}; "
+                f'else COMPREPLY=($(compgen -W "{subs}" -- "$cur")); fi ;;'
+            )
         elif c.args:
             # The argument at position npos: "0)", "1)", ... and "*)" for a variadic last one.
             branches = [("*" if a.variadic else str(i), _bash_arg_action(a)) for i, a in enumerate(c.args)]
@@ -711,8 +731,9 @@ def _z_specs(cmd: Cmd) -> list[str]:
         if a.variadic:
             specs.append(_zq(f"*:{_z_msg(a.metavar)}:{action}"))
         else:
-            specs.append(_zq(f"{i}:{_z_msg(a.metavar)}:{action}" if a.required else
-                             f"{i}::{_z_msg(a.metavar)}:{action}"))
+            specs.append(
+                _zq(f"{i}:{_z_msg(a.metavar)}:{action}" if a.required else f"{i}::{_z_msg(a.metavar)}:{action}")
+            )
     return specs
 
 
@@ -806,7 +827,7 @@ def fish_completion(tree: Cmd) -> str:
         "do not edit.",
         "# Install: copy to ~/.config/fish/completions/pcipass.fish (or /usr/share/fish/vendor_completions.d/).",
         "",
-        "# The sub-command path typed so far (\"\" at the top level, \"emit libvirt\" below), then how many",
+        '# The sub-command path typed so far ("" at the top level, "emit libvirt" below), then how many',
         "# arguments it has so far.",
         "function __pcipass_state",
         "    set -l path",
@@ -824,8 +845,11 @@ def fish_completion(tree: Cmd) -> str:
     if value_keys:
         out += ["            case " + " ".join(_fq(k) for k in value_keys), "                set skip 1"]
     if sub_keys:
-        out += ["            case " + " ".join(_fq(k) for k in sub_keys), "                set -a path $w",
-                "                set npos 0"]
+        out += [
+            "            case " + " ".join(_fq(k) for k in sub_keys),
+            "                set -a path $w",
+            "                set npos 0",
+        ]
     out += [
         "            case '*'",
         "                string match -q -- '-*' $w; or set npos (math $npos + 1)",

@@ -18,8 +18,20 @@ def test_canonical(text, expected):
     assert str(PciAddress.parse(text)) == expected
 
 
-@pytest.mark.parametrize("bad", ["3b:00", "zz:00.0", "../../etc", "", "0000:3b:00.8", "0000:3b:20.0",
-                                 "0000:3b:00.0\n/etc", "123456789:00:00.0", "0000:3b:00.0.0"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "3b:00",
+        "zz:00.0",
+        "../../etc",
+        "",
+        "0000:3b:00.8",
+        "0000:3b:20.0",
+        "0000:3b:00.0\n/etc",
+        "123456789:00:00.0",
+        "0000:3b:00.0.0",
+    ],
+)
 def test_rejects(bad):
     with pytest.raises(UsageError) as exc:
         PciAddress.parse(bad)

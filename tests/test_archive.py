@@ -166,8 +166,13 @@ main()
 def test_signal_during_unpacking_removes_the_tree(tmp_path, tmpdir_env, sig):
     ready = tmp_path / "ready"
     env = dict(os.environ, TMPDIR=str(tmpdir_env))
-    proc = subprocess.Popen([sys.executable, "-c", _PAUSED, str(ready), "--root", str(EXAMPLE), "list"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED, str(ready), "--root", str(EXAMPLE), "list"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready.exists():

@@ -111,8 +111,11 @@ def test_pcipass_reads_what_was_generated(server):
     assert list(inv.devices) == sorted(fns, key=lambda a: (int(a[:4], 16), a[5:]))
     for addr, f in fns.items():
         dev = inv.devices[addr]
-        assert (dev.vendor_id, dev.device_id, dev.class_id) == (f"{f.vendor:04x}", f"{f.device:04x}",
-                                                                 f"{f.class_code:06x}")
+        assert (dev.vendor_id, dev.device_id, dev.class_id) == (
+            f"{f.vendor:04x}",
+            f"{f.device:04x}",
+            f"{f.class_code:06x}",
+        )
         assert dev.is_bridge == bool(f.bridge_buses) and dev.iommu_group == f.group and dev.driver == f.driver
         assert dev.vendor_name and dev.device_name, addr  # every id exists in pci.ids
         assert dev.numa_node == f.numa
@@ -135,8 +138,12 @@ def test_lspci_reads_the_same_devices(server):
     """lspci (pciutils, installed by scripts/setup.sh test) sees the same functions with the same ids."""
     root, _m = server
     assert shutil.which("lspci"), "lspci missing: scripts/setup.sh test installs pciutils"
-    out = subprocess.run(["lspci", "-D", "-nn", "-k", "-A", "linux-sysfs", "-O", f"sysfs.path={root}/sys/bus/pci"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["lspci", "-D", "-nn", "-k", "-A", "linux-sysfs", "-O", f"sysfs.path={root}/sys/bus/pci"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     theirs = {m[1]: m[2] for m in re.finditer(r"^(\S+) .*\[([0-9a-f]{4}:[0-9a-f]{4})\]", out, re.M)}
     ours = {a: d.id_pair for a, d in Inventory.scan(Host(root)).devices.items()}
     assert theirs == ours
@@ -272,8 +279,11 @@ def test_a_reading_begun_early_is_the_scan(server, monkeypatch):
     other = root.parent / "same-host-elsewhere"
     if not other.exists():
         shutil.copytree(root, other, symlinks=True)
-    for kwargs, want in (({"detail": True}, expected[True]), ({"detail": False, "only": ["0000:00:00.0"]}, None),
-                         ({"detail": False, "root": other}, expected[False])):
+    for kwargs, want in (
+        ({"detail": True}, expected[True]),
+        ({"detail": False, "only": ["0000:00:00.0"]}, None),
+        ({"detail": False, "root": other}, expected[False]),
+    ):
         forks.clear()
         early = begin(root)
         scan_root = kwargs.pop("root", root)
@@ -363,7 +373,9 @@ def test_pcipass_list_takes_over_the_early_scan(server, tmp_path, capsys):
         "atexit.register(lambda: sys.stderr.write(f'FORKS {forks}\\n'))\n"
         "sys.argv = ['pcipass', *sys.argv[1:]]\n"
         "from pcipass.cli import main\n"
-        "main()\n")
+        "main()\n"
+    )
+
     def forks(run) -> list[int]:
         return json.loads(run.stderr.rpartition("FORKS ")[2])
 
@@ -374,8 +386,9 @@ def test_pcipass_list_takes_over_the_early_scan(server, tmp_path, capsys):
         assert len(forks(run)) == 1
         assert json.loads(run.stdout) == json.loads(cli_run(capsys, *args).out)
     # Begun, then a usage error: the child is ended at exit, not left running.
-    run = subprocess.run([sys.executable, str(probe), "--root", str(root), "list", "--no-such-option"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(probe), "--root", str(root), "list", "--no-such-option"], capture_output=True, text=True
+    )
     assert run.returncode == 2 and len(forks(run)) == 1
     with pytest.raises(ProcessLookupError):
         os.kill(forks(run)[0], 0)
@@ -466,12 +479,36 @@ class _Level(IntEnum):
     high = 3
 
 
-@pytest.mark.parametrize("value", [
-    None, True, False, 0, -7, 2**70, 1.5, 1e300, float("nan"), float("inf"), float("-inf"), "", "plain",
-    "quote \" backslash \\ newline \n tab \t nul \x00 é ☃ \U0001f600", "lone surrogate \udc80", [], {}, (), [[]], [{}], {"a": []},
-    {"a": {"b": {"c": [1, (2, 3), {"d": None}]}}}, {1: "int key", 2.5: "float key", False: "f", None: "n"},
-    {"enum": _Colour.red, _Colour.red: "str-enum key", "level": _Level.high}, [1, "two", 3.0, None, [False]],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        -7,
+        2**70,
+        1.5,
+        1e300,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        "",
+        "plain",
+        'quote " backslash \\ newline \n tab \t nul \x00 é ☃ \U0001f600',
+        "lone surrogate \udc80",
+        [],
+        {},
+        (),
+        [[]],
+        [{}],
+        {"a": []},
+        {"a": {"b": {"c": [1, (2, 3), {"d": None}]}}},
+        {1: "int key", 2.5: "float key", False: "f", None: "n"},
+        {"enum": _Colour.red, _Colour.red: "str-enum key", "level": _Level.high},
+        [1, "two", 3.0, None, [False]],
+    ],
+)
 def test_dump_json_means_what_json_dumps_means(value):
     text = dump_json(value)
     assert text.endswith("}\n") or text.endswith("]\n") or "\n" not in text[:-1]
@@ -484,19 +521,19 @@ def test_dump_json_means_what_json_dumps_means(value):
 def test_dump_json_layout():
     value = {"data": [{"a": 1, "b": [1, 2], "c": {"d": None}}, {"a": "é"}], "list": [1, "x"], "obj": {"k": []}}
     assert dump_json(value) == (
-        '{\n'
+        "{\n"
         '  "data": [\n'
         '    {"a":1,"b":[1,2],"c":{"d":null}},\n'
         '    {"a":"é"}\n'
-        '  ],\n'
+        "  ],\n"
         '  "list": [\n'
-        '    1,\n'
+        "    1,\n"
         '    "x"\n'
-        '  ],\n'
+        "  ],\n"
         '  "obj": {\n'
         '    "k": []\n'
-        '  }\n'
-        '}\n'
+        "  }\n"
+        "}\n"
     )
 
 
@@ -524,7 +561,7 @@ def test_dump_json_whole_inventory(server):
     assert json.loads(text) == env
     # One device per line.
     lines = text.splitlines()
-    assert lines[:5] == ['{', '  "pcipass": 1,', '  "command": "list",', '  "status": "ok",', '  "data": [']
+    assert lines[:5] == ["{", '  "pcipass": 1,', '  "command": "list",', '  "status": "ok",', '  "data": [']
     assert len(lines) == len(inv.devices) + 8
 
 

@@ -42,8 +42,7 @@ def test_json_report_and_partial_exit(cli, env):
     assert r.code == 3
     doc = json.loads(r.out)
     assert doc["status"] == "partial" and doc["command"] == "enable"
-    assert [(d["address"], d["outcome"]) for d in doc["data"]["devices"]] == [
-        (bh.E1000E, "done"), (bh.MF0, "refused")]
+    assert [(d["address"], d["outcome"]) for d in doc["data"]["devices"]] == [(bh.E1000E, "done"), (bh.MF0, "refused")]
     assert [e["code"] for e in doc["errors"]] == ["refused"]
     assert "would not be viable" in r.err and "--group" in r.err
 
@@ -90,8 +89,10 @@ def test_status_says_what_binds_a_device_at_boot(cli, env, where):
 def test_disable_says_driverctl_takes_the_device_again_at_boot(cli, env):
     env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "vfio-pci\n")
     assert cli("enable", "00:02.0").code == 0
-    note = (f"{bh.E1000E}: driverctl binds it to vfio-pci again at the next boot (/etc/driverctl.d/pci-{bh.E1000E}); "
-            f"'driverctl unset-override {bh.E1000E}' removes that")
+    note = (
+        f"{bh.E1000E}: driverctl binds it to vfio-pci again at the next boot (/etc/driverctl.d/pci-{bh.E1000E}); "
+        f"'driverctl unset-override {bh.E1000E}' removes that"
+    )
     for args in (("--dry-run",), ()):
         r = cli("disable", *args, "00:02.0")
         assert r.code == 0 and note in r.err, r.err
@@ -103,8 +104,10 @@ def test_status_on_vfio_with_a_boot_binding_elsewhere(cli, env):
     env.fake.write(f"etc/driverctl.d/pci-{bh.E1000E}", "none\n")  # driverctl's "none": no driver at boot
     assert cli("enable", "00:02.0").code == 0
     r = cli("status", "00:02.0")
-    assert (f"{bh.E1000E}: on vfio-pci until the next boot only: driverctl (/etc/driverctl.d/pci-{bh.E1000E}) gives "
-            f"it no driver; to keep it there: driverctl set-override {bh.E1000E} vfio-pci") in r.err
+    assert (
+        f"{bh.E1000E}: on vfio-pci until the next boot only: driverctl (/etc/driverctl.d/pci-{bh.E1000E}) gives "
+        f"it no driver; to keep it there: driverctl set-override {bh.E1000E} vfio-pci"
+    ) in r.err
 
 
 def test_refusal_exit_5_and_remedy(cli):
@@ -173,11 +176,17 @@ def test_live_root_without_iommu_refuses(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(Host, "is_live", property(lambda self: self.root == fake.root))
 
     def tree():
-        return {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None) for p in sorted(fake.root.rglob("*"))}
+        return {
+            p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None) for p in sorted(fake.root.rglob("*"))
+        }
 
     before = tree()
-    for args in (("enable", "00:03.0"), ("enable", "--force", "--group", "00:02.0"), ("disable", "00:03.0"),
-                 ("enable", "--dry-run", "00:03.0")):
+    for args in (
+        ("enable", "00:03.0"),
+        ("enable", "--force", "--group", "00:02.0"),
+        ("disable", "00:03.0"),
+        ("enable", "--dry-run", "00:03.0"),
+    ):
         r = run(capsys, "--root", str(fake.root), *args)
         assert r.code == 5, r.err
         assert "no IOMMU is active" in r.err
@@ -190,8 +199,12 @@ def _mount_table(monkeypatch, tmp_path, *sysfs_points: str):
     import pcipass.host as host_mod
 
     mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text("22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n" + "".join(
-        f"99 1 0:21 / {p.replace(' ', chr(92) + '040')} rw,nosuid shared:7 - sysfs sysfs rw\n" for p in sysfs_points))
+    mountinfo.write_text(
+        "22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n"
+        + "".join(
+            f"99 1 0:21 / {p.replace(' ', chr(92) + '040')} rw,nosuid shared:7 - sysfs sysfs rw\n" for p in sysfs_points
+        )
+    )
     monkeypatch.setattr(host_mod, "SELF_MOUNTINFO", str(mountinfo))
     return mountinfo
 

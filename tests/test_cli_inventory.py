@@ -8,19 +8,37 @@ import pytest
 
 from tests.support.cli import run
 
-CONTRACT_KEYS = {"address", "vendor_id", "device_id", "subsystem_vendor_id", "subsystem_device_id", "class_id",
-                 "vendor_name", "device_name", "class_name", "driver", "driver_override", "iommu_group",
-                 "numa_node", "is_bridge", "physfn", "sriov"}
+CONTRACT_KEYS = {
+    "address",
+    "vendor_id",
+    "device_id",
+    "subsystem_vendor_id",
+    "subsystem_device_id",
+    "class_id",
+    "vendor_name",
+    "device_name",
+    "class_name",
+    "driver",
+    "driver_override",
+    "iommu_group",
+    "numa_node",
+    "is_bridge",
+    "physfn",
+    "sriov",
+}
 
 
 @pytest.fixture
 def small(fake):
-    fake.add_device("0000:00:01.0", vendor="8086", device="1901", class_="060400", bridge=True,
-                    driver="pcieport", group=1)
-    fake.add_device("0000:01:00.0", vendor="10de", device="1eb8", class_="030200", parent="0000:00:01.0",
-                    driver="nvidia", group=2)
-    fake.add_device("0000:01:00.1", vendor="10de", device="10f8", class_="040300", parent="0000:00:01.0",
-                    driver="vfio-pci", group=2)
+    fake.add_device(
+        "0000:00:01.0", vendor="8086", device="1901", class_="060400", bridge=True, driver="pcieport", group=1
+    )
+    fake.add_device(
+        "0000:01:00.0", vendor="10de", device="1eb8", class_="030200", parent="0000:00:01.0", driver="nvidia", group=2
+    )
+    fake.add_device(
+        "0000:01:00.1", vendor="10de", device="10f8", class_="040300", parent="0000:00:01.0", driver="vfio-pci", group=2
+    )
     fake.add_device("0000:00:19.0", vendor="8086", device="10d3", class_="020000", driver="e1000e", group=3)
     fake.add_device("0000:00:1f.2", vendor="8086", device="2922", class_="010601", driver=None, group=4)
     return fake
@@ -32,8 +50,13 @@ def test_list_json_contract(capsys, small):
     env = json.loads(r.out)
     assert list(env) == ["pcipass", "command", "status", "data", "errors"]
     assert env["pcipass"] == 1 and env["command"] == "list" and env["status"] == "ok"
-    assert [d["address"] for d in env["data"]] == ["0000:00:01.0", "0000:00:19.0", "0000:00:1f.2", "0000:01:00.0",
-                                                   "0000:01:00.1"]
+    assert [d["address"] for d in env["data"]] == [
+        "0000:00:01.0",
+        "0000:00:19.0",
+        "0000:00:1f.2",
+        "0000:01:00.0",
+        "0000:01:00.1",
+    ]
     for dev in env["data"]:
         assert CONTRACT_KEYS <= set(dev)
         for key in ("vendor_id", "device_id", "subsystem_vendor_id", "subsystem_device_id"):
@@ -43,18 +66,21 @@ def test_list_json_contract(capsys, small):
     assert r.out.endswith("}\n")
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--class", "gpu"], ["0000:01:00.0"]),
-    (["--class", "audio", "--class", "nic"], ["0000:00:19.0", "0000:01:00.1"]),
-    (["--class", "0x0106"], ["0000:00:1f.2"]),
-    (["--class", "bridge"], ["0000:00:01.0"]),
-    (["--vendor", "10de"], ["0000:01:00.0", "0000:01:00.1"]),
-    (["--vendor", "nvidia"], ["0000:01:00.0", "0000:01:00.1"]),
-    (["--driver", "vfio_pci"], ["0000:01:00.1"]),
-    (["--driver", "none"], ["0000:00:1f.2"]),
-    (["--group", "2"], ["0000:01:00.0", "0000:01:00.1"]),
-    (["--vfio"], ["0000:01:00.1"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--class", "gpu"], ["0000:01:00.0"]),
+        (["--class", "audio", "--class", "nic"], ["0000:00:19.0", "0000:01:00.1"]),
+        (["--class", "0x0106"], ["0000:00:1f.2"]),
+        (["--class", "bridge"], ["0000:00:01.0"]),
+        (["--vendor", "10de"], ["0000:01:00.0", "0000:01:00.1"]),
+        (["--vendor", "nvidia"], ["0000:01:00.0", "0000:01:00.1"]),
+        (["--driver", "vfio_pci"], ["0000:01:00.1"]),
+        (["--driver", "none"], ["0000:00:1f.2"]),
+        (["--group", "2"], ["0000:01:00.0", "0000:01:00.1"]),
+        (["--vfio"], ["0000:01:00.1"]),
+    ],
+)
 def test_list_filters(capsys, small, args, expected):
     r = run(capsys, "--root", str(small.root), "-f", "json", "list", *args)
     assert r.code == 0
@@ -65,8 +91,11 @@ def test_list_tree(capsys, small):
     r = run(capsys, "--root", str(small.root), "-f", "json", "list", "--tree")
     data = json.loads(r.out)["data"]
     assert [(b["group"], b["verdict"], [d["address"] for d in b["devices"]]) for b in data] == [
-        (1, "ready", ["0000:00:01.0"]), (2, "bindable", ["0000:01:00.0", "0000:01:00.1"]),
-        (3, "bindable", ["0000:00:19.0"]), (4, "ready", ["0000:00:1f.2"])]
+        (1, "ready", ["0000:00:01.0"]),
+        (2, "bindable", ["0000:01:00.0", "0000:01:00.1"]),
+        (3, "bindable", ["0000:00:19.0"]),
+        (4, "ready", ["0000:00:1f.2"]),
+    ]
     table = run(capsys, "--root", str(small.root), "list", "--tree")
     assert "2 (bindable)" in table.out
 
@@ -77,7 +106,9 @@ def test_groups_contract(capsys, small):
     g2 = next(g for g in data if g["group"] == 2)
     assert g2["verdict"] == "bindable"
     assert [(m["address"], m["role"], m["driver"]) for m in g2["devices"]] == [
-        ("0000:01:00.0", "endpoint", "nvidia"), ("0000:01:00.1", "endpoint", "vfio-pci")]
+        ("0000:01:00.0", "endpoint", "nvidia"),
+        ("0000:01:00.1", "endpoint", "vfio-pci"),
+    ]
 
 
 def test_show(capsys, small):
@@ -124,8 +155,10 @@ def test_root_without_a_pci_bus_is_said_not_listed_as_empty(capsys, tmp_path, sm
     """A --root that is not a host's root (or a kernel without PCI): the empty answer comes with the reason."""
     r = run(capsys, "--root", str(tmp_path), "-f", "json", *cmd)
     assert r.code == 0 and json.loads(r.out)["data"] == []
-    assert r.err == f"pcipass: no PCI bus in {tmp_path}: it has no sys/bus/pci/devices (not a Linux host's root, " \
-                    "or a kernel without PCI)\n"
+    assert (
+        r.err == f"pcipass: no PCI bus in {tmp_path}: it has no sys/bus/pci/devices (not a Linux host's root, "
+        "or a kernel without PCI)\n"
+    )
     assert "no PCI bus" not in run(capsys, "--root", str(small.root), *cmd).err
 
 
@@ -146,19 +179,23 @@ def test_root_from_environment(capsys, small, monkeypatch):
 
 def test_hostile_strings_are_not_markup(capsys, fake, tmp_path, monkeypatch):
     ids = tmp_path / "hostile.ids"
-    ids.write_text("1234  [bold red]Evil[/] & <Co> \"q\" {{x}}\n\t5678  [link=http://x]dev[/link]\n")
+    ids.write_text('1234  [bold red]Evil[/] & <Co> "q" {{x}}\n\t5678  [link=http://x]dev[/link]\n')
     monkeypatch.setenv("PCIPASS_PCI_IDS", str(ids))
     fake.add_device("0000:00:02.0", vendor="1234", device="5678", driver="[b]bad")
     r = run(capsys, "--root", str(fake.root), "list")
     assert r.code == 0
-    assert "[bold red]Evil[/] & <Co> \"q\" {{x}} [link=http://x]dev[/link]" in r.out
+    assert '[bold red]Evil[/] & <Co> "q" {{x}} [link=http://x]dev[/link]' in r.out
     assert "[b]bad" in r.out
     assert "\x1b" not in r.out
 
 
 def test_no_ansi_when_piped(small):
-    proc = subprocess.run([sys.executable, "-m", "pcipass", "--root", str(small.root), "list"],
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcipass", "--root", str(small.root), "list"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0 and "\x1b" not in proc.stdout and "0000:01:00.0" in proc.stdout
     assert all(line == line.rstrip() for line in proc.stdout.splitlines())
 
@@ -209,8 +246,10 @@ def test_snapshot_round_trip(capsys, small, tmp_path):
 def test_snapshot_round_trip_recorded_host(capsys, hpe_a2, tmp_path):
     out = tmp_path / "a2.tar.xz"
     assert run(capsys, "--root", str(hpe_a2), "snapshot", "-o", str(out)).code == 0
-    assert run(capsys, "--root", str(hpe_a2), "-f", "json", "list").out == \
-        run(capsys, "--root", str(out), "-f", "json", "list").out
+    assert (
+        run(capsys, "--root", str(hpe_a2), "-f", "json", "list").out
+        == run(capsys, "--root", str(out), "-f", "json", "list").out
+    )
 
 
 def test_snapshot_archive_rejects_escaping_links(capsys, tmp_path):

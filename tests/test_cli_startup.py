@@ -15,8 +15,20 @@ from pcipass.cli import app as cli_app
 from pcipass.cli import main as cli_main
 
 # Imported by a command that needs them only: never by `--version` or a piped `list`.
-HEAVY = ("rich", "yaml", "pyudev", "libvirt", "lxml", "jsonschema", "pcipass.engine", "pcipass.preflight",
-         "pcipass.emit", "pcipass.snapshot", "pcipass.hostuse", "pcipass.group")
+HEAVY = (
+    "rich",
+    "yaml",
+    "pyudev",
+    "libvirt",
+    "lxml",
+    "jsonschema",
+    "pcipass.engine",
+    "pcipass.preflight",
+    "pcipass.emit",
+    "pcipass.snapshot",
+    "pcipass.hostuse",
+    "pcipass.group",
+)
 COMMAND_MODULES = tuple(f"pcipass.cli.{m}" for m in dict.fromkeys(cli_app.COMMANDS.values()))
 
 
@@ -24,13 +36,15 @@ def _imports(*args: str) -> tuple[str, list[str]]:
     """Run ``pcipass ARGS`` in a fresh interpreter with stdout piped; its stdout and the modules of HEAVY and
     COMMAND_MODULES it imported."""
     watch = HEAVY + COMMAND_MODULES
-    code = ("import sys\n"
-            f"sys.argv = ['pcipass', *{list(args)!r}]\n"
-            "from pcipass.cli import main\n"
-            "try:\n    main()\n"
-            "except SystemExit as e:\n    code = e.code\n"
-            f"loaded = sorted(m for m in {watch!r} if m in sys.modules)\n"
-            "sys.stderr.write(f'\\nLOADED {loaded!r} EXIT {code!r}\\n')\n")
+    code = (
+        "import sys\n"
+        f"sys.argv = ['pcipass', *{list(args)!r}]\n"
+        "from pcipass.cli import main\n"
+        "try:\n    main()\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        f"loaded = sorted(m for m in {watch!r} if m in sys.modules)\n"
+        "sys.stderr.write(f'\\nLOADED {loaded!r} EXIT {code!r}\\n')\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     tail = run.stderr.rsplit("LOADED ", 1)[1]
     loaded, _, status = tail.partition(" EXIT ")
@@ -57,26 +71,29 @@ def test_piped_list_loads_only_the_inventory_commands(fake):
     assert "0000:00:19.0" in out and "pcipass.group" in loaded
 
 
-@pytest.mark.parametrize("args, modules", [
-    (["list"], ("inventory_cmds",)),
-    (["--root", "X", "show", "00:01.0"], ("inventory_cmds",)),
-    (["--root=X", "-f", "json", "--debug", "enable", "a"], ("bind_cmds",)),
-    (["-fjson", "--format=yaml", "check-iommu"], ("check_cmds",)),
-    (["--format", "json", "attach"], ("libvirt_cmds",)),
-    (["emit", "libvirt"], ("emit_cmds",)),
-    (["snapshot", "--help"], ("snapshot_cmds",)),
-    (["--version"], ()),
-    (["--debug", "--version"], ()),
-    # Everything: help, no command, a missing option value, an unknown command or option.
-    ([], None),
-    (["--help"], None),
-    (["-h", "list"], None),
-    (["--debug"], None),
-    (["--root"], None),
-    (["lis"], None),
-    (["--bogus", "list"], None),
-    (["--", "list"], None),
-])
+@pytest.mark.parametrize(
+    "args, modules",
+    [
+        (["list"], ("inventory_cmds",)),
+        (["--root", "X", "show", "00:01.0"], ("inventory_cmds",)),
+        (["--root=X", "-f", "json", "--debug", "enable", "a"], ("bind_cmds",)),
+        (["-fjson", "--format=yaml", "check-iommu"], ("check_cmds",)),
+        (["--format", "json", "attach"], ("libvirt_cmds",)),
+        (["emit", "libvirt"], ("emit_cmds",)),
+        (["snapshot", "--help"], ("snapshot_cmds",)),
+        (["--version"], ()),
+        (["--debug", "--version"], ()),
+        # Everything: help, no command, a missing option value, an unknown command or option.
+        ([], None),
+        (["--help"], None),
+        (["-h", "list"], None),
+        (["--debug"], None),
+        (["--root"], None),
+        (["lis"], None),
+        (["--bogus", "list"], None),
+        (["--", "list"], None),
+    ],
+)
 def test_modules_for(args, modules):
     expected = tuple(dict.fromkeys(cli_app.COMMANDS.values())) if modules is None else modules
     assert cli_app._modules_for(args) == expected
@@ -90,9 +107,10 @@ def test_completion_registers_everything(monkeypatch):
 def test_every_command_is_reachable_and_listed_in_order():
     """Each command, run alone in a fresh process (only its module registered), answers --help; the main
     --help lists every command, in COMMANDS order, exactly as the fully registered app has them."""
-    help_text = subprocess.run([sys.executable, "-m", "pcipass", "--help"], capture_output=True, text=True,
-                               check=True).stdout
-    commands = help_text[help_text.index("Commands"):]
+    help_text = subprocess.run(
+        [sys.executable, "-m", "pcipass", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    commands = help_text[help_text.index("Commands") :]
     positions = []
     for name in cli_app.COMMANDS:
         run = subprocess.run([sys.executable, "-m", "pcipass", name, "--help"], capture_output=True, text=True)
@@ -113,7 +131,15 @@ def test_registration_order_does_not_depend_on_what_ran_first(monkeypatch):
     for module in ("libvirt_cmds", "bind_cmds", "inventory_cmds"):
         cli_app._register((module,))
     assert [c.name for c in cli_app._app.registered_commands] == [
-        "list", "show", "groups", "enable", "disable", "status", "attach", "detach"]
+        "list",
+        "show",
+        "groups",
+        "enable",
+        "disable",
+        "status",
+        "attach",
+        "detach",
+    ]
 
 
 def test_typer_builds_only_the_invoked_command(monkeypatch, fake):
@@ -147,16 +173,18 @@ def test_the_process_runs_without_the_cyclic_collector(monkeypatch):
     """main() as the process's entry (no argv) turns the cyclic collector off before typer is imported and
     has gc.freeze run at exit, after the other exit handlers (cli/startup.py); called with arguments, as
     the tests do in-process, it leaves the collector alone and registers nothing."""
-    code = ("import atexit, gc, sys\n"
-            "atexit.register(lambda: sys.stderr.write(f'AT-EXIT {gc.isenabled()} {gc.get_freeze_count() > 0}\\n'))\n"
-            "class Watch:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'typer':\n"
-            "            sys.stderr.write(f'TYPER-IMPORT {gc.isenabled()}\\n')\n"
-            "sys.meta_path.insert(0, Watch())\n"
-            "sys.argv = ['pcipass', '--version']\n"
-            "from pcipass.cli import main\n"
-            "main()\n")
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'AT-EXIT {gc.isenabled()} {gc.get_freeze_count() > 0}\\n'))\n"
+        "class Watch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'typer':\n"
+        "            sys.stderr.write(f'TYPER-IMPORT {gc.isenabled()}\\n')\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "sys.argv = ['pcipass', '--version']\n"
+        "from pcipass.cli import main\n"
+        "main()\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout == f"pcipass {pcipass.__version__}\n", run.stderr
     # Off before typer's import, still off at exit, and everything frozen then.

@@ -47,8 +47,13 @@ def test_load_good(tmp_path):
     d = load(_write(tmp_path, GOOD), "pcipass.yaml")
     assert d.version == 1
     (e,) = d.devices
-    assert e == DeviceEntry("0000:3b:00.0", "vfio-pci", True,
-                            fp.Fingerprint("10de", "1eb8", None, None, "030200", None, "0000:3a/00.0/00.0"), 5)
+    assert e == DeviceEntry(
+        "0000:3b:00.0",
+        "vfio-pci",
+        True,
+        fp.Fingerprint("10de", "1eb8", None, None, "030200", None, "0000:3a/00.0/00.0"),
+        5,
+    )
 
 
 def test_defaults_and_empty_section(tmp_path):
@@ -59,24 +64,45 @@ def test_defaults_and_empty_section(tmp_path):
     assert load(_write(tmp_path, "version: 1\n"), "f").devices == ()
 
 
-@pytest.mark.parametrize("text, line, key, words", [
-    ("version: 1\ndevices: [\n", 3, None, "not valid YAML"),
-    ("version: 1\nversion: 1\n", 2, None, "duplicate key \"version\""),
-    ("", 1, None, "empty"),
-    ("version: 2\n", 1, "version", "1 was expected"),
-    ("devices: []\n", 1, None, "'version' is missing"),
-    (GOOD.replace("    group: true\n", "    group: true\n    colour: red\n"), 8, "devices[0].colour", "unknown key"),
-    (GOOD.replace("      class:", "      vendour: x\n      class:"), 11, "devices[0].fingerprint.vendour", "unknown key"),
-    (GOOD.replace("'0000:3b:00.0'", "3b:00.0"), 5, "devices[0].address", "canonical form"),
-    (GOOD.replace("'0000:3b:00.0'", "0000:3B:00.0"), 5, "devices[0].address", "canonical form"),
-    (GOOD.replace("'10de'", "8086"), 9, "devices[0].fingerprint.vendor", "quote it"),
-    (GOOD.replace("group: true", "group: yes"), 7, "devices[0].group", "not of type 'boolean'"),
-    (GOOD.replace("driver: vfio-pci", "driver: ../x"), 6, "devices[0].driver", "not valid here"),
-    (GOOD.replace("    fingerprint:\n      vendor: '10de'\n      device: '1eb8'\n      class: '030200'\n"
-                  "      path: '0000:3a/00.0/00.0'\n", ""), 5, "devices[0]", "'fingerprint' is missing"),
-    (GOOD + GOOD[GOOD.index("  - address"):], 13, "devices[1].address", "declared twice (first at line 5)"),
-    (GOOD + "sriovv: []\n", 13, "sriovv", "unknown key (allowed here: version, devices"),
-])
+@pytest.mark.parametrize(
+    "text, line, key, words",
+    [
+        ("version: 1\ndevices: [\n", 3, None, "not valid YAML"),
+        ("version: 1\nversion: 1\n", 2, None, 'duplicate key "version"'),
+        ("", 1, None, "empty"),
+        ("version: 2\n", 1, "version", "1 was expected"),
+        ("devices: []\n", 1, None, "'version' is missing"),
+        (
+            GOOD.replace("    group: true\n", "    group: true\n    colour: red\n"),
+            8,
+            "devices[0].colour",
+            "unknown key",
+        ),
+        (
+            GOOD.replace("      class:", "      vendour: x\n      class:"),
+            11,
+            "devices[0].fingerprint.vendour",
+            "unknown key",
+        ),
+        (GOOD.replace("'0000:3b:00.0'", "3b:00.0"), 5, "devices[0].address", "canonical form"),
+        (GOOD.replace("'0000:3b:00.0'", "0000:3B:00.0"), 5, "devices[0].address", "canonical form"),
+        (GOOD.replace("'10de'", "8086"), 9, "devices[0].fingerprint.vendor", "quote it"),
+        (GOOD.replace("group: true", "group: yes"), 7, "devices[0].group", "not of type 'boolean'"),
+        (GOOD.replace("driver: vfio-pci", "driver: ../x"), 6, "devices[0].driver", "not valid here"),
+        (
+            GOOD.replace(
+                "    fingerprint:\n      vendor: '10de'\n      device: '1eb8'\n      class: '030200'\n"
+                "      path: '0000:3a/00.0/00.0'\n",
+                "",
+            ),
+            5,
+            "devices[0]",
+            "'fingerprint' is missing",
+        ),
+        (GOOD + GOOD[GOOD.index("  - address") :], 13, "devices[1].address", "declared twice (first at line 5)"),
+        (GOOD + "sriovv: []\n", 13, "sriovv", "unknown key (allowed here: version, devices"),
+    ],
+)
 def test_errors_name_line_and_key(tmp_path, text, line, key, words):
     err = _error(tmp_path, text)
     assert (err.line, err.key) == (line, key), err.message
@@ -126,8 +152,13 @@ def test_schema_has_every_section():
 
 # --- editing ----------------------------------------------------------------------------------------------------
 def _entry(address: str, **kw) -> dict:
-    e = DeviceEntry(address, kw.get("driver", "vfio-pci"), kw.get("group", False),
-                    fp.Fingerprint("8086", "10d3", class_id="020000"), 0)
+    e = DeviceEntry(
+        address,
+        kw.get("driver", "vfio-pci"),
+        kw.get("group", False),
+        fp.Fingerprint("8086", "10d3", class_id="020000"),
+        0,
+    )
     return e.to_node()
 
 
@@ -202,8 +233,14 @@ def test_pci_path_and_fingerprint(tmp_path):
     dev = Inventory.scan(host, only=[bh.BR_E1000]).device(bh.BR_E1000)
     got = fp.of(host, dev)
     assert got == fp.Fingerprint("8086", "100e", "8086", "0000", "020000", None, "0000:00/06.0/00.0/01.0")
-    assert got.to_mapping() == {"vendor": "8086", "device": "100e", "subsystem_vendor": "8086",
-                                "subsystem_device": "0000", "class": "020000", "path": "0000:00/06.0/00.0/01.0"}
+    assert got.to_mapping() == {
+        "vendor": "8086",
+        "device": "100e",
+        "subsystem_vendor": "8086",
+        "subsystem_device": "0000",
+        "class": "020000",
+        "path": "0000:00/06.0/00.0/01.0",
+    }
 
 
 def test_differences():

@@ -36,16 +36,22 @@ def test_library_never_prints_or_exits():
             if isinstance(node, ast.Call):
                 f = node.func
                 name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
-                if name == "print" or (isinstance(f, ast.Attribute) and name == "exit"
-                                       and isinstance(f.value, ast.Name) and f.value.id == "sys"):
+                if name == "print" or (
+                    isinstance(f, ast.Attribute)
+                    and name == "exit"
+                    and isinstance(f.value, ast.Name)
+                    and f.value.id == "sys"
+                ):
                     offenders.append(f"{path.relative_to(PKG.parent)}:{node.lineno}")
     assert offenders == []
 
 
 def test_cli_import_is_lazy():
     """`pcipass --help`/`--version` must not pay for rich, yaml, pyudev, libvirt or lxml."""
-    code = ("import sys, pcipass.cli.app; "
-            "print(sorted(m for m in ('rich', 'yaml', 'pyudev', 'libvirt', 'lxml', 'jsonschema') if m in sys.modules))")
+    code = (
+        "import sys, pcipass.cli.app; "
+        "print(sorted(m for m in ('rich', 'yaml', 'pyudev', 'libvirt', 'lxml', 'jsonschema') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -67,5 +73,7 @@ def test_dataclasses_have_docstrings():
 def test_command_modules_evaluate_annotations_once():
     """No postponed annotations where typer reads them (pcipass/cli/__init__.py says why)."""
     modules = [PKG / "cli" / "app.py", *sorted((PKG / "cli").glob("*_cmds.py"))]
-    offenders = [str(p.relative_to(PKG.parent)) for p in modules if "from __future__ import annotations" in p.read_text()]
+    offenders = [
+        str(p.relative_to(PKG.parent)) for p in modules if "from __future__ import annotations" in p.read_text()
+    ]
     assert offenders == []

@@ -17,9 +17,16 @@ from tests.support.cli import run
 KINDS = ("delete", "empty", "garbage", "dir", "dangling", "loop")
 GARBAGE = b"\xff\xfe\x00 garbage ../../x [bold]\n"
 COMMANDS = (
-    ("list", "-f", "json"), ("list", "--tree"), ("groups", "-f", "json"), ("show", "08:00.0"), ("show", "00:01.0"),
-    ("check-iommu", "-f", "json"), ("emit", "libvirt", "--group", "08:00.0"), ("emit", "kubevirt", "01:00.1"),
-    ("enable", "--dry-run", "--group", "01:00.1"), ("status", "-f", "json"),
+    ("list", "-f", "json"),
+    ("list", "--tree"),
+    ("groups", "-f", "json"),
+    ("show", "08:00.0"),
+    ("show", "00:01.0"),
+    ("check-iommu", "-f", "json"),
+    ("emit", "libvirt", "--group", "08:00.0"),
+    ("emit", "kubevirt", "01:00.1"),
+    ("enable", "--dry-run", "--group", "01:00.1"),
+    ("status", "-f", "json"),
 )
 
 

@@ -75,8 +75,7 @@ def test_generated_files_are_up_to_date():
 def test_check_mode_in_a_clean_process_passes():
     """What `scripts/setup.sh test` runs before pytest."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCIPASS_")}
-    run = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, env=env,
-                         cwd="/")
+    run = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, env=env, cwd="/")
     assert (run.returncode, run.stderr) == (0, "")
 
 
@@ -172,8 +171,11 @@ def test_bash_completion_has_every_command_and_option():
             assert set(names) <= set(words), f"{names} missing for {path}"
             for name in names:
                 if choices:
-                    assert re.search(rf'"{re.escape(" ".join(path))}\|{re.escape(name)}"[^\n]*compgen -W "'
-                                     rf'{re.escape(" ".join(choices))}"', script), (path, name)
+                    assert re.search(
+                        rf'"{re.escape(" ".join(path))}\|{re.escape(name)}"[^\n]*compgen -W "'
+                        rf'{re.escape(" ".join(choices))}"',
+                        script,
+                    ), (path, name)
         assert set(subs) <= set(words)
 
 
@@ -218,13 +220,23 @@ def test_fish_completion_has_every_command_and_option():
 
 
 # --- well-formed ---------------------------------------------------------------------------------------------
-_MAN_SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "GLOBAL OPTIONS", "COMMANDS", "EXIT STATUS", "ENVIRONMENT",
-                 "FILES", "EXAMPLES", "SEE ALSO")
+_MAN_SECTIONS = (
+    "NAME",
+    "SYNOPSIS",
+    "DESCRIPTION",
+    "GLOBAL OPTIONS",
+    "COMMANDS",
+    "EXIT STATUS",
+    "ENVIRONMENT",
+    "FILES",
+    "EXAMPLES",
+    "SEE ALSO",
+)
 
 
 def _check_roff_structure(man: str) -> None:
     lines = man.splitlines()
-    macros = [ln.split()[0][1:] for ln in lines if ln.startswith(".") and not ln.startswith(".\\\"")]
+    macros = [ln.split()[0][1:] for ln in lines if ln.startswith(".") and not ln.startswith('.\\"')]
     assert macros[0] == "TH"
     assert set(macros) <= {"TH", "SH", "SS", "TP", "PP", "br", "RS", "RE", "nf", "fi"}
     assert [ln[4:] for ln in lines if ln.startswith(".SH ")] == list(_MAN_SECTIONS)
@@ -253,8 +265,12 @@ def test_man_page_renders():
         run = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(page)], capture_output=True, text=True)
         assert (run.returncode, run.stderr) == (0, "")
     if "man" in tools:
-        run = subprocess.run(["man", "-l", str(page)], capture_output=True, text=True,
-                             env={**os.environ, "MANWIDTH": "100", "MANPAGER": "cat", "PAGER": "cat"})
+        run = subprocess.run(
+            ["man", "-l", str(page)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MANWIDTH": "100", "MANPAGER": "cat", "PAGER": "cat"},
+        )
         assert run.returncode == 0, run.stderr
         for section in _MAN_SECTIONS:
             assert re.search(rf"^{section}$", run.stdout, re.M), section
@@ -334,8 +350,12 @@ printf '%s\n' "${COMPREPLY[@]}"
 
 
 def _bash_complete(script: Path, line: str, env: dict[str, str] | None = None) -> list[str]:
-    run = subprocess.run(["bash", "-c", _BASH_DRIVER, "bash", str(script), line], capture_output=True, text=True,
-                         env={"PATH": os.environ["PATH"], **(env or {})})
+    run = subprocess.run(
+        ["bash", "-c", _BASH_DRIVER, "bash", str(script), line],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], **(env or {})},
+    )
     assert run.returncode == 0, run.stderr
     return sorted(w for w in run.stdout.splitlines() if w)
 
@@ -371,9 +391,17 @@ def test_fish_completes_when_fish_is_installed(tmp_path):
     root = _fake_root(tmp_path, "0000:3b:00.0", "0000:af:00.0")
 
     def complete(line: str) -> list[str]:
-        run = subprocess.run(["fish", "--no-config", "-c", f"source {shlex.quote(str(REPO / gen_docs.FISH))}; "
-                              f"complete -C {shlex.quote(line)}"], capture_output=True, text=True,
-                             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+        run = subprocess.run(
+            [
+                "fish",
+                "--no-config",
+                "-c",
+                f"source {shlex.quote(str(REPO / gen_docs.FISH))}; complete -C {shlex.quote(line)}",
+            ],
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        )
         assert run.returncode == 0, run.stderr
         return sorted(ln.split("\t")[0] for ln in run.stdout.splitlines())
 
@@ -443,15 +471,15 @@ def test_generator_handles_nested_groups_and_new_option_shapes(tmp_path):
     assert _bash_complete(bash, "pcipass emit libvirt --no") == ["--no-rom-bar"]
     root = _fake_root(tmp_path, "0000:3b:00.0", "0000:af:00.0")
     # Variadic: a second address after the first one.
-    assert _bash_complete(bash, f"pcipass --root {root} emit libvirt --managed yes 0000:3b:00.0 0000:a") == [
-        "af:00.0"]
+    assert _bash_complete(bash, f"pcipass --root {root} emit libvirt --managed yes 0000:3b:00.0 0000:a") == ["af:00.0"]
     (tmp_path / "adir").mkdir()
     assert _bash_complete(bash, f"pcipass emit libvirt --out-dir {tmp_path}/ad") == [f"{tmp_path}/adir"]
     # Positions: a VM name first (nothing to offer), then addresses; colons and option values do not count.
     assert _bash_complete(bash, f"pcipass --root {root} attach ") == []
     assert _bash_complete(bash, f"pcipass --root {root} attach vm1 ") == ["0000:3b:00.0", "0000:af:00.0"]
     assert _bash_complete(bash, f"pcipass --root {root} attach -c qemu:///system vm1 0000:3b:00.0 0000:a") == [
-        "af:00.0"]
+        "af:00.0"
+    ]
     assert _bash_complete(bash, f"pcipass --root {root} attach -c qemu:///system ") == []
     zsh_text = files[gen_docs.ZSH]
     assert "_pcipass_emit_libvirt() {" in zsh_text and "'*:ADDR:_pcipass_addresses'" in zsh_text

@@ -38,12 +38,22 @@ def test_the_checks_accept_harvesters_sample_and_catch_a_typo():
 
 
 def test_claims_are_named_like_harvesters_pcidevices(capsys, hpe_a2):
-    claims = yaml_documents(_emit(capsys, hpe_a2, "08:00.0", "01:00.2", "--node", "harvester-node", "--user", "admin").out)
+    claims = yaml_documents(
+        _emit(capsys, hpe_a2, "08:00.0", "01:00.2", "--node", "harvester-node", "--user", "admin").out
+    )
     assert claims == [
-        {"apiVersion": API, "kind": "PCIDeviceClaim", "metadata": {"name": "harvester-node-000001002"},
-         "spec": {"address": "0000:01:00.2", "nodeName": "harvester-node", "userName": "admin"}},
-        {"apiVersion": API, "kind": "PCIDeviceClaim", "metadata": {"name": "harvester-node-000008000"},
-         "spec": {"address": "0000:08:00.0", "nodeName": "harvester-node", "userName": "admin"}},
+        {
+            "apiVersion": API,
+            "kind": "PCIDeviceClaim",
+            "metadata": {"name": "harvester-node-000001002"},
+            "spec": {"address": "0000:01:00.2", "nodeName": "harvester-node", "userName": "admin"},
+        },
+        {
+            "apiVersion": API,
+            "kind": "PCIDeviceClaim",
+            "metadata": {"name": "harvester-node-000008000"},
+            "spec": {"address": "0000:08:00.0", "nodeName": "harvester-node", "userName": "admin"},
+        },
     ]
     for c in claims:
         assert_valid_claim(c)
@@ -83,9 +93,19 @@ def test_missing_owner_reference_is_warned_about(capsys, gpu):
 
 
 def _pcidevice(name, address, node, vendor="10de", device="1eb8", uid="4f0c-uid"):
-    return {"apiVersion": API, "kind": "PCIDevice", "metadata": {"name": name, "uid": uid},
-            "status": {"address": address, "nodeName": node, "vendorId": vendor, "deviceId": device,
-                       "iommuGroup": "40", "resourceName": "nvidia.com/TU104GL_TESLA_T4"}}
+    return {
+        "apiVersion": API,
+        "kind": "PCIDevice",
+        "metadata": {"name": name, "uid": uid},
+        "status": {
+            "address": address,
+            "nodeName": node,
+            "vendorId": vendor,
+            "deviceId": device,
+            "iommuGroup": "40",
+            "resourceName": "nvidia.com/TU104GL_TESLA_T4",
+        },
+    }
 
 
 def _pcidevices(tmp_path, *items):
@@ -95,8 +115,11 @@ def _pcidevices(tmp_path, *items):
 
 
 def test_owner_references_come_from_the_clusters_pcidevices(capsys, gpu, tmp_path):
-    pds = _pcidevices(tmp_path, _pcidevice("n1-00003b000", GPU, "n1", uid="aaaa-1"),
-                      _pcidevice("n1-00003b001", GPU_AUDIO, "n1", device="10f8", uid="bbbb-2"))
+    pds = _pcidevices(
+        tmp_path,
+        _pcidevice("n1-00003b000", GPU, "n1", uid="aaaa-1"),
+        _pcidevice("n1-00003b001", GPU_AUDIO, "n1", device="10f8", uid="bbbb-2"),
+    )
     r = _emit(capsys, gpu, GPU, GPU_AUDIO, "--node", "n1", "--pcidevices", str(pds))
     claims = yaml_documents(r.out)
     assert [c["metadata"]["ownerReferences"] for c in claims] == [
@@ -116,13 +139,16 @@ def test_a_pcidevice_describing_other_hardware_is_refused(capsys, gpu, tmp_path)
 
 def test_a_device_the_cluster_does_not_know_is_an_error(capsys, gpu, tmp_path):
     pds = _pcidevices(tmp_path, _pcidevice("n2-00003b000", GPU, "n2"))
-    assert "no PCIDevice 'n1-00003b000'" in _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(pds),
-                                                   code=2).err
+    assert (
+        "no PCIDevice 'n1-00003b000'" in _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(pds), code=2).err
+    )
     (tmp_path / "junk.yaml").write_text("- 1\n")
     assert _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(tmp_path / "junk.yaml"), code=2).out == ""
     (tmp_path / "junk.yaml").write_text("items: [x, 3, {kind: PCIDevice, metadata: x}]\n")
-    assert "no PCIDevice" in _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(tmp_path / "junk.yaml"),
-                                   code=2).err
+    assert (
+        "no PCIDevice"
+        in _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(tmp_path / "junk.yaml"), code=2).err
+    )
     pds = _pcidevices(tmp_path, {**_pcidevice("n1-00003b000", GPU, "n1"), "metadata": {"name": "n1-00003b000"}})
     assert "no metadata.uid" in _emit(capsys, gpu, GPU, "--node", "n1", "--pcidevices", str(pds), code=2).err
 

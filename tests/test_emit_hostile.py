@@ -11,8 +11,16 @@ import yaml
 from pcipass.emit import names
 from tests.support.cli import run
 from tests.support.emit_hosts import HOSTILE_PCI_IDS, hostile_host
-from tests.support.emit_schemas import (HARVESTER_CRDS, KUBEVIRT_CRD, LIBVIRT_VERSIONS, crd_errors, libvirt_errors,
-                                swagger_errors, swagger_unknown_keys, wrap_in_domain)
+from tests.support.emit_schemas import (
+    HARVESTER_CRDS,
+    KUBEVIRT_CRD,
+    LIBVIRT_VERSIONS,
+    crd_errors,
+    libvirt_errors,
+    swagger_errors,
+    swagger_unknown_keys,
+    wrap_in_domain,
+)
 
 DEVICES = ("01:00.0", "01:00.1", "02:00.0", "03:00.0")
 FRAGMENTS = ("<Corp>", "Widget <", "{{", "]]>", "-->", "${HOME}", "`id`", "&")
@@ -61,8 +69,20 @@ def test_kubevirt_names_are_sanitized_and_documents_valid(capsys, hostile, fmt):
 def test_harvester_user_name_round_trips_exactly(capsys, hostile):
     user = "ops'\"\n{{ .Values.x }} <&> ${HOME} #not-a-comment\n---\nkind: Secret"
     for fmt in ("yaml", "json"):
-        r = run(capsys, "--root", str(hostile), "emit", "harvester", "01:00.0", "--node", "n1", "--user", user,
-                "--format", fmt)
+        r = run(
+            capsys,
+            "--root",
+            str(hostile),
+            "emit",
+            "harvester",
+            "01:00.0",
+            "--node",
+            "n1",
+            "--user",
+            user,
+            "--format",
+            fmt,
+        )
         assert r.code == 0, r.err
         docs = [json.loads(r.out)] if fmt == "json" else [d for d in yaml.safe_load_all(r.out) if d]
         assert len(docs) == 1 and docs[0]["kind"] == "PCIDeviceClaim"
@@ -80,13 +100,17 @@ def test_hostile_saved_inventories(capsys, hostile, tmp_path):
     r = run(capsys, "emit", "kubevirt", "--all-vfio", "--from", str(path))
     assert r.code == 0, r.err
     cr, _ = [d for d in yaml.safe_load_all(r.out) if d]
-    assert "evil.com/A_B_x_injected_true" in [p["resourceName"]
-                                              for p in cr["spec"]["configuration"]["permittedHostDevices"]
-                                              ["pciHostDevices"]]
+    assert "evil.com/A_B_x_injected_true" in [
+        p["resourceName"] for p in cr["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"]
+    ]
     assert "injected: true" not in r.out and "kind: Secret" not in r.out
     assert "5679" not in r.out
-    for key, value in [("address", "0000:01:00.0 <x>"), ("class_id", "<03>"), ("iommu_group", "1"),
-                       ("is_bridge", "no")]:
+    for key, value in [
+        ("address", "0000:01:00.0 <x>"),
+        ("class_id", "<03>"),
+        ("iommu_group", "1"),
+        ("is_bridge", "no"),
+    ]:
         bad = json.loads(json.dumps(env))
         bad["data"][0][key] = value
         path.write_text(json.dumps(bad))

@@ -10,12 +10,25 @@ import yaml
 from pcipass.emit import names
 from tests.support.cli import run
 from tests.support.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A, NIC_B, yaml_documents
-from tests.support.emit_schemas import (KUBEVIRT_CRD, SCHEMAS, VM_CRD_V058, VMI_CRD_V16, crd_errors, crd_schema,
-                                swagger_errors, swagger_unknown_keys, unknown_keys)
+from tests.support.emit_schemas import (
+    KUBEVIRT_CRD,
+    SCHEMAS,
+    VM_CRD_V058,
+    VMI_CRD_V16,
+    crd_errors,
+    crd_schema,
+    swagger_errors,
+    swagger_unknown_keys,
+    unknown_keys,
+)
 from tests.support.golden import check_golden
 
-A2_FUNCTIONS = ["08:00.0"] + [f"08:00.{f}" for f in range(4, 8)] + [f"08:01.{f}" for f in range(8)] + \
-               [f"08:02.{f}" for f in range(4)]
+A2_FUNCTIONS = (
+    ["08:00.0"]
+    + [f"08:00.{f}" for f in range(4, 8)]
+    + [f"08:01.{f}" for f in range(8)]
+    + [f"08:02.{f}" for f in range(4)]
+)
 
 
 def _emit(capsys, root, *args, code=0):
@@ -80,9 +93,13 @@ def test_the_checks_catch_what_the_schemas_let_through():
     typo["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"][0]["pciVendorSelectr"] = "10DE:1EB8"
     assert crd_errors(typo, KUBEVIRT_CRD, "KubeVirt") == []
     assert swagger_unknown_keys(typo, "v1.KubeVirt") == [
-        ".spec.configuration.permittedHostDevices.pciHostDevices[0].pciVendorSelectr"]
-    vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-          "spec": {"template": {"spec": {"domain": {"devices": {"hostDevices": [{"name": "x"}]}}}}}}
+        ".spec.configuration.permittedHostDevices.pciHostDevices[0].pciVendorSelectr"
+    ]
+    vm = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "spec": {"template": {"spec": {"domain": {"devices": {"hostDevices": [{"name": "x"}]}}}}},
+    }
     assert swagger_errors(vm, "v1.VirtualMachine") == []
     assert crd_errors(vm, VM_CRD_V058, "VirtualMachine") != []
 
@@ -158,13 +175,21 @@ def test_per_device_names_each_device_like_harvester(capsys, hpe_a2):
     r = _emit(capsys, hpe_a2, "08:00.0", "08:00.4", "--per-device", "--node", "node1")
     cr, vm = _split(r.out)
     assert _permits(cr) == [
-        {"pciVendorSelector": "10DE:25B6", "resourceName": "nvidia.com/node1-000008000",
-         "externalResourceProvider": True},
-        {"pciVendorSelector": "10DE:25B6", "resourceName": "nvidia.com/node1-000008004",
-         "externalResourceProvider": True},
+        {
+            "pciVendorSelector": "10DE:25B6",
+            "resourceName": "nvidia.com/node1-000008000",
+            "externalResourceProvider": True,
+        },
+        {
+            "pciVendorSelector": "10DE:25B6",
+            "resourceName": "nvidia.com/node1-000008004",
+            "externalResourceProvider": True,
+        },
     ]
-    assert [g["deviceName"] for g in _vm_devices(vm)["gpus"]] == ["nvidia.com/node1-000008000",
-                                                                  "nvidia.com/node1-000008004"]
+    assert [g["deviceName"] for g in _vm_devices(vm)["gpus"]] == [
+        "nvidia.com/node1-000008000",
+        "nvidia.com/node1-000008004",
+    ]
     assert "identical" not in r.err
 
 
@@ -205,11 +230,20 @@ def test_no_selection_is_a_usage_error(capsys, gpu):
 
 
 def _current(tmp_path, entries, gates=("LiveMigration", "Snapshot")):
-    cr = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-          "spec": {"configuration": {"developerConfiguration": {"featureGates": list(gates)},
-                                     "permittedHostDevices": {"pciHostDevices": entries,
-                                                              "mediatedDevices": [{"mdevNameSelector": "GRID T4-1Q",
-                                                                                   "resourceName": "nvidia.com/T4"}]}}}}
+    cr = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+        "spec": {
+            "configuration": {
+                "developerConfiguration": {"featureGates": list(gates)},
+                "permittedHostDevices": {
+                    "pciHostDevices": entries,
+                    "mediatedDevices": [{"mdevNameSelector": "GRID T4-1Q", "resourceName": "nvidia.com/T4"}],
+                },
+            }
+        },
+    }
     path = tmp_path / "kv.yaml"
     path.write_text(yaml.safe_dump(cr))
     return path
@@ -230,8 +264,9 @@ def test_current_entries_and_gates_are_kept(capsys, gpu, tmp_path):
 
 
 def test_a_selector_already_permitted_keeps_its_name_in_any_case(capsys, gpu, tmp_path):
-    path = _current(tmp_path, [{"pciVendorSelector": "10de:1eb8", "resourceName": "nvidia.com/T4"}],
-                    gates=("HostDevices",))
+    path = _current(
+        tmp_path, [{"pciVendorSelector": "10de:1eb8", "resourceName": "nvidia.com/T4"}], gates=("HostDevices",)
+    )
     cr, vm = _split(_emit(capsys, gpu, GPU, "--current", str(path)).out)
     assert _permits(cr) == [{"pciVendorSelector": "10DE:1EB8", "resourceName": "nvidia.com/T4"}]
     assert _vm_devices(vm)["gpus"] == [{"name": "gpu1", "deviceName": "nvidia.com/T4"}]
@@ -239,9 +274,11 @@ def test_a_selector_already_permitted_keeps_its_name_in_any_case(capsys, gpu, tm
 
 
 def test_duplicates_in_the_current_cr_are_dropped(capsys, gpu, tmp_path):
-    dup = [{"pciVendorSelector": "8086:6F54", "resourceName": "intel.com/qat"},
-           {"pciVendorSelector": "8086:6f54", "resourceName": "intel.com/qat"},
-           {"pciVendorSelector": "8086:6F54", "resourceName": "intel.com/qat2"}]
+    dup = [
+        {"pciVendorSelector": "8086:6F54", "resourceName": "intel.com/qat"},
+        {"pciVendorSelector": "8086:6f54", "resourceName": "intel.com/qat"},
+        {"pciVendorSelector": "8086:6F54", "resourceName": "intel.com/qat2"},
+    ]
     r = _emit(capsys, gpu, LONE, "--current", str(_current(tmp_path, dup)))
     cr, _ = _split(r.out)
     assert [p["pciVendorSelector"] for p in _permits(cr)] == ["8086:15B8", "8086:6F54"]
@@ -268,7 +305,9 @@ def test_current_must_be_a_kubevirt_object(capsys, gpu, tmp_path):
     bad.write_text("kind: List\nitems: [{kind: KubeVirt}, {kind: KubeVirt}]\n")
     assert "not one KubeVirt object" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
     for entries in ("[{a: 1}]", "[x]", "{a: 1}"):
-        bad.write_text(f"kind: KubeVirt\nspec: {{configuration: {{permittedHostDevices: {{pciHostDevices: {entries}}}}}}}\n")
+        bad.write_text(
+            f"kind: KubeVirt\nspec: {{configuration: {{permittedHostDevices: {{pciHostDevices: {entries}}}}}}}\n"
+        )
         assert "malformed" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
     bad.write_text("kind: KubeVirt\nspec: {configuration: {developerConfiguration: {featureGates: x}}}\n")
     assert "malformed" in _emit(capsys, gpu, LONE, "--current", str(bad), code=2).err
@@ -342,7 +381,9 @@ def test_fleet_input_is_checked(capsys, gpu, tmp_path):
 
 
 def test_golden_a2_with_its_vfs(capsys, hpe_a2):
-    check_golden("emit-kubevirt.hpe-a2.a2-all-functions.yaml", _emit(capsys, hpe_a2, *A2_FUNCTIONS, "--vm", "gpu-vm").out)
+    check_golden(
+        "emit-kubevirt.hpe-a2.a2-all-functions.yaml", _emit(capsys, hpe_a2, *A2_FUNCTIONS, "--vm", "gpu-vm").out
+    )
 
 
 def test_golden_per_device_json(capsys, hpe_a2):
@@ -360,9 +401,18 @@ def test_two_models_with_one_name_get_distinct_resources():
     from pcipass.emit.devices import Target
 
     def target(address, device):
-        return Target(address=address, vendor_id="8086", device_id=device, vendor_name="Intel Corporation",
-                      device_name="I350 Gigabit Network Connection", class_id="020000", driver="vfio-pci",
-                      vfio=True, iommu_group=1, is_bridge=False)
+        return Target(
+            address=address,
+            vendor_id="8086",
+            device_id=device,
+            vendor_name="Intel Corporation",
+            device_name="I350 Gigabit Network Connection",
+            class_id="020000",
+            driver="vfio-pci",
+            vfio=True,
+            iommu_group=1,
+            is_bridge=False,
+        )
 
     plan = kubevirt.plan([target("0000:01:00.0", "1521"), target("0000:02:00.0", "1522")])
     assert [(p.selector, p.resource) for p in plan.permits] == [

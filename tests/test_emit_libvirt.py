@@ -276,11 +276,14 @@ def test_emitting_from_a_snapshot_changes_nothing_in_it(capsys, hpe_a2):
 # --- golden files --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,args", [
-    ("hpe-a2.a2-rom-off", ("08:00.0", "--rom-bar", "off")),
-    ("hpe-a2.group33", ("01:00.1", "--group")),
-    ("hpe-a2.vfs-no-guest-address", ("08:00.4", "08:00.5", "--guest-address", "none")),
-])
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("hpe-a2.a2-rom-off", ("08:00.0", "--rom-bar", "off")),
+        ("hpe-a2.group33", ("01:00.1", "--group")),
+        ("hpe-a2.vfs-no-guest-address", ("08:00.4", "08:00.5", "--guest-address", "none")),
+    ],
+)
 def test_golden_recorded_host(capsys, hpe_a2, name, args):
     check_golden(f"emit-libvirt.{name}.xml", _emit(capsys, hpe_a2, *args).out)
 

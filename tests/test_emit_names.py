@@ -8,29 +8,35 @@ from pcipass.emit import names
 from pcipass.errors import UsageError
 
 
-@pytest.mark.parametrize("vendor,expected", [
-    ("NVIDIA Corporation", "nvidia.com"),
-    ("Advanced Micro Devices, Inc. [AMD/ATI]", "amd.com"),
-    ("Intel Corporation", "intel.com"),
-    ("Hewlett-Packard Company", "hewlettpackard.com"),
-    ("Mellanox Technologies", "mellanox.com"),
-    ("[/] Odd Vendor", "odd.com"),  # empty brackets: the first word instead
-    ("<<>> {{ }}", "pci-1234.com"),  # nothing usable: the vendor ID
-    (None, "pci-1234.com"),
-    ("", "pci-1234.com"),
-])
+@pytest.mark.parametrize(
+    "vendor,expected",
+    [
+        ("NVIDIA Corporation", "nvidia.com"),
+        ("Advanced Micro Devices, Inc. [AMD/ATI]", "amd.com"),
+        ("Intel Corporation", "intel.com"),
+        ("Hewlett-Packard Company", "hewlettpackard.com"),
+        ("Mellanox Technologies", "mellanox.com"),
+        ("[/] Odd Vendor", "odd.com"),  # empty brackets: the first word instead
+        ("<<>> {{ }}", "pci-1234.com"),  # nothing usable: the vendor ID
+        (None, "pci-1234.com"),
+        ("", "pci-1234.com"),
+    ],
+)
 def test_vendor_prefix(vendor, expected):
     assert names.vendor_prefix(vendor, "1234") == expected
 
 
-@pytest.mark.parametrize("device,expected", [
-    ("TU104GL [Tesla T4]", "TU104GL_Tesla_T4"),  # the example in KubeVirt's own documentation
-    ("GA107GL [A2 / A16]", "GA107GL_A2_A16"),
-    ("Ethernet Connection (2) I219-V", "Ethernet_Connection_2_I219_V"),
-    ("</hostdev> & \"x\" {{ y }}\n", "hostdev_x_y"),
-    ("<<>>", "1eb8"),
-    (None, "1eb8"),
-])
+@pytest.mark.parametrize(
+    "device,expected",
+    [
+        ("TU104GL [Tesla T4]", "TU104GL_Tesla_T4"),  # the example in KubeVirt's own documentation
+        ("GA107GL [A2 / A16]", "GA107GL_A2_A16"),
+        ("Ethernet Connection (2) I219-V", "Ethernet_Connection_2_I219_V"),
+        ('</hostdev> & "x" {{ y }}\n', "hostdev_x_y"),
+        ("<<>>", "1eb8"),
+        (None, "1eb8"),
+    ],
+)
 def test_device_part(device, expected):
     assert names.device_part(device, "1EB8") == expected
 
@@ -47,8 +53,10 @@ def test_resource_names_are_valid_and_fit_the_socket_path():
 
 
 def test_kubevirt_socket_path_is_what_virt_handler_creates():
-    assert names.kubevirt_socket_path("nvidia.com/TU104GL_Tesla_T4") == \
-        "/var/lib/kubelet/device-plugins/kubevirt-nvidia.com-TU104GL_Tesla_T4.sock"
+    assert (
+        names.kubevirt_socket_path("nvidia.com/TU104GL_Tesla_T4")
+        == "/var/lib/kubelet/device-plugins/kubevirt-nvidia.com-TU104GL_Tesla_T4.sock"
+    )
 
 
 def test_shortened_names_are_deterministic_and_distinct():
@@ -59,10 +67,22 @@ def test_shortened_names_are_deterministic_and_distinct():
     assert names.resource_name("intel.com", "Short") == "intel.com/Short"
 
 
-@pytest.mark.parametrize("bad", [
-    "nvidia.com", "/x", "Nvidia.com/x", "nvidia.com/-x", "nvidia.com/x-", "kubernetes.io/x", "a.kubernetes.io/x",
-    "nvidia.com/" + "x" * 64, "nvidia.com/a b", "nvidia.com/a\nb", "nvidia..com/x",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "nvidia.com",
+        "/x",
+        "Nvidia.com/x",
+        "nvidia.com/-x",
+        "nvidia.com/x-",
+        "kubernetes.io/x",
+        "a.kubernetes.io/x",
+        "nvidia.com/" + "x" * 64,
+        "nvidia.com/a b",
+        "nvidia.com/a\nb",
+        "nvidia..com/x",
+    ],
+)
 def test_invalid_extended_resource_names_are_rejected(bad):
     assert not names.is_extended_resource_name(bad)
 
@@ -75,8 +95,10 @@ def test_harvester_device_name():
 
 
 def test_per_device_resource_name():
-    assert names.per_device_resource_name("mellanox.com", "harvester-node", "0000:08:00.2") == \
-        "mellanox.com/harvester-node-000008002"
+    assert (
+        names.per_device_resource_name("mellanox.com", "harvester-node", "0000:08:00.2")
+        == "mellanox.com/harvester-node-000008002"
+    )
     long = names.per_device_resource_name("mellanox.com", "rack12-" + "n" * 100, "0000:08:00.2")
     assert names.is_extended_resource_name(long) and len(names.kubevirt_socket_path(long)) < names.SUN_PATH_MAX
 

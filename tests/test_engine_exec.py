@@ -37,7 +37,8 @@ def test_enable_disable_round_trip(env):
     # Exactly as before, except what loading vfio-pci created (its driver and module, /dev/vfio/vfio).
     after = env.digest()
     assert {k for k in after.keys() - before.keys()} == {
-        k for k in after if k.startswith(("sys/bus/pci/drivers/vfio-pci", "sys/module/vfio_pci", "dev/vfio/"))}
+        k for k in after if k.startswith(("sys/bus/pci/drivers/vfio-pci", "sys/module/vfio_pci", "dev/vfio/"))
+    }
     assert not (env.root / "dev/vfio/1").exists()
     assert {k: v for k, v in after.items() if k in before} == before
 
@@ -169,7 +170,11 @@ def test_without_module_index_the_load_is_planned(env):
     shutil.rmtree(env.root / "lib/modules")
     r = env.enable(bh.E1000E, dry_run=True)
     assert r.exit_code is ExitCode.OK, r.errors
-    assert (r.steps[0].step.op.value, r.steps[0].step.value, r.steps[0].status) == ("load-module", "vfio_pci", "planned")
+    assert (r.steps[0].step.op.value, r.steps[0].step.value, r.steps[0].status) == (
+        "load-module",
+        "vfio_pci",
+        "planned",
+    )
 
 
 def test_module_load_failure_fails_the_groups_that_need_it_and_writes_nothing(env):
@@ -195,8 +200,9 @@ def test_disable_refuses_while_a_vm_holds_the_group(env, monkeypatch):
     from pcipass.engine.vfio import VfioGroupStatus
 
     env.enable(bh.E1000E)
-    monkeypatch.setattr(env.kernel, "vfio_status",
-                        lambda g: VfioGroupStatus(g, None, True, "open by another process (a running VM?)"))
+    monkeypatch.setattr(
+        env.kernel, "vfio_status", lambda g: VfioGroupStatus(g, None, True, "open by another process (a running VM?)")
+    )
     env.kernel.writes.clear()
     r = env.disable(bh.E1000E)
     assert r.exit_code is ExitCode.REFUSED and "open by another process" in r.devices[0].reasons[0]
@@ -221,8 +227,9 @@ def test_holders_of_a_group_are_named_and_the_group_is_not_opened(env, monkeypat
     env.kernel.writes.clear()
     r = env.disable(bh.E1000E)
     assert r.exit_code is ExitCode.REFUSED and env.kernel.writes == []
-    assert r.devices[0].reasons == (f"IOMMU group {group} is open by qemu-system-x86 (pid 4242): unbinding would "
-                                    "block until it lets go",)
+    assert r.devices[0].reasons == (
+        f"IOMMU group {group} is open by qemu-system-x86 (pid 4242): unbinding would block until it lets go",
+    )
 
 
 def test_an_iommufd_user_of_a_member_cdev_holds_the_group(env, monkeypatch):
@@ -267,9 +274,18 @@ def _forward_writes(name: str, tmp_path) -> int:
     return len(probe.kernel.writes) - n0
 
 
-FAULT_POINTS = [(name, i) for name, n in {"enable-one": 3, "enable-group": 6, "enable-bridge-group": 6,
-                                          "disable-one": 3, "disable-group": 6,
-                                          "disable-kernel-picks-another": 5}.items() for i in range(n)]
+FAULT_POINTS = [
+    (name, i)
+    for name, n in {
+        "enable-one": 3,
+        "enable-group": 6,
+        "enable-bridge-group": 6,
+        "disable-one": 3,
+        "disable-group": 6,
+        "disable-kernel-picks-another": 5,
+    }.items()
+    for i in range(n)
+]
 
 
 def test_fault_point_table_matches_the_scenarios(tmp_path):
@@ -280,8 +296,9 @@ def test_fault_point_table_matches_the_scenarios(tmp_path):
 FAULTS = [(errno.EBUSY, False), (errno.EINVAL, False), (errno.ENODEV, False), (errno.EBUSY, True)]
 
 
-@pytest.mark.parametrize("err,after", FAULTS,
-                         ids=[f"{errno.errorcode[e]}-{'after' if a else 'before'}-the-kernel-acts" for e, a in FAULTS])
+@pytest.mark.parametrize(
+    "err,after", FAULTS, ids=[f"{errno.errorcode[e]}-{'after' if a else 'before'}-the-kernel-acts" for e, a in FAULTS]
+)
 @pytest.mark.parametrize("name,index", FAULT_POINTS, ids=[f"{n}-write{i}" for n, i in FAULT_POINTS])
 def test_failure_at_every_write_rolls_back(env, name, index, err, after):
     """``after``: the kernel acted, then the write reported an error (a probe that bound, then failed)."""
@@ -301,9 +318,14 @@ def test_failure_at_every_write_rolls_back(env, name, index, err, after):
     assert [s.status for s in r.steps].count("failed") == 1
 
 
-SCENARIO_DEVICES = {"enable-one": (bh.E1000E,), "enable-group": (bh.MF0, bh.MF1),
-                    "enable-bridge-group": (bh.BR_E1000, bh.BR_RTL), "disable-one": (bh.E1000E,),
-                    "disable-group": (bh.MF0, bh.MF1), "disable-kernel-picks-another": (bh.E1000E,)}
+SCENARIO_DEVICES = {
+    "enable-one": (bh.E1000E,),
+    "enable-group": (bh.MF0, bh.MF1),
+    "enable-bridge-group": (bh.BR_E1000, bh.BR_RTL),
+    "disable-one": (bh.E1000E,),
+    "disable-group": (bh.MF0, bh.MF1),
+    "disable-kernel-picks-another": (bh.E1000E,),
+}
 
 
 def _write_address(write: tuple[str, str]) -> str:
@@ -324,10 +346,11 @@ def test_write_abandoned_at_every_point(env, name, index):
     r = act(env)
     assert r.exit_code is ExitCode.FAILED and r.errors[0].errno == errno.ETIMEDOUT
     stuck = _write_address(env.kernel.writes[base + index])
-    assert not [w for w in env.kernel.writes[base + index + 1:] if _write_address(w) == stuck]
+    assert not [w for w in env.kernel.writes[base + index + 1 :] if _write_address(w) == stuck]
     mine = (stuck, f"dev/vfio/{env.kernel.group(stuck)}")  # the stuck device and its group's node
     assert {k: v for k, v in env.digest().items() if not any(m in k for m in mine)} == {
-        k: v for k, v in before.items() if not any(m in k for m in mine)}
+        k: v for k, v in before.items() if not any(m in k for m in mine)
+    }
     assert env.state()[stuck]["phase"] in ("enabling", "disabling")
     assert [d.rolled_back for d in r.devices if d.address == stuck] == [False]
     env.kernel.hang.clear()
@@ -374,7 +397,8 @@ def test_device_removed_mid_group_leaves_nothing_half_done(env):
     assert r.exit_code is ExitCode.FAILED and r.errors[0].errno == errno.ENOENT
     assert env.driver(bh.MF0) == "virtio-pci" and env.override(bh.MF0) is None
     assert {k: v for k, v in env.digest().items() if bh.MF1 not in k} == {
-        k: v for k, v in before.items() if bh.MF1 not in k}
+        k: v for k, v in before.items() if bh.MF1 not in k
+    }
 
 
 def test_device_removed_between_planning_and_writing_writes_nothing(env, monkeypatch):

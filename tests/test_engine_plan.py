@@ -72,8 +72,10 @@ def test_driver_must_be_a_passthrough_driver_named_as_the_kernel_names_it(env, d
 def test_a_variant_driver_is_known_by_vfio_pci_core(env):
     """A variant whose name does not say so: its module depends on vfio_pci_core (modules.dep), or holds it."""
     dep = env.root / f"lib/modules/{bh.KVER}/modules.dep"
-    dep.write_text(dep.read_text() + "kernel/drivers/vfio/pci/acme/acme-passthru.ko.xz: "
-                   "kernel/drivers/vfio/pci/vfio-pci-core.ko.xz kernel/drivers/vfio/vfio.ko.xz\n")
+    dep.write_text(
+        dep.read_text() + "kernel/drivers/vfio/pci/acme/acme-passthru.ko.xz: "
+        "kernel/drivers/vfio/pci/vfio-pci-core.ko.xz kernel/drivers/vfio/vfio.ko.xz\n"
+    )
     r = env.enable(bh.E1000E, driver="acme-passthru", dry_run=True)
     assert r.exit_code is ExitCode.OK and r.steps[0].step.value == "acme_passthru"
     env.fake.write("sys/module/vfio_pci_core/holders/acme2/refcnt", "1\n")
@@ -97,12 +99,15 @@ def test_plan_never_uses_new_id(env):
 
 
 # --- dry run ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args", [
-    dict(addresses=(bh.E1000E,)),
-    dict(addresses=(bh.MF0,), move_group=True),
-    dict(addresses=(bh.MF0,)),  # refused
-    dict(addresses=(bh.NVME, bh.BR_RTL), move_group=True, driver="auto"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(addresses=(bh.E1000E,)),
+        dict(addresses=(bh.MF0,), move_group=True),
+        dict(addresses=(bh.MF0,)),  # refused
+        dict(addresses=(bh.NVME, bh.BR_RTL), move_group=True, driver="auto"),
+    ],
+)
 def test_dry_run_enable_writes_nothing(env, args):
     before = env.digest(with_state=True)
     addresses = args.pop("addresses")
@@ -156,8 +161,11 @@ def test_live_root_without_iommu_refuses_before_any_write(env):
     _without_iommu(env)
     env.host.is_live = True  # what Host("/") computes on the running system
     before = env.digest(with_state=True)
-    for call in (lambda: env.enable(bh.E1000E), lambda: env.disable(bh.E1000E),
-                 lambda: env.enable(bh.E1000E, dry_run=True)):
+    for call in (
+        lambda: env.enable(bh.E1000E),
+        lambda: env.disable(bh.E1000E),
+        lambda: env.enable(bh.E1000E, dry_run=True),
+    ):
         with pytest.raises(Refused) as exc:
             call()
         assert exc.value.exit_code is ExitCode.REFUSED
@@ -258,8 +266,9 @@ def _held(env):
 
 
 def _console(env):
-    env.fake.add_device("0000:00:10.0", vendor="1234", device="1111", class_="030000", driver="bochs-drm",
-                        group=20, boot_vga=True)
+    env.fake.add_device(
+        "0000:00:10.0", vendor="1234", device="1111", class_="030000", driver="bochs-drm", group=20, boot_vga=True
+    )
     fb = env.fake.devices["0000:00:10.0"].path / "graphics/fb0"
     fb.mkdir(parents=True)
     (fb / "name").write_text("bochs-drmdrmfb\n")
@@ -298,8 +307,9 @@ def test_in_use_peer_blocks_the_group_move(env):
 
 def test_sriov_pf_with_vfs_on_host_drivers_is_in_use(env):
     pf = "0000:00:11.0"
-    env.fake.add_device(pf, vendor="8086", device="1521", driver="igb", group=40,
-                        extra={"sriov_totalvfs": "7", "sriov_numvfs": "1"})
+    env.fake.add_device(
+        pf, vendor="8086", device="1521", driver="igb", group=40, extra={"sriov_totalvfs": "7", "sriov_numvfs": "1"}
+    )
     env.fake.add_device("0000:00:11.4", vendor="8086", device="1520", driver="igbvf", group=41)
     env.fake.symlink(f"sys/bus/pci/devices/{pf}/virtfn0", env.fake.devices["0000:00:11.4"].path)
     r = env.enable(pf)

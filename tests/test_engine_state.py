@@ -103,8 +103,10 @@ def test_concurrent_runs_are_serialized(env):
     env.kernel.write = slow
     env.kernel.preload("vfio_pci")
     results = {}
-    threads = [threading.Thread(target=lambda a=a: results.__setitem__(a, env.enable(a, lock_wait=10)))
-               for a in (bh.E1000E, bh.AUDIO)]
+    threads = [
+        threading.Thread(target=lambda a=a: results.__setitem__(a, env.enable(a, lock_wait=10)))
+        for a in (bh.E1000E, bh.AUDIO)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -244,7 +246,13 @@ def test_status_of_an_enabled_device(env):
     env.enable(bh.E1000E)
     (d,) = env.status().devices
     assert (d.address, d.driver, d.driver_override, d.recorded_driver, d.phase, d.interrupted) == (
-        bh.E1000E, "vfio-pci", "vfio-pci", "e1000e", "enabled", False)
+        bh.E1000E,
+        "vfio-pci",
+        "vfio-pci",
+        "e1000e",
+        "enabled",
+        False,
+    )
     assert (d.group_verdict, d.vfio_viable) == ("ready", True)
 
 
@@ -253,7 +261,12 @@ def test_status_of_a_device_bound_outside_pcipass(env):
     env.kernel._bind(bh.MF1, "vfio-pci")
     (d,) = env.status().devices
     assert (d.address, d.recorded_known, d.phase, d.group_verdict, d.vfio_viable) == (
-        bh.MF1, None, None, "bindable", False)
+        bh.MF1,
+        None,
+        None,
+        "bindable",
+        False,
+    )
 
 
 def test_status_of_named_devices_and_unknown_address(env):

@@ -31,9 +31,12 @@ def test_idle_host_has_no_users(f):
 
 
 def test_ipv4_address_and_routes(f):
-    f.write("proc/net/route", bh.ROUTE_HEADER
-            + bh.route_line("eth1", "10.0.2.0", "0.0.0.0", "255.255.255.0")
-            + bh.route_line("eth1", "0.0.0.0", "10.0.2.2", "0.0.0.0"))
+    f.write(
+        "proc/net/route",
+        bh.ROUTE_HEADER
+        + bh.route_line("eth1", "10.0.2.0", "0.0.0.0", "255.255.255.0")
+        + bh.route_line("eth1", "0.0.0.0", "10.0.2.2", "0.0.0.0"),
+    )
     f.write("proc/net/fib_trie", bh.fib_trie_local("10.0.2.15", "127.0.0.1"))
     reasons = scan(f).reasons(bh.VIRTIO)
     assert [(r.kind, r.detail) for r in reasons] == [
@@ -56,23 +59,27 @@ def test_local_address_outside_any_connected_route_is_not_attributed(f):
 
 
 def test_ipv6_global_counts_link_local_does_not(f):
-    f.write("proc/net/if_inet6",
-            "fe80000000000000021b21fffe000001 03 40 20 80     eth0\n"
-            "fd000000000000000000000000000002 04 40 00 80     eth1\n")
-    f.write("proc/net/ipv6_route",
-            # fe80::/64 and ff00::/8 on eth0: every interface that is up has them
-            "fe800000000000000000000000000000 40 00000000000000000000000000000000 00 "
-            "00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n"
-            "ff000000000000000000000000000000 08 00000000000000000000000000000000 00 "
-            "00000000000000000000000000000000 00000100 00000003 00000000 00000001     eth0\n"
-            # the local route of eth0's link-local address (RTF_LOCAL)
-            "fe80000000000000021b21fffe000001 80 00000000000000000000000000000000 00 "
-            "00000000000000000000000000000000 00000000 00000002 00000000 80200001     eth0\n"
-            # the unreachable placeholder on lo (RTF_REJECT)
-            "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
-            "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
-            "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
-            "00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth1\n")
+    f.write(
+        "proc/net/if_inet6",
+        "fe80000000000000021b21fffe000001 03 40 20 80     eth0\n"
+        "fd000000000000000000000000000002 04 40 00 80     eth1\n",
+    )
+    f.write(
+        "proc/net/ipv6_route",
+        # fe80::/64 and ff00::/8 on eth0: every interface that is up has them
+        "fe800000000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n"
+        "ff000000000000000000000000000000 08 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000003 00000000 00000001     eth0\n"
+        # the local route of eth0's link-local address (RTF_LOCAL)
+        "fe80000000000000021b21fffe000001 80 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000000 00000002 00000000 80200001     eth0\n"
+        # the unreachable placeholder on lo (RTF_REJECT)
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
+        "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth1\n",
+    )
     use = scan(f)
     assert use.reasons(bh.E1000E) == []
     assert [(r.kind, r.detail) for r in use.reasons(bh.VIRTIO)] == [
@@ -102,9 +109,10 @@ def test_vlan_upper_in_routing_table(f):
 
 
 def test_mounted_partition_by_major_minor(f):
-    f.write("proc/self/mountinfo",
-            "22 1 0:21 / /proc rw - proc proc rw\n"
-            "40 1 259:1 / /srv/data\\040dir rw,relatime - ext4 /dev/nvme0n1p1 rw\n")
+    f.write(
+        "proc/self/mountinfo",
+        "22 1 0:21 / /proc rw - proc proc rw\n40 1 259:1 / /srv/data\\040dir rw,relatime - ext4 /dev/nvme0n1p1 rw\n",
+    )
     (r,) = scan(f).reasons(bh.NVME)
     assert (r.kind, r.object, r.detail) == (UseKind.MOUNTED, "nvme0n1p1", "mounted on /srv/data dir")
 
@@ -131,8 +139,9 @@ def test_held_by_device_mapper(f):
 
 
 def _gpu(f, boot_vga: bool):
-    f.add_device("0000:00:10.0", vendor="1234", device="1111", class_="030000", driver="bochs-drm", group=20,
-                 boot_vga=boot_vga)
+    f.add_device(
+        "0000:00:10.0", vendor="1234", device="1111", class_="030000", driver="bochs-drm", group=20, boot_vga=boot_vga
+    )
     f.add_drm("0000:00:10.0")
 
 

@@ -5,10 +5,10 @@ import random
 
 import pytest
 
+from pcipass.address import PciAddress
 from pcipass.errors import DeviceNotFound
 from pcipass.group import GroupVerdict
 from pcipass.host import Host
-from pcipass.address import PciAddress
 from pcipass.inventory import Inventory
 from pcipass.inventory.scan import device_jobs
 from pcipass.model import Role
@@ -19,20 +19,46 @@ def _scan(fake):
 
 
 def test_fields(fake):
-    fake.add_device("0000:00:01.0", vendor="8086", device="1901", class_="060400", bridge=True,
-                    driver="pcieport", group=1)
-    fake.add_device("0000:01:00.0", vendor="10de", device="1eb8", class_="030200", parent="0000:00:01.0",
-                    driver="nvidia", group=2, numa_node=1, boot_vga=False, subsystem_device="12a2",
-                    extra={"current_link_speed": "8.0 GT/s PCIe", "current_link_width": "16",
-                           "max_link_speed": "8.0 GT/s PCIe", "max_link_width": "16"})
-    fake.add_device("0000:01:00.1", vendor="10de", device="10f8", class_="040300", parent="0000:00:01.0",
-                    driver="snd_hda_intel", group=2)
+    fake.add_device(
+        "0000:00:01.0", vendor="8086", device="1901", class_="060400", bridge=True, driver="pcieport", group=1
+    )
+    fake.add_device(
+        "0000:01:00.0",
+        vendor="10de",
+        device="1eb8",
+        class_="030200",
+        parent="0000:00:01.0",
+        driver="nvidia",
+        group=2,
+        numa_node=1,
+        boot_vga=False,
+        subsystem_device="12a2",
+        extra={
+            "current_link_speed": "8.0 GT/s PCIe",
+            "current_link_width": "16",
+            "max_link_speed": "8.0 GT/s PCIe",
+            "max_link_width": "16",
+        },
+    )
+    fake.add_device(
+        "0000:01:00.1",
+        vendor="10de",
+        device="10f8",
+        class_="040300",
+        parent="0000:00:01.0",
+        driver="snd_hda_intel",
+        group=2,
+    )
     fake.write("sys/bus/pci/slots/3/address", "0000:01:00\n")
     fake.add_drm("0000:01:00.0", "card1")
     inv = _scan(fake)
     gpu = inv.device("01:00.0")
-    assert (gpu.vendor_id, gpu.device_id, gpu.subsystem_vendor_id, gpu.subsystem_device_id) == ("10de", "1eb8",
-                                                                                              "10de", "12a2")
+    assert (gpu.vendor_id, gpu.device_id, gpu.subsystem_vendor_id, gpu.subsystem_device_id) == (
+        "10de",
+        "1eb8",
+        "10de",
+        "12a2",
+    )
     assert gpu.vendor_name == "NVIDIA Corporation" and gpu.device_name == "TU104GL [Tesla T4]"
     assert gpu.class_id == "030200" and gpu.subclass_name == "3D controller"
     assert gpu.driver == "nvidia" and gpu.module == "nvidia" and gpu.driver_override is None
@@ -60,8 +86,10 @@ def test_no_subsystem_names_for_no_subsystem(fake):
     fake.add_device("0000:00:1b.0", subsystem_vendor="ffff", subsystem_device="ffff")
     inv = _scan(fake)
     named = inv.device("0000:00:19.0")
-    assert (named.subsystem_vendor_name, named.subsystem_device_name) == ("Intel Corporation",
-                                                                          "Gigabit CT Desktop Adapter")
+    assert (named.subsystem_vendor_name, named.subsystem_device_name) == (
+        "Intel Corporation",
+        "Gigabit CT Desktop Adapter",
+    )
     for address, sub in (("0000:00:1a.0", "0000"), ("0000:00:1b.0", "ffff")):
         dev = inv.device(address)
         assert (dev.subsystem_vendor_id, dev.subsystem_device_id) == (sub, sub)
@@ -91,12 +119,17 @@ def test_variant_driver_by_module_holder(fake):
 
 
 def test_override_and_sriov(fake):
-    fake.add_device("0000:03:00.0", vendor="8086", device="10fb", driver="ixgbe", override="vfio-pci",
-                    extra={"sriov_totalvfs": "63", "sriov_numvfs": "2"})
+    fake.add_device(
+        "0000:03:00.0",
+        vendor="8086",
+        device="10fb",
+        driver="ixgbe",
+        override="vfio-pci",
+        extra={"sriov_totalvfs": "63", "sriov_numvfs": "2"},
+    )
     for i, vf in enumerate(("0000:03:10.0", "0000:03:10.2")):
         fake.add_device(vf, vendor="8086", device="10ed", driver="ixgbevf")
-        fake.symlink(f"{fake.devices['0000:03:00.0'].path.relative_to(fake.root)}/virtfn{i}",
-                     fake.devices[vf].path)
+        fake.symlink(f"{fake.devices['0000:03:00.0'].path.relative_to(fake.root)}/virtfn{i}", fake.devices[vf].path)
         fake.symlink(f"{fake.devices[vf].path.relative_to(fake.root)}/physfn", fake.devices["0000:03:00.0"].path)
     inv = _scan(fake)
     pf = inv.device("0000:03:00.0")
@@ -109,8 +142,14 @@ def test_vfs_are_nobodys_multifunction_siblings(fake):
     """The kernel makes every VF single-function (pci_iov_add_virtfn()): VFs in their PF's slot (the recorded
     A2: 08:00.4-.7) or in slots of their own are not ``functions``, and a VF has none; a real second function
     stays. The same in a partial scan that did not read the sibling VFs."""
-    fake.add_device("0000:08:00.0", vendor="10de", device="25b6", class_="030200", group=40,
-                    extra={"sriov_totalvfs": "16", "sriov_numvfs": "4"})
+    fake.add_device(
+        "0000:08:00.0",
+        vendor="10de",
+        device="25b6",
+        class_="030200",
+        group=40,
+        extra={"sriov_totalvfs": "16", "sriov_numvfs": "4"},
+    )
     fake.add_device("0000:08:00.1", vendor="10de", device="228b", class_="040300", group=40)
     for i, vf in enumerate(("0000:08:00.4", "0000:08:00.5", "0000:08:01.0", "0000:08:01.1")):
         fake.add_device(vf, vendor="10de", device="25b6", class_="030200", group=41 + i)
@@ -144,8 +183,17 @@ def test_host_objects(fake):
 def test_missing_attributes_never_lose_a_device(fake):
     fake.add_device("0000:00:02.0", driver="e1000e", group=4, config=False, reset_method=None)
     path = fake.devices["0000:00:02.0"].path
-    for attr in ("vendor", "device", "class", "numa_node", "driver_override", "revision", "modalias",
-                 "subsystem_vendor", "subsystem_device"):
+    for attr in (
+        "vendor",
+        "device",
+        "class",
+        "numa_node",
+        "driver_override",
+        "revision",
+        "modalias",
+        "subsystem_vendor",
+        "subsystem_device",
+    ):
         (path / attr).unlink()
     inv = _scan(fake)
     dev = inv.device("0000:00:02.0")
@@ -227,7 +275,7 @@ def test_device_order_and_siblings_from_the_names(seed):
     rng = random.Random(seed)
     names = set()
     for _ in range(rng.randint(1, 300)):
-        domain = rng.choice([0, 0, 0, 1, 0xffff, 0x10000, 0x1234567, rng.randrange(1 << 32)])
+        domain = rng.choice([0, 0, 0, 1, 0xFFFF, 0x10000, 0x1234567, rng.randrange(1 << 32)])
         slot = f"{domain:04x}:{rng.randrange(256):02x}:{rng.randrange(32):02x}"
         for fn in rng.sample(range(8), rng.randint(1, 8)):
             names.add(f"{slot}.{fn}")

@@ -19,8 +19,11 @@ def _modules(fake, builtin=(), dep=(), alias=()):
 
 
 def test_states(fake):
-    _modules(fake, builtin=["drivers/vfio/vfio.ko"], dep=["drivers/vfio/pci/vfio-pci.ko.xz",
-                                                          "drivers/vfio/vfio_iommu_type1.ko"])
+    _modules(
+        fake,
+        builtin=["drivers/vfio/vfio.ko"],
+        dep=["drivers/vfio/pci/vfio-pci.ko.xz", "drivers/vfio/vfio_iommu_type1.ko"],
+    )
     fake.write("sys/module/kvm/initstate", "live\n")
     fake.write("proc/modules", "e1000e 286720 0 - Live 0x0000000000000000\n")
     host = Host(fake.root)
@@ -80,11 +83,14 @@ def test_loaded_but_blacklisted_keeps_flag(fake):
 
 
 def test_vfio_variant_most_specific_wins(fake):
-    _modules(fake, alias=[
-        ("vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*", "mlx5_vfio_pci"),
-        ("vfio_pci:v000015B3d*sv*sd*bc*sc*i*", "generic_vfio_pci"),
-        ("pci:v000015B3d0000101Esv*sd*bc*sc*i*", "mlx5_core"),
-    ])
+    _modules(
+        fake,
+        alias=[
+            ("vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*", "mlx5_vfio_pci"),
+            ("vfio_pci:v000015B3d*sv*sd*bc*sc*i*", "generic_vfio_pci"),
+            ("pci:v000015B3d0000101Esv*sd*bc*sc*i*", "mlx5_core"),
+        ],
+    )
     host = Host(fake.root)
     alias = "pci:v000015B3d0000101Esv000015B3sd00000001bc02sc00i00"
     assert vfio_variant_for(host, alias) == "mlx5_vfio_pci"
@@ -107,7 +113,10 @@ def test_module_options_modprobe_d_then_cmdline(fake):
     fake.write("etc/modprobe.d/b.conf", "options vfio-pci ids=10de:1eb8,10de:10f8 disable_vga=1  # gpu\n")
     host = Host(fake.root)
     opts = module_options(host, "vfio_iommu_type1")
-    assert opts["allow_unsafe_interrupts"].value == "1" and opts["allow_unsafe_interrupts"].source == "/etc/modprobe.d/a.conf:1"
+    assert (
+        opts["allow_unsafe_interrupts"].value == "1"
+        and opts["allow_unsafe_interrupts"].source == "/etc/modprobe.d/a.conf:1"
+    )
     assert opts["flag"].value is None
     assert module_options(host, "vfio_pci")["ids"].value == "10de:1eb8,10de:10f8"
     fake.write("proc/cmdline", "quiet vfio-pci.ids=8086:10d3\n")

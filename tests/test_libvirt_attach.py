@@ -58,7 +58,9 @@ def _config_hostdevs(name: str) -> dict[str, ET.Element]:
     out = {}
     for el in ET.fromstring(xml).iterfind("devices/hostdev"):
         a = el.find("source/address")
-        out["{:04x}:{:02x}:{:02x}.{:x}".format(*(int(a.get(k), 16) for k in ("domain", "bus", "slot", "function")))] = el
+        out["{:04x}:{:02x}:{:02x}.{:x}".format(*(int(a.get(k), 16) for k in ("domain", "bus", "slot", "function")))] = (
+            el
+        )
     return out
 
 
@@ -177,9 +179,14 @@ class _FakeLibvirt:
     def XMLDesc(self, flags):
         self.polls += 1
         gone = self.release_after is not None and self.detach_calls and self.polls > self.release_after
-        hostdev = "" if gone else (
-            "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
-            "<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></source></hostdev>")
+        hostdev = (
+            ""
+            if gone
+            else (
+                "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+                "<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></source></hostdev>"
+            )
+        )
         return f"<domain><name>d</name><devices>{hostdev}</devices></domain>"
 
     def detachDeviceFlags(self, xml, flags):

@@ -32,6 +32,7 @@ def slow_in_child(seconds):
         if os.getpid() != PARENT:
             time.sleep(seconds)
         return tagged(job)
+
     return read
 
 
@@ -92,8 +93,11 @@ def test_whatever_the_child_does_wrong_the_parent_reads_it(monkeypatch, failure)
     if failure != "first chunk":
         real = parallel.marshal.dumps
         # In the child only (the patched module is inherited by the fork): what it sends is not what it read.
-        monkeypatch.setattr(parallel.marshal, "dumps", lambda value: b"\x00garbage" if failure == "garbage"
-                            else real((value[0], value[1][:-1])))
+        monkeypatch.setattr(
+            parallel.marshal,
+            "dumps",
+            lambda value: b"\x00garbage" if failure == "garbage" else real((value[0], value[1][:-1])),
+        )
     child = ForkedReader.start(read, jobs)
     results = child.join(read, meanwhile=lambda: time.sleep(0.05))
     assert [job for job, _ in results] == jobs and _reaped(child)

@@ -63,10 +63,12 @@ def test_header_edges(tmp_path):
     is a whole field, an unsorted file still gives every name (class headers first, a vendor after the
     classes, ids out of order), and the first line and the last block (without a newline) count."""
     path = tmp_path / "pci.ids"
-    path.write_bytes(b"fff0  First line\n\t0001  One\n# comment\n1234  Acme\n\t5678  Widget\n# inside\n\n"
-                     b"\t9abc  Gadget\n\t\t1234 0001  Sub\n\t0010  Out of order\n"
-                     b"12345  Not a vendor id\nC 03  Display controller\n\t00  VGA compatible controller\n"
-                     b"\t\t00  VGA controller\n0abc  After the classes\n\tdef0  Later\nbeef\nabcd  Last\n\t0001  End")
+    path.write_bytes(
+        b"fff0  First line\n\t0001  One\n# comment\n1234  Acme\n\t5678  Widget\n# inside\n\n"
+        b"\t9abc  Gadget\n\t\t1234 0001  Sub\n\t0010  Out of order\n"
+        b"12345  Not a vendor id\nC 03  Display controller\n\t00  VGA compatible controller\n"
+        b"\t\t00  VGA controller\n0abc  After the classes\n\tdef0  Later\nbeef\nabcd  Last\n\t0001  End"
+    )
     ids = PciIds.load(path)
     assert ids.vendor_name("fff0") == "First line" and ids.device_name("fff0", "0001") == "One"
     assert ids.vendor_name("1234") == "Acme" and ids.device_name("1234", "9abc") == "Gadget"

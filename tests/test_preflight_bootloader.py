@@ -2,10 +2,10 @@
 
 import os
 
+from pcipass.cmdline import Cmdline
 from pcipass.host import Host
 from pcipass.preflight import bootloader, files
 from pcipass.preflight.bootloader import Kind
-from pcipass.cmdline import Cmdline
 
 RUNNING = Cmdline.parse("BOOT_IMAGE=/vmlinuz-6.1 root=/dev/sda1 ro quiet intel_iommu=off")
 
@@ -25,8 +25,9 @@ def _snapshot(fake):
 
 
 def test_grub_debian(fake):
-    fake.write("etc/default/grub", '# comment\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=off"\n'
-                                   'GRUB_CMDLINE_LINUX=""\n')
+    fake.write(
+        "etc/default/grub", '# comment\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=off"\nGRUB_CMDLINE_LINUX=""\n'
+    )
     fake.write("usr/sbin/update-grub", "")
     before = _snapshot(fake)
     bl = _detect(fake)
@@ -34,20 +35,24 @@ def test_grub_debian(fake):
     assert bl.description == "GRUB (/etc/default/grub; Debian family)"
     assert bl.remedy(["intel_iommu=on", "iommu=pt"], ["intel_iommu"]) == (
         'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"; '
-        "then run update-grub and reboot")
+        "then run update-grub and reboot"
+    )
     assert _snapshot(fake) == before
 
 
 def test_grub_debian_by_os_release_and_dropin_wins(fake):
     fake.write("etc/os-release", 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\n')
     fake.write("etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\n')
-    fake.write("etc/default/grub.d/50-cloudimg-settings.cfg",
-               "GRUB_CMDLINE_LINUX_DEFAULT='console=tty1 console=ttyS0 intel_iommu=off'\n")
+    fake.write(
+        "etc/default/grub.d/50-cloudimg-settings.cfg",
+        "GRUB_CMDLINE_LINUX_DEFAULT='console=tty1 console=ttyS0 intel_iommu=off'\n",
+    )
     bl = _detect(fake)
     assert bl.regenerate == "update-grub"
     assert bl.remedy(["intel_iommu=on"], ["intel_iommu"]) == (
         'in /etc/default/grub.d/50-cloudimg-settings.cfg set GRUB_CMDLINE_LINUX_DEFAULT="console=tty1 console=ttyS0 '
-        'intel_iommu=on"; then run update-grub and reboot')
+        'intel_iommu=on"; then run update-grub and reboot'
+    )
 
 
 def test_grub_removal_from_linux_and_addition_to_linux_when_no_default(fake):
@@ -57,12 +62,13 @@ def test_grub_removal_from_linux_and_addition_to_linux_when_no_default(fake):
     assert bl.regenerate == "grub2-mkconfig -o /boot/grub2/grub.cfg"
     assert bl.remedy(["intel_iommu=on"], ["iommu"]) == (
         'in /etc/default/grub set GRUB_CMDLINE_LINUX="crashkernel=auto rhgb intel_iommu=on"; '
-        "then run grub2-mkconfig -o /boot/grub2/grub.cfg and reboot")
+        "then run grub2-mkconfig -o /boot/grub2/grub.cfg and reboot"
+    )
 
 
 def test_grub_mkconfig_paths_bios_and_uefi(fake):
     fake.write("etc/default/grub", 'GRUB_CMDLINE_LINUX="rhgb"\n')
-    fake.write("etc/os-release", "ID=rhel\nID_LIKE=\"fedora\"\n")
+    fake.write("etc/os-release", 'ID=rhel\nID_LIKE="fedora"\n')
     # BIOS, nothing generated yet: the distribution's default name
     assert _detect(fake).regenerate == "grub2-mkconfig -o /boot/grub2/grub.cfg"
     # UEFI with the whole configuration on the ESP (RHEL 8 and older Fedora)
@@ -72,8 +78,10 @@ def test_grub_mkconfig_paths_bios_and_uefi(fake):
     assert bl.regenerate == "grub2-mkconfig -o /boot/efi/EFI/redhat/grub.cfg"
     assert "UEFI, configuration on the ESP" in bl.description
     # UEFI with a stub that loads /boot/grub2/grub.cfg (Fedora 34+, RHEL 9): never overwrite the stub
-    fake.write("boot/efi/EFI/redhat/grub.cfg", "search --no-floppy --fs-uuid --set=dev 1234\n"
-                                               "set prefix=($dev)/grub2\nconfigfile $prefix/grub.cfg\n")
+    fake.write(
+        "boot/efi/EFI/redhat/grub.cfg",
+        "search --no-floppy --fs-uuid --set=dev 1234\nset prefix=($dev)/grub2\nconfigfile $prefix/grub.cfg\n",
+    )
     fake.write("boot/grub2/grub.cfg", "### BEGIN /etc/grub.d/00_header ###\n")
     bl = _detect(fake)
     assert bl.regenerate == "grub2-mkconfig -o /boot/grub2/grub.cfg"
@@ -111,7 +119,8 @@ def test_grub_already_configured(fake):
     fake.write("usr/sbin/update-grub", "")
     assert _detect(fake).remedy(["intel_iommu=on"], ["intel_iommu"]) == (
         "the GRUB configuration already has intel_iommu=on, but the running kernel was not booted with it: "
-        "then run update-grub and reboot")
+        "then run update-grub and reboot"
+    )
 
 
 def test_grubby_wins_on_fedora(fake):
@@ -120,8 +129,8 @@ def test_grubby_wins_on_fedora(fake):
     bl = _detect(fake)
     assert bl.kind is Kind.GRUBBY
     assert bl.remedy(["intel_iommu=on", "iommu=pt"], ["intel_iommu"]) == (
-        'run: grubby --update-kernel=ALL --args="intel_iommu=on iommu=pt" --remove-args="intel_iommu=off"; '
-        "then reboot")
+        'run: grubby --update-kernel=ALL --args="intel_iommu=on iommu=pt" --remove-args="intel_iommu=off"; then reboot'
+    )
 
 
 def test_systemd_boot_kernel_install(fake):
@@ -131,15 +140,18 @@ def test_systemd_boot_kernel_install(fake):
     assert bl.kind is Kind.KERNEL_CMDLINE
     assert bl.remedy(["intel_iommu=on"]) == (
         "set /etc/kernel/cmdline to: root=UUID=ab rw quiet intel_iommu=on; then run kernel-install add "
-        "6.1.0-test-amd64 /usr/lib/modules/6.1.0-test-amd64/vmlinuz and reboot")
+        "6.1.0-test-amd64 /usr/lib/modules/6.1.0-test-amd64/vmlinuz and reboot"
+    )
     assert bl.remedy((), ["quiet"]).startswith("set /etc/kernel/cmdline to: root=UUID=ab rw;")
 
 
 def test_systemd_boot_without_cmdline_file_seeds_from_running(fake):
     fake.write("boot/efi/loader/loader.conf", "default @saved\n")
     bl = _detect(fake, Cmdline.parse("initrd=\\initrd.img BOOT_IMAGE=x root=/dev/vda2 ro"))
-    assert bl.remedy(["iommu=pt"]) == ("create /etc/kernel/cmdline to: root=/dev/vda2 ro iommu=pt; then run "
-                                       "kernel-install add 6.1.0-test-amd64 /boot/vmlinuz-6.1.0-test-amd64 and reboot")
+    assert bl.remedy(["iommu=pt"]) == (
+        "create /etc/kernel/cmdline to: root=/dev/vda2 ro iommu=pt; then run "
+        "kernel-install add 6.1.0-test-amd64 /boot/vmlinuz-6.1.0-test-amd64 and reboot"
+    )
 
 
 def test_proxmox(fake):
@@ -158,7 +170,8 @@ def test_unknown(fake):
     assert bl.kind is Kind.UNKNOWN
     assert bl.remedy(["intel_iommu=on"], ["intel_iommu"]) == (
         "remove intel_iommu=off and add intel_iommu=on on the kernel command line in your boot loader's configuration "
-        "(no GRUB, grubby or systemd-boot configuration was found), then reboot")
+        "(no GRUB, grubby or systemd-boot configuration was found), then reboot"
+    )
 
 
 def test_initramfs_command(fake):

@@ -15,10 +15,28 @@ def test_healthy_intel_host_passes_everything(fake):
     got = verdicts(fake)
     assert set(got.values()) == {"pass"}, got
     assert list(got) == [
-        "iommu.vendor", "cpu.virt", "kvm.dev", "firmware.dmar", "iommu.active", "iommu.domain_type",
-        "cmdline.intel_iommu", "cmdline.iommu_off", "cmdline.iommu_pt", "cmdline.acs_override", "cmdline.noiommu",
-        "cmdline.vfio_ids", "irq.remap", "vfio.unsafe_interrupts", "kconfig.vfio_pci", "kconfig.intel_iommu",
-        "kconfig.irq_remap", "module.vfio", "module.vfio_pci", "module.vfio_iommu_type1", "kernel.driver_override"]
+        "iommu.vendor",
+        "cpu.virt",
+        "kvm.dev",
+        "firmware.dmar",
+        "iommu.active",
+        "iommu.domain_type",
+        "cmdline.intel_iommu",
+        "cmdline.iommu_off",
+        "cmdline.iommu_pt",
+        "cmdline.acs_override",
+        "cmdline.noiommu",
+        "cmdline.vfio_ids",
+        "irq.remap",
+        "vfio.unsafe_interrupts",
+        "kconfig.vfio_pci",
+        "kconfig.intel_iommu",
+        "kconfig.irq_remap",
+        "module.vfio",
+        "module.vfio_pci",
+        "module.vfio_iommu_type1",
+        "kernel.driver_override",
+    ]
     report = run(Host(fake.root))
     assert report.summary.cmdline_remedy is None and report.summary.iommu_vendor == "intel"
     assert report.summary.counts == {"pass": 21, "warn": 0, "fail": 0, "skip": 0}
@@ -30,8 +48,10 @@ def test_healthy_amd_host_passes_everything(fake):
     assert {k: v.verdict.value for k, v in c.items() if v.verdict.value != "pass"} == {}
     assert "firmware.ivrs" in c and "cmdline.amd_iommu" in c and "kconfig.amd_iommu" in c
     assert "cmdline.intel_iommu" not in c and "firmware.dmar" not in c
-    assert c["irq.remap"].detail == "kernel log (/var/log/kern.log): Jan 1 00:00:00 h kernel: [    0.6] AMD-Vi: " \
-                                    "Interrupt remapping enabled"
+    assert (
+        c["irq.remap"].detail == "kernel log (/var/log/kern.log): Jan 1 00:00:00 h kernel: [    0.6] AMD-Vi: "
+        "Interrupt remapping enabled"
+    )
     assert c["module.vfio_pci"].detail == "built into the kernel"
     assert c["cmdline.amd_iommu"].detail == "no amd_iommu=off (the AMD IOMMU is on by default)"
 
@@ -39,8 +59,9 @@ def test_healthy_amd_host_passes_everything(fake):
 # --- CPU, KVM, firmware ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vendor, expected", [("GenuineIntel", "intel"), ("AuthenticAMD", "amd"),
-                                              ("HygonGenuine", "amd")])
+@pytest.mark.parametrize(
+    "vendor, expected", [("GenuineIntel", "intel"), ("AuthenticAMD", "amd"), ("HygonGenuine", "amd")]
+)
 def test_iommu_vendor_from_cpuinfo(fake, vendor, expected):
     fake.set_cpuinfo(vendor, ("svm",))
     assert run(Host(fake.root)).summary.iommu_vendor == expected
@@ -62,16 +83,20 @@ def test_iommu_vendor_evidence_order(fake):
 def test_iommu_vendor_unknown_drops_vendor_checks(fake):
     c = checks(fake)
     assert c["iommu.vendor"].verdict.value == "skip"
-    assert not any(k.startswith(("firmware.", "kconfig.intel", "kconfig.amd", "cmdline.intel", "cmdline.amd"))
-                   for k in c)
+    assert not any(
+        k.startswith(("firmware.", "kconfig.intel", "kconfig.amd", "cmdline.intel", "cmdline.amd")) for k in c
+    )
 
 
-@pytest.mark.parametrize("flags, verdict, words", [
-    (("vmx",), "pass", "vmx (Intel VT-x)"),
-    (("svm",), "pass", "svm (AMD-V)"),
-    (("hypervisor",), "warn", "without nested virtualization"),
-    (("fpu",), "warn", "off in the firmware"),
-])
+@pytest.mark.parametrize(
+    "flags, verdict, words",
+    [
+        (("vmx",), "pass", "vmx (Intel VT-x)"),
+        (("svm",), "pass", "svm (AMD-V)"),
+        (("hypervisor",), "warn", "without nested virtualization"),
+        (("fpu",), "warn", "off in the firmware"),
+    ],
+)
 def test_cpu_virt(fake, flags, verdict, words):
     fake.set_cpuinfo("GenuineIntel", flags)
     c = checks(fake)["cpu.virt"]
@@ -137,13 +162,15 @@ def test_iommu_active_pass_and_default_on_note(fake):
     intel_host(fake, cmdline="root=/dev/sda1 iommu=pt")
     fake.set_kconfig(VFIO_PCI="m", INTEL_IOMMU="y", IRQ_REMAP="y", INTEL_IOMMU_DEFAULT_ON="y")
     c = checks(fake)
-    assert c["iommu.active"].detail == ("dmar0 registered; 2 IOMMU groups (enabled by the kernel's default: no "
-                                        "intel_iommu=on on the command line)")
+    assert c["iommu.active"].detail == (
+        "dmar0 registered; 2 IOMMU groups (enabled by the kernel's default: no intel_iommu=on on the command line)"
+    )
     assert c["cmdline.intel_iommu"].verdict.value == "pass"
     assert "CONFIG_INTEL_IOMMU_DEFAULT_ON=y" in c["cmdline.intel_iommu"].detail
     # Debian's own option (on, except for integrated graphics) counts as on
-    fake.set_kconfig(VFIO_PCI="m", INTEL_IOMMU="y", IRQ_REMAP="y", INTEL_IOMMU_DEFAULT_ON=None,
-                     INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF="y")
+    fake.set_kconfig(
+        VFIO_PCI="m", INTEL_IOMMU="y", IRQ_REMAP="y", INTEL_IOMMU_DEFAULT_ON=None, INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF="y"
+    )
     c = checks(fake)["cmdline.intel_iommu"]
     assert c.verdict.value == "pass" and "(CONFIG_INTEL_IOMMU_DEFAULT_ON_INTGPU_OFF=y)" in c.detail
 
@@ -171,13 +198,16 @@ def test_iommu_not_requested_fails_with_grub_remedy(fake):
     c = checks(fake)
     assert c["iommu.active"].verdict.value == "fail"
     assert "not requested (no intel_iommu=on, and this kernel leaves VT-d off by default)" in c["iommu.active"].detail
-    assert c["iommu.active"].remedy == ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on"; '
-                                        "then run update-grub and reboot")
+    assert c["iommu.active"].remedy == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on"; then run update-grub and reboot'
+    )
     assert c["cmdline.intel_iommu"].verdict.value == "fail"
     assert c["cmdline.iommu_pt"].verdict.value == "warn"
     summary = run(Host(fake.root)).summary
-    assert summary.cmdline_remedy == ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on '
-                                      'iommu=pt"; then run update-grub and reboot')
+    assert summary.cmdline_remedy == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on '
+        'iommu=pt"; then run update-grub and reboot'
+    )
     assert summary.verdict.value == "fail" and "iommu.active" in summary.failed
 
 
@@ -201,8 +231,10 @@ def test_iommu_off_by_parameters(fake):
     _iommu_off(fake)
     c = checks(fake)
     assert "iommu=off is on the command line" in c["iommu.active"].detail
-    assert c["iommu.active"].remedy == ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet '
-                                        'intel_iommu=on,igfx_off"; then run update-grub and reboot')
+    assert c["iommu.active"].remedy == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet '
+        'intel_iommu=on,igfx_off"; then run update-grub and reboot'
+    )
     assert c["cmdline.intel_iommu"].verdict.value == "fail"
     assert c["cmdline.iommu_off"].verdict.value == "fail"
 
@@ -212,11 +244,16 @@ def test_combined_remedy_is_one_consistent_edit(fake):
     fake.write("etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet iommu=off"\nGRUB_CMDLINE_LINUX="intremap=off"\n')
     _iommu_off(fake)
     report = run(Host(fake.root))
-    assert {c.id for c in report.checks if c.verdict.value == "fail"} >= {"iommu.active", "cmdline.intel_iommu",
-                                                                          "cmdline.iommu_off", "irq.remap"}
+    assert {c.id for c in report.checks if c.verdict.value == "fail"} >= {
+        "iommu.active",
+        "cmdline.intel_iommu",
+        "cmdline.iommu_off",
+        "irq.remap",
+    }
     assert report.summary.cmdline_remedy == (
         'in /etc/default/grub set GRUB_CMDLINE_LINUX="" and GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on '
-        'iommu=pt"; then run update-grub and reboot')
+        'iommu=pt"; then run update-grub and reboot'
+    )
 
 
 def test_iommu_only_noiommu_groups(fake):
@@ -248,14 +285,17 @@ def test_domain_types(fake):
 # --- command line ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cmdline, verdict, detail", [
-    ("intel_iommu=on", "pass", "intel_iommu=on"),
-    ("intel_iommu=on,sm_on", "pass", "intel_iommu=on,sm_on"),
-    ("intel_iommu=off intel_iommu=on", "pass", "intel_iommu=off,on"),  # options accumulate; the last wins
-    ("intel_iommu=on intel_iommu=off", "fail", "intel_iommu=on,off: VT-d is switched off"),
-    ("intel_iommu=1", "fail", "the kernel ignores the unknown option '1'"),
-    ("quiet", "fail", "this kernel leaves VT-d off by default (CONFIG_INTEL_IOMMU_DEFAULT_ON is not set)"),
-])
+@pytest.mark.parametrize(
+    "cmdline, verdict, detail",
+    [
+        ("intel_iommu=on", "pass", "intel_iommu=on"),
+        ("intel_iommu=on,sm_on", "pass", "intel_iommu=on,sm_on"),
+        ("intel_iommu=off intel_iommu=on", "pass", "intel_iommu=off,on"),  # options accumulate; the last wins
+        ("intel_iommu=on intel_iommu=off", "fail", "intel_iommu=on,off: VT-d is switched off"),
+        ("intel_iommu=1", "fail", "the kernel ignores the unknown option '1'"),
+        ("quiet", "fail", "this kernel leaves VT-d off by default (CONFIG_INTEL_IOMMU_DEFAULT_ON is not set)"),
+    ],
+)
 def test_cmdline_intel_iommu(fake, cmdline, verdict, detail):
     intel_host(fake, cmdline=cmdline)
     _iommu_off(fake)
@@ -275,27 +315,38 @@ def test_cmdline_intel_iommu_default_unknown(fake):
     assert c.verdict.value == "fail" and "kernel config is not available" in c.detail
 
 
-@pytest.mark.parametrize("cmdline, verdict, words", [
-    ("amd_iommu=off", "fail", "switched off"),
-    ("amd_iommu=fullflush,off", "fail", "switched off"),
-    ("amd_iommu=on", "pass", "the kernel ignores 'on' (there is no amd_iommu=on"),
-    ("amd_iommu=force_isolation", "pass", "amd_iommu=force_isolation"),
-])
+@pytest.mark.parametrize(
+    "cmdline, verdict, words",
+    [
+        ("amd_iommu=off", "fail", "switched off"),
+        ("amd_iommu=fullflush,off", "fail", "switched off"),
+        ("amd_iommu=on", "pass", "the kernel ignores 'on' (there is no amd_iommu=on"),
+        ("amd_iommu=force_isolation", "pass", "amd_iommu=force_isolation"),
+    ],
+)
 def test_cmdline_amd_iommu(fake, cmdline, verdict, words):
     amd_host(fake, cmdline=cmdline)
     c = checks(fake)["cmdline.amd_iommu"]
     assert c.verdict.value == verdict and words in c.detail
     if cmdline == "amd_iommu=fullflush,off":  # no boot loader configuration in this fake: the generic edit
-        assert c.remedy == ("remove amd_iommu=fullflush,off and add amd_iommu=fullflush on the kernel command line "
-                            "in your boot loader's configuration (no GRUB, grubby or systemd-boot configuration was "
-                            "found), then reboot")
+        assert c.remedy == (
+            "remove amd_iommu=fullflush,off and add amd_iommu=fullflush on the kernel command line "
+            "in your boot loader's configuration (no GRUB, grubby or systemd-boot configuration was "
+            "found), then reboot"
+        )
 
 
-@pytest.mark.parametrize("cmdline, verdict", [
-    ("iommu=pt", "pass"), ("iommu.passthrough=1", "pass"), ("iommu=force,pt", "pass"),
-    ("iommu=pt iommu.passthrough=0", "warn"),  # iommu.passthrough= is applied after iommu=
-    ("iommu=nopt", "warn"), ("quiet", "warn"),
-])
+@pytest.mark.parametrize(
+    "cmdline, verdict",
+    [
+        ("iommu=pt", "pass"),
+        ("iommu.passthrough=1", "pass"),
+        ("iommu=force,pt", "pass"),
+        ("iommu=pt iommu.passthrough=0", "warn"),  # iommu.passthrough= is applied after iommu=
+        ("iommu=nopt", "warn"),
+        ("quiet", "warn"),
+    ],
+)
 def test_cmdline_iommu_pt(fake, cmdline, verdict):
     intel_host(fake, cmdline="intel_iommu=on " + cmdline)
     c = checks(fake)["cmdline.iommu_pt"]
@@ -316,8 +367,10 @@ def test_cmdline_iommu_off_keeps_other_options(fake):
     fake.write("etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=off,pt"\n')
     c = checks(fake)["cmdline.iommu_off"]
     assert c.verdict.value == "fail"
-    assert c.remedy == ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"; '
-                        "then run update-grub and reboot")
+    assert c.remedy == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"; '
+        "then run update-grub and reboot"
+    )
 
 
 def test_cmdline_acs_override(fake):
@@ -344,8 +397,15 @@ def test_cmdline_checks_skip_without_proc_cmdline(fake):
     intel_host(fake)
     os.unlink(fake.path("proc/cmdline"))
     got = verdicts(fake)
-    for cid in ("cmdline.intel_iommu", "cmdline.iommu_off", "cmdline.iommu_pt", "cmdline.acs_override",
-                "cmdline.noiommu", "cmdline.vfio_ids", "vfio.unsafe_interrupts"):
+    for cid in (
+        "cmdline.intel_iommu",
+        "cmdline.iommu_off",
+        "cmdline.iommu_pt",
+        "cmdline.acs_override",
+        "cmdline.noiommu",
+        "cmdline.vfio_ids",
+        "vfio.unsafe_interrupts",
+    ):
         assert got[cid] == "skip", cid
 
 
@@ -380,8 +440,10 @@ def test_irq_remap_switched_off_on_cmdline(fake):
     fake.write("etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on intremap=off iommu=pt"\n')
     c = checks(fake)["irq.remap"]
     assert c.verdict.value == "fail" and c.detail.startswith("intremap=off on the command line")
-    assert c.remedy == ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"; '
-                        "then run update-grub and reboot")
+    assert c.remedy == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"; '
+        "then run update-grub and reboot"
+    )
     intel_host(fake, cmdline="intel_iommu=on iommu=pt nointremap")
     assert checks(fake)["irq.remap"].verdict.value == "fail"
 
@@ -394,11 +456,14 @@ def test_irq_remap_kernel_without_it(fake):
     assert c["kconfig.irq_remap"].verdict.value == "fail"
 
 
-@pytest.mark.parametrize("log, verdict", [
-    ("kernel: DMAR-IR: Enabled IRQ remapping in x2apic mode\n", "pass"),
-    ("kernel: DMAR-IR: Failed to enable irq remapping.  You are vulnerable to irq-injection attacks.\n", "fail"),
-    ("kernel: Linux version 6.1\n", "skip"),
-])
+@pytest.mark.parametrize(
+    "log, verdict",
+    [
+        ("kernel: DMAR-IR: Enabled IRQ remapping in x2apic mode\n", "pass"),
+        ("kernel: DMAR-IR: Failed to enable irq remapping.  You are vulnerable to irq-injection attacks.\n", "fail"),
+        ("kernel: Linux version 6.1\n", "skip"),
+    ],
+)
 def test_irq_remap_from_kernel_log(fake, log, verdict):
     intel_host(fake)
     os.unlink(fake.path("sys/devices/virtual/iommu/dmar0/intel-iommu/ecap"))
@@ -440,8 +505,10 @@ def test_unreadable_kernel_log_is_a_skip_naming_the_file(fake, monkeypatch):
 def test_unsafe_interrupts(fake):
     intel_host(fake)
     fake.write("sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts", "N\n")
-    assert checks(fake)["vfio.unsafe_interrupts"].detail == \
-        "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts = N"
+    assert (
+        checks(fake)["vfio.unsafe_interrupts"].detail
+        == "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts = N"
+    )
     intel_host(fake, cmdline="intel_iommu=on iommu=pt vfio_iommu_type1.allow_unsafe_interrupts=1")
     os.unlink(fake.path("sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts"))
     c = checks(fake)["vfio.unsafe_interrupts"]
@@ -456,8 +523,9 @@ def test_kconfig_checks(fake):
     fake.set_kconfig(VFIO_PCI=None, INTEL_IOMMU="y", IRQ_REMAP="y")
     c = checks(fake)
     assert c["kconfig.vfio_pci"].verdict.value == "fail"
-    assert c["kconfig.vfio_pci"].detail == ("CONFIG_VFIO_PCI is not set (/boot/config-6.1.0-test-amd64): this "
-                                            "kernel has no vfio-pci driver")
+    assert c["kconfig.vfio_pci"].detail == (
+        "CONFIG_VFIO_PCI is not set (/boot/config-6.1.0-test-amd64): this kernel has no vfio-pci driver"
+    )
     assert c["kconfig.intel_iommu"].detail == "CONFIG_INTEL_IOMMU=y (/boot/config-6.1.0-test-amd64)"
 
 
@@ -466,8 +534,9 @@ def test_kconfig_from_proc_config_gz(fake):
 
     intel_host(fake)
     os.unlink(fake.path(f"boot/config-{fake.KVER}"))
-    fake.path("proc/config.gz").write_bytes(gzip.compress(b"CONFIG_VFIO_PCI=y\nCONFIG_INTEL_IOMMU=y\n"
-                                                          b"# CONFIG_IRQ_REMAP is not set\n"))
+    fake.path("proc/config.gz").write_bytes(
+        gzip.compress(b"CONFIG_VFIO_PCI=y\nCONFIG_INTEL_IOMMU=y\n# CONFIG_IRQ_REMAP is not set\n")
+    )
     c = checks(fake)
     assert c["kconfig.vfio_pci"].detail == "CONFIG_VFIO_PCI=y (/proc/config.gz)"
     assert c["kconfig.irq_remap"].verdict.value == "fail"
@@ -516,9 +585,11 @@ def test_module_blacklisted_warns_with_exact_line(fake):
     c = checks(fake)["module.vfio_pci"]
     assert c.verdict.value == "warn"
     assert c.detail.startswith("blacklisted (/etc/modprobe.d/no-vfio.conf:2)")
-    assert c.remedy == ("delete line 2 of /etc/modprobe.d/no-vfio.conf; run update-initramfs -u -k all (the initramfs "
-                        "keeps a copy of modprobe.d); modprobe vfio-pci; to load it at every boot: a line 'vfio-pci' in "
-                        "/etc/modules-load.d/vfio-pci.conf")
+    assert c.remedy == (
+        "delete line 2 of /etc/modprobe.d/no-vfio.conf; run update-initramfs -u -k all (the initramfs "
+        "keeps a copy of modprobe.d); modprobe vfio-pci; to load it at every boot: a line 'vfio-pci' in "
+        "/etc/modules-load.d/vfio-pci.conf"
+    )
     fake.write("sys/module/vfio_pci/initstate", "live\n")
     c = checks(fake)["module.vfio_pci"]
     assert c.verdict.value == "warn" and c.detail.startswith("loaded, but blacklisted")
@@ -575,7 +646,10 @@ def test_modprobe_d_options_are_read(fake):
     from tests.support.preflight_hosts import checks, intel_host
 
     intel_host(fake)
-    fake.write("etc/modprobe.d/vfio.conf", "options vfio-pci ids=8086:10d3\noptions vfio_iommu_type1 allow_unsafe_interrupts=1\n")
+    fake.write(
+        "etc/modprobe.d/vfio.conf",
+        "options vfio-pci ids=8086:10d3\noptions vfio_iommu_type1 allow_unsafe_interrupts=1\n",
+    )
     got = checks(fake)
     ids = got["cmdline.vfio_ids"]
     assert ids.verdict.value == "warn" and "/etc/modprobe.d/vfio.conf:1" in ids.detail and "0000:00:02.0" in ids.detail

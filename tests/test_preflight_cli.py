@@ -52,14 +52,17 @@ def test_failure_exits_1_with_json_envelope(fake, capsys):
     assert list(first) == ["id", "verdict", "detail", "remedy", "device"]
     by_id = {c["id"]: c for c in data["checks"]}
     assert by_id["iommu.active"]["verdict"] == "fail"
-    assert by_id["iommu.active"]["remedy"] == ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet '
-                                               'intel_iommu=on"; then run update-grub and reboot')
+    assert by_id["iommu.active"]["remedy"] == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on"; then run update-grub and reboot'
+    )
     s = data["summary"]
     assert s["verdict"] == "fail" and s["failed"] == ["iommu.active", "cmdline.intel_iommu"]
     assert s["counts"] == {"pass": 16, "warn": 1, "fail": 2, "skip": 2}  # warn: iommu_pt; skip: domain_type, irq.remap
     assert s["boot_loader"] == "GRUB (/etc/default/grub; Debian family)"
-    assert s["cmdline_remedy"] == ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on '
-                                   'iommu=pt"; then run update-grub and reboot')
+    assert s["cmdline_remedy"] == (
+        'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on '
+        'iommu=pt"; then run update-grub and reboot'
+    )
 
 
 def test_yaml_and_device_option(fake, capsys):
@@ -86,9 +89,11 @@ def test_skipped_checks_are_named_on_stderr(fake, capsys):
     os.unlink(fake.path(f"boot/config-{fake.KVER}"))
     r = run(capsys, "--root", str(fake.root), "check-iommu")
     assert r.code == 0
-    assert r.err.startswith("pcipass: skipped 4 checks: cpu.virt (no /proc/cpuinfo in this root); kconfig.vfio_pci, "
-                            "kconfig.intel_iommu, kconfig.irq_remap (no /boot/config-6.1.0-test-amd64 or "
-                            "/proc/config.gz in this root)")
+    assert r.err.startswith(
+        "pcipass: skipped 4 checks: cpu.virt (no /proc/cpuinfo in this root); kconfig.vfio_pci, "
+        "kconfig.intel_iommu, kconfig.irq_remap (no /boot/config-6.1.0-test-amd64 or "
+        "/proc/config.gz in this root)"
+    )
 
 
 def test_recorded_host_iommu_on(hpe_a2, capsys):
@@ -133,15 +138,32 @@ def test_as_non_root_skips_what_it_cannot_read(fake, capsys):
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("setpriv (util-linux) is needed to drop root's file-access capabilities")
-        p = subprocess.run([setpriv, "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
-                            sys.executable, "-m", "pcipass", "--root", str(fake.root), "check-iommu", "-f", "json"],
-                           capture_output=True, text=True, timeout=120, cwd=str(Path(__file__).parent.parent))
+        p = subprocess.run(
+            [
+                setpriv,
+                "--inh-caps=-all",
+                "--bounding-set=-dac_override,-dac_read_search",
+                sys.executable,
+                "-m",
+                "pcipass",
+                "--root",
+                str(fake.root),
+                "check-iommu",
+                "-f",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=str(Path(__file__).parent.parent),
+        )
         out, err, code = p.stdout, p.stderr, p.returncode
     data = json.loads(out)["data"]
     by = {c["id"]: c for c in data["checks"]}
     assert by["kconfig.vfio_pci"]["verdict"] == "skip"
-    assert by["kconfig.vfio_pci"]["detail"] == ("cannot read /boot/config-6.1.0-test-amd64: permission denied "
-                                                "(run as root)")
+    assert by["kconfig.vfio_pci"]["detail"] == (
+        "cannot read /boot/config-6.1.0-test-amd64: permission denied (run as root)"
+    )
     assert by["irq.remap"]["detail"] == "cannot read /var/log/kern.log: permission denied (run as root)"
     assert by["iommu.active"]["verdict"] == "pass"
     assert "skipped 4 checks: irq.remap (cannot read /var/log/kern.log" in err

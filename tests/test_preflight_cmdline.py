@@ -11,19 +11,26 @@ def _kv(text):
 
 def test_plain_flags_and_values():
     assert _kv("BOOT_IMAGE=/vmlinuz-6.1 root=UUID=ab-cd ro quiet") == [
-        ("BOOT_IMAGE", "/vmlinuz-6.1"), ("root", "UUID=ab-cd"), ("ro", None), ("quiet", None)]
+        ("BOOT_IMAGE", "/vmlinuz-6.1"),
+        ("root", "UUID=ab-cd"),
+        ("ro", None),
+        ("quiet", None),
+    ]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('dyndbg="file x.c +p" quiet', [("dyndbg", "file x.c +p"), ("quiet", None)]),  # quoted value
-    ('"dyndbg=file x.c +p" quiet', [("dyndbg", "file x.c +p"), ("quiet", None)]),  # whole parameter quoted
-    ('"quiet"', [("quiet", None)]),
-    ('a=b"c d" e', [("a", 'b"c d"'), ("e", None)]),  # inner quotes are kept, spaces inside them too
-    ('empty= x', [("empty", ""), ("x", None)]),
-    ('=a=b', [("=a", "b")]),  # next_arg() ignores an '=' in the first position
-    ("  \tspaced \n  out  ", [("spaced", None), ("out", None)]),
-    ("", []),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('dyndbg="file x.c +p" quiet', [("dyndbg", "file x.c +p"), ("quiet", None)]),  # quoted value
+        ('"dyndbg=file x.c +p" quiet', [("dyndbg", "file x.c +p"), ("quiet", None)]),  # whole parameter quoted
+        ('"quiet"', [("quiet", None)]),
+        ('a=b"c d" e', [("a", 'b"c d"'), ("e", None)]),  # inner quotes are kept, spaces inside them too
+        ("empty= x", [("empty", ""), ("x", None)]),
+        ("=a=b", [("=a", "b")]),  # next_arg() ignores an '=' in the first position
+        ("  \tspaced \n  out  ", [("spaced", None), ("out", None)]),
+        ("", []),
+    ],
+)
 def test_quotes_and_edges(text, expected):
     assert _kv(text) == expected
 
@@ -46,7 +53,9 @@ def test_dashes_equal_underscores_in_names():
 
 
 def test_repeated_keys_last_wins_and_options_accumulate():
-    cl = Cmdline.parse("iommu.passthrough=1 intel_iommu=off iommu.passthrough=0 intel_iommu=on,sm_on intel_iommu=igfx_off")
+    cl = Cmdline.parse(
+        "iommu.passthrough=1 intel_iommu=off iommu.passthrough=0 intel_iommu=on,sm_on intel_iommu=igfx_off"
+    )
     assert cl.value("iommu.passthrough") == "0"
     assert cl.flag("iommu.passthrough") is False
     assert cl.options("intel_iommu") == ["off", "on", "sm_on", "igfx_off"]
@@ -55,16 +64,19 @@ def test_repeated_keys_last_wins_and_options_accumulate():
     assert Cmdline.parse("iommu=pt,,nopt").options("iommu") == ["pt", "nopt"]
 
 
-@pytest.mark.parametrize("token, expected", [
-    ("vfio.enable_unsafe_noiommu_mode", True),  # a bare bool parameter means true
-    ("vfio.enable_unsafe_noiommu_mode=1", True),
-    ("vfio.enable_unsafe_noiommu_mode=Y", True),
-    ("vfio.enable_unsafe_noiommu_mode=on", True),
-    ("vfio.enable_unsafe_noiommu_mode=0", False),
-    ("vfio.enable_unsafe_noiommu_mode=N", False),
-    ("vfio.enable_unsafe_noiommu_mode=maybe", None),  # rejected by kstrtobool
-    ("quiet", None),
-])
+@pytest.mark.parametrize(
+    "token, expected",
+    [
+        ("vfio.enable_unsafe_noiommu_mode", True),  # a bare bool parameter means true
+        ("vfio.enable_unsafe_noiommu_mode=1", True),
+        ("vfio.enable_unsafe_noiommu_mode=Y", True),
+        ("vfio.enable_unsafe_noiommu_mode=on", True),
+        ("vfio.enable_unsafe_noiommu_mode=0", False),
+        ("vfio.enable_unsafe_noiommu_mode=N", False),
+        ("vfio.enable_unsafe_noiommu_mode=maybe", None),  # rejected by kstrtobool
+        ("quiet", None),
+    ],
+)
 def test_flags(token, expected):
     assert Cmdline.parse(token).flag("vfio.enable_unsafe_noiommu_mode") is expected
 

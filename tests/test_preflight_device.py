@@ -12,10 +12,19 @@ GPU, AUDIO, PORT = "0000:01:00.0", "0000:01:00.1", "0000:00:01.0"
 def _gpu_host(fake):
     intel_host(fake)
     fake.add_device(PORT, vendor="8086", device="1901", class_="060400", bridge=True, driver="pcieport", group=2)
-    fake.add_device(GPU, vendor="10de", device="1eb8", class_="030000", parent=PORT, driver="nvidia", group=3,
-                    boot_vga=False)
-    fake.add_device(AUDIO, vendor="10de", device="10f8", class_="040300", parent=PORT, driver="snd_hda_intel",
-                    group=3, reset_method=None)
+    fake.add_device(
+        GPU, vendor="10de", device="1eb8", class_="030000", parent=PORT, driver="nvidia", group=3, boot_vga=False
+    )
+    fake.add_device(
+        AUDIO,
+        vendor="10de",
+        device="10f8",
+        class_="040300",
+        parent=PORT,
+        driver="snd_hda_intel",
+        group=3,
+        reset_method=None,
+    )
     return fake
 
 
@@ -26,14 +35,22 @@ def _dev(fake, address):
 def test_all_device_checks_and_their_order(fake):
     _gpu_host(fake)
     c = _dev(fake, GPU)
-    assert list(c) == ["device.present", "device.endpoint", "device.group", "device.group_peers", "device.reset",
-                       "device.boot_vga", "device.in_use"]
+    assert list(c) == [
+        "device.present",
+        "device.endpoint",
+        "device.group",
+        "device.group_peers",
+        "device.reset",
+        "device.boot_vga",
+        "device.in_use",
+    ]
     assert c["device.present"].detail == "NVIDIA Corporation TU104GL [Tesla T4] [10de:1eb8], driver nvidia"
     assert c["device.endpoint"].verdict.value == "pass"
     assert c["device.group"].detail == "IOMMU group 3"
     assert c["device.group_peers"].verdict.value == "warn"
-    assert c["device.group_peers"].detail.startswith("group 3 also holds endpoints on host drivers: "
-                                                     "0000:01:00.1 (snd_hda_intel)")
+    assert c["device.group_peers"].detail.startswith(
+        "group 3 also holds endpoints on host drivers: 0000:01:00.1 (snd_hda_intel)"
+    )
     assert c["device.reset"].detail == "reset methods: flr, bus"
     assert c["device.boot_vga"].detail == "not the boot VGA device"
     assert c["device.in_use"].verdict.value == "pass"
@@ -44,7 +61,9 @@ def test_peers_on_vfio_or_bridges_do_not_block(fake):
     fake.unbind(AUDIO)
     fake.bind(AUDIO, "vfio-pci")
     c = _dev(fake, GPU)["device.group_peers"]
-    assert c.verdict.value == "pass" and c.detail == "group 3 also holds 0000:01:00.1 (vfio-pci): none blocks assignment"
+    assert (
+        c.verdict.value == "pass" and c.detail == "group 3 also holds 0000:01:00.1 (vfio-pci): none blocks assignment"
+    )
     assert _dev(fake, "0000:00:02.0")["device.group_peers"].detail == "alone in group 1"
 
 
@@ -89,8 +108,11 @@ def test_boot_vga_and_console_in_use(fake):
 def test_in_use_network(fake):
     intel_host(fake)
     fake.add_net("0000:00:02.0", "eno1")
-    fake.write("proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-                                 "eno1\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+    fake.write(
+        "proc/net/route",
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eno1\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+    )
     c = _dev(fake, "0000:00:02.0")["device.in_use"]
     assert c.verdict.value == "fail" and c.detail.startswith("in use by the host: eno1: in the routing table")
     assert c.remedy == "route through another interface — or pick another device"

@@ -16,8 +16,12 @@ def test_a2_host_facts(hpe_a2):
     inv = Inventory.scan(Host(hpe_a2))
     assert len(inv.devices) == 226
     assert len(inv.groups) == 106
-    assert [m.address for m in inv.groups[33].devices] == ["0000:01:00.0", "0000:01:00.1", "0000:01:00.2",
-                                                          "0000:01:00.4"]
+    assert [m.address for m in inv.groups[33].devices] == [
+        "0000:01:00.0",
+        "0000:01:00.1",
+        "0000:01:00.2",
+        "0000:01:00.4",
+    ]
     assert inv.groups[33].verdict is GroupVerdict.BINDABLE
     gpu = inv.device("0000:08:00.0")
     assert gpu.device_name == "GA107GL [A2 / A16]" and gpu.driver == "nvidia"
@@ -50,8 +54,10 @@ def test_ghw_snapshot(hpe_ghw):
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "yaml"])
-@pytest.mark.parametrize("cmd", [["list"], ["groups"], ["list", "--tree"], ["show", "08:00.0"],
-                                 ["show", "01:00.1"], ["list", "--class", "nic"]])
+@pytest.mark.parametrize(
+    "cmd",
+    [["list"], ["groups"], ["list", "--tree"], ["show", "08:00.0"], ["show", "01:00.1"], ["list", "--class", "nic"]],
+)
 def test_golden(capsys, hpe_a2, fmt, cmd):
     r = run(capsys, "--root", str(hpe_a2), "--format", fmt, *cmd)
     assert r.code == 0, r.err

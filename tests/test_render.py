@@ -30,8 +30,10 @@ def _random_blocks(rnd: random.Random) -> list:
     word = lambda lo, hi: "".join(rnd.choice(text) for _ in range(rnd.randint(lo, hi)))  # noqa: E731
     ncol = rnd.randint(1, 7)
     cols = [word(1, 12) for _ in range(ncol)]
-    rows = [[rnd.choice([None, True, False, 3, ["a", "b"], (), word(0, 45)]) for _ in range(ncol)]
-            for _ in range(rnd.randint(0, 5))]
+    rows = [
+        [rnd.choice([None, True, False, 3, ["a", "b"], (), word(0, 45)]) for _ in range(ncol)]
+        for _ in range(rnd.randint(0, 5))
+    ]
     blocks: list = [Table(cols, rows, title=rnd.choice([None, "", "Steps", " Plan ", word(1, 90)]))]
     if rnd.random() < 0.3:
         blocks.append(rnd.choice(["Plan: nothing to do.", word(0, 60), "tab\there", "non-ASCII \u00e9"]))
@@ -53,13 +55,16 @@ def test_plain_layout_matches_rich(monkeypatch):
     assert 500 < plain < 2800
 
 
-@pytest.mark.parametrize("blocks", [
-    [Table(("A", "B"), [["x" * 150, "y" * 60]])],  # wider than the page: rich folds
-    [Table(("A",), [["x"]], title="a title wider than the table")],  # rich wraps the title
-    [Table(("A",), [["caf\u00e9"]])],
-    [Table(("A",), [["two\nlines"]])],
-    [KeyValues([("key", "value")])],
-])
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [Table(("A", "B"), [["x" * 150, "y" * 60]])],  # wider than the page: rich folds
+        [Table(("A",), [["x"]], title="a title wider than the table")],  # rich wraps the title
+        [Table(("A",), [["caf\u00e9"]])],
+        [Table(("A",), [["two\nlines"]])],
+        [KeyValues([("key", "value")])],
+    ],
+)
 def test_not_simple_goes_to_rich(blocks):
     assert render._plain_lines(blocks, 200) is None
     assert _capture(render.render_table, blocks) == _capture(render._rich_table, blocks)

@@ -8,9 +8,19 @@ from pcipass.vfioids import PCI_ANY_ID, VfioId, claimed, parse
 
 def _dev(vendor="10de", device="1f08", sub_vendor="1458", sub_device="37c4", class_id="030000") -> PciDevice:
     fields = dict.fromkeys(PciDevice.__dataclass_fields__)
-    fields.update(address="0000:3b:00.0", vendor_id=vendor, device_id=device, subsystem_vendor_id=sub_vendor,
-                  subsystem_device_id=sub_device, class_id=class_id, is_bridge=False, functions=(),
-                  net=(), block=(), drm=())
+    fields.update(
+        address="0000:3b:00.0",
+        vendor_id=vendor,
+        device_id=device,
+        subsystem_vendor_id=sub_vendor,
+        subsystem_device_id=sub_device,
+        class_id=class_id,
+        is_bridge=False,
+        functions=(),
+        net=(),
+        block=(),
+        drm=(),
+    )
     return PciDevice(**fields)
 
 
@@ -23,17 +33,20 @@ def test_parse_like_sscanf():
     assert parse("") == parse(None) == []
 
 
-@pytest.mark.parametrize("ids, expected", [
-    ("10de:1f08", True),
-    ("10de:1f09", False),
-    ("ffffffff:1f08", True),  # PCI_ANY_ID
-    ("10de:1f08:1458:37c4", True),
-    ("10de:1f08:1458:0000", False),
-    ("10de:1f08:ffffffff:ffffffff:030000:ffff00", True),  # display controller, any prog-if
-    ("10de:1f08:ffffffff:ffffffff:040300:ffff00", False),  # audio class only
-    ("10de:1f08:ffffffff:ffffffff:040300:0", True),  # mask 0: any class
-    ("8086:10d3,10de:1f08", True),
-])
+@pytest.mark.parametrize(
+    "ids, expected",
+    [
+        ("10de:1f08", True),
+        ("10de:1f09", False),
+        ("ffffffff:1f08", True),  # PCI_ANY_ID
+        ("10de:1f08:1458:37c4", True),
+        ("10de:1f08:1458:0000", False),
+        ("10de:1f08:ffffffff:ffffffff:030000:ffff00", True),  # display controller, any prog-if
+        ("10de:1f08:ffffffff:ffffffff:040300:ffff00", False),  # audio class only
+        ("10de:1f08:ffffffff:ffffffff:040300:0", True),  # mask 0: any class
+        ("8086:10d3,10de:1f08", True),
+    ],
+)
 def test_match_like_pci_match_one_device(ids, expected):
     assert claimed(parse(ids), _dev()) is expected
 

@@ -13,8 +13,8 @@ from .. import __version__
 from ..errors import ExitCode, PcipassError
 from ..host import ROOT_ENV
 from . import context
-from .startup import first_word
 from .render import Format, dump_json, dump_yaml, warn, write_stdout
+from .startup import first_word
 
 # The bare app: global options only. Commands are registered on demand by main() (see _modules_for); the
 # module attribute ``app`` (__getattr__ below) is this same object with every command registered.
@@ -46,9 +46,7 @@ def _global(
             show_default="/",
         ),
     ] = None,
-    fmt: Annotated[
-        Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
-    ] = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)] = Format.table,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
         bool,
@@ -84,6 +82,7 @@ COMMANDS = {
 }
 _ALL = tuple(dict.fromkeys(COMMANDS.values()))
 _registered: set[str] = set()
+
 
 def _modules_for(args: list[str]) -> tuple[str, ...]:
     """The command modules ``pcipass ARGS`` needs: the one defining the invoked command, none for a bare

@@ -12,8 +12,12 @@ AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR...", help="PCI 
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")]
 TimeoutOption = Annotated[
     float,
-    typer.Option("--timeout", min=0.1, metavar="S",
-                 help="Abandon a bind/unbind write, or a wait for the kernel, after S seconds."),
+    typer.Option(
+        "--timeout",
+        min=0.1,
+        metavar="S",
+        help="Abandon a bind/unbind write, or a wait for the kernel, after S seconds.",
+    ),
 ]
 
 
@@ -42,8 +46,14 @@ def _steps_table(steps: list[dict[str, Any]], title: str, status: bool) -> Table
     cols = ["#", "DEVICE", "STEP", "PATH", "VALUE", "CONDITION"] + (["STATUS"] if status else [])
     rows = []
     for i, s in enumerate(steps, 1):
-        row = [i, s["address"] or (f"group {s['group']}" if s["group"] is not None else "host"), s["op"],
-               s["path"], _value(s["value"]), s["condition"]]
+        row = [
+            i,
+            s["address"] or (f"group {s['group']}" if s["group"] is not None else "host"),
+            s["op"],
+            s["path"],
+            _value(s["value"]),
+            s["condition"],
+        ]
         if status:
             row.append(s["status"] + (f" ({s['detail']})" if s["detail"] else ""))
         rows.append(row)
@@ -67,8 +77,13 @@ def _finish_report(report) -> None:
     from ..result import Result
 
     finish(
-        Result(report.action, data=report.data(), errors=list(report.errors), exit_code=report.exit_code,
-               messages=list(report.messages)),
+        Result(
+            report.action,
+            data=report.data(),
+            errors=list(report.errors),
+            exit_code=report.exit_code,
+            messages=list(report.messages),
+        ),
         _bind_view,
     )
 
@@ -79,15 +94,31 @@ def _on_lock_wait(message: str) -> None:
 
 def enable_cmd(
     addresses: AddressesArg,
-    group: Annotated[bool, typer.Option("--group", help="Move every endpoint of each device's IOMMU group "
-                                        "(bridges stay on their driver).")] = False,
-    driver: Annotated[str, typer.Option("--driver", metavar="vfio-pci|auto|NAME",
-                                        help="Driver to bind: vfio-pci, auto (the vfio variant driver matching "
-                                        "the device in modules.alias, else vfio-pci), a vfio variant driver's "
-                                        "name, or pci-stub.")] = "vfio-pci",
+    group: Annotated[
+        bool,
+        typer.Option(
+            "--group", help="Move every endpoint of each device's IOMMU group (bridges stay on their driver)."
+        ),
+    ] = False,
+    driver: Annotated[
+        str,
+        typer.Option(
+            "--driver",
+            metavar="vfio-pci|auto|NAME",
+            help="Driver to bind: vfio-pci, auto (the vfio variant driver matching "
+            "the device in modules.alias, else vfio-pci), a vfio variant driver's "
+            "name, or pci-stub.",
+        ),
+    ] = "vfio-pci",
     dry_run: DryRunOption = False,
-    force: Annotated[bool, typer.Option("--force", help="Proceed although the device (or a group peer) is in "
-                                        "use by the host. Overrides the in-use guards only.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Proceed although the device (or a group peer) is in "
+            "use by the host. Overrides the in-use guards only.",
+        ),
+    ] = False,
     timeout: TimeoutOption = 10.0,
     fmt: FormatOption = None,
 ) -> None:
@@ -95,9 +126,17 @@ def enable_cmd(
     context.state(fmt)
     from .. import engine
 
-    report = engine.enable(context.CURRENT.host(), addresses, driver=driver, move_group=group, force=force,
-                           dry_run=dry_run, timeout=timeout, lock_wait=engine.DEFAULT_LOCK_WAIT,
-                           on_lock_wait=_on_lock_wait)
+    report = engine.enable(
+        context.CURRENT.host(),
+        addresses,
+        driver=driver,
+        move_group=group,
+        force=force,
+        dry_run=dry_run,
+        timeout=timeout,
+        lock_wait=engine.DEFAULT_LOCK_WAIT,
+        on_lock_wait=_on_lock_wait,
+    )
     _finish_report(report)
 
 
@@ -111,8 +150,14 @@ def disable_cmd(
     context.state(fmt)
     from .. import engine
 
-    report = engine.disable(context.CURRENT.host(), addresses, dry_run=dry_run, timeout=timeout,
-                            lock_wait=engine.DEFAULT_LOCK_WAIT, on_lock_wait=_on_lock_wait)
+    report = engine.disable(
+        context.CURRENT.host(),
+        addresses,
+        dry_run=dry_run,
+        timeout=timeout,
+        lock_wait=engine.DEFAULT_LOCK_WAIT,
+        on_lock_wait=_on_lock_wait,
+    )
     _finish_report(report)
 
 
@@ -136,19 +181,40 @@ def _status_view(data: list[dict[str, Any]]) -> list[Block]:
         elif d["recorded_known"] and recorded is None:
             recorded = "none"
         at_boot = f"{d['boot_driver']} ({d['boot_by']})" if d["boot_driver"] else None
-        rows.append([d["address"], d["group"], d["driver"], d["driver_override"], recorded, phase,
-                     d["group_verdict"], _viable(d), at_boot])
+        rows.append(
+            [
+                d["address"],
+                d["group"],
+                d["driver"],
+                d["driver_override"],
+                recorded,
+                phase,
+                d["group_verdict"],
+                _viable(d),
+                at_boot,
+            ]
+        )
     if not rows:
-        return ["No device is on a vfio driver, has a driver_override, is bound to one at boot, or is recorded by "
-                "pcipass."]
-    return [Table(("ADDRESS", "GROUP", "DRIVER", "OVERRIDE", "RECORDED DRIVER", "PHASE", "VERDICT", "KERNEL SAYS",
-                   "AT BOOT"), rows)]
+        return [
+            "No device is on a vfio driver, has a driver_override, is bound to one at boot, or is recorded by pcipass."
+        ]
+    return [
+        Table(
+            ("ADDRESS", "GROUP", "DRIVER", "OVERRIDE", "RECORDED DRIVER", "PHASE", "VERDICT", "KERNEL SAYS", "AT BOOT"),
+            rows,
+        )
+    ]
 
 
 def status_cmd(
-    addresses: Annotated[list[str] | None, typer.Argument(metavar="ADDR...", show_default=False, help="Devices to show "
-                                                          "(default: every device pcipass or vfio holds, now or at "
-                                                          "boot).")] = None,
+    addresses: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="ADDR...",
+            show_default=False,
+            help="Devices to show (default: every device pcipass or vfio holds, now or at boot).",
+        ),
+    ] = None,
     fmt: FormatOption = None,
 ) -> None:
     """Current driver, override, the driver pcipass recorded, the kernel's VFIO viability answer, and boot binding.
@@ -159,8 +225,12 @@ def status_cmd(
     from ..result import Result, jsonable
 
     report = engine.status(context.CURRENT.host(), addresses or None)
-    finish(Result("status", data=jsonable(list(report.devices)), errors=list(report.errors),
-                  messages=list(report.messages)), _status_view)
+    finish(
+        Result(
+            "status", data=jsonable(list(report.devices)), errors=list(report.errors), messages=list(report.messages)
+        ),
+        _status_view,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -29,8 +29,12 @@ def _view(data: dict[str, Any]) -> list[Block]:
 def check_iommu_cmd(
     device: Annotated[
         list[str] | None,
-        typer.Option("--device", "-d", metavar="ADDR",
-                     help="Also check this device (endpoint, group, peers, reset, boot VGA, host use). Repeatable."),
+        typer.Option(
+            "--device",
+            "-d",
+            metavar="ADDR",
+            help="Also check this device (endpoint, group, peers, reset, boot VGA, host use). Repeatable.",
+        ),
     ] = None,
     fmt: FormatOption = None,
 ) -> None:
@@ -52,8 +56,10 @@ def check_iommu_cmd(
             by_reason.setdefault(c.detail, []).append(c.key)
     if by_reason:
         count = sum(len(keys) for keys in by_reason.values())
-        result.messages.append(f"skipped {count} check{'s' if count > 1 else ''}: "
-                               + "; ".join(f"{', '.join(keys)} ({reason})" for reason, keys in by_reason.items()))
+        result.messages.append(
+            f"skipped {count} check{'s' if count > 1 else ''}: "
+            + "; ".join(f"{', '.join(keys)} ({reason})" for reason, keys in by_reason.items())
+        )
     if report.failed:
         result.exit_code = ExitCode.FAILED
     finish(result, _view)

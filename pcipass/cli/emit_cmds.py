@@ -30,13 +30,17 @@ OptionalAddressesArg = Annotated[
 ]
 NodeOption = Annotated[
     str | None,
-    typer.Option("--node", help="Kubernetes node name of this host (default: the host's hostname).",
-                 show_default=False),
+    typer.Option(
+        "--node", help="Kubernetes node name of this host (default: the host's hostname).", show_default=False
+    ),
 ]
 PerDeviceOption = Annotated[
     bool,
-    typer.Option("--per-device", help="A resource name per device (node + address) instead of one per device "
-                 "model, so a VM gets exactly that device."),
+    typer.Option(
+        "--per-device",
+        help="A resource name per device (node + address) instead of one per device "
+        "model, so a VM gets exactly that device.",
+    ),
 ]
 
 
@@ -72,8 +76,9 @@ def write_documents(docs: list[tuple[str, dict[str, Any]]], fmt: Format) -> None
     JSON: the object itself, or a ``v1`` ``List`` of them when there are several."""
     if fmt is Format.json:
         objs = [d for _, d in docs]
-        write_stdout(dump_json(objs[0] if len(objs) == 1 else {"apiVersion": "v1", "kind": "List", "items": objs},
-                               records=False))
+        write_stdout(
+            dump_json(objs[0] if len(objs) == 1 else {"apiVersion": "v1", "kind": "List", "items": objs}, records=False)
+        )
         return
     write_stdout("".join(f"---\n# {usage}\n{dump_yaml(doc)}" for usage, doc in docs))
 
@@ -117,41 +122,68 @@ def _group_warnings(inv, targets) -> list[str]:
         if t.iommu_group is None:
             out.append(f"{t.address} has no IOMMU group: it cannot be assigned (IOMMU off? see 'pcipass check-iommu')")
             continue
-        left = [p for p in inv.peers(t.address)
-                if not p.is_bridge and p.address not in chosen and not is_assignable(p.driver, inv.variant_modules)]
+        left = [
+            p
+            for p in inv.peers(t.address)
+            if not p.is_bridge and p.address not in chosen and not is_assignable(p.driver, inv.variant_modules)
+        ]
         if left:
             names = ", ".join(f"{p.address} ({p.driver})" for p in left)
-            out.append(f"IOMMU group {t.iommu_group} of {t.address} also holds {names}: QEMU refuses a group that is "
-                       "not viable; add --group or bind them to vfio-pci")
+            out.append(
+                f"IOMMU group {t.iommu_group} of {t.address} also holds {names}: QEMU refuses a group that is "
+                "not viable; add --group or bind them to vfio-pci"
+            )
     return list(dict.fromkeys(out))
 
 
 MdevUuidOption = Annotated[
     list[str] | None,
-    typer.Option("--mdev", metavar="UUID", help="A mediated device to assign too (repeatable): a <hostdev "
-                 "type='mdev'> for it.", show_default=False),
+    typer.Option(
+        "--mdev",
+        metavar="UUID",
+        help="A mediated device to assign too (repeatable): a <hostdev type='mdev'> for it.",
+        show_default=False,
+    ),
 ]
 
 
 def emit_libvirt_cmd(
     addresses: OptionalAddressesArg = None,
     mdev: MdevUuidOption = None,
-    group: Annotated[bool, typer.Option("--group", help="Add the other endpoints of each device's IOMMU group "
-                                        "(a GPU's audio function).")] = False,
+    group: Annotated[
+        bool,
+        typer.Option("--group", help="Add the other endpoints of each device's IOMMU group (a GPU's audio function)."),
+    ] = False,
     managed: Annotated[
-        Managed, typer.Option("--managed", case_sensitive=False, help="yes: libvirt moves the device to vfio at VM "
-                              "start and gives it back at stop; no: it is already on vfio-pci; auto: no when it is on "
-                              "a vfio driver now, else yes.")
+        Managed,
+        typer.Option(
+            "--managed",
+            case_sensitive=False,
+            help="yes: libvirt moves the device to vfio at VM "
+            "start and gives it back at stop; no: it is already on vfio-pci; auto: no when it is on "
+            "a vfio driver now, else yes.",
+        ),
     ] = Managed.auto,
     guest_address: Annotated[
-        GuestAddressMode, typer.Option("--guest-address", help="auto: one guest slot per host slot (functions kept "
-                                       "together, multifunction on); none: libvirt chooses.")
+        GuestAddressMode,
+        typer.Option(
+            "--guest-address",
+            help="auto: one guest slot per host slot (functions kept "
+            "together, multifunction on); none: libvirt chooses.",
+        ),
     ] = GuestAddressMode.auto,
-    rom_bar: Annotated[OnOff | None, typer.Option("--rom-bar", help="Expose the device's option ROM BAR (on) or "
-                                                  "hide it (off); default: libvirt's.", show_default=False)] = None,
+    rom_bar: Annotated[
+        OnOff | None,
+        typer.Option(
+            "--rom-bar",
+            help="Expose the device's option ROM BAR (on) or hide it (off); default: libvirt's.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print <hostdev> XML for PCI devices and mediated devices (--mdev); a <devices> element when there are several."""
-    from ..emit import devices, libvirt as lv, libvirt_mdev
+    from ..emit import devices, libvirt_mdev
+    from ..emit import libvirt as lv
 
     context.state()
     elements = []
@@ -160,8 +192,12 @@ def emit_libvirt_cmd(
         targets = devices.select(inv, addresses, group=group)
         for msg in _group_warnings(inv, targets):
             warn(msg)
-        items = lv.hostdevs(targets, managed=managed, rom_bar=None if rom_bar is None else rom_bar is OnOff.on,
-                            guest_auto=guest_address is GuestAddressMode.auto)
+        items = lv.hostdevs(
+            targets,
+            managed=managed,
+            rom_bar=None if rom_bar is None else rom_bar is OnOff.on,
+            guest_auto=guest_address is GuestAddressMode.auto,
+        )
         elements += [lv.hostdev_element(h) for h in items]
     elements += [libvirt_mdev.hostdev_element(h) for h in libvirt_mdev.hostdevs(context.CURRENT.host(), mdev or [])]
     write_stdout(lv.to_xml(lv.wrap(elements)))
@@ -191,27 +227,42 @@ def emit_kubevirt_cmd(
     per_device: PerDeviceOption = False,
     from_: Annotated[
         list[str] | None,
-        typer.Option("--from", metavar="[NODE=]FILE", help="A node's 'pcipass list --format json' output (node name: "
-                     "NODE, else the file name). Repeatable: the permitted list covers every node.",
-                     show_default=False),
+        typer.Option(
+            "--from",
+            metavar="[NODE=]FILE",
+            help="A node's 'pcipass list --format json' output (node name: "
+            "NODE, else the file name). Repeatable: the permitted list covers every node.",
+            show_default=False,
+        ),
     ] = None,
-    vm: Annotated[str | None, typer.Option("--vm", help="Name of the VirtualMachine the snippet patches.",
-                                           show_default=False)] = None,
+    vm: Annotated[
+        str | None, typer.Option("--vm", help="Name of the VirtualMachine the snippet patches.", show_default=False)
+    ] = None,
     node: NodeOption = None,
     current: Annotated[
         str | None,
-        typer.Option("--current", metavar="FILE", help="The live KubeVirt CR ('kubectl get kubevirt -A -o yaml'): "
-                     "its other pciHostDevices entries and feature gates are kept in the patch.",
-                     show_default=False),
+        typer.Option(
+            "--current",
+            metavar="FILE",
+            help="The live KubeVirt CR ('kubectl get kubevirt -A -o yaml'): "
+            "its other pciHostDevices entries and feature gates are kept in the patch.",
+            show_default=False,
+        ),
     ] = None,
-    only: Annotated[KubevirtPart | None, typer.Option("--only", help="Print only the KubeVirt CR patch or only the "
-                                                      "VM snippet.", show_default=False)] = None,
+    only: Annotated[
+        KubevirtPart | None,
+        typer.Option("--only", help="Print only the KubeVirt CR patch or only the VM snippet.", show_default=False),
+    ] = None,
     mdev: Annotated[
         list[str] | None,
-        typer.Option("--mdev", metavar="TYPE|UUID", help="Mediated devices instead of PCI devices (repeatable): a "
-                     "type ID (mtty-2, nvidia-747) or an instance's UUID; KubeVirt creates instances of the types "
-                     "and permits them. With --from, the files are 'pcipass mdev types --format json' output.",
-                     show_default=False),
+        typer.Option(
+            "--mdev",
+            metavar="TYPE|UUID",
+            help="Mediated devices instead of PCI devices (repeatable): a "
+            "type ID (mtty-2, nvidia-747) or an instance's UUID; KubeVirt creates instances of the types "
+            "and permits them. With --from, the files are 'pcipass mdev types --format json' output.",
+            show_default=False,
+        ),
     ] = None,
     fmt: FormatOption = None,
 ) -> None:
@@ -223,8 +274,10 @@ def emit_kubevirt_cmd(
     cr = _load_yaml_file(current, "--current") if current else None
     if mdev:
         if addresses or all_vfio or per_device or node is not None:
-            raise UsageError("--mdev emits mediated devices: PCI addresses, --all-vfio, --per-device and --node "
-                             "belong to another run")
+            raise UsageError(
+                "--mdev emits mediated devices: PCI addresses, --all-vfio, --per-device and --node "
+                "belong to another run"
+            )
         _write_kubevirt(_kubevirt_mdev_docs(mdev, from_ or [], vm, cr), only, doc_fmt)
         return
     if from_:
@@ -267,8 +320,13 @@ def _write_kubevirt(docs_of, only: KubevirtPart | None, doc_fmt: Format) -> None
         warn(msg)
     docs = []
     if only in (None, KubevirtPart.kubevirt):
-        docs.append(("KubeVirt CR merge patch: kubectl patch kubevirt kubevirt -n kubevirt --type merge --patch-file "
-                     "FILE (Harvester: -n harvester-system)", cr_doc))
+        docs.append(
+            (
+                "KubeVirt CR merge patch: kubectl patch kubevirt kubevirt -n kubevirt --type merge --patch-file "
+                "FILE (Harvester: -n harvester-system)",
+                cr_doc,
+            )
+        )
     if only in (None, KubevirtPart.vm):
         docs.append(("VirtualMachine merge patch: kubectl patch vm NAME --type merge --patch-file FILE", vm_doc))
     write_documents(docs, doc_fmt)
@@ -284,9 +342,14 @@ def emit_harvester_cmd(
     per_device: PerDeviceOption = False,
     pcidevices: Annotated[
         str | None,
-        typer.Option("--pcidevices", metavar="FILE", help="'kubectl get pcidevices -o json' output: the claims get "
-                     "their owner reference (which Harvester's controller needs) and each device is checked against "
-                     "the cluster's record of it.", show_default=False),
+        typer.Option(
+            "--pcidevices",
+            metavar="FILE",
+            help="'kubectl get pcidevices -o json' output: the claims get "
+            "their owner reference (which Harvester's controller needs) and each device is checked against "
+            "the cluster's record of it.",
+            show_default=False,
+        ),
     ] = None,
     fmt: FormatOption = None,
 ) -> None:
@@ -299,8 +362,10 @@ def emit_harvester_cmd(
     owners = _load_yaml_file(pcidevices, "--pcidevices") if pcidevices else None
     claims = harvester.claims(targets, name, user=user, per_device=per_device, pcidevices=owners)
     if owners is None:
-        warn("the claims have no owner reference: Harvester's controller finds the PCIDevice through it; "
-             "pass --pcidevices with 'kubectl get pcidevices -o json' output")
+        warn(
+            "the claims have no owner reference: Harvester's controller finds the PCIDevice through it; "
+            "pass --pcidevices with 'kubectl get pcidevices -o json' output"
+        )
     write_documents([("PCIDeviceClaim: kubectl apply -f FILE", c) for c in claims], doc_fmt)
 
 

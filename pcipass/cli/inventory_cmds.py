@@ -50,8 +50,10 @@ def _no_pci_bus(result) -> bool:
     host = context.CURRENT.host()
     if os.path.isdir(host.pci_devices_dir):
         return False
-    result.messages.append(f"no PCI bus in {host.root}: it has no {os.path.relpath(host.pci_devices_dir, host.root)} "
-                           "(not a Linux host's root, or a kernel without PCI)")
+    result.messages.append(
+        f"no PCI bus in {host.root}: it has no {os.path.relpath(host.pci_devices_dir, host.root)} "
+        "(not a Linux host's root, or a kernel without PCI)"
+    )
     return True
 
 
@@ -107,8 +109,12 @@ def _tree_view(data: list[dict[str, Any]]) -> list[Block]:
 def list_cmd(
     device_class: Annotated[
         list[str] | None,
-        typer.Option("--class", "-c", help="Only this class: gpu, nic, storage, nvme, usb, audio, bridge, accel, "
-                     "... or a hex class code (0300, 0c03). Repeatable."),
+        typer.Option(
+            "--class",
+            "-c",
+            help="Only this class: gpu, nic, storage, nvme, usb, audio, bridge, accel, "
+            "... or a hex class code (0300, 0c03). Repeatable.",
+        ),
     ] = None,
     vendor: Annotated[str | None, typer.Option("--vendor", help="Vendor id (10de) or part of its name.")] = None,
     driver: Annotated[str | None, typer.Option("--driver", help="Bound driver name, or 'none' for unbound.")] = None,
@@ -162,13 +168,20 @@ def _show_view(data: dict[str, Any]) -> list[Block]:
     pairs = [
         ("address", dev["address"]),
         ("name", _name(dev)),
-        ("ids", f"{_ids(dev)} subsystem {dev.get('subsystem_vendor_id') or '????'}:"
-                f"{dev.get('subsystem_device_id') or '????'}"),
-        ("subsystem", " ".join(x for x in (dev.get("subsystem_vendor_name"), dev.get("subsystem_device_name")) if x)
-         or None),
-        ("class", f"{dev.get('class_id') or '??????'} "
-                  + " / ".join(x for x in (dev.get("class_name"), dev.get("subclass_name"), dev.get("prog_if_name"))
-                               if x)),
+        (
+            "ids",
+            f"{_ids(dev)} subsystem {dev.get('subsystem_vendor_id') or '????'}:"
+            f"{dev.get('subsystem_device_id') or '????'}",
+        ),
+        (
+            "subsystem",
+            " ".join(x for x in (dev.get("subsystem_vendor_name"), dev.get("subsystem_device_name")) if x) or None,
+        ),
+        (
+            "class",
+            f"{dev.get('class_id') or '??????'} "
+            + " / ".join(x for x in (dev.get("class_name"), dev.get("subclass_name"), dev.get("prog_if_name")) if x),
+        ),
         ("revision", dev.get("revision")),
         ("role", "bridge" if dev.get("is_bridge") else "endpoint"),
         ("driver", dev.get("driver")),
@@ -197,8 +210,10 @@ def _show_view(data: dict[str, Any]) -> list[Block]:
     if group is None:
         blocks.append("IOMMU group: none (the IOMMU is off or this device is not behind one)")
     else:
-        rows = [[m["address"], m["role"], m["driver"], f"{m.get('vendor_id')}:{m.get('device_id')}", m.get("name")]
-                for m in group["devices"]]
+        rows = [
+            [m["address"], m["role"], m["driver"], f"{m.get('vendor_id')}:{m.get('device_id')}", m.get("name")]
+            for m in group["devices"]
+        ]
         title = f"IOMMU group {group['group']}: {group['verdict']}"
         blocks.append(Table(("ADDRESS", "ROLE", "DRIVER", "ID", "NAME"), rows, title=title))
     return blocks
@@ -221,15 +236,17 @@ def _groups_view(data: list[dict[str, Any]]) -> list[Block]:
     sections: set[int] = set()
     for g in data:
         for i, m in enumerate(g["devices"] or [{}]):
-            rows.append([
-                g["group"] if i == 0 else "",
-                g["verdict"] if i == 0 else "",
-                m.get("address"),
-                m.get("role"),
-                m.get("driver"),
-                f"{m.get('vendor_id')}:{m.get('device_id')}" if m else None,
-                m.get("name"),
-            ])
+            rows.append(
+                [
+                    g["group"] if i == 0 else "",
+                    g["verdict"] if i == 0 else "",
+                    m.get("address"),
+                    m.get("role"),
+                    m.get("driver"),
+                    f"{m.get('vendor_id')}:{m.get('device_id')}" if m else None,
+                    m.get("name"),
+                ]
+            )
         sections.add(len(rows) - 1)
     return [Table(("GROUP", "VERDICT", "ADDRESS", "ROLE", "DRIVER", "ID", "NAME"), rows, sections=sections)]
 

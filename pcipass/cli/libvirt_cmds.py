@@ -13,17 +13,32 @@ DomainArg = Annotated[str, typer.Argument(metavar="DOMAIN", help="libvirt domain
 AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR...", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
 ConnectOption = Annotated[
     str | None,
-    typer.Option("--connect", "-c", metavar="URI", help="libvirt connection URI (default: libvirt's, e.g. "
-                 "$LIBVIRT_DEFAULT_URI).", show_default=False),
+    typer.Option(
+        "--connect",
+        "-c",
+        metavar="URI",
+        help="libvirt connection URI (default: libvirt's, e.g. $LIBVIRT_DEFAULT_URI).",
+        show_default=False,
+    ),
 ]
 LiveOption = Annotated[bool, typer.Option("--live", help="Change the running domain.")]
-ConfigOption = Annotated[bool, typer.Option("--config", help="Change the persistent definition. Neither --live nor "
-                                            "--config: the running domain if it runs, else the definition.")]
+ConfigOption = Annotated[
+    bool,
+    typer.Option(
+        "--config",
+        help="Change the persistent definition. Neither --live nor "
+        "--config: the running domain if it runs, else the definition.",
+    ),
+]
 
 
 def _view(data: list[dict[str, Any]]) -> list[Block]:
-    return [Table(("ADDRESS", "DOMAIN", "ACTION", "LIVE", "CONFIG"),
-                  [[c["address"], c["domain"], c["action"], c["live"], c["config"]] for c in data])]
+    return [
+        Table(
+            ("ADDRESS", "DOMAIN", "ACTION", "LIVE", "CONFIG"),
+            [[c["address"], c["domain"], c["action"], c["live"], c["config"]] for c in data],
+        )
+    ]
 
 
 def attach_cmd(
@@ -32,15 +47,18 @@ def attach_cmd(
     connect: ConnectOption = None,
     live: LiveOption = False,
     config: ConfigOption = False,
-    group: Annotated[bool, typer.Option("--group", help="Also attach the other endpoints of each device's IOMMU "
-                                        "group.")] = False,
-    managed: Annotated[Managed, typer.Option("--managed", case_sensitive=False, help="As for 'emit libvirt'.")]
-    = Managed.auto,
+    group: Annotated[
+        bool, typer.Option("--group", help="Also attach the other endpoints of each device's IOMMU group.")
+    ] = False,
+    managed: Annotated[
+        Managed, typer.Option("--managed", case_sensitive=False, help="As for 'emit libvirt'.")
+    ] = Managed.auto,
     fmt: FormatOption = None,
 ) -> None:
     """Attach PCI devices to a libvirt domain as <hostdev> (libvirt picks their guest addresses)."""
     context.state(fmt)
-    from ..emit import devices, libvirt as lv
+    from ..emit import devices
+    from ..emit import libvirt as lv
     from ..hypervisor import libvirt_conn
     from ..inventory import Inventory
     from ..result import Result, jsonable

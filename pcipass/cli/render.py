@@ -148,11 +148,11 @@ def render_table(blocks: list[Block]) -> None:
 
 
 def _rich_table(blocks: list[Block]) -> None:
+    import io
+
     from rich import box
     from rich.table import Table as RichTable
     from rich.text import Text
-
-    import io
 
     tty = _stdout_is_tty()
     # Not a TTY: render into a buffer and drop rich's right padding so piped output has no trailing blanks.
@@ -166,16 +166,26 @@ def _rich_table(blocks: list[Block]) -> None:
         if isinstance(block, str):
             console.print(Text(block), soft_wrap=True)
         elif isinstance(block, KeyValues):
-            t = RichTable(box=None, show_header=False, title=Text(block.title) if block.title else None,
-                          title_justify="left", pad_edge=False)
+            t = RichTable(
+                box=None,
+                show_header=False,
+                title=Text(block.title) if block.title else None,
+                title_justify="left",
+                pad_edge=False,
+            )
             t.add_column(no_wrap=True, style="bold")
             t.add_column(overflow="fold")
             for key, value in block.pairs:
                 t.add_row(Text(key), Text(cell(value)))
             console.print(t)
         else:
-            t = RichTable(box=box.SIMPLE_HEAD, title=Text(block.title) if block.title else None,
-                          title_justify="left", pad_edge=False, show_edge=False)
+            t = RichTable(
+                box=box.SIMPLE_HEAD,
+                title=Text(block.title) if block.title else None,
+                title_justify="left",
+                pad_edge=False,
+                show_edge=False,
+            )
             for col in block.columns:
                 t.add_column(Text(col), overflow="fold")
             for i, row in enumerate(block.rows):
@@ -270,7 +280,8 @@ def _encoder() -> Callable[[Any], str]:
                 # Made once: json.dumps would rebuild its encoder on every call (~40 % of a record).
                 py = je.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
                 c = je.c_make_encoder and je.c_make_encoder(
-                    {}, py.default, je.encode_basestring, None, ":", ",", False, False, True)
+                    {}, py.default, je.encode_basestring, None, ":", ",", False, False, True
+                )
                 fallback.append((lambda v: "".join(c(v, 0))) if c else py.encode)
             return fallback[0](value)
 

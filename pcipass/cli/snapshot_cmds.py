@@ -11,14 +11,28 @@ from .render import Block, KeyValues
 
 
 def _view(data: dict[str, Any]) -> list[Block]:
-    return [KeyValues([("snapshot", data["path"]), ("entries", data["entries"]),
-                       ("read back with", f"pcipass --root {data['path']} list")])]
+    return [
+        KeyValues(
+            [
+                ("snapshot", data["path"]),
+                ("entries", data["entries"]),
+                ("read back with", f"pcipass --root {data['path']} list"),
+            ]
+        )
+    ]
 
 
 def snapshot_cmd(
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="FILE", dir_okay=False, writable=True,
-                           help="Archive to write (.tar.gz or .tgz; .tar.xz or .txz for xz).")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            dir_okay=False,
+            writable=True,
+            help="Archive to write (.tar.gz or .tgz; .tar.xz or .txz for xz).",
+        ),
     ],
     fmt: FormatOption = None,
 ) -> None:
@@ -33,8 +47,12 @@ def snapshot_cmd(
     try:
         entries = capture(context.CURRENT.host(), output)
     except OSError as exc:
-        raise from_oserror(exc, action="write", path=str(output),
-                           remedy="-o needs a file in a directory that exists and that you can write to") from exc
+        raise from_oserror(
+            exc,
+            action="write",
+            path=str(output),
+            remedy="-o needs a file in a directory that exists and that you can write to",
+        ) from exc
     finish(Result("snapshot", data={"path": str(output), "entries": entries}), _view)
 
 

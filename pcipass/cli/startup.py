@@ -76,7 +76,7 @@ def root_option(before: list[str]) -> str | None:
             i += 2
             continue
         if arg.startswith("--root="):
-            root = arg[len("--root="):]
+            root = arg[len("--root=") :]
         i += 1
     return root
 

@@ -32,7 +32,7 @@ Nothing else here needs to change: the top-level schema gets the section's schem
 
 from __future__ import annotations
 
-from .load import Desired, config_path, load, schema
 from .edit import Editor
+from .load import Desired, config_path, load, schema
 
 __all__ = ["Desired", "Editor", "config_path", "load", "schema"]

@@ -35,5 +35,10 @@ class DeviceEntry:
 
 
 def from_node(item: dict, line: int) -> DeviceEntry:
-    return DeviceEntry(item["address"], item.get("driver", VFIO_PCI), bool(item.get("group", False)),
-                       Fingerprint.from_mapping(item["fingerprint"]), line)
+    return DeviceEntry(
+        item["address"],
+        item.get("driver", VFIO_PCI),
+        bool(item.get("group", False)),
+        Fingerprint.from_mapping(item["fingerprint"]),
+        line,
+    )

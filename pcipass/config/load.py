@@ -25,8 +25,10 @@ def config_path(host: Host, given: str | None) -> tuple[Path, str]:
     under the root."""
     if given is not None:
         if not given:
-            raise UsageError("--config is empty (an unset variable?): give a file, or leave --config out for "
-                             f"{host.shown(host.pcipass_config)}")
+            raise UsageError(
+                "--config is empty (an unset variable?): give a file, or leave --config out for "
+                f"{host.shown(host.pcipass_config)}"
+            )
         return Path(given), given
     return host.pcipass_config, host.shown(host.pcipass_config)
 
@@ -101,8 +103,9 @@ def parse(text: str, shown: str) -> tuple[Any, Desired]:
         doc = yaml_rt().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(f"not valid YAML: {exc.problem or exc.context}", path=shown,
-                          line=mark.line + 1 if mark else None) from exc
+        raise ConfigError(
+            f"not valid YAML: {exc.problem or exc.context}", path=shown, line=mark.line + 1 if mark else None
+        ) from exc
     except YAMLError as exc:
         raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", path=shown) from exc
     if doc is None:
@@ -123,8 +126,9 @@ def load(path: Path, shown: str, *, missing_ok: bool = False) -> Desired:
     if text is None:
         if missing_ok:
             return Desired(shown, VERSION, {name: () for name in SECTIONS})
-        raise ConfigError("no such file", path=shown,
-                          remedy="'pcipass persist ADDR...' creates it, or give --config FILE")
+        raise ConfigError(
+            "no such file", path=shown, remedy="'pcipass persist ADDR...' creates it, or give --config FILE"
+        )
     return parse(text, shown)[1]
 
 
@@ -196,8 +200,13 @@ def _unique(items: list, section: str, field: str, shown: str) -> None:
         value = item[field]
         line = _line(item, field)
         if value in seen:
-            problems.append((line or 0, f"{section}[{i}].{field}",
-                             f"{value} is declared twice (first at line {seen[value]}): one entry per {field}"))
+            problems.append(
+                (
+                    line or 0,
+                    f"{section}[{i}].{field}",
+                    f"{value} is declared twice (first at line {seen[value]}): one entry per {field}",
+                )
+            )
         else:
             seen[value] = line
     if problems:

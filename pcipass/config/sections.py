@@ -16,6 +16,4 @@ class Section(NamedTuple):
     parse: Callable[[dict, int], Any]  #: (validated item, its line) -> a frozen entry
 
 
-SECTIONS: dict[str, Section] = {s.name: s for s in (
-    Section("devices", key="address", parse=devices.from_node),
-)}
+SECTIONS: dict[str, Section] = {s.name: s for s in (Section("devices", key="address", parse=devices.from_node),)}

@@ -150,16 +150,21 @@ def load_inventory(spec: str) -> tuple[str, list[Target]]:
         raise UsageError(f"--from {path_text!r}: cannot read it ({exc.strerror or exc})") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"--from {path_text!r}: not JSON ({exc})") from exc
-    if not (isinstance(env, dict) and env.get("pcipass") == ENVELOPE_VERSION and env.get("command") == "list"
-            and isinstance(env.get("data"), list)):
+    if not (
+        isinstance(env, dict)
+        and env.get("pcipass") == ENVELOPE_VERSION
+        and env.get("command") == "list"
+        and isinstance(env.get("data"), list)
+    ):
         raise UsageError(f"--from {path_text!r}: not the output of 'pcipass list --format json'")
     if any(isinstance(d, dict) and "devices" in d for d in env["data"]):
         raise UsageError(f"--from {path_text!r}: this is 'list --tree' output; save 'pcipass list --format json'")
     return node, [_target_from_json(d, f"--from {path_text!r}").with_node(node) for d in env["data"]]
 
 
-def select_saved(inventories: Iterable[tuple[str, list[Target]]], addresses: Sequence[str], *,
-                 all_vfio: bool = False) -> list[Target]:
+def select_saved(
+    inventories: Iterable[tuple[str, list[Target]]], addresses: Sequence[str], *, all_vfio: bool = False
+) -> list[Target]:
     """From several nodes' inventories: the named addresses on every node that has them (refused on a node
     where they are bridges), or every device on a vfio driver; sorted by node then address."""
     if not addresses and not all_vfio:

@@ -39,8 +39,9 @@ def _owner_index(pcidevices: dict[str, Any] | None) -> dict[str, dict[str, Any]]
 def _owner_reference(name: str, t: Target, node: str, index: dict[str, dict[str, Any]]) -> dict[str, str]:
     pd = index.get(name)
     if pd is None:
-        raise UsageError(f"{t.address}: the cluster has no PCIDevice {name!r} (is the node name {node!r} right?)",
-                         address=t.address)
+        raise UsageError(
+            f"{t.address}: the cluster has no PCIDevice {name!r} (is the node name {node!r} right?)", address=t.address
+        )
     status = pd.get("status") if isinstance(pd.get("status"), dict) else {}
     seen = (status.get("address"), status.get("nodeName"), status.get("vendorId"), status.get("deviceId"))
     if seen != (t.address, node, t.vendor_id, t.device_id):
@@ -55,8 +56,14 @@ def _owner_reference(name: str, t: Target, node: str, index: dict[str, dict[str,
     return {"apiVersion": API_VERSION, "kind": "PCIDevice", "name": name, "uid": uid}
 
 
-def claims(targets: Sequence[Target], node: str, *, user: str | None = None, per_device: bool = False,
-           pcidevices: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def claims(
+    targets: Sequence[Target],
+    node: str,
+    *,
+    user: str | None = None,
+    per_device: bool = False,
+    pcidevices: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """One claim per device. ``per_device`` sets ``disableResourcePooling`` (Harvester ≥ 1.9: the device gets
     its own resource name; an older CRD rejects the field)."""
     if not targets:
@@ -66,8 +73,11 @@ def claims(targets: Sequence[Target], node: str, *, user: str | None = None, per
     out = []
     for t in targets:
         if t.iommu_group is None:
-            raise Refused(f"{t.address} has no IOMMU group: Harvester refuses the claim (IOMMU off or unsupported; "
-                          "see 'pcipass check-iommu')", address=t.address)
+            raise Refused(
+                f"{t.address} has no IOMMU group: Harvester refuses the claim (IOMMU off or unsupported; "
+                "see 'pcipass check-iommu')",
+                address=t.address,
+            )
         name = names.harvester_device_name(node, t.address)
         metadata: dict[str, Any] = {"name": name}
         if index is not None:

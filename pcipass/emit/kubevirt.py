@@ -68,8 +68,9 @@ class Plan:
 
 def _selector(t: Target) -> str:
     if not (t.vendor_id and t.device_id):
-        raise UsageError(f"{t.address}: vendor or device ID unreadable, cannot name a KubeVirt selector",
-                         address=t.address)
+        raise UsageError(
+            f"{t.address}: vendor or device ID unreadable, cannot name a KubeVirt selector", address=t.address
+        )
     return f"{t.vendor_id}:{t.device_id}".upper()
 
 
@@ -83,8 +84,9 @@ def _pooled_names(targets: Sequence[Target]) -> dict[str, str]:
     for t in targets:
         first.setdefault(_selector(t), t)
     base = {
-        sel: names.resource_name(names.vendor_prefix(t.vendor_name, t.vendor_id or ""),
-                                 names.device_part(t.device_name, t.device_id or ""))
+        sel: names.resource_name(
+            names.vendor_prefix(t.vendor_name, t.vendor_id or ""), names.device_part(t.device_name, t.device_id or "")
+        )
         for sel, t in first.items()
     }
     clashes = {r for r, n in Counter(base.values()).items() if n > 1}
@@ -103,8 +105,12 @@ def _current_lists(current: dict[str, Any] | None) -> tuple[list[Permit], list[s
     ``kubectl get kubevirt -A -o yaml`` prints)."""
     if current is None:
         return [], []
-    if isinstance(current, dict) and current.get("kind") == "List" and isinstance(current.get("items"), list) \
-            and len(current["items"]) == 1:
+    if (
+        isinstance(current, dict)
+        and current.get("kind") == "List"
+        and isinstance(current.get("items"), list)
+        and len(current["items"]) == 1
+    ):
         current = current["items"][0]
     if not isinstance(current, dict) or current.get("kind") != "KubeVirt":
         raise UsageError("--current: not one KubeVirt object (save it with 'kubectl get kubevirt -A -o yaml')")
@@ -134,8 +140,10 @@ def _merge(existing: list[Permit], wanted: list[Permit], warnings: list[str]) ->
             continue
         if not p.external:
             if p.selector in pooled:
-                warnings.append(f"the current CR lists {p.selector} twice ({pooled[p.selector].resource} and "
-                                f"{p.resource}); KubeVirt only uses the last: keeping {pooled[p.selector].resource}")
+                warnings.append(
+                    f"the current CR lists {p.selector} twice ({pooled[p.selector].resource} and "
+                    f"{p.resource}); KubeVirt only uses the last: keeping {pooled[p.selector].resource}"
+                )
                 continue
             pooled[p.selector] = p
         out[(p.selector, p.resource)] = p
@@ -158,15 +166,18 @@ def plan(targets: Sequence[Target], *, per_device: bool = False, current: dict[s
         if missing:
             raise UsageError("--per-device names include the node name: give --node (or --from NODE=FILE)")
         resources = [
-            names.per_device_resource_name(names.vendor_prefix(t.vendor_name, t.vendor_id or ""), t.node or "",
-                                           t.address)
+            names.per_device_resource_name(
+                names.vendor_prefix(t.vendor_name, t.vendor_id or ""), t.node or "", t.address
+            )
             for t in targets
         ]
         wanted = [Permit(_selector(t), r, external=True) for t, r in zip(targets, resources)]
         nodes = sorted({t.node or "" for t in targets})
         if len(nodes) > 1:
-            warnings.append(f"the VM snippet names devices of {len(nodes)} nodes ({', '.join(nodes)}); a VM runs on "
-                            "one node: keep only that node's entries")
+            warnings.append(
+                f"the VM snippet names devices of {len(nodes)} nodes ({', '.join(nodes)}); a VM runs on "
+                "one node: keep only that node's entries"
+            )
     else:
         # A selector the cluster already permits keeps its resource name: VMs may already request it.
         known = {p.selector: p.resource for p in existing if not p.external}
@@ -175,8 +186,10 @@ def plan(targets: Sequence[Target], *, per_device: bool = False, current: dict[s
         wanted = [Permit(s, pooled[s]) for s in sorted({_selector(t) for t in targets})]
         for t in targets:
             if t.driver != VFIO_PCI:
-                warnings.append(f"{_where(t)} is on {t.driver or 'no driver'}: KubeVirt's device plugin only offers "
-                                f"devices bound to {VFIO_PCI} (bind it first: pcipass enable)")
+                warnings.append(
+                    f"{_where(t)} is on {t.driver or 'no driver'}: KubeVirt's device plugin only offers "
+                    f"devices bound to {VFIO_PCI} (bind it first: pcipass enable)"
+                )
         per_node = Counter((t.node, r) for t, r in zip(targets, resources))
         for (node, res), n in sorted(per_node.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
             if n > 1:
@@ -189,8 +202,10 @@ def plan(targets: Sequence[Target], *, per_device: bool = False, current: dict[s
     new_gates = [HOST_DEVICES_GATE] + ([GPU_GATE] if any(t.is_display for t in targets) else [])
     gates += [g for g in new_gates if g not in gates]
     if current is None:
-        warnings.append("a merge patch replaces whole lists: this one sets pciHostDevices and featureGates to "
-                        "exactly what it holds; pass --current with the live KubeVirt CR to keep its other entries")
+        warnings.append(
+            "a merge patch replaces whole lists: this one sets pciHostDevices and featureGates to "
+            "exactly what it holds; pass --current with the live KubeVirt CR to keep its other entries"
+        )
     assignments = tuple(Assignment(t, r) for t, r in zip(targets, resources))
     return Plan(tuple(permits), assignments, tuple(gates), tuple(warnings))
 

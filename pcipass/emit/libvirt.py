@@ -88,13 +88,13 @@ def guest_addresses(sources: Sequence[PciAddress]) -> dict[PciAddress, GuestAddr
     return out
 
 
-def hostdevs(targets: Sequence[Target], *, managed: Managed = Managed.auto, rom_bar: bool | None = None,
-             guest_auto: bool = True) -> list[Hostdev]:
+def hostdevs(
+    targets: Sequence[Target], *, managed: Managed = Managed.auto, rom_bar: bool | None = None, guest_auto: bool = True
+) -> list[Hostdev]:
     sources = [t.pci for t in targets]
     guests = guest_addresses(sources) if guest_auto else {}
     return [
-        Hostdev(source=t.pci, managed=is_managed(t, managed), rom_bar=rom_bar, guest=guests.get(t.pci))
-        for t in targets
+        Hostdev(source=t.pci, managed=is_managed(t, managed), rom_bar=rom_bar, guest=guests.get(t.pci)) for t in targets
     ]
 
 

@@ -106,22 +106,25 @@ class Executor:
         assert group is not None and step.path is not None
         node = actual_path(self.host.root, step.path)
         if not self.waiter.until(lambda: os.path.exists(node), self.timeout):
-            raise SysfsError(f"group {group}: {step.path} did not appear after {self.timeout:g} s",
-                             path=step.path, errno=errno.ENOENT,
-                             remedy="is devtmpfs mounted on /dev? see dmesg for vfio errors")
+            raise SysfsError(
+                f"group {group}: {step.path} did not appear after {self.timeout:g} s",
+                path=step.path,
+                errno=errno.ENOENT,
+                remedy="is devtmpfs mounted on /dev? see dmesg for vfio errors",
+            )
         status = self.kernel.vfio_status(group)
         if status.viable is True:
             return "the kernel reports the group viable"
         if status.viable is False:
             raise SysfsError(
-                f"the kernel reports IOMMU group {group} not viable: a device of the group is still on a host "
-                "driver",
+                f"the kernel reports IOMMU group {group} not viable: a device of the group is still on a host driver",
                 path=step.path,
                 remedy="every endpoint of the group must be on a vfio driver, pci-stub or no driver (--group)",
             )
         if self.host.is_live:
-            raise SysfsError(f"group {group}: the kernel's viability answer is unavailable: {status.detail}",
-                             path=step.path)
+            raise SysfsError(
+                f"group {group}: the kernel's viability answer is unavailable: {status.detail}", path=step.path
+            )
         return f"kernel not asked: {status.detail}"
 
     def _verify_released(self, step: Step) -> str:
@@ -141,8 +144,11 @@ class Executor:
     def run_step(self, step: Step) -> tuple[str, str | None]:
         """Execute one step: (status, detail). Raises PcipassError on failure."""
         if step.address is not None and step.address in self._stuck:
-            raise SysfsError(f"{step.address}: not touched again while the kernel is still busy with it",
-                             address=step.address, errno=errno.ETIMEDOUT)
+            raise SysfsError(
+                f"{step.address}: not touched again while the kernel is still busy with it",
+                address=step.address,
+                errno=errno.ETIMEDOUT,
+            )
         if not self._condition_holds(step):
             return "skipped", step.condition
         if step.op is Op.WRITE:
@@ -196,7 +202,6 @@ class Executor:
                 run.rollback.append(StepRecord(undo, status, detail))
             undone.add(id(step))
         run.records = [
-            StepRecord(r.step, "undone", r.detail) if r.status == "done" and id(r.step) in undone and r.step.undo
-            else r
+            StepRecord(r.step, "undone", r.detail) if r.status == "done" and id(r.step) in undone and r.step.undo else r
             for r in run.records
         ]

@@ -58,8 +58,10 @@ def preflight(host: Host, *, action: str, dry_run: bool, iommu: bool = True) -> 
             f"pcipass --root DIR {action} --dry-run",
         )
     if not dry_run and effective_uid() != 0:
-        raise PermissionDenied(f"pcipass {action} writes to sysfs and needs root",
-                               remedy=f"run it as root (sudo pcipass {action} ...), or preview with --dry-run")
+        raise PermissionDenied(
+            f"pcipass {action} writes to sysfs and needs root",
+            remedy=f"run it as root (sudo pcipass {action} ...), or preview with --dry-run",
+        )
     if iommu and host.reaches_kernel and not iommu_active(host):
         # A running kernel without an IOMMU (the live root, or a root whose sys is a real sysfs: a container's
         # /host): vfio-pci cannot bind anything there, and this is exactly the machine where an unbind takes
@@ -80,15 +82,26 @@ def describe(dev: PciDevice) -> str:
 def device_refusals(dev: PciDevice, *, iommu: bool) -> list[Refusal]:
     """Reasons no flag can override."""
     if dev.role is Role.BRIDGE:
-        return [Refusal(dev.address, RefusalKind.NOT_ENDPOINT,
-                        f"{dev.address} is a bridge or port, not an endpoint: it cannot be assigned to a VM "
-                        "(bridges of a group stay on their driver)")]
+        return [
+            Refusal(
+                dev.address,
+                RefusalKind.NOT_ENDPOINT,
+                f"{dev.address} is a bridge or port, not an endpoint: it cannot be assigned to a VM "
+                "(bridges of a group stay on their driver)",
+            )
+        ]
     if not iommu:
-        return [Refusal(dev.address, RefusalKind.NO_IOMMU,
-                        f"{dev.address}: no IOMMU is active, so vfio-pci cannot take the device")]
+        return [
+            Refusal(
+                dev.address,
+                RefusalKind.NO_IOMMU,
+                f"{dev.address}: no IOMMU is active, so vfio-pci cannot take the device",
+            )
+        ]
     if dev.iommu_group is None:
-        return [Refusal(dev.address, RefusalKind.NO_GROUP,
-                        f"{dev.address} has no IOMMU group (it is not behind the IOMMU)")]
+        return [
+            Refusal(dev.address, RefusalKind.NO_GROUP, f"{dev.address} has no IOMMU group (it is not behind the IOMMU)")
+        ]
     return []
 
 
@@ -107,14 +120,26 @@ def blocking_peers(inv: Inventory, group: int, moving: set[str]) -> list[PciDevi
 
 
 def in_use_refusals(use: HostUse, dev: PciDevice, inv: Inventory) -> list[Refusal]:
-    out = [Refusal(dev.address, RefusalKind.IN_USE, f"{dev.address} is in use by the host: {r.message}")
-           for r in use.reasons(dev.address)]
+    out = [
+        Refusal(dev.address, RefusalKind.IN_USE, f"{dev.address} is in use by the host: {r.message}")
+        for r in use.reasons(dev.address)
+    ]
     if dev.sriov is not None and dev.sriov.numvfs:
-        bound = [vf for vf in dev.sriov.vfs if vf in inv.devices and inv.devices[vf].driver
-                 and not is_vfio_driver(inv.devices[vf].driver, inv.variant_modules)]
+        bound = [
+            vf
+            for vf in dev.sriov.vfs
+            if vf in inv.devices
+            and inv.devices[vf].driver
+            and not is_vfio_driver(inv.devices[vf].driver, inv.variant_modules)
+        ]
         if bound:
-            out.append(Refusal(dev.address, RefusalKind.IN_USE,
-                               f"{dev.address} is an SR-IOV PF with {dev.sriov.numvfs} VFs; unbinding its driver "
-                               f"destroys them, and {len(bound)} are on host drivers ({', '.join(bound[:4])}"
-                               f"{', ...' if len(bound) > 4 else ''})"))
+            out.append(
+                Refusal(
+                    dev.address,
+                    RefusalKind.IN_USE,
+                    f"{dev.address} is an SR-IOV PF with {dev.sriov.numvfs} VFs; unbinding its driver "
+                    f"destroys them, and {len(bound)} are on host drivers ({', '.join(bound[:4])}"
+                    f"{', ...' if len(bound) > 4 else ''})",
+                )
+            )
     return out

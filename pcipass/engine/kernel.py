@@ -107,19 +107,27 @@ class SysfsKernel:
     def load_module(self, name: str, *, timeout: float) -> None:
         modprobe = self.host.executable("modprobe")
         if modprobe is None:
-            why = "no modprobe on this system" if self.host.is_live else f"modules cannot be loaded under {self.host.root}"
+            why = (
+                "no modprobe on this system"
+                if self.host.is_live
+                else f"modules cannot be loaded under {self.host.root}"
+            )
             raise ModuleError(f"cannot load module {name}: {why}", remedy=f"load it first: modprobe {name}")
         try:
-            proc = subprocess.run([modprobe, name], capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [modprobe, name], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired as exc:
-            raise SysfsError(f"modprobe {name} did not finish in {timeout:g} s",
-                             remedy="check dmesg for a module stuck in its init") from exc
+            raise SysfsError(
+                f"modprobe {name} did not finish in {timeout:g} s", remedy="check dmesg for a module stuck in its init"
+            ) from exc
         if proc.returncode != 0:
             msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
-            raise ModuleError(f"modprobe {name} failed: {msg}",
-                              remedy="see dmesg; a module forbidden by modprobe.d ('blacklist'/'install ... "
-                                     "/bin/false') must be allowed there first")
+            raise ModuleError(
+                f"modprobe {name} failed: {msg}",
+                remedy="see dmesg; a module forbidden by modprobe.d ('blacklist'/'install ... "
+                "/bin/false') must be allowed there first",
+            )
 
     def vfio_status(self, group: int) -> VfioGroupStatus:
         return group_status(self.host, group)

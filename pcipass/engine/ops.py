@@ -61,14 +61,20 @@ class BindReport(NamedTuple):
 def _changed_since_planning(host: Host, gp: GroupPlan) -> PcipassError | None:
     for m in gp.moves:
         if not host.pci_device(m.address).exists():
-            return DeviceNotFound(f"{m.address} is gone since planning (removed or hot-unplugged); nothing "
-                                  f"was written to group {gp.group}", address=m.address,
-                                  remedy="rescan the bus and check the address")
+            return DeviceNotFound(
+                f"{m.address} is gone since planning (removed or hot-unplugged); nothing "
+                f"was written to group {gp.group}",
+                address=m.address,
+                remedy="rescan the bus and check the address",
+            )
         drv, ovr = driver_of(host, m.address), current_override(host, m.address)
         if (drv, ovr) != (m.driver_before, m.override_before):
-            return SysfsError(f"{m.address} changed since planning (driver {drv}, override {ovr}); nothing was "
-                              f"written to group {gp.group}", address=m.address,
-                              remedy="someone else is rebinding devices; retry")
+            return SysfsError(
+                f"{m.address} changed since planning (driver {drv}, override {ovr}); nothing was "
+                f"written to group {gp.group}",
+                address=m.address,
+                remedy="someone else is rebinding devices; retry",
+            )
     return None
 
 
@@ -88,29 +94,55 @@ def _mutate(
     preflight(host, action=action, dry_run=dry_run)
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel and kernel is None:
-        messages.append(f"{host.root} is not the running system: the writes go to files there and no kernel "
-                        "acts on them")
+        messages.append(
+            f"{host.root} is not the running system: the writes go to files there and no kernel acts on them"
+        )
     own = SysfsKernel(host) if kernel is None else None
     try:
-        return _locked_run(host, action, addrs, planner, messages, dry_run=dry_run, timeout=timeout,
-                           kernel=kernel or own, lock_wait=lock_wait, on_lock_wait=on_lock_wait)
+        return _locked_run(
+            host,
+            action,
+            addrs,
+            planner,
+            messages,
+            dry_run=dry_run,
+            timeout=timeout,
+            kernel=kernel or own,
+            lock_wait=lock_wait,
+            on_lock_wait=on_lock_wait,
+        )
     finally:
         if own is not None:
             own.close()  # its writer thread
 
 
-def _locked_run(host: Host, action: str, addrs: list[str], planner, messages: list[str], *, dry_run: bool,
-                timeout: float, kernel: Kernel, lock_wait: float, on_lock_wait) -> BindReport:
-    lock = nullcontext() if dry_run else Lock(host, wait=lock_wait, command=f"{action} {' '.join(addrs)}",
-                                                on_wait=on_lock_wait)
+def _locked_run(
+    host: Host,
+    action: str,
+    addrs: list[str],
+    planner,
+    messages: list[str],
+    *,
+    dry_run: bool,
+    timeout: float,
+    kernel: Kernel,
+    lock_wait: float,
+    on_lock_wait,
+) -> BindReport:
+    lock = (
+        nullcontext()
+        if dry_run
+        else Lock(host, wait=lock_wait, command=f"{action} {' '.join(addrs)}", on_wait=on_lock_wait)
+    )
     with lock:
         if isinstance(lock, Lock) and lock.contended:
             messages.append(f"waited {lock.waited:.1f} s for another pcipass run to finish")
         store = StateStore(host)
         records = store.load()
         free = dry_run and lock_is_free(host)
-        interrupted = tuple(r for a, r in sorted(records.items())
-                            if r.in_flight and (not dry_run or free or not pid_alive(r.pid)))
+        interrupted = tuple(
+            r for a, r in sorted(records.items()) if r.in_flight and (not dry_run or free or not pid_alive(r.pid))
+        )
         messages += [interrupted_message(r) for r in interrupted]
         ctx = Context(host, kernel, records, addrs)
         planned: Planned = planner(ctx, addrs)
@@ -124,8 +156,18 @@ def _locked_run(host: Host, action: str, addrs: list[str], planner, messages: li
                     dev = ctx.inv.devices[m.address]
                     results[m.address] = result_for(dev, Outcome.PLANNED, requested=m.requested, target=m.target)
             ordered = _order(addrs, results)
-            return BindReport(action, True, ordered, tuple(StepRecord(s, "planned") for s in plan.steps), (),
-                              interrupted, None, tuple(messages), tuple(errors), exit_code(list(ordered)))
+            return BindReport(
+                action,
+                True,
+                ordered,
+                tuple(StepRecord(s, "planned") for s in plan.steps),
+                (),
+                interrupted,
+                None,
+                tuple(messages),
+                tuple(errors),
+                exit_code(list(ordered)),
+            )
         for a in planned.drop_records:
             records.pop(a, None)
         if planned.drop_records and not plan.groups:
@@ -154,8 +196,18 @@ def _locked_run(host: Host, action: str, addrs: list[str], planner, messages: li
         if waiter.note:
             messages.append(waiter.note)
         ordered = _order(addrs, results)
-        return BindReport(action, False, ordered, tuple(run.steps), tuple(run.rollback), interrupted,
-                          waiter.source, tuple(messages), tuple(errors), exit_code(list(ordered)))
+        return BindReport(
+            action,
+            False,
+            ordered,
+            tuple(run.steps),
+            tuple(run.rollback),
+            interrupted,
+            waiter.source,
+            tuple(messages),
+            tuple(errors),
+            exit_code(list(ordered)),
+        )
 
 
 def _order(addrs: list[str], results: dict[str, DeviceResult]) -> tuple[DeviceResult, ...]:
@@ -168,8 +220,16 @@ def _order(addrs: list[str], results: dict[str, DeviceResult]) -> tuple[DeviceRe
 class _Run:
     """Executes a plan's groups one by one, keeping the state file and the per-device results."""
 
-    def __init__(self, host: Host, ex: Executor, store: StateStore, records: dict[str, DeviceRecord],
-                 action: str, results: dict[str, DeviceResult], errors: list[PcipassError]) -> None:
+    def __init__(
+        self,
+        host: Host,
+        ex: Executor,
+        store: StateStore,
+        records: dict[str, DeviceRecord],
+        action: str,
+        results: dict[str, DeviceResult],
+        errors: list[PcipassError],
+    ) -> None:
         self.host, self.ex, self.store, self.records = host, ex, store, records
         self.action, self.results, self.errors = action, results, errors
         self.steps: list[StepRecord] = []
@@ -189,8 +249,16 @@ class _Run:
                 known = self.action == "enable" or (old is not None and old.known)
                 target = m.target if self.action == "enable" else (old.target if old else None)
                 self.records[m.address] = DeviceRecord(
-                    address=m.address, original_driver=m.original_driver, original_override=m.original_override,
-                    target=target, group=m.group, phase=phase, pid=os.getpid(), since=now_utc(), known=known)
+                    address=m.address,
+                    original_driver=m.original_driver,
+                    original_override=m.original_override,
+                    target=target,
+                    group=m.group,
+                    phase=phase,
+                    pid=os.getpid(),
+                    since=now_utc(),
+                    known=known,
+                )
         self.store.save(self.records)
 
     def _put_back(self, gp: GroupPlan) -> None:
@@ -203,9 +271,17 @@ class _Run:
     def _finish(self, gp: GroupPlan, outcome: Outcome, rolled_back: bool | None, err: PcipassError | None) -> None:
         for m in gp.moves:
             self.results[m.address] = DeviceResult(
-                address=m.address, group=m.group, requested=m.requested, outcome=outcome,
-                driver_before=m.driver_before, driver_after=driver_of(self.host, m.address), target=m.target,
-                rolled_back=rolled_back, reasons=(err.message,) if err else (), error=err.to_dict() if err else None)
+                address=m.address,
+                group=m.group,
+                requested=m.requested,
+                outcome=outcome,
+                driver_before=m.driver_before,
+                driver_after=driver_of(self.host, m.address),
+                target=m.target,
+                rolled_back=rolled_back,
+                reasons=(err.message,) if err else (),
+                error=err.to_dict() if err else None,
+            )
         if err is not None:
             self.errors.append(err)
 
@@ -237,10 +313,14 @@ class _Run:
         # Not everything could be undone: keep the in-flight records (status and the next run show them).
         left = " ".join(m.address for m in gp.moves)
         detail = "; ".join(e.message for e in run.rollback_errors) or "the kernel is still busy with a write"
-        final = type(err)(f"{err.message}; rollback incomplete ({detail})", address=err.address, path=err.path,
-                          errno=err.errno,
-                          remedy=f"once the device is idle, run 'pcipass disable {left}' to return it to the host "
-                          f"('pcipass status' shows what pcipass recorded)")
+        final = type(err)(
+            f"{err.message}; rollback incomplete ({detail})",
+            address=err.address,
+            path=err.path,
+            errno=err.errno,
+            remedy=f"once the device is idle, run 'pcipass disable {left}' to return it to the host "
+            f"('pcipass status' shows what pcipass recorded)",
+        )
         self._finish(gp, Outcome.FAILED, False, final)
 
 
@@ -261,9 +341,11 @@ def _check_driver(host: Host, driver: str) -> None:
     from .. import kmod
 
     if not kmod.is_vfio_variant(host, kmod.driver_module(host, driver) or driver):
-        raise UsageError(f"--driver {driver}: not vfio-pci, a vfio variant driver (built on vfio_pci_core) or "
-                         "pci-stub; enable binds devices for passthrough, and disable gives them back to their "
-                         "host driver")
+        raise UsageError(
+            f"--driver {driver}: not vfio-pci, a vfio variant driver (built on vfio_pci_core) or "
+            "pci-stub; enable binds devices for passthrough, and disable gives them back to their "
+            "host driver"
+        )
 
 
 # --- public API ------------------------------------------------------------------------------------------------
@@ -283,9 +365,17 @@ def enable(
     """Bind ``addresses`` to ``driver`` (``vfio-pci``, ``auto`` for a vfio variant, a variant's name, or
     ``pci-stub``)."""
     _check_driver(host, driver)
-    return _mutate(host, "enable", addresses,
-                   lambda ctx, addrs: plan_enable(ctx, addrs, driver=driver, move_group=move_group, force=force),
-                   dry_run=dry_run, timeout=timeout, kernel=kernel, lock_wait=lock_wait, on_lock_wait=on_lock_wait)
+    return _mutate(
+        host,
+        "enable",
+        addresses,
+        lambda ctx, addrs: plan_enable(ctx, addrs, driver=driver, move_group=move_group, force=force),
+        dry_run=dry_run,
+        timeout=timeout,
+        kernel=kernel,
+        lock_wait=lock_wait,
+        on_lock_wait=on_lock_wait,
+    )
 
 
 def disable(
@@ -299,5 +389,14 @@ def disable(
     on_lock_wait=None,
 ) -> BindReport:
     """Return ``addresses`` to their host driver (the one recorded by enable, else the kernel's choice)."""
-    return _mutate(host, "disable", addresses, plan_disable, dry_run=dry_run, timeout=timeout, kernel=kernel,
-                   lock_wait=lock_wait, on_lock_wait=on_lock_wait)
+    return _mutate(
+        host,
+        "disable",
+        addresses,
+        plan_disable,
+        dry_run=dry_run,
+        timeout=timeout,
+        kernel=kernel,
+        lock_wait=lock_wait,
+        on_lock_wait=on_lock_wait,
+    )

@@ -99,13 +99,15 @@ class DriverResolver:
                     f"modprobe {module}) and retry",
                 )
             if info.state is ModState.MISSING:
-                raise ModuleError(f"module {module} (driver {driver}) does not exist for kernel "
-                                  f"{self.host.kernel_release}",
-                                  remedy="install the kernel's modules package (CONFIG_VFIO_PCI=m or =y)")
+                raise ModuleError(
+                    f"module {module} (driver {driver}) does not exist for kernel {self.host.kernel_release}",
+                    remedy="install the kernel's modules package (CONFIG_VFIO_PCI=m or =y)",
+                )
             if info.state in (ModState.LOADED, ModState.BUILTIN):
                 raise ModuleError(
                     f"module {module} is {info.state.value} but registers no PCI driver named {name}",
-                    remedy=f"check the driver name: ls {self.host.shown(self.host.pci_drivers_dir)}")
+                    remedy=f"check the driver name: ls {self.host.shown(self.host.pci_drivers_dir)}",
+                )
             # AVAILABLE, or UNKNOWN (no module index to look in): plan the load; modprobe judges when it runs.
             target = Target(driver, module)
         self._cache[name] = target
@@ -141,44 +143,117 @@ class StepBuilder:
     def enable(self, m: Move) -> list[Step]:
         d, g, t = m.address, m.group, m.target
         assert t is not None
-        restore = Step(Op.WRITE, d, self._override(d), m.original_override or "\n",
-                       "restore driver_override", group=g)
+        restore = Step(Op.WRITE, d, self._override(d), m.original_override or "\n", "restore driver_override", group=g)
         steps: list[Step] = []
         if m.override_before != t:
-            steps.append(Step(Op.WRITE, d, self._override(d), t, f"from now on only {t} may bind {d}",
-                              group=g, undo=(restore,)))
+            steps.append(
+                Step(Op.WRITE, d, self._override(d), t, f"from now on only {t} may bind {d}", group=g, undo=(restore,))
+            )
         if m.driver_before is not None and m.driver_before != t:
             undo = [restore]
             if m.original_driver is not None:
-                undo.append(Step(Op.WRITE, d, self._bind(m.original_driver), d,
-                                 f"give {d} back to {m.original_driver}", group=g, when=When.UNBOUND))
-            steps.append(Step(Op.WRITE, d, self._unbind(d), d, f"release {d} from {m.driver_before}", group=g,
-                              when=When.BOUND_TO, when_driver=m.driver_before, undo=tuple(undo)))
-        steps.append(Step(Op.WRITE, d, self._probe(), d, f"let the kernel bind {d} (to {t}, the override)",
-                          group=g, undo=(Step(Op.WRITE, d, self._unbind(d), d, f"release {d} from {t}", group=g,
-                                              when=When.BOUND_TO, when_driver=t),)))
+                undo.append(
+                    Step(
+                        Op.WRITE,
+                        d,
+                        self._bind(m.original_driver),
+                        d,
+                        f"give {d} back to {m.original_driver}",
+                        group=g,
+                        when=When.UNBOUND,
+                    )
+                )
+            steps.append(
+                Step(
+                    Op.WRITE,
+                    d,
+                    self._unbind(d),
+                    d,
+                    f"release {d} from {m.driver_before}",
+                    group=g,
+                    when=When.BOUND_TO,
+                    when_driver=m.driver_before,
+                    undo=tuple(undo),
+                )
+            )
+        steps.append(
+            Step(
+                Op.WRITE,
+                d,
+                self._probe(),
+                d,
+                f"let the kernel bind {d} (to {t}, the override)",
+                group=g,
+                undo=(
+                    Step(
+                        Op.WRITE,
+                        d,
+                        self._unbind(d),
+                        d,
+                        f"release {d} from {t}",
+                        group=g,
+                        when=When.BOUND_TO,
+                        when_driver=t,
+                    ),
+                ),
+            )
+        )
         steps.append(Step(Op.WAIT, d, None, t, f"wait until {d} is bound to {t}", group=g))
         return steps
 
     def verify_group(self, group: int) -> Step:
-        return Step(Op.VERIFY_GROUP, None, self.host.shown(self.host.vfio_group_node(group)), None,
-                    f"the VFIO node exists and the kernel reports group {group} viable", group=group)
+        return Step(
+            Op.VERIFY_GROUP,
+            None,
+            self.host.shown(self.host.vfio_group_node(group)),
+            None,
+            f"the VFIO node exists and the kernel reports group {group} viable",
+            group=group,
+        )
 
     def disable(self, m: Move, *, recorded: bool) -> list[Step]:
         d, g = m.address, m.group
         cur = m.driver_before
         steps: list[Step] = []
         if is_vfio_driver(cur):
-            steps.append(Step(Op.WRITE, d, self._unbind(d), d, f"release {d} from {cur}", group=g,
-                              when=When.BOUND_TO, when_driver=cur,
-                              undo=(Step(Op.WRITE, d, self._bind(cur), d, f"give {d} back to {cur}", group=g,
-                                         when=When.UNBOUND),)))
+            steps.append(
+                Step(
+                    Op.WRITE,
+                    d,
+                    self._unbind(d),
+                    d,
+                    f"release {d} from {cur}",
+                    group=g,
+                    when=When.BOUND_TO,
+                    when_driver=cur,
+                    undo=(
+                        Step(Op.WRITE, d, self._bind(cur), d, f"give {d} back to {cur}", group=g, when=When.UNBOUND),
+                    ),
+                )
+            )
         wanted = m.original_override
         if m.override_before != wanted:
             what = f"restore driver_override ({wanted})" if wanted else "clear driver_override"
-            steps.append(Step(Op.WRITE, d, self._override(d), wanted or "\n", what, group=g,
-                              undo=(Step(Op.WRITE, d, self._override(d), m.override_before or "\n",
-                                         f"set driver_override back to {m.override_before}", group=g),)))
+            steps.append(
+                Step(
+                    Op.WRITE,
+                    d,
+                    self._override(d),
+                    wanted or "\n",
+                    what,
+                    group=g,
+                    undo=(
+                        Step(
+                            Op.WRITE,
+                            d,
+                            self._override(d),
+                            m.override_before or "\n",
+                            f"set driver_override back to {m.override_before}",
+                            group=g,
+                        ),
+                    ),
+                )
+            )
         if cur is not None and not is_vfio_driver(cur):
             return steps  # on a host driver already: only the override needed restoring
         orig = m.original_driver
@@ -186,18 +261,66 @@ class StepBuilder:
             # It was on no driver before pcipass took it: leave it so rather than let the kernel pick one.
             steps.append(Step(Op.VERIFY_RELEASED, d, None, None, f"{d} is no longer on a vfio driver", group=g))
             return steps
-        steps.append(Step(Op.WRITE, d, self._probe(), d, f"let the kernel bind {d} to its host driver", group=g,
-                          undo=(Step(Op.WRITE, d, self._unbind(d), d, f"release {d} from the driver it got",
-                                     group=g, when=When.BOUND_ELSEWHERE, when_driver=cur),)))
+        steps.append(
+            Step(
+                Op.WRITE,
+                d,
+                self._probe(),
+                d,
+                f"let the kernel bind {d} to its host driver",
+                group=g,
+                undo=(
+                    Step(
+                        Op.WRITE,
+                        d,
+                        self._unbind(d),
+                        d,
+                        f"release {d} from the driver it got",
+                        group=g,
+                        when=When.BOUND_ELSEWHERE,
+                        when_driver=cur,
+                    ),
+                ),
+            )
+        )
         if orig is None:
             steps.append(Step(Op.VERIFY_RELEASED, d, None, None, f"{d} is no longer on a vfio driver", group=g))
             return steps
-        steps.append(Step(Op.WRITE, d, self._unbind(d), d, f"the kernel picked another driver than {orig}",
-                          group=g, when=When.BOUND_ELSEWHERE, when_driver=orig))
-        steps.append(Step(Op.WRITE, d, self._bind(orig), d, f"bind {d} to its recorded driver {orig}", group=g,
-                          when=When.UNBOUND,
-                          undo=(Step(Op.WRITE, d, self._unbind(d), d, f"release {d} from {orig}", group=g,
-                                     when=When.BOUND_TO, when_driver=orig),)))
+        steps.append(
+            Step(
+                Op.WRITE,
+                d,
+                self._unbind(d),
+                d,
+                f"the kernel picked another driver than {orig}",
+                group=g,
+                when=When.BOUND_ELSEWHERE,
+                when_driver=orig,
+            )
+        )
+        steps.append(
+            Step(
+                Op.WRITE,
+                d,
+                self._bind(orig),
+                d,
+                f"bind {d} to its recorded driver {orig}",
+                group=g,
+                when=When.UNBOUND,
+                undo=(
+                    Step(
+                        Op.WRITE,
+                        d,
+                        self._unbind(d),
+                        d,
+                        f"release {d} from {orig}",
+                        group=g,
+                        when=When.BOUND_TO,
+                        when_driver=orig,
+                    ),
+                ),
+            )
+        )
         steps.append(Step(Op.WAIT, d, None, orig, f"wait until {d} is bound to {orig}", group=g))
         return steps
 
@@ -257,15 +380,24 @@ def _originals(ctx: Context, dev: PciDevice) -> tuple[str | None, str | None]:
     return dev.driver, dev.driver_override
 
 
-def _lookup(inv: Inventory, address: str, results: dict[str, DeviceResult],
-            errors: list[PcipassError]) -> PciDevice | None:
+def _lookup(
+    inv: Inventory, address: str, results: dict[str, DeviceResult], errors: list[PcipassError]
+) -> PciDevice | None:
     """The device at ``address``, or None after recording it as failed (no such device)."""
     try:
         return inv.device(address)
     except DeviceNotFound as err:
-        results[address] = DeviceResult(address=address, group=None, requested=True, outcome=Outcome.FAILED,
-                                        driver_before=None, driver_after=None, target=None,
-                                        reasons=(err.message,), error=err.to_dict())
+        results[address] = DeviceResult(
+            address=address,
+            group=None,
+            requested=True,
+            outcome=Outcome.FAILED,
+            driver_before=None,
+            driver_after=None,
+            target=None,
+            reasons=(err.message,),
+            error=err.to_dict(),
+        )
         errors.append(err)
         return None
 
@@ -300,8 +432,11 @@ def plan_enable(ctx: Context, addrs: list[str], *, driver: str, move_group: bool
         names = {d.address: ctx.target_name(d, driver) for d in req}
         todo = [d for d in req if d.address in inflight or not _satisfied(d, names[d.address], driver)]
         req_set = {d.address for d in req}
-        resume = [inv.devices[m.address] for m in inv.groups[g].endpoints
-                  if m.address in inflight and m.address not in req_set]
+        resume = [
+            inv.devices[m.address]
+            for m in inv.groups[g].endpoints
+            if m.address in inflight and m.address not in req_set
+        ]
         for d in resume:
             names[d.address] = ctx.records[d.address].target or ctx.target_name(d, driver)
         blockers = blocking_peers(inv, g, req_set | {d.address for d in resume})
@@ -314,8 +449,10 @@ def plan_enable(ctx: Context, addrs: list[str], *, driver: str, move_group: bool
             continue
         if blockers and not move_group:
             them = "it" if len(blockers) == 1 else "them"
-            msg = (f"IOMMU group {g} would not be viable: {', '.join(describe(p) for p in blockers)} would stay "
-                   f"on the host; enable {them} too, or pass --group")
+            msg = (
+                f"IOMMU group {g} would not be viable: {', '.join(describe(p) for p in blockers)} would stay "
+                f"on the host; enable {them} too, or pass --group"
+            )
             refuse(results, errors, req, [Refusal(req[0].address, RefusalKind.GROUP_NOT_VIABLE, msg)])
             continue
         peers = blockers if move_group else []
@@ -337,9 +474,18 @@ def plan_enable(ctx: Context, addrs: list[str], *, driver: str, move_group: bool
         moves = []
         for d in moving:
             orig, orig_ovr = _originals(ctx, d)
-            moves.append(Move(address=d.address, group=g, requested=d.address in req_set, driver_before=d.driver,
-                              override_before=d.driver_override, original_driver=orig, original_override=orig_ovr,
-                              target=targets[d.address][0]))
+            moves.append(
+                Move(
+                    address=d.address,
+                    group=g,
+                    requested=d.address in req_set,
+                    driver_before=d.driver,
+                    override_before=d.driver_override,
+                    original_driver=orig,
+                    original_override=orig_ovr,
+                    target=targets[d.address][0],
+                )
+            )
         steps = [s for m in moves for s in ctx.steps.enable(m)]
         if all(is_vfio_driver(m.target) for m in moves):
             steps.append(ctx.steps.verify_group(g))
@@ -375,11 +521,19 @@ def plan_disable(ctx: Context, addrs: list[str]) -> Planned:
             rec = ctx.records.get(d.address)
             known = rec is not None and rec.known
             orig = rec.original_driver if known else None
-            orig_ovr = rec.original_override if known else (None if is_vfio_driver(d.driver_override)
-                                                             else d.driver_override)
-            move = Move(address=d.address, group=g, requested=True, driver_before=d.driver,
-                        override_before=d.driver_override, original_driver=orig, original_override=orig_ovr,
-                        target=orig if known else None)
+            orig_ovr = (
+                rec.original_override if known else (None if is_vfio_driver(d.driver_override) else d.driver_override)
+            )
+            move = Move(
+                address=d.address,
+                group=g,
+                requested=True,
+                driver_before=d.driver,
+                override_before=d.driver_override,
+                original_driver=orig,
+                original_override=orig_ovr,
+                target=orig if known else None,
+            )
             if rec is None and not is_vfio_driver(d.driver) and d.driver_override == orig_ovr:
                 results[d.address] = result_for(d, Outcome.UNCHANGED, target=d.driver)
                 continue
@@ -411,17 +565,26 @@ def plan_disable(ctx: Context, addrs: list[str]) -> Planned:
             st = status_unless_held(openers, inv, g, ctx.kernel.vfio_status)
             if st.busy:
                 msg = f"IOMMU group {g} is {st.detail}: unbinding would block until it lets go"
-                refuse(results, errors, [inv.devices[m.address] for m, _ in moves],
-                        [Refusal(moves[0][0].address, RefusalKind.GROUP_OPEN, msg)])
+                refuse(
+                    results,
+                    errors,
+                    [inv.devices[m.address] for m, _ in moves],
+                    [Refusal(moves[0][0].address, RefusalKind.GROUP_OPEN, msg)],
+                )
                 continue
-        groups.append(GroupPlan(g, tuple(m for m, _ in moves), tuple(s for _, steps in moves for s in steps),
-                                tuple(sorted(modules))))
+        groups.append(
+            GroupPlan(
+                g, tuple(m for m, _ in moves), tuple(s for _, steps in moves for s in steps), tuple(sorted(modules))
+            )
+        )
     plan = Plan("disable", tuple(ctx.module_steps[m] for m in sorted(ctx.module_steps)), tuple(groups))
     # The host driver comes back now; a saved driverctl override takes the device again at the next boot.
     notes = []
     for a in addrs:
         saved = ctx.host.driverctl_saved(a) if a in inv.devices else None
         if saved and is_vfio_driver(saved[0], inv.variant_modules):
-            notes.append(f"{a}: driverctl binds it to {saved[0]} again at the next boot ({ctx.host.shown(saved[1])});"
-                         f" 'driverctl unset-override {a}' removes that")
+            notes.append(
+                f"{a}: driverctl binds it to {saved[0]} again at the next boot ({ctx.host.shown(saved[1])});"
+                f" 'driverctl unset-override {a}' removes that"
+            )
     return Planned(plan=plan, results=results, errors=errors, messages=notes, drop_records=drop)

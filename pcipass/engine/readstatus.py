@@ -66,9 +66,13 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
         inv = Inventory.scan(host, ids=PciIds(None), detail=False)
         wanted = sorted(
             {a for a in records}
-            | {d.address for d in inv.devices.values()
-               if is_vfio_driver(d.driver, inv.variant_modules) or d.driver_override
-               or is_vfio_driver(_boot_driver(boot, d), inv.variant_modules)},
+            | {
+                d.address
+                for d in inv.devices.values()
+                if is_vfio_driver(d.driver, inv.variant_modules)
+                or d.driver_override
+                or is_vfio_driver(_boot_driver(boot, d), inv.variant_modules)
+            },
             key=PciAddress.parse,
         )
     vfio_cache: dict[int, VfioGroupStatus] = {}
@@ -91,24 +95,26 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
                 vfio_cache[group] = status_unless_held(openers, inv, group, kernel.vfio_status)
             viable, detail = vfio_cache[group].viable, vfio_cache[group].detail
         at_boot = boot.of(dev) if dev else None
-        out.append(DeviceStatus(
-            address=a,
-            group=group,
-            driver=dev.driver if dev else None,
-            driver_override=dev.driver_override if dev else None,
-            recorded_driver=rec.original_driver if rec and rec.known else None,
-            recorded_override=rec.original_override if rec and rec.known else None,
-            recorded_known=rec.known if rec else None,
-            phase=rec.phase.value if rec else None,
-            interrupted=interrupted,
-            since=rec.since if rec else None,
-            group_verdict=inv.group_verdict(a).value if dev else "none",
-            vfio_viable=viable,
-            vfio_detail=detail,
-            boot_driver=at_boot.driver if at_boot else None,
-            boot_by=at_boot.by if at_boot else None,
-            boot_where=at_boot.where if at_boot else None,
-        ))
+        out.append(
+            DeviceStatus(
+                address=a,
+                group=group,
+                driver=dev.driver if dev else None,
+                driver_override=dev.driver_override if dev else None,
+                recorded_driver=rec.original_driver if rec and rec.known else None,
+                recorded_override=rec.original_override if rec and rec.known else None,
+                recorded_known=rec.known if rec else None,
+                phase=rec.phase.value if rec else None,
+                interrupted=interrupted,
+                since=rec.since if rec else None,
+                group_verdict=inv.group_verdict(a).value if dev else "none",
+                vfio_viable=viable,
+                vfio_detail=detail,
+                boot_driver=at_boot.driver if at_boot else None,
+                boot_by=at_boot.by if at_boot else None,
+                boot_where=at_boot.where if at_boot else None,
+            )
+        )
         if dev is not None:
             note = _boot_note(dev, at_boot, inv.variant_modules)
             if note:
@@ -133,9 +139,13 @@ def _boot_note(dev: PciDevice, at_boot: BootBinding | None, variants: frozenset[
         else:
             driver = "no driver" if at_boot.driver == "none" else at_boot.driver  # driverctl's "none": unbound
             why = f"{at_boot.by} ({at_boot.where}) gives it {driver}"
-        return (f"{dev.address}: on {dev.driver} until the next boot only: {why}; to keep it there: driverctl "
-                f"set-override {dev.address} {dev.driver} (while no VM uses it: driverctl rebinds the device at once)")
+        return (
+            f"{dev.address}: on {dev.driver} until the next boot only: {why}; to keep it there: driverctl "
+            f"set-override {dev.address} {dev.driver} (while no VM uses it: driverctl rebinds the device at once)"
+        )
     if not on_vfio and at_boot is not None and is_vfio_driver(at_boot.driver, variants):
-        return (f"{dev.address}: on {dev.driver or 'no driver'} now, but {at_boot.by} ({at_boot.where}) binds it "
-                f"to {at_boot.driver} at the next boot")
+        return (
+            f"{dev.address}: on {dev.driver or 'no driver'} now, but {at_boot.by} ({at_boot.where}) binds it "
+            f"to {at_boot.driver} at the next boot"
+        )
     return None

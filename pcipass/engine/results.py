@@ -69,16 +69,32 @@ class Planned(NamedTuple):
     drop_records: list[str]  #: stale records found by planning (device already back on its driver)
 
 
-def result_for(dev: PciDevice, outcome: Outcome, *, requested: bool = True, target: str | None = None,
-               reasons: tuple[str, ...] = (), error: PcipassError | None = None) -> DeviceResult:
+def result_for(
+    dev: PciDevice,
+    outcome: Outcome,
+    *,
+    requested: bool = True,
+    target: str | None = None,
+    reasons: tuple[str, ...] = (),
+    error: PcipassError | None = None,
+) -> DeviceResult:
     """The outcome of a device nothing was written to (its driver is what it was)."""
-    return DeviceResult(address=dev.address, group=dev.iommu_group, requested=requested, outcome=outcome,
-                        driver_before=dev.driver, driver_after=dev.driver, target=target, reasons=reasons,
-                        error=error.to_dict() if error else None)
+    return DeviceResult(
+        address=dev.address,
+        group=dev.iommu_group,
+        requested=requested,
+        outcome=outcome,
+        driver_before=dev.driver,
+        driver_after=dev.driver,
+        target=target,
+        reasons=reasons,
+        error=error.to_dict() if error else None,
+    )
 
 
-def refuse(results: dict[str, DeviceResult], errors: list[PcipassError], devs: list[PciDevice],
-           refusals: list[Refusal]) -> None:
+def refuse(
+    results: dict[str, DeviceResult], errors: list[PcipassError], devs: list[PciDevice], refusals: list[Refusal]
+) -> None:
     """Record ``devs`` as refused for ``refusals``, with one error saying why and what to do."""
     reasons = tuple(r.message for r in refusals)
     for dev in devs:

@@ -82,8 +82,12 @@ class StateStore:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise StateError(f"cannot read the state file {self.path}: {exc.strerror}", path=str(self.path),
-                             errno=exc.errno, remedy="run as root") from exc
+            raise StateError(
+                f"cannot read the state file {self.path}: {exc.strerror}",
+                path=str(self.path),
+                errno=exc.errno,
+                remedy="run as root",
+            ) from exc
         try:
             doc = json.loads(raw)
             if doc.get("version") != STATE_VERSION:
@@ -154,8 +158,7 @@ class Lock:
     flock is released by the kernel when its holder dies, so a killed run never leaves a stale lock. The
     holder writes its pid and command into the file for the message a waiting run prints."""
 
-    def __init__(self, host: Host, *, wait: float, command: str,
-                 on_wait: Callable[[str], None] | None = None) -> None:
+    def __init__(self, host: Host, *, wait: float, command: str, on_wait: Callable[[str], None] | None = None) -> None:
         self.path = host.state_dir / LOCK_FILE
         self.wait = wait
         self.command = command
@@ -229,6 +232,8 @@ def lock_is_free(host: Host) -> bool:
 def interrupted_message(rec: DeviceRecord) -> str:
     what = "enable" if rec.phase is Phase.ENABLING else "disable"
     orig = rec.original_driver or "no driver" if rec.known else "unknown"
-    return (f"{rec.address}: a 'pcipass {what}' (pid {rec.pid}, started {rec.since}) died before finishing; "
-            f"original driver {orig}. 'pcipass enable {rec.address}' completes the enable, "
-            f"'pcipass disable {rec.address}' returns it to the host")
+    return (
+        f"{rec.address}: a 'pcipass {what}' (pid {rec.pid}, started {rec.since}) died before finishing; "
+        f"original driver {orig}. 'pcipass enable {rec.address}' completes the enable, "
+        f"'pcipass disable {rec.address}' returns it to the host"
+    )

@@ -129,8 +129,9 @@ class VfioOpeners:
         return self.holders(nodes)
 
 
-def status_unless_held(openers: VfioOpeners, inv: Inventory, group: int,
-                       ask: Callable[[int], VfioGroupStatus]) -> VfioGroupStatus:
+def status_unless_held(
+    openers: VfioOpeners, inv: Inventory, group: int, ask: Callable[[int], VfioGroupStatus]
+) -> VfioGroupStatus:
     """The group's status from ``ask`` (``Kernel.vfio_status``), unless a process holds the group: then that
     process, and the group is not opened. Why: VFIO allows one open file per group (drivers/vfio/group.c
     vfio_group_fops_open), so a look at a group a VM holds gets EBUSY and says only "someone", and an open of

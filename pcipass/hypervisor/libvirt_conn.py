@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..address import PciAddress
-from ..errors import HypervisorError, PcipassError, Refused
 from ..emit.libvirt import Hostdev, hostdev_element, source_address, to_xml
+from ..errors import HypervisorError, PcipassError, Refused
 
-_INSTALL_HINT = ("install it with: pip install 'pcipass[libvirt]' (building it needs the libvirt development "
-                 "files and pkg-config: apt-get install libvirt-dev pkg-config)")
+_INSTALL_HINT = (
+    "install it with: pip install 'pcipass[libvirt]' (building it needs the libvirt development "
+    "files and pkg-config: apt-get install libvirt-dev pkg-config)"
+)
 
 
 def _libvirt() -> Any:
@@ -121,8 +123,9 @@ def _unsupported(lv: Any, exc: Any) -> bool:
     return exc.get_error_code() == lv.VIR_ERR_NO_SUPPORT
 
 
-def attach(uri: str | None, domain: str, items: Sequence[Hostdev], *, live: bool = False,
-           config: bool = False) -> tuple[list[Change], list[PcipassError]]:
+def attach(
+    uri: str | None, domain: str, items: Sequence[Hostdev], *, live: bool = False, config: bool = False
+) -> tuple[list[Change], list[PcipassError]]:
     """Attach each hostdev; a device already in the affected definition is refused, others go on."""
     changes: list[Change] = []
     errors: list[PcipassError] = []
@@ -155,8 +158,15 @@ def attach(uri: str | None, domain: str, items: Sequence[Hostdev], *, live: bool
     return changes, errors
 
 
-def detach(uri: str | None, domain: str, addresses: Sequence[PciAddress], *, live: bool = False,
-           config: bool = False, wait: float | None = None) -> tuple[list[Change], list[PcipassError]]:
+def detach(
+    uri: str | None,
+    domain: str,
+    addresses: Sequence[PciAddress],
+    *,
+    live: bool = False,
+    config: bool = False,
+    wait: float | None = None,
+) -> tuple[list[Change], list[PcipassError]]:
     """Detach the hostdev of each address, using the element as the domain itself describes it.
 
     A live detach counts only once the device has left the running domain: a guest that ignores the unplug
@@ -189,12 +199,15 @@ def detach(uri: str | None, domain: str, addresses: Sequence[PciAddress], *, liv
                     continue
             else:
                 if eff_live and _still_live(lv, dom, source, wait):
-                    errors.append(HypervisorError(
-                        f"{addr}: unplug requested, but it is still attached to the running domain {domain} "
-                        f"after {wait:g} s: the guest has not released it",
-                        address=addr,
-                        remedy="the guest OS must acknowledge the hot-unplug (boot it, or check its ACPI/PCIe "
-                        "hot-plug support); or detach with --config and restart the domain"))
+                    errors.append(
+                        HypervisorError(
+                            f"{addr}: unplug requested, but it is still attached to the running domain {domain} "
+                            f"after {wait:g} s: the guest has not released it",
+                            address=addr,
+                            remedy="the guest OS must acknowledge the hot-unplug (boot it, or check its ACPI/PCIe "
+                            "hot-plug support); or detach with --config and restart the domain",
+                        )
+                    )
                     if eff_config:
                         changes.append(Change(addr, domain, "detached", False, True))
                     continue

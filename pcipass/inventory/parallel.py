@@ -84,7 +84,7 @@ class ForkedReader:
                 os.close(rfd)
                 view = memoryview(marshal.dumps(_read_backwards(read, jobs, shared)))
                 while view:
-                    view = view[os.write(wfd, view):]
+                    view = view[os.write(wfd, view) :]
                 status = 0
             finally:
                 os._exit(status)
@@ -164,4 +164,4 @@ def _results_for(data: bytes, count: int, end: int) -> list | None:
         return None
     if len(results) != count - start:
         return None
-    return results[end - start:]
+    return results[end - start :]

@@ -202,7 +202,8 @@ class Reader:
         read_many(d, ("config",), raw, _CONFIG_HEAD)
         attr = raw.get
         vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias = self._identity(
-            d, name, attr("uevent"))
+            d, name, attr("uevent")
+        )
 
         config = attr("config")
         if config and len(config) > 0x0E:
@@ -264,12 +265,33 @@ class Reader:
             )
 
         return (
-            name, vendor, device, sub_vendor, sub_device, class_id, revision, *names,
-            driver, override, module, modalias, iommu_group, numa, is_bridge, header_type,
+            name,
+            vendor,
+            device,
+            sub_vendor,
+            sub_device,
+            class_id,
+            revision,
+            *names,
+            driver,
+            override,
+            module,
+            modalias,
+            iommu_group,
+            numa,
+            is_bridge,
+            header_type,
             None,  # physical_slot: host tables, joined by scan.to_devices
             pci_owner(real) if real != entry else None,
-            functions, physfn, sriov, boot_vga, reset_method, link,
-            None, None, None,  # net, block, drm: likewise
+            functions,
+            physfn,
+            sriov,
+            boot_vga,
+            reset_method,
+            link,
+            None,
+            None,
+            None,  # net, block, drm: likewise
         )
 
 

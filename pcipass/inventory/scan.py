@@ -138,7 +138,7 @@ def device_jobs(entries: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
             jobs.append((members[0], slot_id, ()))
         else:
             for i, n in enumerate(members):
-                jobs.append((n, slot_id, tuple(members[:i] + members[i + 1:])))
+                jobs.append((n, slot_id, tuple(members[:i] + members[i + 1 :])))
     return jobs
 
 
@@ -168,7 +168,10 @@ class Reading:
     def serves(self, host: Host, ids: PciIds | None, detail: bool, only: Iterable[str] | None) -> bool:
         """Whether this is the reading ``Inventory.scan(host, ids, detail=detail, only=only)`` would begin."""
         return ids is self.ids_given and self.asked == (
-            os.fspath(host.pci_devices_dir), detail, None if only is None else tuple(only))
+            os.fspath(host.pci_devices_dir),
+            detail,
+            None if only is None else tuple(only),
+        )
 
     def devices(self) -> dict[str, PciDevice]:
         """Every device read, by name, in address order. While a child reads, this process reads the host
@@ -190,9 +193,7 @@ class Reading:
 class Inventory:
     """All PCI devices and IOMMU groups of one host, sorted by address."""
 
-    def __init__(
-        self, host: Host, devices: dict[str, PciDevice], tables: HostTables, *, partial: bool = False
-    ) -> None:
+    def __init__(self, host: Host, devices: dict[str, PciDevice], tables: HostTables, *, partial: bool = False) -> None:
         self.host = host
         self.devices = devices
         self._tables = tables

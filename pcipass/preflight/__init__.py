@@ -37,8 +37,14 @@ def run(host: Host, devices: Sequence[str] = ()) -> Report:
             try:
                 checks.extend(dc.run(address))
             except files.Unreadable as exc:
-                checks.append(Check("device.present", Verdict.SKIP, f"cannot read {fx.shown(exc.path)}: {exc.reason}",
-                                    device=address))
+                checks.append(
+                    Check(
+                        "device.present",
+                        Verdict.SKIP,
+                        f"cannot read {fx.shown(exc.path)}: {exc.reason}",
+                        device=address,
+                    )
+                )
     return Report(tuple(checks), _summary(fx, checks))
 
 

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from ..cmdline import Cmdline, normalize_name
 from ..host import Host
 from . import files
-from ..cmdline import Cmdline, normalize_name
 
 GRUB_DEFAULT = "GRUB_CMDLINE_LINUX_DEFAULT"
 GRUB_LINUX = "GRUB_CMDLINE_LINUX"
@@ -81,8 +81,10 @@ class BootLoader:
             parts.append("remove " + " ".join(sorted(self._running_tokens(gone)) or sorted(gone)))
         if add:
             parts.append("add " + " ".join(add))
-        return (" and ".join(parts) + " on the kernel command line in your boot loader's configuration "
-                "(no GRUB, grubby or systemd-boot configuration was found), then reboot")
+        return (
+            " and ".join(parts) + " on the kernel command line in your boot loader's configuration "
+            "(no GRUB, grubby or systemd-boot configuration was found), then reboot"
+        )
 
     def _running_tokens(self, names: set[str]) -> list[str]:
         return Cmdline.parse(" ".join(self.running)).tokens(*names) if names else []
@@ -114,8 +116,10 @@ class BootLoader:
                 edits.setdefault(where, []).append(f'{name}="{" ".join(kept)}"')
         after = f"then run {self.regenerate} and reboot"
         if already:
-            return f"the GRUB configuration already has {_change(add, gone)}, but the running kernel was not " \
-                   f"booted with it: {after}"
+            return (
+                f"the GRUB configuration already has {_change(add, gone)}, but the running kernel was not "
+                f"booted with it: {after}"
+            )
         return "; ".join(f"in {where} set {' and '.join(lines)}" for where, lines in edits.items()) + f"; {after}"
 
     def _kernel_cmdline(self, add: Sequence[str], gone: set[str]) -> str:
@@ -124,8 +128,10 @@ class BootLoader:
         kept += [t for t in add if t not in kept]
         after = f"then run {self.regenerate} and reboot"
         if kept == tokens and self.cmdline_file_exists:
-            return f"{self.cmdline_file} already has {_change(add, gone)}, but the running kernel was not booted " \
-                   f"with it: {after}"
+            return (
+                f"{self.cmdline_file} already has {_change(add, gone)}, but the running kernel was not booted "
+                f"with it: {after}"
+            )
         verb = "set" if self.cmdline_file_exists else "create"
         return f"{verb} {self.cmdline_file} to: {' '.join(kept)}; {after}"
 
@@ -170,7 +176,7 @@ def _grub_assignments(host: Host) -> tuple[list[GrubVar], list[str]]:
         for lineno, line in enumerate(text.splitlines(), 1):
             stripped = line.strip()
             if stripped.startswith("export "):
-                stripped = stripped[len("export "):].lstrip()
+                stripped = stripped[len("export ") :].lstrip()
             name, eq, rhs = stripped.partition("=")
             if not eq or name not in (GRUB_LINUX, GRUB_DEFAULT):
                 continue
@@ -247,11 +253,19 @@ def detect(host: Host, running: Cmdline | None = None) -> BootLoader:
                 mkconfig = "grub-mkconfig"
             else:
                 ids = _os_ids(host)
-                mkconfig = "grub2-mkconfig" if ids & {"rhel", "fedora", "centos", "suse", "opensuse"} else "grub-mkconfig"
+                mkconfig = (
+                    "grub2-mkconfig" if ids & {"rhel", "fedora", "centos", "suse", "opensuse"} else "grub-mkconfig"
+                )
             cfg, how = _grub_cfg(host, mkconfig)
             regen = f"{mkconfig} -o {cfg}"
-        return BootLoader(Kind.GRUB, f"GRUB ({', '.join(read)}; {how})", regenerate=regen,
-                          grub_vars=tuple(grub_vars), grub_file=grub_file, running=running_tokens)
+        return BootLoader(
+            Kind.GRUB,
+            f"GRUB ({', '.join(read)}; {how})",
+            regenerate=regen,
+            grub_vars=tuple(grub_vars),
+            grub_file=grub_file,
+            running=running_tokens,
+        )
     cmdline_file = host.kernel_cmdline_file
     if files.exists(cmdline_file) or proxmox or _systemd_boot(host):
         try:
@@ -272,17 +286,27 @@ def detect(host: Host, running: Cmdline | None = None) -> BootLoader:
                 image = host.boot(f"vmlinuz-{kver}")
             regen = f"kernel-install add {kver} {host.shown(image)}"
         shown = host.shown(cmdline_file)
-        return BootLoader(Kind.KERNEL_CMDLINE, f"systemd-boot / kernel-install ({shown})", regenerate=regen,
-                          cmdline_file=shown, cmdline_tokens=tokens, cmdline_file_exists=files.exists(cmdline_file),
-                          running=running_tokens)
-    return BootLoader(Kind.UNKNOWN, "unknown (no GRUB, grubby or systemd-boot configuration found)",
-                      running=running_tokens)
+        return BootLoader(
+            Kind.KERNEL_CMDLINE,
+            f"systemd-boot / kernel-install ({shown})",
+            regenerate=regen,
+            cmdline_file=shown,
+            cmdline_tokens=tokens,
+            cmdline_file_exists=files.exists(cmdline_file),
+            running=running_tokens,
+        )
+    return BootLoader(
+        Kind.UNKNOWN, "unknown (no GRUB, grubby or systemd-boot configuration found)", running=running_tokens
+    )
 
 
 def initramfs_command(host: Host) -> str | None:
     """The command that rebuilds the initramfs (it carries a copy of modprobe.d)."""
-    for program, command in (("update-initramfs", "update-initramfs -u -k all"), ("dracut", "dracut -f --regenerate-all"),
-                             ("mkinitcpio", "mkinitcpio -P")):
+    for program, command in (
+        ("update-initramfs", "update-initramfs -u -k all"),
+        ("dracut", "dracut -f --regenerate-all"),
+        ("mkinitcpio", "mkinitcpio -P"),
+    ):
         if host.find_program(program) is not None:
             return command
     return None

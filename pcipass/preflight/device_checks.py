@@ -39,8 +39,15 @@ class DeviceChecks:
         inv = self.fx.inventory
         dev = inv.devices.get(address)
         if dev is None:
-            return [Check("device.present", F, f"no PCI device {address} on this host",
-                          "list the devices with: pcipass list", address)]
+            return [
+                Check(
+                    "device.present",
+                    F,
+                    f"no PCI device {address} on this host",
+                    "list the devices with: pcipass list",
+                    address,
+                )
+            ]
         name = f"{dev.display_name} [{dev.id_pair or '?'}]"
         out = [Check("device.present", P, f"{name}, driver {dev.driver or 'none'}", device=address)]
         out.append(self._endpoint(dev))
@@ -53,15 +60,25 @@ class DeviceChecks:
 
     def _endpoint(self, dev: PciDevice) -> Check:
         if dev.is_bridge:
-            return Check("device.endpoint", F, f"a bridge/port (header type {dev.header_type}): only endpoints can be "
-                         "assigned to a VM (libvirt: \"Non-endpoint PCI devices cannot be assigned\")",
-                         "pass through the endpoint devices behind it instead", dev.address)
+            return Check(
+                "device.endpoint",
+                F,
+                f"a bridge/port (header type {dev.header_type}): only endpoints can be "
+                'assigned to a VM (libvirt: "Non-endpoint PCI devices cannot be assigned")',
+                "pass through the endpoint devices behind it instead",
+                dev.address,
+            )
         return Check("device.endpoint", P, "an endpoint", device=dev.address)
 
     def _group(self, dev: PciDevice) -> Check:
         if dev.iommu_group is None:
-            return Check("device.group", F, "no IOMMU group: vfio-pci cannot bind it",
-                         "turn the IOMMU on (see iommu.active)", dev.address)
+            return Check(
+                "device.group",
+                F,
+                "no IOMMU group: vfio-pci cannot bind it",
+                "turn the IOMMU on (see iommu.active)",
+                dev.address,
+            )
         return Check("device.group", P, f"IOMMU group {dev.iommu_group}", device=dev.address)
 
     def _peers(self, dev: PciDevice) -> Check:
@@ -75,13 +92,22 @@ class DeviceChecks:
             return Check("device.group_peers", P, f"alone in group {group}", device=dev.address)
         if not blocking:
             listed = ", ".join(f"{p.address} ({'bridge' if p.is_bridge else p.driver or 'no driver'})" for p in peers)
-            return Check("device.group_peers", P, f"group {group} also holds {listed}: none blocks assignment",
-                         device=dev.address)
+            return Check(
+                "device.group_peers",
+                P,
+                f"group {group} also holds {listed}: none blocks assignment",
+                device=dev.address,
+            )
         listed = ", ".join(f"{p.address} ({p.driver})" for p in blocking)
-        return Check("device.group_peers", W, f"group {group} also holds endpoints on host drivers: {listed}; a VM "
-                     "can only get the group whole (QEMU: \"group is not viable\")",
-                     "move every endpoint of the group to vfio-pci with this device (pcipass enable the whole "
-                     "group), or use a device that has a group of its own", dev.address)
+        return Check(
+            "device.group_peers",
+            W,
+            f"group {group} also holds endpoints on host drivers: {listed}; a VM "
+            'can only get the group whole (QEMU: "group is not viable")',
+            "move every endpoint of the group to vfio-pci with this device (pcipass enable the whole "
+            "group), or use a device that has a group of its own",
+            dev.address,
+        )
 
     def _reset(self, dev: PciDevice) -> Check:
         if dev.reset_method:
@@ -90,26 +116,40 @@ class DeviceChecks:
         # reset_method_attr_is_visible); older kernels have only reset.
         if dev.reset_method is None and files.exists(self.fx.host.pci_device(dev.address) / "reset"):
             return Check("device.reset", P, "resettable (this kernel does not list the methods)", device=dev.address)
-        return Check("device.reset", W, "no reset method: the device keeps its state from one VM to the next, and "
-                     "some devices then fail when a VM starts again", "prefer a device with FLR, or reboot the host "
-                     "between VM runs", dev.address)
+        return Check(
+            "device.reset",
+            W,
+            "no reset method: the device keeps its state from one VM to the next, and "
+            "some devices then fail when a VM starts again",
+            "prefer a device with FLR, or reboot the host between VM runs",
+            dev.address,
+        )
 
     def _boot_vga(self, dev: PciDevice) -> Check:
         if dev.boot_vga:
             add = ["initcall_blacklist=sysfb_init"]
-            return Check("device.boot_vga", W, "the boot VGA device: the firmware framebuffer (efifb, simpledrm, "
-                         "vesafb) may keep its memory reserved, and vfio-pci then fails with \"BAR N: can't "
-                         "reserve\"",
-                         "boot the host's console from another GPU, or keep the firmware framebuffer off it: "
-                         + self.fx.cmdline_remedy(add), dev.address)
+            return Check(
+                "device.boot_vga",
+                W,
+                "the boot VGA device: the firmware framebuffer (efifb, simpledrm, "
+                "vesafb) may keep its memory reserved, and vfio-pci then fails with \"BAR N: can't "
+                'reserve"',
+                "boot the host's console from another GPU, or keep the firmware framebuffer off it: "
+                + self.fx.cmdline_remedy(add),
+                dev.address,
+            )
         if dev.boot_vga is None:
             return Check("device.boot_vga", P, "not a VGA device", device=dev.address)
         return Check("device.boot_vga", P, "not the boot VGA device", device=dev.address)
 
     def _in_use(self, dev: PciDevice) -> Check:
         if not files.exists(self.fx.host.proc()):
-            return Check("device.in_use", S, f"no {self.fx.shown(self.fx.host.proc())} {self.fx.here} (mounts, "
-                         "routes, swaps) to tell", device=dev.address)
+            return Check(
+                "device.in_use",
+                S,
+                f"no {self.fx.shown(self.fx.host.proc())} {self.fx.here} (mounts, routes, swaps) to tell",
+                device=dev.address,
+            )
         reasons = self.host_use.reasons(dev.address)
         if not reasons:
             return Check("device.in_use", P, "not in use by the host (network, storage, console)", device=dev.address)
@@ -117,5 +157,10 @@ class DeviceChecks:
         for r in reasons:
             if _USE_REMEDY[r.kind] not in kinds:
                 kinds.append(_USE_REMEDY[r.kind])
-        return Check("device.in_use", F, "in use by the host: " + "; ".join(r.message for r in reasons),
-                     "; ".join(kinds) + " — or pick another device", dev.address)
+        return Check(
+            "device.in_use",
+            F,
+            "in use by the host: " + "; ".join(r.message for r in reasons),
+            "; ".join(kinds) + " — or pick another device",
+            dev.address,
+        )

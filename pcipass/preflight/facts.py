@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..host import Host
-from . import bootloader, files, kconfig
 from ..cmdline import Cmdline
+from ..host import Host
 from ..iommu import is_noiommu_group
+from . import bootloader, files, kconfig
 
 INTEL = "intel"
 AMD = "amd"
@@ -215,8 +215,12 @@ class Facts:
             try:
                 return KernelLog(self.shown(dev), tuple(read_kmsg(os.fspath(dev))))
             except OSError as exc:
-                problem = files.Unreadable(dev, "permission denied (run as root, or sysctl kernel.dmesg_restrict=0)"
-                                           if exc.errno in (errno.EACCES, errno.EPERM) else exc.strerror or str(exc))
+                problem = files.Unreadable(
+                    dev,
+                    "permission denied (run as root, or sysctl kernel.dmesg_restrict=0)"
+                    if exc.errno in (errno.EACCES, errno.EPERM)
+                    else exc.strerror or str(exc),
+                )
         try:
             data = files.read_bytes(self.host.kmsg_log, LOG_TAIL_BYTES, tail=True)
         except files.Unreadable as exc:

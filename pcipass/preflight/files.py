@@ -11,7 +11,6 @@ import errno
 import os
 from pathlib import Path
 
-
 #: Text files the preflight reads whole are small (cmdline, cpuinfo, configs); this bounds a hostile root.
 MAX_TEXT = 8 << 20
 

@@ -23,8 +23,17 @@ HostCheck = Callable[[Facts], Check]
 
 # Options each handler knows; anything else is logged by the kernel as "Unknown option" and ignored.
 INTEL_IOMMU_OPTIONS = ("on", "off", "igfx_off", "forcedac", "strict", "sp_off", "sm_on", "sm_off", "tboot_noforce")
-AMD_IOMMU_OPTIONS = ("fullflush", "force_enable", "off", "force_isolation", "pgtbl_v1", "pgtbl_v2", "irtcachedis",
-                     "nohugepages", "v2_pgsizes_only")
+AMD_IOMMU_OPTIONS = (
+    "fullflush",
+    "force_enable",
+    "off",
+    "force_isolation",
+    "pgtbl_v1",
+    "pgtbl_v2",
+    "irtcachedis",
+    "nohugepages",
+    "v2_pgsizes_only",
+)
 
 # Kernel log lines about interrupt remapping: drivers/iommu/intel/irq_remapping.c ("DMAR-IR: Enabled IRQ
 # remapping in x2apic mode"), drivers/iommu/amd/init.c ("AMD-Vi: Interrupt remapping enabled"), and the
@@ -45,8 +54,12 @@ def _no_cmdline(fx: Facts, check_id: str) -> Check:
 def iommu_vendor(fx: Facts) -> Check:
     vendor, evidence = fx.vendor
     if vendor is None:
-        return Check("iommu.vendor", S, f"unknown ({evidence}); the firmware-table, intel_iommu/amd_iommu and "
-                     "kernel-config IOMMU checks need it and were not run")
+        return Check(
+            "iommu.vendor",
+            S,
+            f"unknown ({evidence}); the firmware-table, intel_iommu/amd_iommu and "
+            "kernel-config IOMMU checks need it and were not run",
+        )
     family = {INTEL: "Intel VT-d", AMD: "AMD-Vi"}[vendor]
     return Check("iommu.vendor", P, f"{family} ({evidence})")
 
@@ -60,12 +73,21 @@ def cpu_virt(fx: Facts) -> Check:
     if "svm" in flags:
         return Check("cpu.virt", P, "svm (AMD-V)")
     if "hypervisor" in flags:
-        return Check("cpu.virt", W, "no vmx/svm flag: this host is itself a virtual machine without nested "
-                     "virtualization; KVM cannot accelerate guests here (vfio binding and emulated guests still "
-                     "work)", "enable nested virtualization on the outer hypervisor")
-    return Check("cpu.virt", W, "no vmx/svm flag: hardware virtualization is off in the firmware or missing; KVM "
-                 "cannot run guests (vfio binding and emulated guests still work)",
-                 "enable Intel VT-x / AMD SVM in the firmware setup")
+        return Check(
+            "cpu.virt",
+            W,
+            "no vmx/svm flag: this host is itself a virtual machine without nested "
+            "virtualization; KVM cannot accelerate guests here (vfio binding and emulated guests still "
+            "work)",
+            "enable nested virtualization on the outer hypervisor",
+        )
+    return Check(
+        "cpu.virt",
+        W,
+        "no vmx/svm flag: hardware virtualization is off in the firmware or missing; KVM "
+        "cannot run guests (vfio binding and emulated guests still work)",
+        "enable Intel VT-x / AMD SVM in the firmware setup",
+    )
 
 
 def kvm_dev(fx: Facts) -> Check:
@@ -78,8 +100,9 @@ def kvm_dev(fx: Facts) -> Check:
     vendor = fx.vendor[0]
     if "vmx" in flags or "svm" in flags:
         module = "kvm_intel" if "vmx" in flags else "kvm_amd"
-        return Check("kvm.dev", W, f"{fx.shown(node)} missing although the CPU supports virtualization",
-                     f"modprobe {module}")
+        return Check(
+            "kvm.dev", W, f"{fx.shown(node)} missing although the CPU supports virtualization", f"modprobe {module}"
+        )
     module = {INTEL: "kvm_intel", AMD: "kvm_amd"}.get(vendor or "", "kvm_intel or kvm_amd")
     return Check("kvm.dev", W, f"{fx.shown(node)} missing", f"enable VT-x/AMD-V (see cpu.virt), then modprobe {module}")
 
@@ -94,19 +117,26 @@ def _active(fx: Facts) -> bool:
 
 def firmware_table(fx: Facts) -> Check:
     vendor = fx.vendor[0]
-    table, check_id, feature = ("DMAR", "firmware.dmar", "VT-d") if vendor == INTEL else ("IVRS", "firmware.ivrs", "AMD-Vi (IOMMU)")
+    table, check_id, feature = (
+        ("DMAR", "firmware.dmar", "VT-d") if vendor == INTEL else ("IVRS", "firmware.ivrs", "AMD-Vi (IOMMU)")
+    )
     tables = fx.acpi_tables
     if tables is None:
         if _active(fx):
-            return Check(check_id, P, f"ACPI table list not in this root; the IOMMU is active, so the firmware "
-                         f"provides {table}")
+            return Check(
+                check_id, P, f"ACPI table list not in this root; the IOMMU is active, so the firmware provides {table}"
+            )
         return Check(check_id, S, f"no {fx.shown(fx.host.acpi_tables_dir)} {fx.here}")
     if table in tables:
         return Check(check_id, P, f"ACPI {table} table present")
-    return Check(check_id, F, f"no ACPI {table} table: the firmware does not advertise {feature} (disabled in its "
-                 "setup, or not supported by the platform)",
-                 f"enable {feature} in the firmware (BIOS/UEFI) setup — often under Chipset, Northbridge or "
-                 "Virtualization — then reboot")
+    return Check(
+        check_id,
+        F,
+        f"no ACPI {table} table: the firmware does not advertise {feature} (disabled in its "
+        "setup, or not supported by the platform)",
+        f"enable {feature} in the firmware (BIOS/UEFI) setup — often under Chipset, Northbridge or "
+        "Virtualization — then reboot",
+    )
 
 
 def _intel_state(fx: Facts) -> tuple[str, list[str]]:
@@ -162,16 +192,28 @@ def iommu_active(fx: Facts) -> Check:
     if units and real_groups:
         return Check("iommu.active", P, f"{', '.join(units)} registered; {len(real_groups)} IOMMU groups{note}")
     if units:
-        return Check("iommu.active", W, f"{', '.join(units)} registered but there are no IOMMU groups: no device is "
-                     "translated by it", "look for DMAR/AMD-Vi errors: dmesg | grep -i -e DMAR -e IOMMU -e AMD-Vi")
+        return Check(
+            "iommu.active",
+            W,
+            f"{', '.join(units)} registered but there are no IOMMU groups: no device is translated by it",
+            "look for DMAR/AMD-Vi errors: dmesg | grep -i -e DMAR -e IOMMU -e AMD-Vi",
+        )
     if real_groups:
         seen = sorted(fx.device_iommu_units)
         extra = f"; devices name the units {', '.join(seen)}" if seen else ""
-        return Check("iommu.active", P, f"{len(real_groups)} IOMMU groups (this root has no "
-                     f"{fx.shown(fx.host.iommu_class_dir)} entries{extra})")
+        return Check(
+            "iommu.active",
+            P,
+            f"{len(real_groups)} IOMMU groups (this root has no {fx.shown(fx.host.iommu_class_dir)} entries{extra})",
+        )
     if fx.noiommu_groups:
-        return Check("iommu.active", F, f"no IOMMU: the only groups are vfio no-IOMMU groups "
-                     f"({', '.join(fx.noiommu_groups)}), which give no DMA isolation", _enable_remedy(fx))
+        return Check(
+            "iommu.active",
+            F,
+            f"no IOMMU: the only groups are vfio no-IOMMU groups "
+            f"({', '.join(fx.noiommu_groups)}), which give no DMA isolation",
+            _enable_remedy(fx),
+        )
     return Check("iommu.active", F, "no IOMMU: " + _why_off(fx), _enable_remedy(fx))
 
 
@@ -221,8 +263,10 @@ def _enable_remedy(fx: Facts) -> str:
     if add or remove:
         return fx.cmdline_remedy(add, remove)
     if cl is None and vendor == INTEL and _intel_default_on(fx) is not True:
-        return "unless the kernel command line already has intel_iommu=on (this root has none to tell): " \
+        return (
+            "unless the kernel command line already has intel_iommu=on (this root has none to tell): "
             + fx.cmdline_remedy(["intel_iommu=on"])
+        )
     tables = fx.acpi_tables
     if vendor in (INTEL, AMD) and tables is not None and ("DMAR" if vendor == INTEL else "IVRS") not in tables:
         return "enable VT-d / AMD-Vi (IOMMU) in the firmware setup, then reboot (see firmware.*)"
@@ -238,8 +282,11 @@ def iommu_domain_type(fx: Facts) -> Check:
     if not types:
         return Check("iommu.domain_type", S, "no IOMMU groups")
     if not any(types.values()):
-        return Check("iommu.domain_type", S, f"the {len(types)} groups have no readable 'type' attribute "
-                     "(kernels before 5.11 do not have it)")
+        return Check(
+            "iommu.domain_type",
+            S,
+            f"the {len(types)} groups have no readable 'type' attribute (kernels before 5.11 do not have it)",
+        )
     counts = Counter(t or "unknown" for t in types.values())
     text = ", ".join(f"{t} {n}" for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     meaning = []
@@ -247,8 +294,12 @@ def iommu_domain_type(fx: Facts) -> Check:
         meaning.append("identity: host drivers bypass translation (iommu=pt)")
     if "DMA" in counts or "DMA-FQ" in counts:
         meaning.append("DMA/DMA-FQ: host DMA is translated (FQ: with a flush queue)")
-    return Check("iommu.domain_type", P, f"default domain of {len(types)} groups: {text}"
-                 + (f" — {'; '.join(meaning)}; devices given to VMs get their own domain either way" if meaning else ""))
+    return Check(
+        "iommu.domain_type",
+        P,
+        f"default domain of {len(types)} groups: {text}"
+        + (f" — {'; '.join(meaning)}; devices given to VMs get their own domain either way" if meaning else ""),
+    )
 
 
 # --- kernel command line ------------------------------------------------------------------------------------
@@ -259,24 +310,34 @@ def cmdline_intel_iommu(fx: Facts) -> Check:
     if fx.cmdline is None:
         return _no_cmdline(fx, cid)
     state, unknown = _intel_state(fx)
-    ignored = (f"; the kernel ignores the unknown option{'s' if len(unknown) > 1 else ''} "
-               f"{', '.join(repr(u) for u in unknown)}" if unknown else "")
+    ignored = (
+        f"; the kernel ignores the unknown option{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(repr(u) for u in unknown)}"
+        if unknown
+        else ""
+    )
     opts = fx.cmdline.options("intel_iommu")
     if state == "on":
         return Check(cid, P, f"intel_iommu={','.join(opts)}{ignored}")
     if state == "off":
         add, remove = _replace_option(fx, "intel_iommu", ("on", "off"), "on")
-        return Check(cid, F, f"intel_iommu={','.join(opts)}: VT-d is switched off{ignored}",
-                     fx.cmdline_remedy(add, remove))
+        return Check(
+            cid, F, f"intel_iommu={','.join(opts)}: VT-d is switched off{ignored}", fx.cmdline_remedy(add, remove)
+        )
     default_on = _intel_default_on(fx)
     if default_on:
-        return Check(cid, P, f"not on the command line; this kernel enables VT-d by default "
-                     f"({_intel_default_text(fx)}){ignored}")
+        return Check(
+            cid, P, f"not on the command line; this kernel enables VT-d by default ({_intel_default_text(fx)}){ignored}"
+        )
     if default_on is None and _active(fx):
-        return Check(cid, P, f"not on the command line; the IOMMU is active, so this kernel enables VT-d by "
-                     f"default{ignored}")
-    why = (f"this kernel leaves VT-d off by default ({_intel_default_text(fx)})" if default_on is False
-           else "the kernel config is not available to tell whether VT-d is on by default, and the IOMMU is off")
+        return Check(
+            cid, P, f"not on the command line; the IOMMU is active, so this kernel enables VT-d by default{ignored}"
+        )
+    why = (
+        f"this kernel leaves VT-d off by default ({_intel_default_text(fx)})"
+        if default_on is False
+        else "the kernel config is not available to tell whether VT-d is on by default, and the IOMMU is off"
+    )
     add, remove = _replace_option(fx, "intel_iommu", ("on", "off", *unknown), "on")
     return Check(cid, F, f"no intel_iommu=on: {why}{ignored}", fx.cmdline_remedy(add, remove))
 
@@ -289,10 +350,16 @@ def cmdline_amd_iommu(fx: Facts) -> Check:
     unknown = [o for o in opts if o not in AMD_IOMMU_OPTIONS]
     if "off" in opts:
         add, remove = _replace_option(fx, "amd_iommu", ("off",) + tuple(unknown), None)
-        return Check(cid, F, f"amd_iommu={','.join(opts)}: the AMD IOMMU is switched off", fx.cmdline_remedy(add, remove))
+        return Check(
+            cid, F, f"amd_iommu={','.join(opts)}: the AMD IOMMU is switched off", fx.cmdline_remedy(add, remove)
+        )
     if unknown:
-        return Check(cid, P, f"amd_iommu={','.join(opts)}: the kernel ignores {', '.join(repr(u) for u in unknown)} "
-                     "(there is no amd_iommu=on; the AMD IOMMU is on by default)")
+        return Check(
+            cid,
+            P,
+            f"amd_iommu={','.join(opts)}: the kernel ignores {', '.join(repr(u) for u in unknown)} "
+            "(there is no amd_iommu=on; the AMD IOMMU is on by default)",
+        )
     return Check(cid, P, f"amd_iommu={','.join(opts)}" if opts else "no amd_iommu=off (the AMD IOMMU is on by default)")
 
 
@@ -303,8 +370,9 @@ def cmdline_iommu_off(fx: Facts) -> Check:
     opts = fx.cmdline.options("iommu")
     if "off" in opts:
         add, remove = _replace_option(fx, "iommu", ("off",), None)
-        return Check(cid, F, f"iommu={','.join(opts)}: iommu=off disables every IOMMU driver",
-                     fx.cmdline_remedy(add, remove))
+        return Check(
+            cid, F, f"iommu={','.join(opts)}: iommu=off disables every IOMMU driver", fx.cmdline_remedy(add, remove)
+        )
     return Check(cid, P, "no iommu=off")
 
 
@@ -326,15 +394,28 @@ def cmdline_iommu_pt(fx: Facts) -> Check:
         return Check(cid, P, f"{' '.join(cl.tokens('iommu', 'iommu.passthrough'))}: {good}")
     cfg = fx.kconfig_or_none()
     if mode is None and cfg is not None and cfg.get("IOMMU_DEFAULT_PASSTHROUGH") == "y":
-        return Check(cid, P, f"not on the command line; this kernel defaults to passthrough "
-                     f"(CONFIG_IOMMU_DEFAULT_PASSTHROUGH=y): {good}")
+        return Check(
+            cid,
+            P,
+            f"not on the command line; this kernel defaults to passthrough "
+            f"(CONFIG_IOMMU_DEFAULT_PASSTHROUGH=y): {good}",
+        )
     add, remove = _replace_option(fx, "iommu", ("pt", "nopt", "off"), "pt")  # "off": see cmdline.iommu_off
     if mode == "nopt":
         remove = remove + ["iommu.passthrough"]
-        return Check(cid, W, f"{' '.join(cl.tokens('iommu', 'iommu.passthrough'))}: host DMA is translated "
-                     "(recommended for passthrough hosts: iommu=pt)", fx.cmdline_remedy(add, remove))
-    return Check(cid, W, "no iommu=pt: every host DMA goes through IOMMU translation (recommended for "
-                 "passthrough hosts: iommu=pt)", fx.cmdline_remedy(add, remove))
+        return Check(
+            cid,
+            W,
+            f"{' '.join(cl.tokens('iommu', 'iommu.passthrough'))}: host DMA is translated "
+            "(recommended for passthrough hosts: iommu=pt)",
+            fx.cmdline_remedy(add, remove),
+        )
+    return Check(
+        cid,
+        W,
+        "no iommu=pt: every host DMA goes through IOMMU translation (recommended for passthrough hosts: iommu=pt)",
+        fx.cmdline_remedy(add, remove),
+    )
 
 
 def cmdline_acs_override(fx: Facts) -> Check:
@@ -345,9 +426,14 @@ def cmdline_acs_override(fx: Facts) -> Check:
     if not tokens:
         return Check(cid, P, "no pcie_acs_override")
     # pcie_acs_override comes from an out-of-tree patch (carried by some distribution kernels).
-    return Check(cid, W, f"{' '.join(tokens)}: the kernel pretends devices are isolated (ACS) when they are not, "
-                 "so IOMMU groups no longer show real isolation: a device given to a VM may reach its neighbours "
-                 "by peer-to-peer DMA", fx.cmdline_remedy((), ("pcie_acs_override",)))
+    return Check(
+        cid,
+        W,
+        f"{' '.join(tokens)}: the kernel pretends devices are isolated (ACS) when they are not, "
+        "so IOMMU groups no longer show real isolation: a device given to a VM may reach its neighbours "
+        "by peer-to-peer DMA",
+        fx.cmdline_remedy((), ("pcie_acs_override",)),
+    )
 
 
 def cmdline_noiommu(fx: Facts) -> Check:
@@ -366,8 +452,13 @@ def cmdline_noiommu(fx: Facts) -> Check:
             remedy.append(fx.cmdline_remedy((), ("vfio.enable_unsafe_noiommu_mode",)))
         if live is not None and live.strip() in ("Y", "1"):
             remedy.append(f"now: echo N > {fx.shown(param)} (when no device is bound to vfio-pci)")
-        return Check(cid, W, f"{'; '.join(seen)}: vfio no-IOMMU mode gives devices to user space with no DMA "
-                     "isolation (it taints the kernel, and QEMU/libvirt cannot use such groups)", "; ".join(remedy))
+        return Check(
+            cid,
+            W,
+            f"{'; '.join(seen)}: vfio no-IOMMU mode gives devices to user space with no DMA "
+            "isolation (it taints the kernel, and QEMU/libvirt cannot use such groups)",
+            "; ".join(remedy),
+        )
     if fx.cmdline is None and live is None:
         return _no_cmdline(fx, cid)
     return Check(cid, P, "; ".join(seen) if seen else "vfio.enable_unsafe_noiommu_mode not set")
@@ -392,9 +483,13 @@ def cmdline_vfio_ids(fx: Facts) -> Check:
     else:
         remedy = f"remove the ids= option at {option.source} and rebuild the initramfs if it carries modprobe.d"
         seen = f"options vfio-pci ids={value} ({option.source})"
-    return Check(cid, W, f"{seen}: at load vfio-pci claims EVERY device with these "
-                 f"IDs, identical devices the host needs included (matching devices: {shown})",
-                 remedy + " — then bind only the devices you mean, by address (pcipass enable)")
+    return Check(
+        cid,
+        W,
+        f"{seen}: at load vfio-pci claims EVERY device with these "
+        f"IDs, identical devices the host needs included (matching devices: {shown})",
+        remedy + " — then bind only the devices you mean, by address (pcipass enable)",
+    )
 
 
 # --- interrupts ---------------------------------------------------------------------------------------------
@@ -413,8 +508,14 @@ def _unsafe_interrupts(fx: Facts) -> tuple[bool | None, str]:
     if option is not None:
         # Bool module parameters take y/Y/1/on/true and n/N/0/off/false; a bare flag means true (kernel/params.c).
         value = option.value is None or option.value.strip().lower() in ("y", "1", "on", "true")
-        return value, f"allow_unsafe_interrupts{'=' + option.value if option.value is not None else ''} ({option.source})"
-    return None, "vfio_iommu_type1 is not loaded and neither the command line nor modprobe.d sets allow_unsafe_interrupts"
+        return (
+            value,
+            f"allow_unsafe_interrupts{'=' + option.value if option.value is not None else ''} ({option.source})",
+        )
+    return (
+        None,
+        "vfio_iommu_type1 is not loaded and neither the command line nor modprobe.d sets allow_unsafe_interrupts",
+    )
 
 
 def irq_remap(fx: Facts) -> Check:
@@ -428,12 +529,20 @@ def irq_remap(fx: Facts) -> Check:
         off_tokens += fx.cmdline.tokens("nointremap")
     if off_tokens:
         add, remove = _replace_option(fx, "intremap", ("off",), None)
-        return _no_ir(fx, f"{' '.join(off_tokens)} on the command line switches interrupt remapping off", unsafe,
-                      fx.cmdline_remedy(add, remove + ["nointremap"]))
+        return _no_ir(
+            fx,
+            f"{' '.join(off_tokens)} on the command line switches interrupt remapping off",
+            unsafe,
+            fx.cmdline_remedy(add, remove + ["nointremap"]),
+        )
     cfg = fx.kconfig_or_none()
     if cfg is not None and not cfg.enabled("IRQ_REMAP"):
-        return _no_ir(fx, f"{cfg.describe('IRQ_REMAP')} ({cfg.source}): this kernel cannot remap interrupts", unsafe,
-                      "boot a kernel built with CONFIG_IRQ_REMAP=y (distribution kernels have it)")
+        return _no_ir(
+            fx,
+            f"{cfg.describe('IRQ_REMAP')} ({cfg.source}): this kernel cannot remap interrupts",
+            unsafe,
+            "boot a kernel built with CONFIG_IRQ_REMAP=y (distribution kernels have it)",
+        )
     ecaps: dict[str, int] = {}
     for unit in fx.iommu_units:
         text = files.read_text(fx.host.iommu_class_dir / unit / "intel-iommu" / "ecap", 64)
@@ -446,8 +555,12 @@ def irq_remap(fx: Facts) -> Check:
         lacking = [u for u, v in ecaps.items() if not v & _ECAP_IR]
         if not lacking:
             return Check(cid, P, f"supported by {', '.join(ecaps)} (IR bit of the VT-d extended capability register)")
-        return _no_ir(fx, f"{', '.join(lacking)} lack the IR bit of the VT-d extended capability register",
-                      unsafe, "use a platform whose IOMMU supports interrupt remapping")
+        return _no_ir(
+            fx,
+            f"{', '.join(lacking)} lack the IR bit of the VT-d extended capability register",
+            unsafe,
+            "use a platform whose IOMMU supports interrupt remapping",
+        )
     log = fx.kernel_log
     if log is None:
         return Check(cid, S, f"no Intel IOMMU capability register and no kernel log {fx.here} to tell")
@@ -462,28 +575,48 @@ def irq_remap(fx: Facts) -> Check:
         return Check(cid, S, f"the kernel log ({log.source}) has no interrupt-remapping message (rotated away?)")
     if verdict:
         return Check(cid, P, f"kernel log ({log.source}): {line.strip()}")
-    return _no_ir(fx, f"kernel log ({log.source}): {line.strip()}", unsafe,
-                  "enable interrupt remapping (x2APIC / VT-d / AMD-Vi) in the firmware setup")
+    return _no_ir(
+        fx,
+        f"kernel log ({log.source}): {line.strip()}",
+        unsafe,
+        "enable interrupt remapping (x2APIC / VT-d / AMD-Vi) in the firmware setup",
+    )
 
 
 def _no_ir(fx: Facts, why: str, unsafe: bool | None, remedy: str) -> Check:
     if unsafe:
-        return Check("irq.remap", W, f"{why}; vfio works only because vfio_iommu_type1.allow_unsafe_interrupts is "
-                     "set, and a VM can then inject interrupts into the host", remedy)
-    return Check("irq.remap", F, f"{why}: vfio_iommu_type1 refuses to attach devices without it (\"No interrupt "
-                 "remapping support\")", remedy)
+        return Check(
+            "irq.remap",
+            W,
+            f"{why}; vfio works only because vfio_iommu_type1.allow_unsafe_interrupts is "
+            "set, and a VM can then inject interrupts into the host",
+            remedy,
+        )
+    return Check(
+        "irq.remap",
+        F,
+        f'{why}: vfio_iommu_type1 refuses to attach devices without it ("No interrupt remapping support")',
+        remedy,
+    )
 
 
 def vfio_unsafe_interrupts(fx: Facts) -> Check:
     cid = "vfio.unsafe_interrupts"
     value, where = _unsafe_interrupts(fx)
     if value:
-        fix = (fx.cmdline_remedy((), ("vfio_iommu_type1.allow_unsafe_interrupts",))
-               if fx.cmdline and fx.cmdline.has("vfio_iommu_type1.allow_unsafe_interrupts")
-               else "remove allow_unsafe_interrupts=1 from the vfio_iommu_type1 options in modprobe.d, then reload "
-                    "vfio_iommu_type1")
-        return Check(cid, W, f"{where}: vfio accepts devices without interrupt remapping, and a VM can then inject "
-                     "interrupts into the host", fix)
+        fix = (
+            fx.cmdline_remedy((), ("vfio_iommu_type1.allow_unsafe_interrupts",))
+            if fx.cmdline and fx.cmdline.has("vfio_iommu_type1.allow_unsafe_interrupts")
+            else "remove allow_unsafe_interrupts=1 from the vfio_iommu_type1 options in modprobe.d, then reload "
+            "vfio_iommu_type1"
+        )
+        return Check(
+            cid,
+            W,
+            f"{where}: vfio accepts devices without interrupt remapping, and a VM can then inject "
+            "interrupts into the host",
+            fix,
+        )
     if value is None:
         if fx.cmdline is None:
             return _no_cmdline(fx, cid)
@@ -499,12 +632,19 @@ def _kconfig_check(check_id: str, option: str, why: str) -> HostCheck:
         cfg = fx.kconfig
         if cfg is None:
             kver = fx.host.kernel_release or "<kver>"
-            return Check(check_id, S, f"no {fx.shown(fx.host.boot(f'config-{kver}'))} or "
-                         f"{fx.shown(fx.host.proc_config_gz)} {fx.here}")
+            return Check(
+                check_id,
+                S,
+                f"no {fx.shown(fx.host.boot(f'config-{kver}'))} or {fx.shown(fx.host.proc_config_gz)} {fx.here}",
+            )
         if cfg.enabled(option):
             return Check(check_id, P, f"{cfg.describe(option)} ({cfg.source})")
-        return Check(check_id, F, f"{cfg.describe(option)} ({cfg.source}): {why}",
-                     f"boot a kernel built with CONFIG_{option} (distribution kernels have it)")
+        return Check(
+            check_id,
+            F,
+            f"{cfg.describe(option)} ({cfg.source}): {why}",
+            f"boot a kernel built with CONFIG_{option} (distribution kernels have it)",
+        )
 
     return check
 
@@ -512,8 +652,11 @@ def _kconfig_check(check_id: str, option: str, why: str) -> HostCheck:
 kconfig_vfio_pci = _kconfig_check("kconfig.vfio_pci", "VFIO_PCI", "this kernel has no vfio-pci driver")
 kconfig_intel_iommu = _kconfig_check("kconfig.intel_iommu", "INTEL_IOMMU", "this kernel has no Intel IOMMU driver")
 kconfig_amd_iommu = _kconfig_check("kconfig.amd_iommu", "AMD_IOMMU", "this kernel has no AMD IOMMU driver")
-kconfig_irq_remap = _kconfig_check("kconfig.irq_remap", "IRQ_REMAP",
-                                   "no interrupt remapping, so vfio refuses devices unless interrupts are allowed unsafe")
+kconfig_irq_remap = _kconfig_check(
+    "kconfig.irq_remap",
+    "IRQ_REMAP",
+    "no interrupt remapping, so vfio refuses devices unless interrupts are allowed unsafe",
+)
 
 
 def _module_check(name: str) -> HostCheck:
@@ -525,8 +668,12 @@ def _module_check(name: str) -> HostCheck:
         info = kmod.module_info(host, name)
         if info.state is ModState.LOADED:
             if info.blacklisted:
-                return Check(check_id, W, f"loaded, but blacklisted ({info.blacklist_source}): it will not load by "
-                             "itself after a reboot", _unblacklist(fx, info, shown_name))
+                return Check(
+                    check_id,
+                    W,
+                    f"loaded, but blacklisted ({info.blacklist_source}): it will not load by itself after a reboot",
+                    _unblacklist(fx, info, shown_name),
+                )
             return Check(check_id, P, "loaded")
         if info.state is ModState.BUILTIN:
             return Check(check_id, P, "built into the kernel")
@@ -534,21 +681,40 @@ def _module_check(name: str) -> HostCheck:
             return Check(check_id, P, f"available, not loaded (loaded on demand: modprobe {shown_name})")
         if info.state is ModState.BLACKLISTED:
             if info.load_forbidden and info.blacklist_source == kmod.CMDLINE_MODULE_BLACKLIST:
-                return Check(check_id, F, "module_blacklist= on the kernel command line: the kernel refuses to load it",
-                             _unblacklist(fx, info, shown_name))
+                return Check(
+                    check_id,
+                    F,
+                    "module_blacklist= on the kernel command line: the kernel refuses to load it",
+                    _unblacklist(fx, info, shown_name),
+                )
             if info.load_forbidden:
-                return Check(check_id, F, f"disabled: 'install {shown_name} {info.install_override}' "
-                             f"({info.blacklist_source}) makes modprobe run that instead of loading it",
-                             _unblacklist(fx, info, shown_name))
-            return Check(check_id, W, f"blacklisted ({info.blacklist_source}): not loaded automatically (by device "
-                         f"alias, or for vfio-pci.ids= at boot); an explicit modprobe {shown_name} still loads it",
-                         _unblacklist(fx, info, shown_name))
+                return Check(
+                    check_id,
+                    F,
+                    f"disabled: 'install {shown_name} {info.install_override}' "
+                    f"({info.blacklist_source}) makes modprobe run that instead of loading it",
+                    _unblacklist(fx, info, shown_name),
+                )
+            return Check(
+                check_id,
+                W,
+                f"blacklisted ({info.blacklist_source}): not loaded automatically (by device "
+                f"alias, or for vfio-pci.ids= at boot); an explicit modprobe {shown_name} still loads it",
+                _unblacklist(fx, info, shown_name),
+            )
         index = host.lib_modules("modules.dep")
         if info.state is ModState.UNKNOWN:
-            return Check(check_id, S, f"not loaded, and no module index ({fx.shown(index) if index else 'kernel release unknown'}) "
-                         f"{fx.here}")
-        return Check(check_id, F, f"not built in and not in {fx.shown(index)}",
-                     f"install the modules of kernel {host.kernel_release}, or boot a kernel built with vfio")
+            return Check(
+                check_id,
+                S,
+                f"not loaded, and no module index ({fx.shown(index) if index else 'kernel release unknown'}) {fx.here}",
+            )
+        return Check(
+            check_id,
+            F,
+            f"not built in and not in {fx.shown(index)}",
+            f"install the modules of kernel {host.kernel_release}, or boot a kernel built with vfio",
+        )
 
     return check
 
@@ -565,7 +731,9 @@ def _unblacklist(fx: Facts, info: kmod.ModuleInfo, shown_name: str) -> str:
     if initramfs:
         steps.append(f"run {initramfs} (the initramfs keeps a copy of modprobe.d)")
     steps.append(f"modprobe {shown_name}")
-    steps.append(f"to load it at every boot: a line '{shown_name}' in {fx.shown(fx.host.modules_load_dir / (shown_name + '.conf'))}")
+    steps.append(
+        f"to load it at every boot: a line '{shown_name}' in {fx.shown(fx.host.modules_load_dir / (shown_name + '.conf'))}"
+    )
     return "; ".join(steps)
 
 
@@ -582,9 +750,13 @@ def kernel_driver_override(fx: Facts) -> Check:
     for name in names:
         if files.exists(fx.host.pci_device(name) / "driver_override"):
             return Check(cid, P, "the kernel has PCI driver_override (binding by address)")
-    return Check(cid, F, "no PCI device has a driver_override attribute: the kernel predates 3.16, and vfio-pci "
-                 "can only be bound by ID (new_id), which takes every identical device",
-                 "boot a kernel ≥ 3.16")
+    return Check(
+        cid,
+        F,
+        "no PCI device has a driver_override attribute: the kernel predates 3.16, and vfio-pci "
+        "can only be bound by ID (new_id), which takes every identical device",
+        "boot a kernel ≥ 3.16",
+    )
 
 
 def host_checks(fx: Facts) -> list[tuple[str, HostCheck]]:

@@ -89,19 +89,30 @@ _protected_at_start: dict[str, str | None] = {}
 def pytest_sessionstart(session):
     for a in _protected():
         _protected_at_start[a] = _driver(a)
-    _emit({"event": "start", "time": time.time(), "python": sys.executable,
-           "topology": os.environ.get("PCIPASS_GUEST_TOPOLOGY"), "protected": _protected_at_start})
+    _emit(
+        {
+            "event": "start",
+            "time": time.time(),
+            "python": sys.executable,
+            "topology": os.environ.get("PCIPASS_GUEST_TOPOLOGY"),
+            "protected": _protected_at_start,
+        }
+    )
 
 
 def pytest_collectreport(report):
     if report.failed:
-        _emit({"event": "collect", "nodeid": report.nodeid, "outcome": "failed",
-               "longrepr": _longrepr_text(report)})
+        _emit({"event": "collect", "nodeid": report.nodeid, "outcome": "failed", "longrepr": _longrepr_text(report)})
 
 
 def pytest_runtest_logreport(report):
-    rec = {"event": "test", "nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
-           "duration": round(report.duration, 3)}
+    rec = {
+        "event": "test",
+        "nodeid": report.nodeid,
+        "when": report.when,
+        "outcome": report.outcome,
+        "duration": round(report.duration, 3),
+    }
     if report.outcome != "passed":
         rec["longrepr"] = _longrepr_text(report)
     if hasattr(report, "wasxfail"):
@@ -111,8 +122,7 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     touched = {a: [before, _driver(a)] for a, before in _protected_at_start.items() if _driver(a) != before}
-    _emit({"event": "finish", "time": time.time(), "exitstatus": int(exitstatus),
-           "protected_touched": touched})
+    _emit({"event": "finish", "time": time.time(), "exitstatus": int(exitstatus), "protected_touched": touched})
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -193,8 +203,7 @@ def run_cli():
     """Run ``python -m pcipass ARGS`` (same interpreter); returns the CompletedProcess (text)."""
 
     def run(*args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-        p = subprocess.run([sys.executable, "-m", "pcipass", *args], capture_output=True, text=True,
-                           timeout=timeout)
+        p = subprocess.run([sys.executable, "-m", "pcipass", *args], capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"pcipass {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
         return p
@@ -208,8 +217,9 @@ def kernel_config():
     from the extracted kernel package (its module tree is named on the command line)."""
     kver = os.uname().release
     target = Path("/boot") / f"config-{kver}"
-    modules = next(a.split("=", 1)[1] for a in Path("/proc/cmdline").read_text().split()
-                   if a.startswith("pcipass_modules="))
+    modules = next(
+        a.split("=", 1)[1] for a in Path("/proc/cmdline").read_text().split() if a.startswith("pcipass_modules=")
+    )
     source = Path(modules).parents[2] / "boot" / f"config-{kver}"
     created = not target.exists()
     if created:

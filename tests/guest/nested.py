@@ -80,8 +80,16 @@ def pci_functions(query_pci: list[dict]) -> list[GuestFn]:
 
     def walk(devices: list[dict], behind: str) -> None:
         for d in devices:
-            out.append(GuestFn(d["bus"], d["slot"], d["function"],
-                               f"{d['id']['vendor']:04x}:{d['id']['device']:04x}", d.get("qdev_id", ""), behind))
+            out.append(
+                GuestFn(
+                    d["bus"],
+                    d["slot"],
+                    d["function"],
+                    f"{d['id']['vendor']:04x}:{d['id']['device']:04x}",
+                    d.get("qdev_id", ""),
+                    behind,
+                )
+            )
             walk(d.get("pci_bridge", {}).get("devices", []), d.get("qdev_id", ""))
 
     for bus in query_pci:
@@ -181,13 +189,22 @@ def nested_qemu(*devices: str, name: str, timeout: float = 60) -> Iterator[Neste
     sock = WORK / f"{name}.qmp"
     sock.unlink(missing_ok=True)
     err_path = WORK / f"{name}.stderr"
-    args = ["timeout", "-s", "KILL", str(QEMU_LIMIT_S), qemu_binary(), *BASE_ARGS,
-            "-qmp", f"unix:{sock},server=on,wait=off"]
+    args = [
+        "timeout",
+        "-s",
+        "KILL",
+        str(QEMU_LIMIT_S),
+        qemu_binary(),
+        *BASE_ARGS,
+        "-qmp",
+        f"unix:{sock},server=on,wait=off",
+    ]
     for d in devices:
         args += ["-device", d]
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
     qmp = None
     try:
         deadline = time.monotonic() + timeout
@@ -259,9 +276,13 @@ class Libvirtd:
         WORK.mkdir(parents=True, exist_ok=True)
         sock = Path("/run/libvirt/libvirt-sock")
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(["timeout", "-s", "KILL", str(LIBVIRTD_LIMIT_S), "libvirtd"],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["timeout", "-s", "KILL", str(LIBVIRTD_LIMIT_S), "libvirtd"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not sock.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.guest.kernel import SYS_PCI, binding, driver as _driver, group as _group, override as _override, put_back
+from tests.guest.kernel import SYS_PCI, binding, put_back
+from tests.guest.kernel import driver as _driver
+from tests.guest.kernel import group as _group
+from tests.guest.kernel import override as _override
 from tests.guest.kernel import raw_write as _raw_write
 
 TOPOLOGY = "iommu_on"
@@ -153,8 +156,7 @@ def test_shared_group_refused_then_moved_with_group(addr):
     assert (_driver(a), _override(a)) == ("virtio-pci", None)
     r = engine.enable(_host(), [a], move_group=True)
     assert r.exit_code == 0, r.data()
-    assert {d.address: (d.outcome.value, d.requested) for d in r.devices} == {
-        a: ("done", True), peer: ("done", False)}
+    assert {d.address: (d.outcome.value, d.requested) for d in r.devices} == {a: ("done", True), peer: ("done", False)}
     assert _driver(a) == _driver(peer) == "vfio-pci"
     assert group_status(_host(), _group(a)).viable is True  # the kernel's own verdict
     assert engine.disable(_host(), [a, peer]).exit_code == 0
@@ -240,8 +242,12 @@ def test_a_container_with_the_hosts_root_mounted_reads_the_hosts_network(addr, t
         for point, fstype in mounts:
             point.mkdir(parents=True)
             assert _sh("mount", "-t", fstype, fstype, str(point)).returncode == 0
-        p = subprocess.run(["unshare", "--net", sys.executable, "-m", "pcipass", "--root", str(root), "enable",
-                            "--dry-run", a], capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            ["unshare", "--net", sys.executable, "-m", "pcipass", "--root", str(root), "enable", "--dry-run", a],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         said = p.stdout + p.stderr
         assert p.returncode == 5, said
         assert f"{ifname}: has address 10.0.4.15" in said and f"{ifname}: in the routing table (10.0.4.0/24)" in said
@@ -258,8 +264,11 @@ def test_usb_controller_with_a_keyboard_refused_then_forced(addr):
     from pcipass import engine
 
     a = addr["usb_xhci"]
-    keyboards = [n for n in os.listdir("/sys/class/input")
-                 if n.startswith("input") and f"/{a}/" in os.path.realpath(f"/sys/class/input/{n}")]
+    keyboards = [
+        n
+        for n in os.listdir("/sys/class/input")
+        if n.startswith("input") and f"/{a}/" in os.path.realpath(f"/sys/class/input/{n}")
+    ]
     assert keyboards, "no input device behind the USB controller (usbhid/hid-generic not loaded?)"
     assert _driver(a) == "xhci_hcd"
     r = engine.enable(_host(), [a])
@@ -288,8 +297,11 @@ def test_mounted_filesystem_on_the_nvme_refused(addr, tmp_path):
     from pcipass import engine
 
     a = addr["nvme"]
-    (disk,) = [n for n in os.listdir(SYS_PCI / a / "nvme" / os.listdir(SYS_PCI / a / "nvme")[0])
-               if n.startswith("nvme") and "n" in n[4:]]
+    (disk,) = [
+        n
+        for n in os.listdir(SYS_PCI / a / "nvme" / os.listdir(SYS_PCI / a / "nvme")[0])
+        if n.startswith("nvme") and "n" in n[4:]
+    ]
     assert _sh("modprobe", "ext4").returncode == 0  # no udev/kmod helper autoloads it in this guest
     assert _sh("mkfs.ext4", "-q", "-F", f"/dev/{disk}").returncode == 0
     mnt = tmp_path / "mnt"
@@ -313,8 +325,9 @@ def _sysfs_state() -> dict[str, object]:
         d = SYS_PCI / a
         out[a] = (_driver(a), _override(a), (d / "enable").read_text())
     drivers = Path("/sys/bus/pci/drivers")
-    out["drivers"] = {n: sorted(x for x in os.listdir(drivers / n) if x.startswith("0000:"))
-                      for n in sorted(os.listdir(drivers))}
+    out["drivers"] = {
+        n: sorted(x for x in os.listdir(drivers / n) if x.startswith("0000:")) for n in sorted(os.listdir(drivers))
+    }
     out["vfio"] = sorted(os.listdir("/dev/vfio")) if Path("/dev/vfio").exists() else None
     out["modules"] = sorted(os.listdir("/sys/module"))
     out["state"] = STATE_DIR.exists()
@@ -325,9 +338,12 @@ def test_dry_run_leaves_every_attribute_as_it_was(addr, topology):
     from pcipass import engine
 
     before = _sysfs_state()
-    for args, kw in (([addr["e1000e"], addr["audio"]], {}), ([addr["mf_e1000"]], {"move_group": True}),
-                     ([addr["bridged_rtl8139"]], {"move_group": True, "driver": "auto"}),
-                     ([addr["nvme"]], {"driver": "pci-stub"})):
+    for args, kw in (
+        ([addr["e1000e"], addr["audio"]], {}),
+        ([addr["mf_e1000"]], {"move_group": True}),
+        ([addr["bridged_rtl8139"]], {"move_group": True, "driver": "auto"}),
+        ([addr["nvme"]], {"driver": "pci-stub"}),
+    ):
         r = engine.enable(_host(), args, dry_run=True, **kw)
         assert r.exit_code == 0 and r.steps, r.data()
     engine.disable(_host(), topology["free_endpoints"], dry_run=True)
@@ -378,8 +394,8 @@ def test_failure_injected_mid_group_puts_every_device_back(addr):
 # rescanned comes back in a NEW group of its own (seen here with 6.1: the slot's function-alias grouping is not
 # applied to a lone rescanned function), which would change the topology for every later test.
 def test_device_removed_between_planning_and_writing(addr, monkeypatch):
-    from pcipass import engine
     import pcipass.engine.ops as ops
+    from pcipass import engine
 
     a, peer = addr["bridged_e1000"], addr["bridged_rtl8139"]
     real_waiter = ops.Waiter
@@ -443,7 +459,9 @@ def test_cli_partial_exit_code_and_json(addr, run_cli):
     doc = json.loads(p.stdout)
     assert doc["status"] == "partial"
     assert [(d["address"], d["outcome"]) for d in doc["data"]["devices"]] == [
-        (addr["e1000e"], "done"), (addr["mf_virtio_net"], "refused")]
+        (addr["e1000e"], "done"),
+        (addr["mf_virtio_net"], "refused"),
+    ]
     assert "would not be viable" in p.stderr
     assert engine.disable(_host(), [addr["e1000e"]]).exit_code == 0
 
@@ -453,8 +471,16 @@ def test_two_concurrent_enables_are_serialized(addr):
 
     targets = [addr["e1000e"], addr["audio"]]
     with Lock(_host(), wait=0, command="enable (held by the test)"):
-        procs = [subprocess.Popen([sys.executable, "-m", "pcipass", "enable", t], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, cwd=REPO) for t in targets]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pcipass", "enable", t],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            )
+            for t in targets
+        ]
         # Each run announces that it waits for the lock (the test holds it) before doing anything.
         for p in procs:
             line = p.stderr.readline()

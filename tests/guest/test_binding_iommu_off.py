@@ -15,8 +15,10 @@ def _bindings() -> dict[str, tuple[str | None, str]]:
     out = {}
     for a in sorted(os.listdir(SYS_PCI)):
         link = SYS_PCI / a / "driver"
-        out[a] = (os.path.basename(os.readlink(link)) if link.is_symlink() else None,
-                  (SYS_PCI / a / "driver_override").read_text())
+        out[a] = (
+            os.path.basename(os.readlink(link)) if link.is_symlink() else None,
+            (SYS_PCI / a / "driver_override").read_text(),
+        )
     return out
 
 
@@ -28,8 +30,10 @@ def test_live_root_without_iommu_refuses_before_any_write(addr, run_cli):
     from pcipass.host import Host
 
     before = _bindings()
-    for call in (lambda: engine.enable(Host("/"), [addr["e1000e"]], force=True),
-                 lambda: engine.disable(Host("/"), [addr["e1000e"]])):
+    for call in (
+        lambda: engine.enable(Host("/"), [addr["e1000e"]], force=True),
+        lambda: engine.disable(Host("/"), [addr["e1000e"]]),
+    ):
         with pytest.raises(Refused) as exc:
             call()
         assert "no IOMMU is active" in exc.value.message
@@ -49,11 +53,17 @@ def test_a_root_whose_sys_is_the_real_sysfs_is_refused_too(addr, run_cli, tmp_pa
     subprocess.run(["mount", "-t", "sysfs", "sysfs", str(root / "sys")], check=True)
     try:
         before = _bindings()
-        for cmd in (("enable", "--force", addr["e1000e"]), ("disable", addr["e1000e"]),
-                    ("enable", "--dry-run", addr["e1000e"])):
+        for cmd in (
+            ("enable", "--force", addr["e1000e"]),
+            ("disable", addr["e1000e"]),
+            ("enable", "--dry-run", addr["e1000e"]),
+        ):
             p = run_cli("--root", str(root), *cmd)
             assert p.returncode == 5 and f"no IOMMU is active on this host: refusing to {cmd[0]}" in p.stderr, (
-                cmd, p.stdout, p.stderr)
+                cmd,
+                p.stdout,
+                p.stderr,
+            )
         assert _bindings() == before
         assert not (root / "run").exists()
     finally:

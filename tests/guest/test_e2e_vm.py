@@ -34,14 +34,24 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from tests.guest.kernel import SYS_PCI, put_back
+from tests.guest.kernel import binding as _binding
+from tests.guest.kernel import driver as _driver
+from tests.guest.kernel import raw_write as _raw_write
 from tests.support.cli import run
 from tests.support.cli import run as _pcipass
 
-from .nested import (URI, Libvirtd, bridges_numbered, domain_log, monitor_pci, nested_qemu, pci_functions,
-                     run_refused, wait_for)
-
-from tests.guest.kernel import SYS_PCI, binding as _binding, driver as _driver, put_back
-from tests.guest.kernel import raw_write as _raw_write
+from .nested import (
+    URI,
+    Libvirtd,
+    bridges_numbered,
+    domain_log,
+    monitor_pci,
+    nested_qemu,
+    pci_functions,
+    run_refused,
+    wait_for,
+)
 
 TOPOLOGY = "iommu_on"
 
@@ -303,7 +313,11 @@ def test_live_attach_and_detach_with_libvirt_managing_the_binding(addr, capsys, 
 
         (st,) = _status(capsys, a)
         assert (st["driver"], st["driver_override"], st["recorded_known"], st["phase"]) == (
-            "vfio-pci", "vfio-pci", None, None), st  # on vfio, and pcipass did not do it
+            "vfio-pci",
+            "vfio-pci",
+            None,
+            None,
+        ), st  # on vfio, and pcipass did not do it
         assert st["vfio_viable"] is None, st
         _held_by_the_domain(name, st["vfio_detail"])
         assert a in [d["address"] for d in _status(capsys)]  # listed by a plain 'pcipass status'

@@ -96,7 +96,8 @@ def test_kubevirt_sees_the_vfio_binding(e1000e):
 
 
 def test_a_real_multifunction_slot_stays_on_one_guest_slot(addr):
-    from pcipass.emit import devices, libvirt as lv
+    from pcipass.emit import devices
+    from pcipass.emit import libvirt as lv
     from pcipass.host import Host
     from pcipass.inventory import Inventory
 

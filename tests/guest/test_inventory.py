@@ -12,7 +12,9 @@ import os
 
 import pytest
 
-from tests.guest.kernel import SYS_PCI, driver as _driver, group as _group
+from tests.guest.kernel import SYS_PCI
+from tests.guest.kernel import driver as _driver
+from tests.guest.kernel import group as _group
 
 TOPOLOGY = ("iommu_on", "iommu_off")
 
@@ -43,8 +45,9 @@ def cli_list_subprocess():
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-m", "pcipass", "--format", "json", "list"],
-                       capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [sys.executable, "-m", "pcipass", "--format", "json", "list"], capture_output=True, text=True, timeout=180
+    )
     try:
         return p.returncode, json.loads(p.stdout)
     except json.JSONDecodeError as e:
@@ -153,8 +156,11 @@ def test_net_and_block_objects(inv, addr):
         a = addr[role]
         want = set(os.listdir(SYS_PCI / a / "net")) if (SYS_PCI / a / "net").is_dir() else set()
         if not want:  # virtio: the net device hangs below the virtioN child
-            want = {n for v in (SYS_PCI / a).glob("virtio*") for n in os.listdir(v / "net")} if list(
-                (SYS_PCI / a).glob("virtio*/net")) else set()
+            want = (
+                {n for v in (SYS_PCI / a).glob("virtio*") for n in os.listdir(v / "net")}
+                if list((SYS_PCI / a).glob("virtio*/net"))
+                else set()
+            )
         assert want, f"{role}: the kernel shows no network interface"
         assert set(inv.devices[a].net) == want, role
     assert "nvme0n1" in inv.devices[addr["nvme"]].block
@@ -172,7 +178,10 @@ def test_cli_list_json(cli_list_subprocess, lspci, topology):
     assert set(rows) == set(lspci)
     for a, d in rows.items():
         assert (d["vendor_id"], d["device_id"], d["class_id"]) == (
-            lspci[a]["vendor_id"], lspci[a]["device_id"], lspci[a]["class_id"]), a
+            lspci[a]["vendor_id"],
+            lspci[a]["device_id"],
+            lspci[a]["class_id"],
+        ), a
         assert d["driver"] == lspci[a]["driver"], a
         assert d["iommu_group"] == _group(a), a
         assert d["is_bridge"] is _header_is_bridge(a), a

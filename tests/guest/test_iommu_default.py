@@ -9,7 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from tests.guest.kernel import driver as _driver, override as _override
+from tests.guest.kernel import driver as _driver
+from tests.guest.kernel import override as _override
 
 TOPOLOGY = "iommu_default"
 
@@ -31,10 +32,13 @@ def test_check_iommu_infers_the_default_without_the_kernel_config(run_cli):
     assert "enabled by the kernel's default: no intel_iommu=on on the command line" in active["detail"]
     cl = by["cmdline.intel_iommu"]
     assert (cl["verdict"], cl["detail"]) == (
-        "pass", "not on the command line; the IOMMU is active, so this kernel enables VT-d by default"), cl
+        "pass",
+        "not on the command line; the IOMMU is active, so this kernel enables VT-d by default",
+    ), cl
     # Translated default domains, as the kernel reports them in each group's type.
-    types = {Path(f"/sys/kernel/iommu_groups/{g}/type").read_text().strip()
-             for g in os.listdir("/sys/kernel/iommu_groups")}
+    types = {
+        Path(f"/sys/kernel/iommu_groups/{g}/type").read_text().strip() for g in os.listdir("/sys/kernel/iommu_groups")
+    }
     assert types and types <= {"DMA", "DMA-FQ"}, types
     assert "identity" not in by["iommu.domain_type"]["detail"], by["iommu.domain_type"]
 
@@ -50,8 +54,10 @@ def test_check_iommu_names_the_config_option(run_cli, kernel_config):
 def test_groups_match_the_kernel(run_cli, topology):
     p = run_cli("groups", "--format", "json", check=True)
     ours = {g["group"]: sorted(m["address"] for m in g["devices"]) for g in json.loads(p.stdout)["data"]}
-    kernel = {int(g): sorted(os.listdir(f"/sys/kernel/iommu_groups/{g}/devices"))
-              for g in os.listdir("/sys/kernel/iommu_groups")}
+    kernel = {
+        int(g): sorted(os.listdir(f"/sys/kernel/iommu_groups/{g}/devices"))
+        for g in os.listdir("/sys/kernel/iommu_groups")
+    }
     assert ours == kernel
     members = {tuple(m) for m in kernel.values()}
     for shared in topology["shared_groups"].values():

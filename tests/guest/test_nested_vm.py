@@ -27,9 +27,27 @@ def test_vfio_device_is_assigned_to_a_nested_vm(addr):
         _to_vfio(a)
         assert _driver(a) == "vfio-pci"
         p = subprocess.run(
-            [qemu, "-accel", "tcg", "-machine", "q35", "-nodefaults", "-display", "none", "-m", "64",
-             "-device", f"vfio-pci,host={a}", "-S", "-monitor", "stdio"],
-            input="info pci\nquit\n", capture_output=True, text=True, timeout=120,
+            [
+                qemu,
+                "-accel",
+                "tcg",
+                "-machine",
+                "q35",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-m",
+                "64",
+                "-device",
+                f"vfio-pci,host={a}",
+                "-S",
+                "-monitor",
+                "stdio",
+            ],
+            input="info pci\nquit\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert p.returncode == 0, p.stdout + p.stderr
         assert "Ethernet controller: PCI device 8086:10d3" in p.stdout, p.stdout + p.stderr

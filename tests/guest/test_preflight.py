@@ -14,9 +14,22 @@ import pytest
 
 TOPOLOGY = ("iommu_on", "iommu_off")
 
-IOMMU_CHECKS = ("iommu.vendor", "firmware.dmar", "iommu.active", "cmdline.intel_iommu", "cmdline.iommu_off",
-                "cmdline.iommu_pt", "irq.remap", "kconfig.vfio_pci", "kconfig.intel_iommu", "kconfig.irq_remap",
-                "module.vfio", "module.vfio_pci", "module.vfio_iommu_type1", "kernel.driver_override")
+IOMMU_CHECKS = (
+    "iommu.vendor",
+    "firmware.dmar",
+    "iommu.active",
+    "cmdline.intel_iommu",
+    "cmdline.iommu_off",
+    "cmdline.iommu_pt",
+    "irq.remap",
+    "kconfig.vfio_pci",
+    "kconfig.intel_iommu",
+    "kconfig.irq_remap",
+    "module.vfio",
+    "module.vfio_pci",
+    "module.vfio_iommu_type1",
+    "kernel.driver_override",
+)
 
 
 # The kernel's build config in /boot for every test here (fixture in tests/guest/conftest.py).
@@ -72,12 +85,14 @@ def test_cli_verdicts_and_exit_code(topology, run_cli):
     else:
         assert p.returncode == 1
         assert by["iommu.active"]["verdict"] == "fail"
-        assert by["iommu.active"]["detail"] == ("no IOMMU: /sys/class/iommu is empty and there are no IOMMU groups; "
-                                                "intel_iommu=off is on the command line")
+        assert by["iommu.active"]["detail"] == (
+            "no IOMMU: /sys/class/iommu is empty and there are no IOMMU groups; intel_iommu=off is on the command line"
+        )
         # no boot-loader configuration in this guest: the generic command-line edit
         assert by["iommu.active"]["remedy"] == (
             "remove intel_iommu=off and add intel_iommu=on on the kernel command line in your boot loader's "
-            "configuration (no GRUB, grubby or systemd-boot configuration was found), then reboot")
+            "configuration (no GRUB, grubby or systemd-boot configuration was found), then reboot"
+        )
         assert by["cmdline.intel_iommu"]["verdict"] == "fail"
         assert by["firmware.dmar"]["verdict"] == "pass"  # qemu still provides the DMAR table
         assert set(_failing(by)) == {"iommu.active", "cmdline.intel_iommu"}, _failing(by)
@@ -96,15 +111,19 @@ def test_interrupt_remapping_from_the_live_kernel_log(topology):
 
 
 def test_grub_remedy(topology, write_file):
-    write_file("/etc/default/grub", 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=off"\n'
-                                    'GRUB_CMDLINE_LINUX="console=ttyS0"\n')
+    write_file(
+        "/etc/default/grub",
+        'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=off"\nGRUB_CMDLINE_LINUX="console=ttyS0"\n',
+    )
     checks, report = _report()
     assert report.summary.boot_loader == "GRUB (/etc/default/grub; Debian family)"  # the guest's / is Debian
     if topology["iommu"]:
         assert report.summary.cmdline_remedy is None
     else:
-        expected = ('in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on"; then run update-grub '
-                    "and reboot")
+        expected = (
+            'in /etc/default/grub set GRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on"; then run update-grub '
+            "and reboot"
+        )
         assert checks["iommu.active"].remedy == expected
         assert checks["cmdline.intel_iommu"].remedy == expected
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.guest.kernel import SYS_PCI, driver as _driver
+from tests.guest.kernel import SYS_PCI
+from tests.guest.kernel import driver as _driver
 from tests.guest.kernel import raw_write as _write
 
 TOPOLOGY = ("iommu_on", "iommu_off")

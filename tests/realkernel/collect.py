@@ -51,7 +51,7 @@ def _topology_value(tree: ast.Module) -> tuple[tuple[str, ...] | None, str | Non
             if isinstance(v, (tuple, list)) and v and all(isinstance(x, str) for x in v):
                 return tuple(v), None
             return None, f"line {node.lineno}: TOPOLOGY must be a string or a non-empty tuple of strings"
-    return None, "no module-level TOPOLOGY = \"<topology>\" declaration"
+    return None, 'no module-level TOPOLOGY = "<topology>" declaration'
 
 
 def _class_tests(module: str, cls: ast.ClassDef, prefix: tuple[str, ...]) -> list[GuestTest]:

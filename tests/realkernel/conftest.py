@@ -81,8 +81,9 @@ class TopologyNode(pytest.Collector):
         yield GuestSessionItem.from_parent(self, name="guest_session", topology=self.topology)
         for m in self.modules:
             name = Path(m.module).relative_to("tests/guest").as_posix()
-            yield GuestContainer.from_parent(self, name=name, topology=self.topology, module=m.module,
-                                             tests=[(t.qualname, t) for t in m.tests])
+            yield GuestContainer.from_parent(
+                self, name=name, topology=self.topology, module=m.module, tests=[(t.qualname, t) for t in m.tests]
+            )
 
 
 class GuestContainer(pytest.Collector):
@@ -106,8 +107,9 @@ class GuestContainer(pytest.Collector):
                     groups[rest[0]] = []
                 groups[rest[0]].append((rest[1:], t))
         for name in order:
-            yield GuestContainer.from_parent(self, name=name, topology=self.topology, module=self.module,
-                                             tests=groups[name])
+            yield GuestContainer.from_parent(
+                self, name=name, topology=self.topology, module=self.module, tests=groups[name]
+            )
 
 
 class _TierItem(pytest.Item):
@@ -163,13 +165,18 @@ class GuestSessionItem(_TierItem):
         if p:
             problems.append(p)
         if run.collect_errors:
-            problems.append("guest collection errors:\n" + "\n".join(f"--- {k}\n{v}" for k, v in run.collect_errors.items()))
+            problems.append(
+                "guest collection errors:\n" + "\n".join(f"--- {k}\n{v}" for k, v in run.collect_errors.items())
+            )
         if run.finish_event and run.finish_event.get("protected_touched"):
-            problems.append(f"a guest test changed the driver of a PROTECTED device: {run.finish_event['protected_touched']}")
+            problems.append(
+                f"a guest test changed the driver of a PROTECTED device: {run.finish_event['protected_touched']}"
+            )
         stray = run.unexpected()
         if stray:
-            problems.append("the guest ran tests the host did not collect (the AST collector missed them): "
-                            + ", ".join(stray))
+            problems.append(
+                "the guest ran tests the host did not collect (the AST collector missed them): " + ", ".join(stray)
+            )
         if problems:
             raise GuestFailure("\n\n".join(problems) + "\n\n" + run.diagnostics())
 

@@ -172,9 +172,7 @@ def _run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 600, what:
         raise ProvisionError(f"{what or cmd[0]}: cannot run {' '.join(cmd)}: {e}") from e
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-15:]
-        raise ProvisionError(
-            f"{what or cmd[0]} failed (exit {p.returncode}): {' '.join(cmd)}\n" + "\n".join(tail)
-        )
+        raise ProvisionError(f"{what or cmd[0]} failed (exit {p.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
     return p.stdout
 
 
@@ -200,9 +198,7 @@ def _resolve_kernel_package() -> str:
     """linux-image-amd64 -> linux-image-6.1.0-NN-amd64 (apt-get update once if needed)."""
 
     def depends() -> str | None:
-        p = subprocess.run(
-            ["apt-cache", "depends", KERNEL_META_PACKAGE], capture_output=True, text=True, timeout=120
-        )
+        p = subprocess.run(["apt-cache", "depends", KERNEL_META_PACKAGE], capture_output=True, text=True, timeout=120)
         for line in p.stdout.splitlines():
             line = line.strip()
             if line.startswith("Depends:"):
@@ -212,7 +208,9 @@ def _resolve_kernel_package() -> str:
         return None
 
     if not _which("apt-cache") or not _which("apt-get"):
-        raise ProvisionError("real-kernel tier: no kernel cached and no apt-get/apt-cache to download one (Debian needed)")
+        raise ProvisionError(
+            "real-kernel tier: no kernel cached and no apt-get/apt-cache to download one (Debian needed)"
+        )
     name = depends()
     if name is None:
         if os.geteuid() != 0:
@@ -223,7 +221,9 @@ def _resolve_kernel_package() -> str:
         _run(["apt-get", "update", "-qq"], what="apt-get update", timeout=600)
         name = depends()
     if name is None:
-        raise ProvisionError(f"real-kernel tier: cannot resolve {KERNEL_META_PACKAGE} to a kernel package via apt-cache")
+        raise ProvisionError(
+            f"real-kernel tier: cannot resolve {KERNEL_META_PACKAGE} to a kernel package via apt-cache"
+        )
     return name
 
 
@@ -327,8 +327,16 @@ def ensure_kernel(cache: Path, timings: dict[str, float]) -> Kernel:
 def initramfs_modules(kernel: Kernel) -> list[Path]:
     """Module files for INITRAMFS_MODULES, dependencies first, each once."""
     out = _run(
-        [_which("modprobe") or "modprobe", "-d", str(kernel.tree), "-S", kernel.kver, "-a", "--show-depends",
-         *INITRAMFS_MODULES],
+        [
+            _which("modprobe") or "modprobe",
+            "-d",
+            str(kernel.tree),
+            "-S",
+            kernel.kver,
+            "-a",
+            "--show-depends",
+            *INITRAMFS_MODULES,
+        ],
         what="modprobe --show-depends",
     )
     seen: list[Path] = []
@@ -384,8 +392,14 @@ def ensure_initramfs(cache: Path, kernel: Kernel, tools: dict[str, str], timings
                 names.append(str(rel / n) if str(rel) != "." else n)
         tmp_out = Path(tmp) / "initramfs.cpio"
         with open(tmp_out, "wb") as f:
-            p = subprocess.run([busybox, "cpio", "-o", "-H", "newc"], cwd=root, input="\n".join(names).encode() + b"\n",
-                               stdout=f, stderr=subprocess.PIPE, timeout=120)
+            p = subprocess.run(
+                [busybox, "cpio", "-o", "-H", "newc"],
+                cwd=root,
+                input="\n".join(names).encode() + b"\n",
+                stdout=f,
+                stderr=subprocess.PIPE,
+                timeout=120,
+            )
         if p.returncode != 0:
             raise ProvisionError(f"busybox cpio failed: {p.stderr.decode(errors='replace')[-2000:]}")
         tmp_out.replace(out)

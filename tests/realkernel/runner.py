@@ -20,7 +20,7 @@ import threading
 import time
 
 from . import topology as topo
-from .provision import REPO, ProvisionError, Provisioned, provision
+from .provision import REPO, Provisioned, ProvisionError, provision
 from .vm import GUEST_IO_MOUNT, GuestRun, run_guest
 
 DEFAULT_TIMEOUT_S = 420
@@ -95,8 +95,21 @@ class TopologyRun:
         lines += [
             f"cd {shlex.quote(str(REPO))} || exit 90",
             f'echo "guest $(uname -r), python {sys.executable}, topology {self.topology}"',
-            shlex.join([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--color=no",
-                        "-o", "console_output_style=classic", *extra, *self.targets]),
+            shlex.join(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-p",
+                    "no:cacheprovider",
+                    "-v",
+                    "--color=no",
+                    "-o",
+                    "console_output_style=classic",
+                    *extra,
+                    *self.targets,
+                ]
+            ),
         ]
         return "\n".join(lines) + "\n"
 
@@ -108,8 +121,14 @@ class TopologyRun:
                 if self.tier.closing:
                     self.error = "pytest session ended before the guest was started"
                     return
-                self.run = run_guest(self.topology, self.script(prov), timeout_s=guest_timeout_s(), prov=prov,
-                                     on_start=self.tier.register_process, run_name=self.topology)
+                self.run = run_guest(
+                    self.topology,
+                    self.script(prov),
+                    timeout_s=guest_timeout_s(),
+                    prov=prov,
+                    on_start=self.tier.register_process,
+                    run_name=self.topology,
+                )
                 self._load_results()
         except ProvisionError as e:
             self.error = f"real-kernel tier could not provision a guest: {e}"
@@ -193,10 +212,16 @@ class TopologyRun:
                     return Outcome("failed", f"guest collection error in {key}:\n{self.collect_errors[key]}")
             if problem:
                 where = f"; logs in {self.run.run_dir}" if self.run else ""
-                return Outcome("failed", f"{nodeid}: no result from the guest: {problem.splitlines()[0][:300]}"
-                               f" (details in the {self.topology}::guest_session failure{where})")
-            return Outcome("failed", f"{nodeid}: the guest run completed but never reported this test "
-                           f"(not collected in the guest?)\n\n{self.diagnostics()}")
+                return Outcome(
+                    "failed",
+                    f"{nodeid}: no result from the guest: {problem.splitlines()[0][:300]}"
+                    f" (details in the {self.topology}::guest_session failure{where})",
+                )
+            return Outcome(
+                "failed",
+                f"{nodeid}: the guest run completed but never reported this test "
+                f"(not collected in the guest?)\n\n{self.diagnostics()}",
+            )
         failures: list[str] = []
         skips: list[str] = []
         passed = 0
@@ -214,8 +239,10 @@ class TopologyRun:
                 passed += 1
             else:
                 log = self.run.command_log_tail(20) if self.run else ""
-                failures.append(f"--- guest {nid}: started but never finished: {self.run_problem() or 'no call report'}"
-                                f" ---\n--- command.log (last 20 lines) ---\n{log}")
+                failures.append(
+                    f"--- guest {nid}: started but never finished: {self.run_problem() or 'no call report'}"
+                    f" ---\n--- command.log (last 20 lines) ---\n{log}"
+                )
         if failures:
             return Outcome("failed", "\n".join(failures), len(full))
         if passed == 0 and skips:

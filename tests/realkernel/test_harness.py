@@ -23,7 +23,10 @@ def _write(d: Path, name: str, text: str) -> None:
 def test_ast_collection(tmp_path):
     g = tmp_path / "tests" / "guest"
     g.mkdir(parents=True)
-    _write(g, "test_a.py", """
+    _write(
+        g,
+        "test_a.py",
+        """
         TOPOLOGY = "iommu_on"
         def test_x(): pass
         async def test_async(): pass
@@ -37,11 +40,16 @@ def test_ast_collection(tmp_path):
             def test_never(self): pass
         class Helper:
             def test_no(self): pass
-    """)
-    _write(g, "test_b.py", """
+    """,
+    )
+    _write(
+        g,
+        "test_b.py",
+        """
         TOPOLOGY: tuple = ("iommu_on", "iommu_off")
         def test_y(): pass
-    """)
+    """,
+    )
     _write(g, "test_c.py", "def test_z(): pass\n")
     _write(g, "test_d.py", "TOPOLOGY = 42\n")
     _write(g, "test_e.py", "def broken(:\n")
@@ -107,10 +115,14 @@ def _passed(nid):
 def test_outcomes_pass_fail_skip_and_params():
     recs = (
         _passed(f"{M}::test_ok")
-        + [_t(f"{M}::test_bad", "setup", "passed"), _t(f"{M}::test_bad", "call", "failed", "E assert 1 == 2"),
-           _t(f"{M}::test_bad", "teardown", "passed")]
+        + [
+            _t(f"{M}::test_bad", "setup", "passed"),
+            _t(f"{M}::test_bad", "call", "failed", "E assert 1 == 2"),
+            _t(f"{M}::test_bad", "teardown", "passed"),
+        ]
         + [_t(f"{M}::test_skip", "setup", "skipped", "Skipped: nope"), _t(f"{M}::test_skip", "teardown", "passed")]
-        + _passed(f"{M}::test_p[a]") + _passed(f"{M}::test_p[0000:00:02.0]")
+        + _passed(f"{M}::test_p[a]")
+        + _passed(f"{M}::test_p[0000:00:02.0]")
         + _passed(f"{M}::test_q[a]")
         + [_t(f"{M}::test_q[b]", "setup", "failed", "E fixture boom")]
         + [_t(f"{M}::test_hang", "setup", "passed")]

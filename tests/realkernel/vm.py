@@ -19,13 +19,13 @@ import dataclasses
 import os
 import shlex
 import shutil
-import stat
 import signal
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import topology as topo
 from .provision import STAGE2_SCRIPT, Provisioned, provision
@@ -58,7 +58,8 @@ class GuestRun:
     def diagnostics(self, lines: int = 40) -> str:
         """A human-readable account of how the guest ended (for failure messages)."""
         state = (
-            f"TIMED OUT after {self.wall_s:.0f} s (qemu killed)" if self.timed_out
+            f"TIMED OUT after {self.wall_s:.0f} s (qemu killed)"
+            if self.timed_out
             else f"qemu exit status {self.qemu_rc}, command exit status {self.command_rc}"
         )
         parts = [f"guest {self.topology}: {state}; run directory {self.run_dir}"]
@@ -110,32 +111,53 @@ def _mtime(path: Path) -> float | None:
     return st.st_mtime if stat.S_ISDIR(st.st_mode) else None
 
 
-def build_qemu_cmd(prov: Provisioned, topology: str, run_dir: Path, timeout_s: float,
-                   extra_cmdline: tuple[str, ...] = ()) -> list[str]:
+def build_qemu_cmd(
+    prov: Provisioned, topology: str, run_dir: Path, timeout_s: float, extra_cmdline: tuple[str, ...] = ()
+) -> list[str]:
     spec = topo.TOPOLOGIES[topology]
     io_dir = run_dir / "io"
     nvme = run_dir / "nvme.img"
-    cmdline = " ".join([
-        topo._COMMON_CMDLINE,
-        spec["cmdline"],
-        "pcipass_guest=1",
-        f"pcipass_stage2={STAGE2_SCRIPT}",
-        f"pcipass_modules={prov.kernel.modules_dir}",
-        f"pcipass_root_tag={topo.ROOT_TAG}",
-        f"pcipass_io_tag={topo.IO_TAG}",
-        *extra_cmdline,
-    ])
+    cmdline = " ".join(
+        [
+            topo._COMMON_CMDLINE,
+            spec["cmdline"],
+            "pcipass_guest=1",
+            f"pcipass_stage2={STAGE2_SCRIPT}",
+            f"pcipass_modules={prov.kernel.modules_dir}",
+            f"pcipass_root_tag={topo.ROOT_TAG}",
+            f"pcipass_io_tag={topo.IO_TAG}",
+            *extra_cmdline,
+        ]
+    )
     qemu = [
         prov.tools["qemu-system-x86_64"],
-        "-name", f"pcipass-{topology}",
-        "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1",
-        "-m", str(spec["memory_mb"]),
-        "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+        "-name",
+        f"pcipass-{topology}",
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "1",
+        "-m",
+        str(spec["memory_mb"]),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
         "-no-reboot",
-        "-serial", f"file:{run_dir / 'serial.log'}",
-        "-kernel", str(prov.kernel.boot_image),
-        "-initrd", str(prov.initramfs),
-        "-append", cmdline,
+        "-serial",
+        f"file:{run_dir / 'serial.log'}",
+        "-kernel",
+        str(prov.kernel.boot_image),
+        "-initrd",
+        str(prov.initramfs),
+        "-append",
+        cmdline,
         *topo.qemu_device_args(nvme_image=str(nvme), root_path="/", io_path=str(io_dir)),
     ]
     return [prov.tools["timeout"], "--signal=TERM", "--kill-after=10", f"{int(timeout_s)}", *qemu]
@@ -166,8 +188,9 @@ def run_guest(
     stderr_path = run_dir / "qemu-stderr.log"
     with open(stderr_path, "wb") as err:
         # Own session: the caller can end exactly this timeout+qemu process group.
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if on_start is not None:
             on_start(p)
         try:

@@ -46,8 +46,19 @@ BR_RTL = "0000:02:02.0"
 AUDIO = "0000:00:08.0"
 UNBOUND = "0000:00:09.0"
 
-_MODULES = ("vfio-pci", "vfio", "vfio_iommu_type1", "pci-stub", "e1000e", "e1000", "virtio_pci", "nvme",
-            "8139cp", "snd-hda-intel", "virtio_vfio_pci")
+_MODULES = (
+    "vfio-pci",
+    "vfio",
+    "vfio_iommu_type1",
+    "pci-stub",
+    "e1000e",
+    "e1000",
+    "virtio_pci",
+    "nvme",
+    "8139cp",
+    "snd-hda-intel",
+    "virtio_vfio_pci",
+)
 
 
 def build(root: Path) -> FakeHost:
@@ -66,17 +77,17 @@ def build(root: Path) -> FakeHost:
     f.add_device(MF1, vendor="8086", device="100e", driver="e1000", group=4)
     f.add_net(MF1, "eth3")
     f.add_device(ROOT_PORT, vendor="1b36", device="000c", class_="060400", driver="pcieport", group=5, bridge=True)
-    f.add_device(PCI_BRIDGE, vendor="1b36", device="000e", class_="060400", group=6, bridge=True,
-                 parent=ROOT_PORT)
+    f.add_device(PCI_BRIDGE, vendor="1b36", device="000e", class_="060400", group=6, bridge=True, parent=ROOT_PORT)
     f.add_device(BR_E1000, vendor="8086", device="100e", driver="e1000", group=6, parent=PCI_BRIDGE)
     f.add_device(BR_RTL, vendor="10ec", device="8139", driver="8139cp", group=6, parent=PCI_BRIDGE)
     f.add_device(AUDIO, vendor="8086", device="293e", class_="040300", driver="snd_hda_intel", group=7)
     f.add_device(UNBOUND, vendor="8086", device="10d3", group=8)
-    f.write(f"lib/modules/{KVER}/modules.dep",
-            "".join(f"kernel/drivers/x/{m}.ko:\n" for m in _MODULES))
-    f.write(f"lib/modules/{KVER}/modules.alias",
-            "alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n"
-            "alias vfio_pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_vfio_pci\n")
+    f.write(f"lib/modules/{KVER}/modules.dep", "".join(f"kernel/drivers/x/{m}.ko:\n" for m in _MODULES))
+    f.write(
+        f"lib/modules/{KVER}/modules.alias",
+        "alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n"
+        "alias vfio_pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_vfio_pci\n",
+    )
     f.write(f"lib/modules/{KVER}/modules.builtin", "")
     return f
 
@@ -94,10 +105,11 @@ def add_input(f: FakeHost, address: str, name: str, label: str, keys: str, via: 
     (dev / "capabilities").mkdir(parents=True)
     (dev / "capabilities" / "key").write_text(keys + "\n")
     (dev / "name").write_text(label + "\n")
-    event = dev / ("event" + name[len("input"):])
+    event = dev / ("event" + name[len("input") :])
     event.mkdir()
     f.symlink(f"sys/class/input/{name}", dev)
     f.symlink(f"sys/class/input/{event.name}", event)
+
 
 ROUTE_HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
 
@@ -170,8 +182,8 @@ def env(tmp_path) -> Env:
 def _never_the_real_sys(monkeypatch, tmp_path):
     """Belt and braces for every binding test: the engine's real writer may only touch the test's tmp tree,
     and the tests act as root (CI may run them unprivileged)."""
-    import pcipass.engine.kernel as kernel_mod
     import pcipass.engine.guards as guards_mod
+    import pcipass.engine.kernel as kernel_mod
 
     real = kernel_mod.write_attr
     base = os.path.realpath(tmp_path)

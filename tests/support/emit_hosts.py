@@ -16,8 +16,8 @@ NO_GROUP = "0000:00:1f.6"
 HOSTILE_PCI_IDS = (
     "# hostile test data\n"
     "1234  Evil <Corp> & \"Sons\" {{ .Values.x }} 'q'\n"
-    "\t5678  Widget </hostdev><hostdev> & \"x\" ]]> --> {{ template }} ${HOME} `id`\n"
-    "\t5679  <<>> && \"\" {{}}\n"
+    '\t5678  Widget </hostdev><hostdev> & "x" ]]> --> {{ template }} ${HOME} `id`\n'
+    '\t5679  <<>> && "" {{}}\n'
     "abcd  [<>&] {{\n"
     "\t0001  " + "Very Long Device Name " * 12 + "A\n"
     "\t0002  " + "Very Long Device Name " * 12 + "B\n"
@@ -28,8 +28,7 @@ def gpu_host(fake: FakeHost) -> FakeHost:
     """IOMMU on. Group 40: the root port (bridge) + GPU (vfio-pci) + its audio (snd_hda_intel). Group 41: two
     identical NICs in one slot (ixgbe). Group 42: a NIC alone on vfio-pci. One device with no group."""
     fake.enable_iommu()
-    fake.add_device(GPU_PORT, vendor="8086", device="2030", class_="060400", bridge=True, driver="pcieport",
-                    group=40)
+    fake.add_device(GPU_PORT, vendor="8086", device="2030", class_="060400", bridge=True, driver="pcieport", group=40)
     fake.add_device(GPU, vendor="10de", device="1eb8", class_="030200", driver="vfio-pci", group=40)
     fake.add_device(GPU_AUDIO, vendor="10de", device="10f8", class_="040300", driver="snd_hda_intel", group=40)
     fake.add_device(NIC_A, vendor="8086", device="10fb", class_="020000", driver="ixgbe", group=41)

@@ -19,8 +19,10 @@ from typing import Any
 SCHEMAS = Path(__file__).parent.parent / "data" / "schemas"
 LIBVIRT_VERSIONS = ("9.0.0", "11.3.0")
 
-_DOMAIN = "<domain type='kvm'><name>pcipass-test</name><memory unit='MiB'>512</memory>" \
-          "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices/></domain>"
+_DOMAIN = (
+    "<domain type='kvm'><name>pcipass-test</name><memory unit='MiB'>512</memory>"
+    "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices/></domain>"
+)
 
 
 @functools.cache
@@ -37,7 +39,7 @@ def wrap_in_domain(fragment: str):
     dom = etree.fromstring(_DOMAIN)
     devices = dom.find("devices")
     frag = etree.fromstring(fragment)
-    for el in (list(frag) if frag.tag == "devices" else [frag]):
+    for el in list(frag) if frag.tag == "devices" else [frag]:
         devices.append(el)
     return dom
 
@@ -109,8 +111,9 @@ def swagger_errors(obj: Any, definition: str) -> list[str]:
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
 
 
-def unknown_keys(obj: Any, schema: dict[str, Any], definitions: dict[str, Any] | None = None,
-                 path: str = "") -> list[str]:
+def unknown_keys(
+    obj: Any, schema: dict[str, Any], definitions: dict[str, Any] | None = None, path: str = ""
+) -> list[str]:
     """Paths of keys in ``obj`` that ``schema`` (and the definitions its ``$ref``s name) does not define.
 
     An object schema without ``properties`` is free-form (a map, or CRD metadata) and is only followed

@@ -21,9 +21,22 @@ class FakeDevice:
 class FakeHost:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        for d in ("sys/bus/pci/devices", "sys/bus/pci/drivers", "sys/kernel/iommu_groups", "sys/class/iommu",
-                  "sys/class/net", "sys/class/block", "sys/class/drm", "sys/module", "proc/self", "proc/net",
-                  "proc/sys/kernel", "dev", "etc", "run"):
+        for d in (
+            "sys/bus/pci/devices",
+            "sys/bus/pci/drivers",
+            "sys/kernel/iommu_groups",
+            "sys/class/iommu",
+            "sys/class/net",
+            "sys/class/block",
+            "sys/class/drm",
+            "sys/module",
+            "proc/self",
+            "proc/net",
+            "proc/sys/kernel",
+            "dev",
+            "etc",
+            "run",
+        ):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self.devices: dict[str, FakeDevice] = {}
         (self.root / "sys/bus/pci/drivers_probe").write_text("")
@@ -31,7 +44,9 @@ class FakeHost:
         self.write("proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet\n")
         self.write("proc/self/mountinfo", "")
         self.write("proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n")
-        self.write("proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n")
+        self.write(
+            "proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        )
         self.write("proc/net/ipv6_route", "")
         self.write("proc/net/if_inet6", "")
         self.write("proc/modules", "")
@@ -107,8 +122,8 @@ class FakeHost:
             "numa_node": str(numa_node),
             "driver_override": override if override is not None else "(null)",
             "modalias": f"pci:v0000{vendor.upper()}d0000{device.upper()}sv0000{(subsystem_vendor or vendor).upper()}"
-                        f"sd0000{(subsystem_device or '0000').upper()}bc{class_[0:2].upper()}sc{class_[2:4].upper()}"
-                        f"i{class_[4:6].upper()}",
+            f"sd0000{(subsystem_device or '0000').upper()}bc{class_[0:2].upper()}sc{class_[2:4].upper()}"
+            f"i{class_[4:6].upper()}",
             "remove": "",
             "reset": "",
             "enable": "1",

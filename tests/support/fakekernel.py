@@ -84,8 +84,9 @@ class FakeKernel:
         if self.kill_at == i:
             raise Killed()
         if i in self.hang:
-            raise SysfsError(f"write {rel} still blocked after {timeout} s; abandoned", address=address,
-                             path=rel, errno=E.ETIMEDOUT)
+            raise SysfsError(
+                f"write {rel} still blocked after {timeout} s; abandoned", address=address, path=rel, errno=E.ETIMEDOUT
+            )
         if i in self.fail:
             raise OSError(self.fail[i], os.strerror(self.fail[i]))
         self._apply(rel, value)

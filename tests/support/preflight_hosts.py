@@ -20,8 +20,10 @@ def intel_host(fake, cmdline: str = "BOOT_IMAGE=/vmlinuz-6.1 root=/dev/sda1 ro q
     fake.set_cmdline(cmdline)
     fake.set_kconfig(VFIO_PCI="m", INTEL_IOMMU="y", AMD_IOMMU="y", IRQ_REMAP="y", INTEL_IOMMU_DEFAULT_ON=None)
     fake.set_modules(dep=VFIO_DEP)
-    fake.write("etc/default/grub", 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"\n'
-               'GRUB_CMDLINE_LINUX=""\n')
+    fake.write(
+        "etc/default/grub",
+        'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet intel_iommu=on iommu=pt"\nGRUB_CMDLINE_LINUX=""\n',
+    )
     fake.write("usr/sbin/update-grub", "#!/bin/sh\n")
     return fake
 
