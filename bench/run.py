@@ -62,7 +62,8 @@ inv = Inventory.scan(host, ids, detail=False)
 t3 = time.perf_counter()
 text = dump_json(Result("list", data=Records(inv.devices.values(), summary)).envelope(lazy=True))
 t4 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "pci.ids read": t2 - t1, "scan (names included)": t3 - t2, "JSON (convert + encode)": t4 - t3}))
+print(json.dumps({"import": t1 - t0, "pci.ids read": t2 - t1, "scan (names included)": t3 - t2,
+                  "JSON (convert + encode)": t4 - t3}))
 """
 
 

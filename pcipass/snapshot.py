@@ -4,8 +4,8 @@ A support bundle: the PCI part of sysfs (device attributes and links, drivers, s
 units, the class objects behind devices), module state, the firmware tables' presence, the procfs files
 the preflight and the guards read, module indexes, modprobe/boot-loader configuration and pcipass's own
 state. The kernel log of a live host (``/dev/kmsg``, which cannot be archived) is stored as the log file the
-preflight reads on snapshots. Only what pcipass reads is captured, never BARs: reading ``resourceN``/``rom`` performs device I/O,
-and ``vpd`` can hang on broken devices (kernel bugzilla 196023), so those are skipped by name.
+preflight reads on snapshots. Only what pcipass reads is captured, never BARs: reading ``resourceN``/``rom``
+performs device I/O, and ``vpd`` can hang on broken devices (kernel bugzilla 196023), so those are skipped by name.
 """
 
 from __future__ import annotations

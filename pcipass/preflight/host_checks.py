@@ -731,9 +731,8 @@ def _unblacklist(fx: Facts, info: kmod.ModuleInfo, shown_name: str) -> str:
     if initramfs:
         steps.append(f"run {initramfs} (the initramfs keeps a copy of modprobe.d)")
     steps.append(f"modprobe {shown_name}")
-    steps.append(
-        f"to load it at every boot: a line '{shown_name}' in {fx.shown(fx.host.modules_load_dir / (shown_name + '.conf'))}"
-    )
+    conf = fx.shown(fx.host.modules_load_dir / (shown_name + ".conf"))
+    steps.append(f"to load it at every boot: a line '{shown_name}' in {conf}")
     return "; ".join(steps)
 
 

@@ -350,7 +350,7 @@ def test_dry_run_leaves_every_attribute_as_it_was(addr, topology):
     assert _sysfs_state() == before
 
 
-# --- failures ------------------------------------------------------------------------------------------------------------
+# --- failures ---------------------------------------------------------------------------------------------------
 class _Injecting:
     """The real kernel, with one failure injected (or an action run) before the n-th write."""
 

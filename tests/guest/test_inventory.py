@@ -166,7 +166,7 @@ def test_net_and_block_objects(inv, addr):
     assert "nvme0n1" in inv.devices[addr["nvme"]].block
 
 
-# --------------------------------------------------------------------------- CLI (one real process; the rest in-process)
+# ------------------------------------------------------------------------- CLI (one real process; the rest in-process)
 
 
 def test_cli_list_json(cli_list_subprocess, lspci, topology):

@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -132,7 +133,7 @@ class TopologyRun:
                 self._load_results()
         except ProvisionError as e:
             self.error = f"real-kernel tier could not provision a guest: {e}"
-        except Exception as e:  # harness bug: fail loudly, never hang the items
+        except Exception as e:  # noqa: BLE001 - a harness bug: fail loudly, never hang the items
             import traceback
 
             self.error = f"real-kernel harness error: {e!r}\n{traceback.format_exc()}"
@@ -192,7 +193,8 @@ class TopologyRun:
             return f"guest {self.topology} timed out (PCIPASS_REALKERNEL_TIMEOUT={guest_timeout_s():.0f} s)"
         if self.finish_event is None:
             hint = {
-                90: f"the repository {REPO} is not visible in the guest (it must not live under /run, /dev, /proc or /sys)",
+                90: f"the repository {REPO} is not visible in the guest "
+                "(it must not live under /run, /dev, /proc or /sys)",
                 126: f"{sys.executable} is not executable in the guest",
                 127: f"{sys.executable} is not visible in the guest (it must not live under /run, /dev, /proc or /sys)",
                 None: "stage 2 never recorded an exit status (see the serial console)",
@@ -254,7 +256,7 @@ class TopologyRun:
 
     def counts(self) -> dict[str, int]:
         c = {"passed": 0, "failed": 0, "skipped": 0, "unfinished": 0}
-        for nid, recs in self.cases.items():
+        for recs in self.cases.values():
             if any(r["outcome"] == "failed" for r in recs):
                 c["failed"] += 1
             elif any(r["outcome"] == "skipped" for r in recs):
@@ -323,7 +325,7 @@ class RealKernelTier:
         for p in procs:
             try:
                 p.wait(timeout=15)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):

@@ -15,7 +15,8 @@ Faults, by write index (0 = the first write of the run): ``fail[i] = errno`` (be
 ``fail_after[i] = errno`` (after it acted), ``hang`` (the write is abandoned with ETIMEDOUT, as
 ``sysfs.write_attr`` does), ``kill_at`` (the process dies: a BaseException the engine does not catch),
 ``remove_at[i] = address`` (the device is hot-unplugged just before write i); ``probe_noop`` (addresses
-drivers_probe leaves unbound), ``probe_delay`` (addresses bound that many seconds after drivers_probe), ``vfio_answer`` (force the viability answer), ``module_fail``.
+drivers_probe leaves unbound), ``probe_delay`` (addresses bound that many seconds after drivers_probe),
+``vfio_answer`` (force the viability answer), ``module_fail``.
 """
 
 from __future__ import annotations
