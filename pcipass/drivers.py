@@ -8,6 +8,8 @@ Driver names in ``/sys/bus/pci/drivers`` may use ``-`` where the module uses ``_
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 VFIO_PCI = "vfio-pci"
 PCI_STUB = "pci-stub"
 
@@ -16,7 +18,7 @@ def normalize(name: str) -> str:
     return name.replace("-", "_")
 
 
-def is_vfio_driver(name: str | None, variant_modules: frozenset[str] = frozenset()) -> bool:
+def is_vfio_driver(name: str | None, variant_modules: frozenset[str] = frozenset()) -> TypeGuard[str]:
     if not name:
         return False
     n = normalize(name)

@@ -375,7 +375,7 @@ def _scan_routes(host: Host, routes_v4: list[list[str]]) -> dict[str, str]:
         f = line.split()
         if len(f) != 10:
             continue
-        dest, dev = f[0], f[9]
+        dest6, dev = f[0], f[9]
         try:
             flags = int(f[8], 16)
             plen = int(f[1], 16)
@@ -383,10 +383,10 @@ def _scan_routes(host: Host, routes_v4: list[list[str]]) -> dict[str, str]:
             continue
         # Every interface that is up has fe80::/64, ff00::/8 and the local routes of its own addresses;
         # none of them means the host reaches anything through it.
-        if dest.startswith(("fe8", "fe9", "fea", "feb", "ff")) or flags & (_RTF_LOCAL | _RTF_REJECT):
+        if dest6.startswith(("fe8", "fe9", "fea", "feb", "ff")) or flags & (_RTF_LOCAL | _RTF_REJECT):
             continue
         try:
-            what = "default" if plen == 0 else f"{_ipv6_text(dest)}/{plen}"
+            what = "default" if plen == 0 else f"{_ipv6_text(dest6)}/{plen}"
         except ValueError:
             continue
         nexthop = f[4]

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def build_frozen(cls: type, values: dict[str, object]):
+def build_frozen(cls: type[T], values: dict[str, object]) -> T:
     """An instance of the frozen dataclass ``cls`` from ``values``, which must hold every field, in field order.
 
     What the generated ``__init__`` does, without its one ``object.__setattr__`` call per field: for a 33-field

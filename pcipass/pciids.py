@@ -163,14 +163,16 @@ class PciIds:
         name = data[pos + 1 + len(header) : eol].strip().decode("utf-8", "replace")
         return name, eol, end
 
-    def _block(self, header: bytes) -> tuple[str | None, list[bytes]]:
+    def _block(self, header: bytes) -> tuple[str | None, list[bytes | bytearray]]:
         """A top-level line's name and its indented lines."""
+        data = self._data
+        assert data is not None
         name, start, end = self._extent(header)
-        lines = [ln for ln in self._data[start + 1 : end].split(b"\n") if ln.startswith(b"\t")] if name else []
+        lines = [ln for ln in data[start + 1 : end].split(b"\n") if ln.startswith(b"\t")] if name else []
         return name, lines
 
     @staticmethod
-    def _nest(lines: list[bytes]) -> dict[str, tuple[str, dict[str, str]]]:
+    def _nest(lines: list[bytes | bytearray]) -> dict[str, tuple[str, dict[str, str]]]:
         out: dict[str, tuple[str, dict[str, str]]] = {}
         current: dict[str, str] | None = None
         for raw in lines:
@@ -203,6 +205,7 @@ class PciIds:
         hit = None
         if name is not None:
             data = self._data
+            assert data is not None
             device = key[1].encode()
             pos = self._bisect_device(device, start, end)
             if pos == -1:
@@ -222,6 +225,7 @@ class PciIds:
         """Where the line of ``device`` starts (its newline) in the vendor block ``start``-``end``, if the
         block's device lines are in order (they are in pci.ids); else -1."""
         data = self._data
+        assert data is not None
         lo, hi = start, end
         while lo < hi:
             mid = (lo + hi) // 2
@@ -240,6 +244,7 @@ class PciIds:
         id as a whole field ("10d3" is not "10d30"), the usual lower-case line first, then without case and
         with leading blanks. -1: not in the block."""
         data = self._data
+        assert data is not None
         needle = b"\n\t" + device
         pos = data.find(needle, start, end)
         while pos != -1 and not _FIELD_END.match(data, pos + len(needle)):

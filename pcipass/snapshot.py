@@ -18,6 +18,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from .host import Host
 from .sysfs import list_dir, read_bytes
@@ -176,7 +177,7 @@ class _Collector:
                 self.add(os.path.join(directory, name))
 
     def write(self, out: Path) -> int:
-        mode = "w:xz" if out.name.endswith((".xz", ".txz")) else "w:gz"
+        mode: Literal["w:xz", "w:gz"] = "w:xz" if out.name.endswith((".xz", ".txz")) else "w:gz"
         self.entries.sort(key=lambda e: e[0])
         tmp = out.with_name(out.name + ".tmp")
         try:
@@ -211,8 +212,8 @@ def capture(host: Host, out: Path) -> int:
     c = _Collector(host)
     # PCI devices: the bus links, each device's attributes and links, and its own subdirectories' names.
     c.add_tree_level(host.pci_devices_dir)
-    for real in _device_dirs(host):
-        c.add_tree_level(real)
+    for device_dir in _device_dirs(host):
+        c.add_tree_level(device_dir)
     for drv in list_dir(host.pci_drivers_dir):
         c.add_tree_level(host.pci_driver(drv))
     for slot in list_dir(host.pci_slots_dir):
@@ -282,9 +283,9 @@ def capture(host: Host, out: Path) -> int:
         c.add(host.dev("vfio", node), placeholder_devices=True)
     # Module indexes, modprobe and boot configuration, kernel config, pcipass state.
     for name in ("modules.builtin", "modules.dep", "modules.alias"):
-        path = host.lib_modules(name)
-        if path is not None:
-            c.add(path)
+        index = host.lib_modules(name)
+        if index is not None:
+            c.add(index)
     for directory in host.modprobe_dirs:
         c.add_glob_files(directory, ".conf")
     c.add_glob_files(host.modules_load_dir, ".conf")

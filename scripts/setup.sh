@@ -3,7 +3,8 @@
 #   scripts/setup.sh run   install pcipass in .venv, then run the main job on this host and on
 #                          the bundled example host (examples/hpe-gen9-a2.tar.xz)
 #   scripts/setup.sh test  install everything the tests need (Debian packages as root, Python
-#                          packages in .venv), then run the whole test suite, real-kernel tier included
+#                          packages in .venv), then the static gates (ruff, mypy) and the whole test
+#                          suite, real-kernel tier included
 # Extra arguments after `test` go to pytest. The virtual environment is made by the first `python3` on PATH, in
 # .venv (or $PCIPASS_VENV: CI keeps a second one for another python3).
 set -euo pipefail
@@ -56,6 +57,10 @@ test)
     apt_install "${RUN_DEBS[@]}" "${TEST_DEBS[@]}"
     venv "[test,libvirt]"
     "$VENV/bin/python" scripts/gen_docs.py --check
+    # The static gates (configured in pyproject.toml) before the tests.
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
 *)

@@ -109,7 +109,7 @@ def _group_name(info: typer.models.TyperInfo) -> str | None:
     return None
 
 
-def _run(args: list[str]) -> object:
+def _run(args: list[str]) -> int | None:
     """Run the app for ``args``; when they invoke one registered command, typer builds only that one (a
     module registers several: the binding module's three cost 0.06-0.12 s per run under emulation)."""
     word, _ = first_word(args)
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
                 hint = f" (see '{ctx.command_path} --help')"
-            warn(f"error: {exc.format_message()}{hint}")
+            message = exc.format_message()  # type: ignore[attr-defined]  # click's API, matched by its shape
+            warn(f"error: {message}{hint}")
             sys.exit(int(ExitCode.USAGE))
         if type(exc).__name__ == "Abort":
             warn("aborted")

@@ -29,7 +29,7 @@ class Table:
     """A table block: column headers and rows of plain strings (None prints as ``-``)."""
 
     columns: Sequence[str]
-    rows: list[Sequence[Any]]
+    rows: Sequence[Sequence[Any]]
     title: str | None = None
     #: Indices of rows after which a section line is drawn (used by ``list --tree``).
     sections: set[int] = field(default_factory=set)
@@ -279,9 +279,8 @@ def _encoder() -> Callable[[Any], str]:
 
                 # Made once: json.dumps would rebuild its encoder on every call (~40 % of a record).
                 py = je.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-                c = je.c_make_encoder and je.c_make_encoder(
-                    {}, py.default, je.encode_basestring, None, ":", ",", False, False, True
-                )
+                make = getattr(je, "c_make_encoder", None)  # the C encoder, when the build has it
+                c = make and make({}, py.default, je.encode_basestring, None, ":", ",", False, False, True)
                 fallback.append((lambda v: "".join(c(v, 0))) if c else py.encode)
             return fallback[0](value)
 

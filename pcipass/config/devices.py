@@ -19,7 +19,7 @@ class DeviceEntry:
     driver: str  #: vfio-pci | auto | a vfio variant driver | pci-stub | host
     group: bool  #: move the whole IOMMU group (enable --group)
     fingerprint: Fingerprint
-    line: int  #: where the entry starts in the file, for messages
+    line: int | None  #: where the entry starts in the file, for messages
 
     def to_node(self) -> dict:
         """The entry as the file holds it (``group`` only when set). The address and the fingerprint's values
@@ -34,7 +34,7 @@ class DeviceEntry:
         return node
 
 
-def from_node(item: dict, line: int) -> DeviceEntry:
+def from_node(item: dict, line: int | None) -> DeviceEntry:
     return DeviceEntry(
         item["address"],
         item.get("driver", VFIO_PCI),

@@ -13,7 +13,7 @@ class Section(NamedTuple):
 
     name: str  #: the top-level key; its schema is ``schema/<name>.schema.json``
     key: str  #: the field that identifies an entry (unique within the section)
-    parse: Callable[[dict, int], Any]  #: (validated item, its line) -> a frozen entry
+    parse: Callable[[dict, int | None], Any]  #: (validated item, its line if known) -> a frozen entry
 
 
 SECTIONS: dict[str, Section] = {s.name: s for s in (Section("devices", key="address", parse=devices.from_node),)}

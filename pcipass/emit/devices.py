@@ -109,7 +109,7 @@ def _field(dev: dict[str, Any], key: str, kind: type, where: str, pattern: re.Pa
         return None
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise UsageError(f"{where}: {key!r} must be a {kind.__name__}, not {value!r}")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not (isinstance(value, str) and pattern.match(value)):
         raise UsageError(f"{where}: bad {key} {value!r}")
     return value
 

@@ -42,7 +42,8 @@ def _owner_reference(name: str, t: Target, node: str, index: dict[str, dict[str,
         raise UsageError(
             f"{t.address}: the cluster has no PCIDevice {name!r} (is the node name {node!r} right?)", address=t.address
         )
-    status = pd.get("status") if isinstance(pd.get("status"), dict) else {}
+    status = pd.get("status")
+    status = status if isinstance(status, dict) else {}
     seen = (status.get("address"), status.get("nodeName"), status.get("vendorId"), status.get("deviceId"))
     if seen != (t.address, node, t.vendor_id, t.device_id):
         raise Refused(

@@ -7,9 +7,9 @@ fake kernel that applies the kernel's semantics to a fake tree and injects failu
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import threading
-from pathlib import Path
 from queue import SimpleQueue
 from typing import Protocol
 
@@ -20,7 +20,7 @@ from .vfio import VfioGroupStatus, group_status
 
 
 class Kernel(Protocol):
-    def write(self, path: Path, value: str, *, address: str | None, timeout: float | None) -> None:
+    def write(self, path: str | os.PathLike[str], value: str, *, address: str | None, timeout: float | None) -> None:
         """Write ``value`` to the attribute at ``path``; raise a PcipassError (with errno) on failure."""
 
     def load_module(self, name: str, *, timeout: float) -> None:
@@ -95,7 +95,7 @@ class SysfsKernel:
         self.host = host
         self._writer = _Writer()
 
-    def write(self, path: Path, value: str, *, address: str | None, timeout: float | None) -> None:
+    def write(self, path: str | os.PathLike[str], value: str, *, address: str | None, timeout: float | None) -> None:
         if timeout is None:
             write_attr(path, value, address=address)
         else:

@@ -97,7 +97,9 @@ def _mutate(
         messages.append(
             f"{host.root} is not the running system: the writes go to files there and no kernel acts on them"
         )
-    own = SysfsKernel(host) if kernel is None else None
+    own = None
+    if kernel is None:
+        kernel = own = SysfsKernel(host)
     try:
         return _locked_run(
             host,
@@ -107,7 +109,7 @@ def _mutate(
             messages,
             dry_run=dry_run,
             timeout=timeout,
-            kernel=kernel or own,
+            kernel=kernel,
             lock_wait=lock_wait,
             on_lock_wait=on_lock_wait,
         )
@@ -263,10 +265,11 @@ class _Run:
 
     def _put_back(self, gp: GroupPlan) -> None:
         for m in gp.moves:
-            if self.previous[m.address] is None:
+            previous = self.previous[m.address]
+            if previous is None:
                 self.records.pop(m.address, None)
             else:
-                self.records[m.address] = self.previous[m.address]
+                self.records[m.address] = previous
 
     def _finish(self, gp: GroupPlan, outcome: Outcome, rolled_back: bool | None, err: PcipassError | None) -> None:
         for m in gp.moves:

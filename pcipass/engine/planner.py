@@ -441,7 +441,7 @@ def plan_enable(ctx: Context, addrs: list[str], *, driver: str, move_group: bool
             names[d.address] = ctx.records[d.address].target or ctx.target_name(d, driver)
         blockers = blocking_peers(inv, g, req_set | {d.address for d in resume})
         if not todo and not resume and not (move_group and blockers):
-            note = ()
+            note: tuple[str, ...] = ()
             if blockers:
                 note = (f"group {g} is not viable yet: {', '.join(describe(p) for p in blockers)}",)
             for d in req:
@@ -520,10 +520,11 @@ def plan_disable(ctx: Context, addrs: list[str]) -> Planned:
         for d in devs:
             rec = ctx.records.get(d.address)
             known = rec is not None and rec.known
-            orig = rec.original_driver if known else None
-            orig_ovr = (
-                rec.original_override if known else (None if is_vfio_driver(d.driver_override) else d.driver_override)
-            )
+            if rec is not None and known:
+                orig, orig_ovr = rec.original_driver, rec.original_override
+            else:
+                orig = None
+                orig_ovr = None if is_vfio_driver(d.driver_override) else d.driver_override
             move = Move(
                 address=d.address,
                 group=g,
@@ -539,7 +540,7 @@ def plan_disable(ctx: Context, addrs: list[str]) -> Planned:
                 continue
             steps = ctx.steps.disable(move, recorded=known)
             if not steps:
-                note = ()
+                note: tuple[str, ...] = ()
                 if known and d.driver != orig:
                     note = (f"on {d.driver or 'no driver'}, not the recorded {orig or 'no driver'}: left as is",)
                 results[d.address] = result_for(d, Outcome.UNCHANGED, target=d.driver, reasons=note)

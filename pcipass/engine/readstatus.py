@@ -119,7 +119,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
             note = _boot_note(dev, at_boot, inv.variant_modules)
             if note:
                 messages.append(note)
-        if interrupted:
+        if interrupted and rec is not None:
             messages.append(interrupted_message(rec))
     return StatusReport(tuple(out), tuple(messages), tuple(errors))
 

@@ -191,7 +191,9 @@ def detach(
                     errors.append(_error(exc, f"detaching {addr} from {domain}", addr))
                     continue
                 root, inactive = _hostdevs(lv, dom, inactive=True)
-                root.find("devices").remove(inactive[source])
+                devices = root.find("devices")
+                assert devices is not None  # _hostdevs found the hostdevs in it
+                devices.remove(inactive[source])
                 try:
                     _redefine(lv, conn, root, f"detaching {addr} from {domain}", addr)
                 except HypervisorError as err:

@@ -25,6 +25,7 @@ import signal
 import struct
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 # How many jobs each process claims at a time: the two meet within a chunk of each other, and claiming (two
 # 8-byte accesses to the shared page) is nothing next to reading 64 devices.
@@ -53,7 +54,7 @@ class ForkedReader:
         self.reaped = False
 
     @classmethod
-    def start(cls, read: Callable[[object], object], jobs: Sequence[object]) -> ForkedReader | None:
+    def start(cls, read: Callable[[Any], object], jobs: Sequence[Any]) -> ForkedReader | None:
         """The child, forked and reading; None when it cannot be (``can_fork``, or a failed pipe or fork)."""
         if not can_fork():
             return None
@@ -91,7 +92,7 @@ class ForkedReader:
         os.close(wfd)
         return cls(pid, rfd, shared, jobs)
 
-    def join(self, read: Callable[[object], object], meanwhile: Callable[[], object] = lambda: None) -> list:
+    def join(self, read: Callable[[Any], object], meanwhile: Callable[[], object] = lambda: None) -> list:
         """``meanwhile()`` (other work the caller needs), then ``read`` from the start up to the child's claim,
         then the child's results: every job's, in order."""
         jobs, shared = self.jobs, self.shared
@@ -137,7 +138,7 @@ class ForkedReader:
             self.shared.close()
 
 
-def _read_backwards(read: Callable[[object], object], jobs: Sequence[object], shared: mmap.mmap) -> tuple:
+def _read_backwards(read: Callable[[Any], object], jobs: Sequence[Any], shared: mmap.mmap) -> tuple:
     """The child's part: from the end, a chunk at a time, until it reaches the parent's claim. Returns (where
     it stopped, the results from there on, in order)."""
     chunks = []

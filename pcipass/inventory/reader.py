@@ -115,10 +115,11 @@ class Reader:
     def _class(self, value: str | None) -> str | None:
         if value is None:
             return None
-        hit = self._classes.get(value, False)
-        if hit is False:
+        try:
+            return self._classes[value]
+        except KeyError:
             hit = self._classes[value] = _hex_id(value, 6)
-        return hit
+            return hit
 
     def _names_of(self, key: tuple) -> tuple:
         hit = self._names.get(key)
@@ -145,7 +146,7 @@ class Reader:
         A complete ``uevent`` differs between devices of the same kind and driver only in its PCI_SLOT_NAME
         line, so the rest of it keys a cache of the whole result: the VFs of a PF, the ports of a switch and
         the functions of identical cards are parsed and named once."""
-        key = None
+        key = b""  # complete (cached) only with a uevent, which sets it
         if uevent:
             key = uevent.replace(b"PCI_SLOT_NAME=" + name.encode() + b"\n", b"", 1)
             hit = self._identities.get(key)
@@ -227,12 +228,10 @@ class Reader:
             iommu_group = self.tables.groups_dir.get(name)
 
         try:
-            numa: int | None = int(attr("numa_node"))  # int() takes the bytes, newline included
-        except (TypeError, ValueError):
-            numa = None
-        else:
-            if numa < 0:
-                numa = None  # -1: no NUMA affinity
+            node = int(attr("numa_node") or b"")  # int() takes the bytes, newline included
+        except ValueError:
+            node = -1
+        numa = node if node >= 0 else None  # -1: no NUMA affinity
 
         physfn = link_name(d + "physfn")
         sriov: tuple | None = None

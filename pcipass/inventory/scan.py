@@ -97,7 +97,7 @@ def with_group_members(host: Host, devices_dir: str, devices: set[str], only: It
             asked.add(str(addr))
     wanted: set[str] = set()
     add_groups(asked, wanted)
-    vfs = []
+    vfs: list[str] = []
     for name in wanted:
         d = devices_dir + "/" + name
         if os.path.exists(d + "/sriov_totalvfs"):
@@ -131,7 +131,7 @@ def device_jobs(entries: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
                     keyed.append(((a.domain, str(a)[-7:]), n, a.slot_id))
         keyed.sort()
         pairs = [(n, slot_id) for _, n, slot_id in keyed]
-    jobs = []
+    jobs: list[tuple[str, str, tuple[str, ...]]] = []
     for slot_id, group in groupby(pairs, key=itemgetter(1)):
         members = [n for n, _ in group]
         if len(members) == 1:

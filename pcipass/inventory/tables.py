@@ -106,8 +106,8 @@ def class_objects(*class_dirs: os.PathLike[str]) -> dict[str, tuple[str, ...]]:
     """PCI address -> the names of the class objects (net, block, drm) whose device path runs through it."""
     out: dict[str, list[str]] = {}
     readlink = os.readlink
-    for cdir in class_dirs:
-        cdir = os.fspath(cdir)
+    for class_dir in class_dirs:
+        cdir = os.fspath(class_dir)
         names = list_dir(cdir)
         name_set = set(names)
         prefix = cdir + "/"

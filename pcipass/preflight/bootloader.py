@@ -100,7 +100,7 @@ class BootLoader:
     def _grub(self, add: Sequence[str], gone: set[str]) -> str:
         current = {v.name: v for v in self.grub_vars}
         target = GRUB_DEFAULT if GRUB_DEFAULT in current else GRUB_LINUX
-        edits: dict[str, list[str]] = {}  # file -> assignments, in order
+        edits: dict[str | None, list[str]] = {}  # file -> assignments, in order
         already = True
         for name in (GRUB_LINUX, GRUB_DEFAULT):
             var = current.get(name)

@@ -14,6 +14,7 @@ from ..cmdline import Cmdline
 from ..host import Host
 from ..iommu import is_noiommu_group
 from . import bootloader, files, kconfig
+from .kconfig import KernelConfig
 
 INTEL = "intel"
 AMD = "amd"
@@ -191,11 +192,11 @@ class Facts:
 
     # --- kernel config, log -------------------------------------------------------------------------------
     @cached_property
-    def kconfig(self) -> kconfig.KernelConfig | None:
+    def kconfig(self) -> KernelConfig | None:
         """The kernel config; raises files.Unreadable (not cached) when it exists but cannot be read."""
         return kconfig.load(self.host)
 
-    def kconfig_or_none(self) -> kconfig.KernelConfig | None:
+    def kconfig_or_none(self) -> KernelConfig | None:
         try:
             return self.kconfig
         except files.Unreadable:

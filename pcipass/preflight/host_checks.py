@@ -440,10 +440,11 @@ def cmdline_noiommu(fx: Facts) -> Check:
     cid = "cmdline.noiommu"
     param = fx.host.sys_module("vfio") / "parameters" / "enable_unsafe_noiommu_mode"
     live = files.read_text(param, 64)
-    on_cmdline = fx.cmdline.flag("vfio.enable_unsafe_noiommu_mode") if fx.cmdline else None
+    cmdline = fx.cmdline
+    on_cmdline = cmdline.flag("vfio.enable_unsafe_noiommu_mode") if cmdline else None
     seen = []
-    if on_cmdline is not None:
-        seen.append(" ".join(fx.cmdline.tokens("vfio.enable_unsafe_noiommu_mode")))
+    if cmdline and on_cmdline is not None:
+        seen.append(" ".join(cmdline.tokens("vfio.enable_unsafe_noiommu_mode")))
     if live is not None:
         seen.append(f"{fx.shown(param)} = {live.strip()}")
     if on_cmdline or (live is not None and live.strip() in ("Y", "1")):
