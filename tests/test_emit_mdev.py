@@ -10,12 +10,22 @@ import pytest
 import yaml
 
 from pcipass.emit import names
-from tests.cli import run
-from tests.emit_hosts import GPU, gpu_host, yaml_documents
-from tests.emit_schemas import (KUBEVIRT_CRD, LIBVIRT_VERSIONS, VM_CRD_V058, crd_errors, crd_schema, libvirt_errors,
-                                swagger_errors, swagger_unknown_keys, unknown_keys, wrap_in_domain)
-from tests.fakemdev import add_mdev, add_mtty, add_parent, add_type
-from tests.golden import check_golden
+from tests.support.cli import run
+from tests.support.emit_hosts import GPU, gpu_host, yaml_documents
+from tests.support.emit_schemas import (
+    KUBEVIRT_CRD,
+    LIBVIRT_VERSIONS,
+    VM_CRD_V058,
+    crd_errors,
+    crd_schema,
+    libvirt_errors,
+    swagger_errors,
+    swagger_unknown_keys,
+    unknown_keys,
+    wrap_in_domain,
+)
+from tests.support.fakemdev import add_mdev, add_mtty, add_parent, add_type
+from tests.support.golden import check_golden
 
 U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 U2 = "0a9ef2b1-6d4c-4c38-9d5e-39b9a1e2c0de"
@@ -50,8 +60,10 @@ def _valid(xml_text: str) -> None:
 
 def test_libvirt_one_mdev_is_a_bare_hostdev(capsys, host):
     out = _emit(capsys, host, "libvirt", "--mdev", U1.upper()).out
-    assert out == (f'<hostdev mode="subsystem" type="mdev" model="vfio-pci">\n  <source>\n'
-                   f'    <address uuid="{U1}" />\n  </source>\n</hostdev>\n')
+    assert out == (
+        f'<hostdev mode="subsystem" type="mdev" model="vfio-pci">\n  <source>\n'
+        f'    <address uuid="{U1}" />\n  </source>\n</hostdev>\n'
+    )
     _valid(out)
 
 
@@ -101,19 +113,22 @@ def _config(cr: dict) -> dict:
 
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
 def test_kubevirt_one_host_golden(capsys, host, fmt):
-    r = _emit(capsys, host, "kubevirt", "--mdev", "mtty-2", "--mdev", U3, "--mdev", "mtty-2", "--vm", "vm1",
-              "--format", fmt)
+    r = _emit(
+        capsys, host, "kubevirt", "--mdev", "mtty-2", "--mdev", U3, "--mdev", "mtty-2", "--vm", "vm1", "--format", fmt
+    )
     cr, vm = _docs(r.out, fmt)
     _assert_valid(cr, vm)
     conf = _config(cr)
     assert conf["mediatedDevicesConfiguration"] == {"mediatedDeviceTypes": ["mtty-2", "nvidia-747"]}
     assert conf["permittedHostDevices"]["mediatedDevices"] == [
         {"mdevNameSelector": "Dual port serial", "resourceName": "mtty.com/Dual_port_serial"},
-        {"mdevNameSelector": "NVIDIA A2-8Q", "resourceName": "nvidia.com/NVIDIA_A2_8Q"}]
+        {"mdevNameSelector": "NVIDIA A2-8Q", "resourceName": "nvidia.com/NVIDIA_A2_8Q"},
+    ]
     assert conf["developerConfiguration"]["featureGates"] == ["HostDevices", "GPU"]
     assert vm["spec"]["template"]["spec"]["domain"]["devices"] == {
         "gpus": [{"name": "vgpu1", "deviceName": "nvidia.com/NVIDIA_A2_8Q"}],
-        "hostDevices": [{"name": "mdev1", "deviceName": "mtty.com/Dual_port_serial"}]}
+        "hostDevices": [{"name": "mdev1", "deviceName": "mtty.com/Dual_port_serial"}],
+    }
     assert "virt-handler creates the instances" in r.err and "--current" in r.err
     for p in conf["permittedHostDevices"]["mediatedDevices"]:
         assert names.is_extended_resource_name(p["resourceName"])
@@ -129,56 +144,86 @@ def _types_file(capsys, fake, path):
 
 
 def test_kubevirt_nodes_that_differ_get_one_entry_each(capsys, host, tmp_path):
-    from tests.fakehost import FakeHost
+    from tests.support.fakehost import FakeHost
 
     other = FakeHost(tmp_path / "other")
     add_mtty(other)
     a = _types_file(capsys, host, tmp_path / "node-a.json")
     b = _types_file(capsys, other, tmp_path / "b.json")
-    r = _emit(capsys, host, "kubevirt", "--mdev", "mtty-1", "--mdev", "nvidia-746", "--from", str(a),
-              "--from", f"node-b={b}", "--only", "kubevirt")
+    r = _emit(
+        capsys,
+        host,
+        "kubevirt",
+        "--mdev",
+        "mtty-1",
+        "--mdev",
+        "nvidia-746",
+        "--from",
+        str(a),
+        "--from",
+        f"node-b={b}",
+        "--only",
+        "kubevirt",
+    )
     (cr,) = yaml_documents(r.out)
     assert crd_errors(cr, KUBEVIRT_CRD, "KubeVirt") == [] and swagger_unknown_keys(cr, "v1.KubeVirt") == []
-    assert _config(cr)["mediatedDevicesConfiguration"] == {"nodeMediatedDeviceTypes": [
-        {"nodeSelector": {"kubernetes.io/hostname": "node-a"}, "mediatedDeviceTypes": ["mtty-1", "nvidia-746"]},
-        {"nodeSelector": {"kubernetes.io/hostname": "node-b"}, "mediatedDeviceTypes": ["mtty-1"]}]}
+    assert _config(cr)["mediatedDevicesConfiguration"] == {
+        "nodeMediatedDeviceTypes": [
+            {"nodeSelector": {"kubernetes.io/hostname": "node-a"}, "mediatedDeviceTypes": ["mtty-1", "nvidia-746"]},
+            {"nodeSelector": {"kubernetes.io/hostname": "node-b"}, "mediatedDeviceTypes": ["mtty-1"]},
+        ]
+    }
     assert "the nodes offer different types" in r.err
     # nodes alike: one list for all
-    r = _emit(capsys, host, "kubevirt", "--mdev", "mtty-1", "--from", f"x={a}", "--from", f"y={b}", "--only",
-              "kubevirt")
+    r = _emit(
+        capsys, host, "kubevirt", "--mdev", "mtty-1", "--from", f"x={a}", "--from", f"y={b}", "--only", "kubevirt"
+    )
     assert _config(yaml_documents(r.out)[0])["mediatedDevicesConfiguration"] == {"mediatedDeviceTypes": ["mtty-1"]}
 
 
 def test_kubevirt_keeps_the_current_cr(capsys, host, tmp_path):
-    current = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
-               "spec": {"configuration": {
-                   "developerConfiguration": {"featureGates": ["LiveMigration"]},
-                   "mediatedDevicesConfiguration": {"mediatedDeviceTypes": ["nvidia-222"]},
-                   "permittedHostDevices": {"mediatedDevices": [
-                       {"mdevNameSelector": "GRID T4-1Q", "resourceName": "nvidia.com/GRID_T4-1Q"}]}}}}
+    current = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt"},
+        "spec": {
+            "configuration": {
+                "developerConfiguration": {"featureGates": ["LiveMigration"]},
+                "mediatedDevicesConfiguration": {"mediatedDeviceTypes": ["nvidia-222"]},
+                "permittedHostDevices": {
+                    "mediatedDevices": [{"mdevNameSelector": "GRID T4-1Q", "resourceName": "nvidia.com/GRID_T4-1Q"}]
+                },
+            }
+        },
+    }
     path = tmp_path / "kv.yaml"
     path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [current]}))
     r = _emit(capsys, host, "kubevirt", "--mdev", U1, "--current", str(path), "--only", "kubevirt")
     conf = _config(yaml_documents(r.out)[0])
     assert conf["mediatedDevicesConfiguration"]["mediatedDeviceTypes"] == ["nvidia-222", "mtty-2"]
     assert [p["mdevNameSelector"] for p in conf["permittedHostDevices"]["mediatedDevices"]] == [
-        "Dual port serial", "GRID T4-1Q"]
+        "Dual port serial",
+        "GRID T4-1Q",
+    ]
     assert conf["developerConfiguration"]["featureGates"] == ["LiveMigration", "HostDevices"]
     assert "--current" not in r.err
     # the same type already served by an external plugin: refused
     current["spec"]["configuration"]["permittedHostDevices"]["mediatedDevices"].append(
-        {"mdevNameSelector": "Dual_port_serial", "resourceName": "x.com/y", "externalResourceProvider": True})
+        {"mdevNameSelector": "Dual_port_serial", "resourceName": "x.com/y", "externalResourceProvider": True}
+    )
     path.write_text(yaml.safe_dump(current))
-    assert "external device plugin" in _emit(capsys, host, "kubevirt", "--mdev", U1, "--current", str(path),
-                                             code=5).err
+    assert "external device plugin" in _emit(capsys, host, "kubevirt", "--mdev", U1, "--current", str(path), code=5).err
 
 
-@pytest.mark.parametrize("args, code, text", [
-    (("--mdev", "mtty-9"), 2, "--mdev mtty-9: no such mediated-device type or instance on this host"),
-    (("--mdev", "mtty-1", "0000:00:19.0"), 2, "--mdev emits mediated devices"),
-    (("--mdev", "mtty-1", "--per-device"), 2, "--mdev emits mediated devices"),
-    (("--mdev", "mtty-1", "--from", "/nonexistent.json"), 2, "cannot read it"),
-])
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (("--mdev", "mtty-9"), 2, "--mdev mtty-9: no such mediated-device type or instance on this host"),
+        (("--mdev", "mtty-1", "0000:00:19.0"), 2, "--mdev emits mediated devices"),
+        (("--mdev", "mtty-1", "--per-device"), 2, "--mdev emits mediated devices"),
+        (("--mdev", "mtty-1", "--from", "/nonexistent.json"), 2, "cannot read it"),
+    ],
+)
 def test_kubevirt_mdev_errors(capsys, host, args, code, text):
     assert text in _emit(capsys, host, "kubevirt", *args, code=code).err
 
@@ -187,13 +232,17 @@ def test_kubevirt_from_files_are_checked(capsys, host, tmp_path):
     listing = tmp_path / "n1.json"
     r = run(capsys, "--root", str(host.root), "list", "--format", "json")
     listing.write_text(r.out)
-    assert "not the output of 'pcipass mdev types" in _emit(capsys, host, "kubevirt", "--mdev", "mtty-1", "--from",
-                                                           str(listing), code=2).err
+    assert (
+        "not the output of 'pcipass mdev types"
+        in _emit(capsys, host, "kubevirt", "--mdev", "mtty-1", "--from", str(listing), code=2).err
+    )
     bad = json.loads(_types_file(capsys, host, tmp_path / "n2.json").read_text())
     bad["data"][0]["devices"] = "x"
     (tmp_path / "n2.json").write_text(json.dumps(bad))
-    assert "bad devices" in _emit(capsys, host, "kubevirt", "--mdev", "mtty-1", "--from", str(tmp_path / "n2.json"),
-                                  code=2).err
+    assert (
+        "bad devices"
+        in _emit(capsys, host, "kubevirt", "--mdev", "mtty-1", "--from", str(tmp_path / "n2.json"), code=2).err
+    )
 
 
 def test_kubevirt_nvidia_vf_types_are_pci_devices(capsys, fake):

@@ -12,9 +12,9 @@ from pcipass.errors import DeviceNotFound, Refused, SysfsError
 from pcipass.host import Host
 from pcipass.mdev import ops, read
 from pcipass.mdev.model import Interface
-from tests.cli import run
-from tests.fakekernel import tree_digest
-from tests.fakemdev import FakeMdevKernel, add_mdev, add_mtty, add_parent, add_type, hold
+from tests.support.cli import run
+from tests.support.fakekernel import tree_digest
+from tests.support.fakemdev import FakeMdevKernel, add_mdev, add_mtty, add_parent, add_type, hold
 
 U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 U2 = "0a9ef2b1-6d4c-4c38-9d5e-39b9a1e2c0de"
@@ -57,9 +57,12 @@ def _json(capsys, fake, *args, code=0):
 # --- types ---------------------------------------------------------------------------------------------------
 def test_types_of_mtty(capsys, mtty):
     data = _json(capsys, mtty, "types")["data"]
-    assert [(t["parent"], t["type_id"], t["name"], t["device_api"], t["available_instances"], t["devices"])
-            for t in data] == [("mtty", "mtty-1", "Single port serial", "vfio-pci", 24, []),
-                               ("mtty", "mtty-2", "Dual port serial", "vfio-pci", 12, [])]
+    assert [
+        (t["parent"], t["type_id"], t["name"], t["device_api"], t["available_instances"], t["devices"]) for t in data
+    ] == [
+        ("mtty", "mtty-1", "Single port serial", "vfio-pci", 24, []),
+        ("mtty", "mtty-2", "Dual port serial", "vfio-pci", 12, []),
+    ]
     assert data[0]["parent_driver"] == "mtty" and data[0]["interface"] == "mdev"
     table = _cli(capsys, mtty, "types").out
     assert "mtty-2   Dual port serial     vfio-pci   12" in table
@@ -68,8 +71,14 @@ def test_types_of_mtty(capsys, mtty):
 def test_types_of_a_pci_parent_and_nvidia_vfs(capsys, fake):
     fake.add_device(GPU, vendor="10de", device="25b6", class_="030200", driver="nvidia", group=30)
     add_parent(fake, GPU)
-    add_type(fake, GPU, "nvidia-746", name="NVIDIA A2-4Q", available=1,
-             description="num_heads=4, frl_config=60,\nframebuffer=4096M")
+    add_type(
+        fake,
+        GPU,
+        "nvidia-746",
+        name="NVIDIA A2-4Q",
+        available=1,
+        description="num_heads=4, frl_config=60,\nframebuffer=4096M",
+    )
     add_type(fake, GPU, "nvidia-755", name="NVIDIA A2-8C", available=0, device_api=None)
     fake.add_device(VF, vendor="10de", device="26b9", class_="030200", driver="nvidia", group=31)
     fake.write(f"sys/bus/pci/devices/{VF}/nvidia/creatable_vgpu_types", L40S_TYPES)
@@ -80,9 +89,13 @@ def test_types_of_a_pci_parent_and_nvidia_vfs(capsys, fake):
     fake.write(f"sys/bus/pci/devices/{vf2}/nvidia/current_vgpu_type", "1147\n")
     types = read.types(Host(fake.root))
     assert [(t.parent, t.type_id, t.available_instances, t.devices, t.interface) for t in types] == [
-        (GPU, "nvidia-746", 1, (), Interface.MDEV), (GPU, "nvidia-755", 0, (), Interface.MDEV),
-        (VF, "1145", 1, (), Interface.NVIDIA_VGPU), (VF, "1147", 1, (), Interface.NVIDIA_VGPU),
-        (VF, "1155", 1, (), Interface.NVIDIA_VGPU), (vf2, "1147", 0, (vf2,), Interface.NVIDIA_VGPU)]
+        (GPU, "nvidia-746", 1, (), Interface.MDEV),
+        (GPU, "nvidia-755", 0, (), Interface.MDEV),
+        (VF, "1145", 1, (), Interface.NVIDIA_VGPU),
+        (VF, "1147", 1, (), Interface.NVIDIA_VGPU),
+        (VF, "1155", 1, (), Interface.NVIDIA_VGPU),
+        (vf2, "1147", 0, (vf2,), Interface.NVIDIA_VGPU),
+    ]
     assert types[0].description == "num_heads=4, frl_config=60, framebuffer=4096M"  # one line
     assert types[0].parent_driver == "nvidia" and types[1].device_api is None
     assert types[2].name == "NVIDIA L40S-1B"
@@ -122,9 +135,18 @@ def test_list_shows_group_driver_holder_and_managers(capsys, mtty):
     data = _json(capsys, mtty, "list")["data"]
     by = {d["uuid"]: d for d in data}
     assert [d["uuid"] for d in data] == sorted([U1, U2])
-    assert by[U1] == {"uuid": U1, "parent": "mtty", "mdev_type": "mtty-2", "type_name": "Dual port serial",
-                      "device_api": "vfio-pci", "iommu_group": int(group), "driver": "mtty",
-                      "held_by": ["qemu-system-x86 (pid 4242)"], "created_by_pcipass": False, "mdevctl": None}
+    assert by[U1] == {
+        "uuid": U1,
+        "parent": "mtty",
+        "mdev_type": "mtty-2",
+        "type_name": "Dual port serial",
+        "device_api": "vfio-pci",
+        "iommu_group": int(group),
+        "driver": "mtty",
+        "held_by": ["qemu-system-x86 (pid 4242)"],
+        "created_by_pcipass": False,
+        "mdevctl": None,
+    }
     assert by[U2]["held_by"] == [] and by[U2]["mdevctl"] == "auto" and by[U2]["iommu_group"] is None
     table = _cli(capsys, mtty, "list").out
     assert "qemu-system-x86 (pid 4242)" in table and "mdevctl (auto)" in table
@@ -138,12 +160,28 @@ def test_create_dry_run_plans_and_writes_nothing(capsys, mtty):
     before = tree_digest(mtty.root)
     env = _json(capsys, mtty, "create", "mtty", "mtty-2", "--uuid", U1.upper(), "--dry-run")
     assert env["data"] == {
-        "action": "create", "dry_run": True, "changed": False, "uuid": U1, "parent": "mtty", "mdev_type": "mtty-2",
-        "steps": [{"op": "write", "path": "/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2/create",
-                   "value": U1, "note": f"create mtty-2 instance {U1}"},
-                  {"op": "verify-present", "path": f"/sys/bus/mdev/devices/{U1}", "value": None,
-                   "note": "the device appeared"}],
-        "undo": f"pcipass mdev remove {U1}"}
+        "action": "create",
+        "dry_run": True,
+        "changed": False,
+        "uuid": U1,
+        "parent": "mtty",
+        "mdev_type": "mtty-2",
+        "steps": [
+            {
+                "op": "write",
+                "path": "/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2/create",
+                "value": U1,
+                "note": f"create mtty-2 instance {U1}",
+            },
+            {
+                "op": "verify-present",
+                "path": f"/sys/bus/mdev/devices/{U1}",
+                "value": None,
+                "note": "the device appeared",
+            },
+        ],
+        "undo": f"pcipass mdev remove {U1}",
+    }
     assert tree_digest(mtty.root) == before
     assert "Plan (dry run: nothing was written)" in _cli(capsys, mtty, "create", "mtty", "mtty-2", "--dry-run").out
 
@@ -189,11 +227,14 @@ def test_create_refused_for_a_uuid_in_use(capsys, mtty):
     assert f"{U1} is already a mtty-1 device on mtty" in r.err
 
 
-@pytest.mark.parametrize("args, code, text", [
-    (("mtty", "mtty-3"), 2, "mtty has no mediated-device type mtty-3 (its types: mtty-1, mtty-2)"),
-    (("nope", "mtty-1"), 1, "nope is not a mediated-device parent"),
-    (("mtty", "mtty-1", "--uuid", "not-a-uuid"), 2, "not-a-uuid is not a UUID"),
-])
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (("mtty", "mtty-3"), 2, "mtty has no mediated-device type mtty-3 (its types: mtty-1, mtty-2)"),
+        (("nope", "mtty-1"), 1, "nope is not a mediated-device parent"),
+        (("mtty", "mtty-1", "--uuid", "not-a-uuid"), 2, "not-a-uuid is not a UUID"),
+    ],
+)
 def test_create_bad_input(capsys, mtty, args, code, text):
     assert text in _cli(capsys, mtty, "create", *args, code=code).err
 
@@ -256,7 +297,7 @@ def test_remove_dry_run(capsys, mtty):
 def test_remove_unknown_and_already_gone(capsys, mtty):
     assert f"no mediated device {U1}" in _cli(capsys, mtty, "remove", U1, code=1).err
     _cli(capsys, mtty, "create", "mtty", "mtty-1", "--uuid", U1)
-    from tests.fakemdev import remove_mdev
+    from tests.support.fakemdev import remove_mdev
 
     remove_mdev(mtty, U1)  # by someone else
     r = _cli(capsys, mtty, "remove", U1)

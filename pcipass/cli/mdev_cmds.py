@@ -24,20 +24,36 @@ TimeoutOption = Annotated[
 
 def _types_view(data: list[dict[str, Any]]) -> list[Block]:
     if not data:
-        return ["No mediated-device parent: no driver registers mdev types on this host (NVIDIA vGPU manager, i915 "
-                "GVT-g, the sample mtty module...)."]
+        return [
+            "No mediated-device parent: no driver registers mdev types on this host (NVIDIA vGPU manager, i915 "
+            "GVT-g, the sample mtty module...)."
+        ]
     rows = []
     for t in data:
         parent = t["parent"] if t["interface"] == "mdev" else f"{t['parent']} (nvidia vGPU)"
-        rows.append([parent, t["type_id"], t["name"], t["device_api"], t["available_instances"], len(t["devices"]),
-                     t["description"]])
+        rows.append(
+            [
+                parent,
+                t["type_id"],
+                t["name"],
+                t["device_api"],
+                t["available_instances"],
+                len(t["devices"]),
+                t["description"],
+            ]
+        )
     return [Table(("PARENT", "TYPE", "NAME", "API", "AVAILABLE", "CREATED", "DESCRIPTION"), rows)]
 
 
 def types_cmd(
-    parent: Annotated[str | None, typer.Argument(metavar="PARENT", show_default=False,
-                                                 help="Only this parent (a PCI address, or a device name as in "
-                                                 "/sys/class/mdev_bus).")] = None,
+    parent: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="PARENT",
+            show_default=False,
+            help="Only this parent (a PCI address, or a device name as in /sys/class/mdev_bus).",
+        ),
+    ] = None,
     fmt: FormatOption = None,
 ) -> None:
     """The mediated-device types each parent offers: name, description, device API, instances left and made.
@@ -62,8 +78,19 @@ def _managed(d: dict[str, Any]) -> str | None:
 def _list_view(data: list[dict[str, Any]]) -> list[Block]:
     if not data:
         return ["No mediated device exists ('pcipass mdev types' lists what can be created)."]
-    rows = [[d["uuid"], d["parent"], d["mdev_type"], d["type_name"], d["iommu_group"], d["driver"],
-             ", ".join(d["held_by"]) or "no", _managed(d)] for d in data]
+    rows = [
+        [
+            d["uuid"],
+            d["parent"],
+            d["mdev_type"],
+            d["type_name"],
+            d["iommu_group"],
+            d["driver"],
+            ", ".join(d["held_by"]) or "no",
+            _managed(d),
+        ]
+        for d in data
+    ]
     return [Table(("UUID", "PARENT", "TYPE", "NAME", "GROUP", "DRIVER", "HELD BY", "MANAGED BY"), rows)]
 
 
@@ -77,14 +104,23 @@ def list_cmd(fmt: FormatOption = None) -> None:
 
 
 def _report_view(data: dict[str, Any]) -> list[Block]:
-    pairs = [("uuid", data["uuid"]), ("parent", data["parent"]), ("type", data["mdev_type"]),
-             ("changed", data["changed"]), ("undo", data["undo"])]
+    pairs = [
+        ("uuid", data["uuid"]),
+        ("parent", data["parent"]),
+        ("type", data["mdev_type"]),
+        ("changed", data["changed"]),
+        ("undo", data["undo"]),
+    ]
     blocks: list[Block] = [KeyValues(pairs, title=f"mdev {data['action']}")]
     if data["steps"]:
         title = "Plan (dry run: nothing was written)" if data["dry_run"] else "Steps"
-        blocks.append(Table(("#", "STEP", "PATH", "VALUE", "NOTE"),
-                            [[i, s["op"], s["path"], s["value"], s["note"]] for i, s in enumerate(data["steps"], 1)],
-                            title=title))
+        blocks.append(
+            Table(
+                ("#", "STEP", "PATH", "VALUE", "NOTE"),
+                [[i, s["op"], s["path"], s["value"], s["note"]] for i, s in enumerate(data["steps"], 1)],
+                title=title,
+            )
+        )
     return blocks
 
 
@@ -97,8 +133,12 @@ def _finish_report(report) -> None:
 def create_cmd(
     parent: Annotated[str, typer.Argument(metavar="PARENT", help="The parent device (see 'pcipass mdev types').")],
     type_id: Annotated[str, typer.Argument(metavar="TYPE", help="The type's ID, e.g. nvidia-747 or mtty-2.")],
-    uuid: Annotated[str | None, typer.Option("--uuid", metavar="UUID", show_default=False,
-                                             help="The new device's UUID (default: a random one).")] = None,
+    uuid: Annotated[
+        str | None,
+        typer.Option(
+            "--uuid", metavar="UUID", show_default=False, help="The new device's UUID (default: a random one)."
+        ),
+    ] = None,
     dry_run: DryRunOption = False,
     timeout: TimeoutOption = 10.0,
     fmt: FormatOption = None,
@@ -107,12 +147,16 @@ def create_cmd(
     context.state(fmt)
     from ..mdev import ops
 
-    _finish_report(ops.create(context.CURRENT.host(), parent, type_id, uuid=uuid, dry_run=dry_run, timeout=timeout,
-                              on_lock_wait=warn))
+    _finish_report(
+        ops.create(
+            context.CURRENT.host(), parent, type_id, uuid=uuid, dry_run=dry_run, timeout=timeout, on_lock_wait=warn
+        )
+    )
 
 
-def remove_cmd(uuid: UuidArg, dry_run: DryRunOption = False, timeout: TimeoutOption = 10.0,
-               fmt: FormatOption = None) -> None:
+def remove_cmd(
+    uuid: UuidArg, dry_run: DryRunOption = False, timeout: TimeoutOption = 10.0, fmt: FormatOption = None
+) -> None:
     """Remove a mediated device. Refused (exit 5) while a process (a VM) holds it open."""
     context.state(fmt)
     from ..mdev import ops

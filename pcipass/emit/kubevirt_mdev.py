@@ -78,8 +78,12 @@ def load_types(spec: str) -> tuple[str, list[MdevType]]:
         raise UsageError(f"{where}: cannot read it ({exc.strerror or exc})") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{where}: not JSON ({exc})") from exc
-    if not (isinstance(env, dict) and env.get("pcipass") == ENVELOPE_VERSION and env.get("command") == "mdev types"
-            and isinstance(env.get("data"), list)):
+    if not (
+        isinstance(env, dict)
+        and env.get("pcipass") == ENVELOPE_VERSION
+        and env.get("command") == "mdev types"
+        and isinstance(env.get("data"), list)
+    ):
         raise UsageError(f"{where}: not the output of 'pcipass mdev types --format json'")
     names.check_dns_name(node, "node name (from --from; name it: --from NODE=FILE)")
     return node, [_type_from_json(t, where) for t in env["data"]]
@@ -104,12 +108,19 @@ def _type_from_json(t: Any, where: str) -> MdevType:
         interface = Interface(t.get("interface", Interface.MDEV.value))
     except ValueError as exc:
         raise UsageError(f"{where}: bad interface {t.get('interface')!r}") from exc
-    return MdevType(parent=_text(t, "parent", where, required=True) or "",
-                    type_id=_text(t, "type_id", where, required=True) or "", name=_text(t, "name", where),
-                    description=None, device_api=_text(t, "device_api", where), available_instances=None,
-                    devices=tuple(devices), interface=interface, parent_driver=_text(t, "parent_driver", where),
-                    parent_vendor_id=_text(t, "parent_vendor_id", where),
-                    parent_class_id=_text(t, "parent_class_id", where))
+    return MdevType(
+        parent=_text(t, "parent", where, required=True) or "",
+        type_id=_text(t, "type_id", where, required=True) or "",
+        name=_text(t, "name", where),
+        description=None,
+        device_api=_text(t, "device_api", where),
+        available_instances=None,
+        devices=tuple(devices),
+        interface=interface,
+        parent_driver=_text(t, "parent_driver", where),
+        parent_vendor_id=_text(t, "parent_vendor_id", where),
+        parent_class_id=_text(t, "parent_class_id", where),
+    )
 
 
 def _selector(t: MdevType) -> str:
@@ -137,14 +148,17 @@ def _pick(nodes: dict[str, list[MdevType]], wanted: Sequence[str]) -> dict[str, 
                 if t.type_id == key or key in t.devices:
                     found = True
                     if t.interface is Interface.NVIDIA_VGPU:
-                        raise UsageError(f"{shown(w)}: an NVIDIA vGPU type of {t.parent}'s per-VF interface; that VF "
-                                         f"is the vGPU, permitted as a PCI device: pcipass emit kubevirt {t.parent}")
+                        raise UsageError(
+                            f"{shown(w)}: an NVIDIA vGPU type of {t.parent}'s per-VF interface; that VF "
+                            f"is the vGPU, permitted as a PCI device: pcipass emit kubevirt {t.parent}"
+                        )
                     if all(x.type_id != t.type_id for x in out[node]):
                         out[node].append(t)
         if not found:
             where = "on this host" if list(nodes) == [""] else "on any node given"
-            raise UsageError(f"--mdev {shown(w)}: no such mediated-device type or instance {where} "
-                             "(see 'pcipass mdev types')")
+            raise UsageError(
+                f"--mdev {shown(w)}: no such mediated-device type or instance {where} (see 'pcipass mdev types')"
+            )
     return out
 
 
@@ -159,8 +173,12 @@ def _current(current: dict[str, Any] | None) -> tuple[list[MdevPermit], list[str
     entries = (config.get("permittedHostDevices") or {}).get("mediatedDevices") or []
     gates = (config.get("developerConfiguration") or {}).get("featureGates") or []
     mdc = config.get("mediatedDevicesConfiguration") or {}
-    if not (isinstance(entries, list) and isinstance(gates, list) and all(isinstance(g, str) for g in gates)
-            and isinstance(mdc, dict)):
+    if not (
+        isinstance(entries, list)
+        and isinstance(gates, list)
+        and all(isinstance(g, str) for g in gates)
+        and isinstance(mdc, dict)
+    ):
         raise UsageError("--current: malformed mediatedDevices, featureGates or mediatedDevicesConfiguration")
     permits = []
     for e in entries:
@@ -172,8 +190,9 @@ def _current(current: dict[str, Any] | None) -> tuple[list[MdevPermit], list[str
     return permits, list(gates), dict(mdc)
 
 
-def plan(nodes: dict[str, list[MdevType]], wanted: Sequence[str], *, ids: PciIds,
-         current: dict[str, Any] | None = None) -> MdevPlan:
+def plan(
+    nodes: dict[str, list[MdevType]], wanted: Sequence[str], *, ids: PciIds, current: dict[str, Any] | None = None
+) -> MdevPlan:
     """``nodes``: each node's types ("" names this host when no node is named)."""
     if not wanted:
         raise UsageError("no mediated-device type selected")
@@ -189,8 +208,10 @@ def plan(nodes: dict[str, list[MdevType]], wanted: Sequence[str], *, ids: PciIds
             if known is None:
                 by_key[permit.key] = permit
             elif known.external:
-                raise Refused(f"{permit.selector} is served by an external device plugin ({known.resource}) in the "
-                              "current CR; KubeVirt's own would hand out the same devices")
+                raise Refused(
+                    f"{permit.selector} is served by an external device plugin ({known.resource}) in the "
+                    "current CR; KubeVirt's own would hand out the same devices"
+                )
             display = bool(t.parent_class_id and t.parent_class_id.startswith("03"))
             entry = (by_key[permit.key].resource, display)
             if entry not in requests:
@@ -200,13 +221,19 @@ def plan(nodes: dict[str, list[MdevType]], wanted: Sequence[str], *, ids: PciIds
         if not ts:
             warnings.append(f"node {node} offers none of the selected types: nothing is created there")
     if len(set(type_sets.values())) > 1:
-        warnings.append("the nodes offer different types: one nodeMediatedDeviceTypes entry per node, selected by "
-                        f"its {HOSTNAME_LABEL} label")
-    warnings.append("virt-handler creates the instances of these types itself, on every parent that offers them: "
-                    "do not also create them with 'pcipass mdev create' or mdevctl on those nodes")
+        warnings.append(
+            "the nodes offer different types: one nodeMediatedDeviceTypes entry per node, selected by "
+            f"its {HOSTNAME_LABEL} label"
+        )
+    warnings.append(
+        "virt-handler creates the instances of these types itself, on every parent that offers them: "
+        "do not also create them with 'pcipass mdev create' or mdevctl on those nodes"
+    )
     if current is None:
-        warnings.append("a merge patch replaces whole lists: this one sets mediatedDevices and featureGates to "
-                        "exactly what it holds; pass --current with the live KubeVirt CR to keep its other entries")
+        warnings.append(
+            "a merge patch replaces whole lists: this one sets mediatedDevices and featureGates to "
+            "exactly what it holds; pass --current with the live KubeVirt CR to keep its other entries"
+        )
     new_gates = [HOST_DEVICES_GATE] + ([GPU_GATE] if any(d for _, d in requests) else [])
     gates += [g for g in new_gates if g not in gates]
     permits = tuple(sorted(by_key.values(), key=lambda p: (p.key, p.resource)))
@@ -222,10 +249,14 @@ def _config(p: MdevPlan) -> dict[str, Any]:
         old = [t for t in out.get("mediatedDeviceTypes") or [] if isinstance(t, str)]
         out["mediatedDeviceTypes"] = list(dict.fromkeys(old + list(next(iter(p.types.values()), ()))))
     else:
-        kept = [e for e in out.get("nodeMediatedDeviceTypes") or []
-                if not (isinstance(e, dict) and (e.get("nodeSelector") or {}).get(HOSTNAME_LABEL) in sets)]
-        out["nodeMediatedDeviceTypes"] = kept + [{"nodeSelector": {HOSTNAME_LABEL: n}, "mediatedDeviceTypes": list(ts)}
-                                                 for n, ts in sorted(sets.items())]
+        kept = [
+            e
+            for e in out.get("nodeMediatedDeviceTypes") or []
+            if not (isinstance(e, dict) and (e.get("nodeSelector") or {}).get(HOSTNAME_LABEL) in sets)
+        ]
+        out["nodeMediatedDeviceTypes"] = kept + [
+            {"nodeSelector": {HOSTNAME_LABEL: n}, "mediatedDeviceTypes": list(ts)} for n, ts in sorted(sets.items())
+        ]
     return out
 
 

@@ -40,12 +40,15 @@ def hostdevs(host: Host, uuids: Sequence[str]) -> list[MdevHostdev]:
     out = []
     for u in dict.fromkeys(canonical_uuid(x) for x in uuids):
         if not host.mdev_device(u).exists():
-            raise DeviceNotFound(f"no mediated device {u}", remedy="'pcipass mdev list' shows them; "
-                                 "'pcipass mdev create' makes one")
+            raise DeviceNotFound(
+                f"no mediated device {u}", remedy="'pcipass mdev list' shows them; 'pcipass mdev create' makes one"
+            )
         api = read.device(host, u).device_api
         if api not in MODELS:
-            raise UsageError(f"{u}: its type's device_api is {shown(api) if api else 'unreadable'}; libvirt "
-                             f"assigns {', '.join(MODELS)} mediated devices")
+            raise UsageError(
+                f"{u}: its type's device_api is {shown(api) if api else 'unreadable'}; libvirt "
+                f"assigns {', '.join(MODELS)} mediated devices"
+            )
         out.append(MdevHostdev(u, api))
     return out
 

@@ -47,6 +47,11 @@ def definitions(host: Host) -> dict[str, Definition]:
                     doc = None
             doc = doc if isinstance(doc, dict) else {}
             mtype, start = doc.get("mdev_type"), doc.get("start")
-            out[name.lower()] = Definition(name.lower(), parent, mtype if isinstance(mtype, str) else None,
-                                           start if isinstance(start, str) else None, host.shown(path))
+            out[name.lower()] = Definition(
+                name.lower(),
+                parent,
+                mtype if isinstance(mtype, str) else None,
+                start if isinstance(start, str) else None,
+                host.shown(path),
+            )
     return out

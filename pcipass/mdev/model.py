@@ -20,8 +20,9 @@ def is_uuid(text: str) -> bool:
 def canonical_uuid(text: str) -> str:
     """``text`` as the kernel names the device (lower case); UsageError when it is not a UUID."""
     if not is_uuid(text):
-        raise UsageError(f"{shown(text)} is not a UUID (8-4-4-4-12 hex digits, e.g. 83b8f4f2-509f-382f-3c1e-"
-                         "e6bfe0fa1001)")
+        raise UsageError(
+            f"{shown(text)} is not a UUID (8-4-4-4-12 hex digits, e.g. 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001)"
+        )
     return text.lower()
 
 

@@ -61,9 +61,16 @@ class MdevReport(NamedTuple):
         return ExitCode.OK
 
     def data(self) -> dict[str, Any]:
-        return {"action": self.action, "dry_run": self.dry_run, "changed": self.changed, "uuid": self.uuid,
-                "parent": self.parent, "mdev_type": self.mdev_type, "steps": [s.to_dict() for s in self.steps],
-                "undo": self.undo}
+        return {
+            "action": self.action,
+            "dry_run": self.dry_run,
+            "changed": self.changed,
+            "uuid": self.uuid,
+            "parent": self.parent,
+            "mdev_type": self.mdev_type,
+            "steps": [s.to_dict() for s in self.steps],
+            "undo": self.undo,
+        }
 
 
 # --- records -------------------------------------------------------------------------------------------------
@@ -81,16 +88,23 @@ class MdevStore:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise StateError(f"cannot read the state file {self.path}: {exc.strerror}", path=str(self.path),
-                             errno=exc.errno, remedy="run as root") from exc
+            raise StateError(
+                f"cannot read the state file {self.path}: {exc.strerror}",
+                path=str(self.path),
+                errno=exc.errno,
+                remedy="run as root",
+            ) from exc
         try:
             doc = json.loads(raw)
             if doc.get("version") != STATE_VERSION or not isinstance(doc.get("mdevs"), dict):
                 raise ValueError(f"unknown version {doc.get('version')!r}")
             return {u: dict(r) for u, r in doc["mdevs"].items()}
         except (ValueError, TypeError, AttributeError) as exc:
-            raise StateError(f"the state file {self.path} is not pcipass mdev state ({exc})", path=str(self.path),
-                             remedy="inspect it: it lists the mediated devices pcipass created") from exc
+            raise StateError(
+                f"the state file {self.path} is not pcipass mdev state ({exc})",
+                path=str(self.path),
+                remedy="inspect it: it lists the mediated devices pcipass created",
+            ) from exc
 
     def save(self, records: dict[str, dict[str, Any]]) -> None:
         save_private_json(self.path, {"version": STATE_VERSION, "mdevs": records})
@@ -130,22 +144,27 @@ def _run(host: Host, kernel: Kernel, steps: tuple[MdevStep, ...], timeout: float
         if step.op == "write":
             assert step.value is not None
             try:
-                kernel.write(path, step.value, address=None, timeout=timeout)  # type: ignore[arg-type]
+                kernel.write(path, step.value, address=None, timeout=timeout)
             except OSError as exc:  # a Kernel may surface the raw OSError
-                raise from_oserror(exc, action="write", path=step.path,
-                                   remedy="the parent's driver refused: see dmesg") from exc
+                raise from_oserror(
+                    exc, action="write", path=step.path, remedy="the parent's driver refused: see dmesg"
+                ) from exc
             continue
         want = step.op == "verify-present"
         deadline = time.monotonic() + timeout
         while os.path.exists(path) != want:
             if time.monotonic() >= deadline:
-                raise SysfsError(f"{step.path} {'did not appear' if want else 'is still there'} after {timeout:g} s",
-                                 path=step.path, remedy="see dmesg: the parent's driver did not finish")
+                raise SysfsError(
+                    f"{step.path} {'did not appear' if want else 'is still there'} after {timeout:g} s",
+                    path=step.path,
+                    remedy="see dmesg: the parent's driver did not finish",
+                )
             time.sleep(_POLL)
 
 
-def _mutate(host: Host, action: str, what: str, body, *, dry_run: bool, kernel: Kernel | None, lock_wait: float,
-            on_lock_wait) -> MdevReport:
+def _mutate(
+    host: Host, action: str, what: str, body, *, dry_run: bool, kernel: Kernel | None, lock_wait: float, on_lock_wait
+) -> MdevReport:
     preflight(host, action=f"mdev {action}", dry_run=dry_run, iommu=False)
     own = SysfsKernel(host) if kernel is None and not dry_run else None
     try:
@@ -164,9 +183,18 @@ def _not_live(host: Host, kernel: Kernel | None) -> list[str]:
     return [f"{host.root} is not the running system: the writes go to files there and no kernel acts on them"]
 
 
-def create(host: Host, parent: str, type_id: str, *, uuid: str | None = None, dry_run: bool = False,
-           timeout: float = DEFAULT_TIMEOUT, kernel: Kernel | None = None, lock_wait: float = DEFAULT_LOCK_WAIT,
-           on_lock_wait=None) -> MdevReport:
+def create(
+    host: Host,
+    parent: str,
+    type_id: str,
+    *,
+    uuid: str | None = None,
+    dry_run: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    kernel: Kernel | None = None,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    on_lock_wait=None,
+) -> MdevReport:
     """Create an instance of ``type_id`` on ``parent`` (UUID ``uuid``, else a random one)."""
     u = canonical_uuid(uuid) if uuid is not None else str(uuidlib.uuid4())
 
@@ -175,36 +203,55 @@ def create(host: Host, parent: str, type_id: str, *, uuid: str | None = None, dr
         mtype = read.core_type(host, name, type_id)
         if mtype is None:
             known = [t.type_id for t in read.types(host, name)]
-            raise UsageError(f"{shown(name)} has no mediated-device type {shown(type_id)}",
-                             remedy="its types: " + (", ".join(shown(t) for t in known) or "none"))
+            raise UsageError(
+                f"{shown(name)} has no mediated-device type {shown(type_id)}",
+                remedy="its types: " + (", ".join(shown(t) for t in known) or "none"),
+            )
         messages = _not_live(host, kernel) if not dry_run else []
         undo = f"pcipass mdev remove {u}"
         existing = host.mdev_device(u)
         if os.path.lexists(existing):
             dev = read.device(host, u)
             if (dev.parent, dev.mdev_type) == (name, type_id):
-                return MdevReport("create", dry_run, False, u, name, type_id, (), undo,
-                                  tuple(messages + [f"{u} already exists as {type_id} on {shown(name)}"]))
-            raise Refused(f"{u} is already a {shown(dev.mdev_type or '?')} device on {shown(dev.parent or '?')}",
-                          remedy=f"choose another --uuid, or 'pcipass mdev remove {u}' first")
+                return MdevReport(
+                    "create",
+                    dry_run,
+                    False,
+                    u,
+                    name,
+                    type_id,
+                    (),
+                    undo,
+                    tuple(messages + [f"{u} already exists as {type_id} on {shown(name)}"]),
+                )
+            raise Refused(
+                f"{u} is already a {shown(dev.mdev_type or '?')} device on {shown(dev.parent or '?')}",
+                remedy=f"choose another --uuid, or 'pcipass mdev remove {u}' first",
+            )
         definition = mdevctl.definitions(host).get(u)
         if definition is not None:
             if (definition.parent, definition.mdev_type) != (name, type_id):
-                raise Refused(f"mdevctl defines {u} as {shown(definition.mdev_type or '?')} on "
-                              f"{shown(definition.parent)} ({definition.path})",
-                              remedy=f"'mdevctl start -u {u}' creates it as mdevctl defines it; or choose another "
-                              "--uuid")
-            messages.append(f"mdevctl defines {u} this way too ({definition.path}): 'mdevctl start -u {u}' is the "
-                            "same; 'mdevctl list' shows it running either way")
+                raise Refused(
+                    f"mdevctl defines {u} as {shown(definition.mdev_type or '?')} on "
+                    f"{shown(definition.parent)} ({definition.path})",
+                    remedy=f"'mdevctl start -u {u}' creates it as mdevctl defines it; or choose another --uuid",
+                )
+            messages.append(
+                f"mdevctl defines {u} this way too ({definition.path}): 'mdevctl start -u {u}' is the "
+                "same; 'mdevctl list' shows it running either way"
+            )
         if mtype.available_instances == 0:
             made = ", ".join(mtype.devices[:4]) + (", ..." if len(mtype.devices) > 4 else "")
             raise Refused(
                 f"no instance of {shown(type_id)} left on {shown(name)}: available_instances is 0 "
                 f"({len(mtype.devices)} of this type exist{': ' + made if made else ''})",
-                remedy="remove an instance of it (or of another type sharing the parent's resources) first")
+                remedy="remove an instance of it (or of another type sharing the parent's resources) first",
+            )
         base = host.shown(host.mdev_bus_dir / name / read.TYPES_DIR / type_id / "create")
-        steps = (MdevStep("write", base, u, f"create {type_id} instance {u}"),
-                 MdevStep("verify-present", host.shown(host.mdev_device(u)), None, "the device appeared"))
+        steps = (
+            MdevStep("write", base, u, f"create {type_id} instance {u}"),
+            MdevStep("verify-present", host.shown(host.mdev_device(u)), None, "the device appeared"),
+        )
         if mtype.available_instances is None:
             messages.append(f"available_instances of {shown(type_id)} is unreadable: the kernel decides")
         if dry_run:
@@ -224,12 +271,28 @@ def create(host: Host, parent: str, type_id: str, *, uuid: str | None = None, dr
         store.save(records)
         return MdevReport("create", False, True, u, name, type_id, steps, undo, tuple(messages))
 
-    return _mutate(host, "create", f"{parent} {type_id}", body, dry_run=dry_run, kernel=kernel, lock_wait=lock_wait,
-                   on_lock_wait=on_lock_wait)
+    return _mutate(
+        host,
+        "create",
+        f"{parent} {type_id}",
+        body,
+        dry_run=dry_run,
+        kernel=kernel,
+        lock_wait=lock_wait,
+        on_lock_wait=on_lock_wait,
+    )
 
 
-def remove(host: Host, uuid: str, *, dry_run: bool = False, timeout: float = DEFAULT_TIMEOUT,
-           kernel: Kernel | None = None, lock_wait: float = DEFAULT_LOCK_WAIT, on_lock_wait=None) -> MdevReport:
+def remove(
+    host: Host,
+    uuid: str,
+    *,
+    dry_run: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    kernel: Kernel | None = None,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    on_lock_wait=None,
+) -> MdevReport:
     """Remove the mediated device ``uuid``; refused while a process holds it."""
     u = canonical_uuid(uuid)
 
@@ -243,21 +306,36 @@ def remove(host: Host, uuid: str, *, dry_run: bool = False, timeout: float = DEF
             if not dry_run:
                 records.pop(u)
                 store.save(records)
-            return MdevReport("remove", dry_run, False, u, rec.get("parent"), rec.get("mdev_type"), (), None,
-                              (f"{u} is already gone (pcipass had created it)",))
+            return MdevReport(
+                "remove",
+                dry_run,
+                False,
+                u,
+                rec.get("parent"),
+                rec.get("mdev_type"),
+                (),
+                None,
+                (f"{u} is already gone (pcipass had created it)",),
+            )
         dev = read.device(host, u)
         held = _held_by(host, VfioOpeners(host), u, dev.iommu_group)
         if held:
-            raise Refused(f"{u} is held open by {', '.join(held)}: removing it would block until it lets go",
-                          remedy="stop the VM (or the process) using it first")
+            raise Refused(
+                f"{u} is held open by {', '.join(held)}: removing it would block until it lets go",
+                remedy="stop the VM (or the process) using it first",
+            )
         messages = _not_live(host, kernel) if not dry_run else []
         definition = mdevctl.definitions(host).get(u)
         if definition is not None and definition.start == "auto":
-            messages.append(f"mdevctl defines {u} with start=auto ({definition.path}): it is created again when "
-                            f"its parent registers (at boot); 'mdevctl undefine -u {u}' removes the definition")
+            messages.append(
+                f"mdevctl defines {u} with start=auto ({definition.path}): it is created again when "
+                f"its parent registers (at boot); 'mdevctl undefine -u {u}' removes the definition"
+            )
         undo = f"pcipass mdev create {dev.parent} {dev.mdev_type} --uuid {u}" if dev.parent and dev.mdev_type else None
-        steps = (MdevStep("write", host.shown(path / "remove"), "1", f"remove {u}"),
-                 MdevStep("verify-absent", host.shown(path), None, "the device is gone"))
+        steps = (
+            MdevStep("write", host.shown(path / "remove"), "1", f"remove {u}"),
+            MdevStep("verify-absent", host.shown(path), None, "the device is gone"),
+        )
         if dry_run:
             return MdevReport("remove", True, False, u, dev.parent, dev.mdev_type, steps, undo, tuple(messages))
         before = records.get(u)
@@ -277,5 +355,6 @@ def remove(host: Host, uuid: str, *, dry_run: bool = False, timeout: float = DEF
         store.save(records)
         return MdevReport("remove", False, True, u, dev.parent, dev.mdev_type, steps, undo, tuple(messages))
 
-    return _mutate(host, "remove", u, body, dry_run=dry_run, kernel=kernel, lock_wait=lock_wait,
-                   on_lock_wait=on_lock_wait)
+    return _mutate(
+        host, "remove", u, body, dry_run=dry_run, kernel=kernel, lock_wait=lock_wait, on_lock_wait=on_lock_wait
+    )

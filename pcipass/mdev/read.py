@@ -50,13 +50,20 @@ def _core_types(host: Host, parent: str) -> list[MdevType]:
             continue
         name = read_str(d / "name")
         desc = read_str(d / "description")
-        out.append(MdevType(
-            parent=parent, type_id=tid, name=name.strip() if name else None,
-            description=" ".join(desc.split()) if desc else None,
-            device_api=(read_str(d / "device_api") or "").strip() or None,
-            available_instances=read_int(d / "available_instances"),
-            devices=tuple(sorted(n.lower() for n in list_dir(d / "devices") if is_uuid(n))),
-            parent_driver=driver, parent_vendor_id=vendor, parent_class_id=klass))
+        out.append(
+            MdevType(
+                parent=parent,
+                type_id=tid,
+                name=name.strip() if name else None,
+                description=" ".join(desc.split()) if desc else None,
+                device_api=(read_str(d / "device_api") or "").strip() or None,
+                available_instances=read_int(d / "available_instances"),
+                devices=tuple(sorted(n.lower() for n in list_dir(d / "devices") if is_uuid(n))),
+                parent_driver=driver,
+                parent_vendor_id=vendor,
+                parent_class_id=klass,
+            )
+        )
     return out
 
 
@@ -75,17 +82,31 @@ def _nvidia_types(host: Host, address: str) -> list[MdevType]:
             found.setdefault(m[1], m[2])
     if current and str(current) not in found:
         found[str(current)] = ""
-    return [MdevType(parent=address, type_id=tid, name=name or None, description=None, device_api="vfio-pci",
-                     available_instances=0 if current else 1,
-                     devices=(address,) if current == int(tid) else (), interface=Interface.NVIDIA_VGPU,
-                     parent_driver=driver, parent_vendor_id=vendor, parent_class_id=klass)
-            for tid, name in sorted(found.items(), key=lambda kv: int(kv[0]))]
+    return [
+        MdevType(
+            parent=address,
+            type_id=tid,
+            name=name or None,
+            description=None,
+            device_api="vfio-pci",
+            available_instances=0 if current else 1,
+            devices=(address,) if current == int(tid) else (),
+            interface=Interface.NVIDIA_VGPU,
+            parent_driver=driver,
+            parent_vendor_id=vendor,
+            parent_class_id=klass,
+        )
+        for tid, name in sorted(found.items(), key=lambda kv: int(kv[0]))
+    ]
 
 
 def _nvidia_vfs(host: Host) -> list[str]:
     """PCI devices with NVIDIA's per-VF vGPU directory."""
-    return [a for a in list_dir(host.pci_devices_dir)
-            if os.path.isfile(host.pci_device(a) / NVIDIA_DIR / "creatable_vgpu_types")]
+    return [
+        a
+        for a in list_dir(host.pci_devices_dir)
+        if os.path.isfile(host.pci_device(a) / NVIDIA_DIR / "creatable_vgpu_types")
+    ]
 
 
 def types(host: Host, parent: str | None = None) -> list[MdevType]:
@@ -97,8 +118,9 @@ def types(host: Host, parent: str | None = None) -> list[MdevType]:
         if parent not in parents and parent not in vfs:
             canonical = _canonical_parent(parent, parents + vfs)
             if canonical is None:
-                raise DeviceNotFound(f"{shown(parent)} is not a mediated-device parent",
-                                     remedy=_parents_remedy(parents + vfs))
+                raise DeviceNotFound(
+                    f"{shown(parent)} is not a mediated-device parent", remedy=_parents_remedy(parents + vfs)
+                )
             parent = canonical
         parents = [p for p in parents if p == parent]
         vfs = [v for v in vfs if v == parent]
@@ -122,8 +144,10 @@ def _canonical_parent(name: str, known: Collection[str]) -> str | None:
 
 def _parents_remedy(known: list[str]) -> str:
     if not known:
-        return ("no device registers mediated-device types: load the parent's vendor driver (NVIDIA vGPU manager, "
-                "i915 with GVT-g, the sample mtty module) and check /sys/class/mdev_bus")
+        return (
+            "no device registers mediated-device types: load the parent's vendor driver (NVIDIA vGPU manager, "
+            "i915 with GVT-g, the sample mtty module) and check /sys/class/mdev_bus"
+        )
     return "mediated-device parents here: " + ", ".join(shown(p) for p in known)
 
 
@@ -134,8 +158,10 @@ def resolve_parent(host: Host, name: str) -> str:
         return name
     canonical = _canonical_parent(name, parents)
     if canonical is None:
-        raise DeviceNotFound(f"{shown(name)} is not a mediated-device parent (not in /sys/class/mdev_bus)",
-                             remedy=_parents_remedy(parents))
+        raise DeviceNotFound(
+            f"{shown(name)} is not a mediated-device parent (not in /sys/class/mdev_bus)",
+            remedy=_parents_remedy(parents),
+        )
     return canonical
 
 
@@ -147,8 +173,9 @@ def device_uuids(host: Host) -> list[str]:
     return [n.lower() for n in list_dir(host.mdev_devices_dir) if is_uuid(n)]
 
 
-def device(host: Host, uuid: str, *, held_by: tuple[str, ...] = (), created: Collection[str] = (),
-           mdevctl: dict | None = None) -> MediatedDevice:
+def device(
+    host: Host, uuid: str, *, held_by: tuple[str, ...] = (), created: Collection[str] = (), mdevctl: dict | None = None
+) -> MediatedDevice:
     path = host.mdev_device(uuid)
     # The device's own directory, under its parent's (/sys/devices/.../<parent>/<uuid>): its links are relative
     # to that directory, not to the /sys/bus/mdev/devices entry.
@@ -161,8 +188,14 @@ def device(host: Host, uuid: str, *, held_by: tuple[str, ...] = (), created: Col
     group = link_name(path / "iommu_group")
     definition = (mdevctl or {}).get(uuid)
     return MediatedDevice(
-        uuid=uuid, parent=parent, mdev_type=tid, type_name=name.strip() if name else None,
+        uuid=uuid,
+        parent=parent,
+        mdev_type=tid,
+        type_name=name.strip() if name else None,
         device_api=api.strip() if api else None,
         iommu_group=int(group) if group and group.isdigit() else None,
-        driver=link_name(path / "driver"), held_by=held_by, created_by_pcipass=uuid in created,
-        mdevctl=(definition.start or "defined") if definition else None)
+        driver=link_name(path / "driver"),
+        held_by=held_by,
+        created_by_pcipass=uuid in created,
+        mdevctl=(definition.start or "defined") if definition else None,
+    )

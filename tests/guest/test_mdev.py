@@ -46,7 +46,7 @@ def test_types_create_list_emit_remove(mtty, run_cli):
     from pcipass.emit import libvirt_mdev
     from pcipass.errors import Refused
     from pcipass.mdev import ops
-    from tests.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors, wrap_in_domain
+    from tests.support.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors, wrap_in_domain
 
     host = mtty
     assert _types(host) == {"mtty-1": ("Single port serial", 24, 0), "mtty-2": ("Dual port serial", 12, 0)}
@@ -58,7 +58,12 @@ def test_types_create_list_emit_remove(mtty, run_cli):
     assert _types(host) == {"mtty-1": ("Single port serial", 22, 0), "mtty-2": ("Dual port serial", 11, 1)}
     (dev,) = ops.list_devices(host)
     assert (dev.uuid, dev.parent, dev.mdev_type, dev.type_name, dev.device_api) == (
-        U1, "mtty", "mtty-2", "Dual port serial", "vfio-pci")
+        U1,
+        "mtty",
+        "mtty-2",
+        "Dual port serial",
+        "vfio-pci",
+    )
     assert dev.created_by_pcipass and dev.held_by == () and dev.iommu_group is not None
     node = host.vfio_group_node(dev.iommu_group)
     assert node.exists()

@@ -22,23 +22,23 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from .provision import Kernel, ProvisionError, _log, _run, _which
 
-TOOLS = {"make": "make", "gcc-12": "gcc-12", "xz": "xz-utils", "dpkg-deb": "dpkg", "tar": "tar",
-         "modinfo": "kmod"}
+TOOLS = {"make": "make", "gcc-12": "gcc-12", "xz": "xz-utils", "dpkg-deb": "dpkg", "tar": "tar", "modinfo": "kmod"}
 
 
 def _tools() -> dict[str, str]:
     found = {t: _which(t) for t in TOOLS}
     missing = sorted({TOOLS[t] for t, p in found.items() if p is None})
     if missing:
-        raise ProvisionError(f"mtty: missing host tools (Debian packages {' '.join(missing)}): "
-                             f"apt-get install --no-install-recommends {' '.join(missing)}")
+        raise ProvisionError(
+            f"mtty: missing host tools (Debian packages {' '.join(missing)}): "
+            f"apt-get install --no-install-recommends {' '.join(missing)}"
+        )
     return {t: p for t, p in found.items() if p}
 
 
@@ -49,8 +49,12 @@ def packages(kernel: Kernel) -> list[str]:
         raise ProvisionError(f"mtty: cannot derive the header package names from the kernel release {kernel.kver}")
     series, abi = m[1], f"{m[1]}.0-{m[2]}"
     v = kernel.version
-    return [f"linux-source-{series}={v}", f"linux-headers-{kernel.kver}={v}", f"linux-headers-{abi}-common={v}",
-            f"linux-kbuild-{series}={v}"]
+    return [
+        f"linux-source-{series}={v}",
+        f"linux-headers-{kernel.kver}={v}",
+        f"linux-headers-{abi}-common={v}",
+        f"linux-kbuild-{series}={v}",
+    ]
 
 
 def module_path(cache: Path, kernel: Kernel) -> Path:
@@ -68,17 +72,23 @@ def ensure_mtty(cache: Path, kernel: Kernel, timings: dict[str, float]) -> Path:
         tmp = Path(tmp_text)
         wanted = packages(kernel)
         _log(f"mtty: apt-get download {' '.join(wanted)}")
-        _run(["apt-get", "download", "-o", "APT::Sandbox::User=root", *wanted], cwd=tmp, what="apt-get download",
-             timeout=900)
+        _run(
+            ["apt-get", "download", "-o", "APT::Sandbox::User=root", *wanted],
+            cwd=tmp,
+            what="apt-get download",
+            timeout=900,
+        )
         debs = {p.name.split("_")[0]: p for p in tmp.glob("*.deb")}
         source = next((p for n, p in debs.items() if n.startswith("linux-source-")), None)
         if source is None or len(debs) != 4:
             raise ProvisionError(f"mtty: apt-get download gave {sorted(debs)}, not the four packages {wanted}")
         series = source.name.split("_")[0].removeprefix("linux-source-")
         # Only samples/vfio-mdev of the ~1 GB source tree is written.
-        pipeline = (f"set -o pipefail; {tools['dpkg-deb']} --fsys-tarfile {source} | {tools['tar']} -xO "
-                    f"./usr/src/linux-source-{series}.tar.xz | {tools['xz']} -dc | {tools['tar']} -x --wildcards "
-                    f"'linux-source-{series}/samples/vfio-mdev/*'")
+        pipeline = (
+            f"set -o pipefail; {tools['dpkg-deb']} --fsys-tarfile {source} | {tools['tar']} -xO "
+            f"./usr/src/linux-source-{series}.tar.xz | {tools['xz']} -dc | {tools['tar']} -x --wildcards "
+            f"'linux-source-{series}/samples/vfio-mdev/*'"
+        )
         _run(["bash", "-c", pipeline], cwd=tmp, what="mtty: source extraction", timeout=900)
         src = tmp / f"linux-source-{series}" / "samples" / "vfio-mdev" / "mtty.c"
         if not src.exists():

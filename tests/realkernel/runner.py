@@ -62,7 +62,7 @@ class Outcome:
 
 
 class TopologyRun:
-    def __init__(self, tier: "RealKernelTier", topology: str, targets: list[str], expected: set[str]):
+    def __init__(self, tier: RealKernelTier, topology: str, targets: list[str], expected: set[str]):
         self.tier = tier
         self.topology = topology
         self.targets = targets
@@ -145,7 +145,7 @@ class TopologyRun:
         self.thread = threading.Thread(target=self._execute, name=f"realkernel-{self.topology}", daemon=True)
         self.thread.start()
 
-    def wait(self) -> "TopologyRun":
+    def wait(self) -> TopologyRun:
         # The guest run has its own hard timeout; this is only a backstop.
         if not self.done.wait(guest_timeout_s() + 300):
             self.error = self.error or "real-kernel guest run did not finish (harness thread stuck)"

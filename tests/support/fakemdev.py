@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 
 from pcipass.mdev.model import is_uuid
-from tests.fakehost import FakeHost
-from tests.fakekernel import FakeKernel
+from tests.support.fakehost import FakeHost
+from tests.support.fakekernel import FakeKernel
 
 MTTY_TYPES = {"mtty-1": ("Single port serial", 24), "mtty-2": ("Dual port serial", 12)}
 #: The first IOMMU group number given to an mdev (clear of the fake hosts' PCI groups).
@@ -49,13 +49,25 @@ def add_parent(fake: FakeHost, parent: str, *, driver: str | None = None) -> Pat
     return path
 
 
-def add_type(fake: FakeHost, parent: str, type_id: str, *, name: str | None = None, available: int | None = 4,
-             device_api: str | None = "vfio-pci", description: str | None = None) -> Path:
+def add_type(
+    fake: FakeHost,
+    parent: str,
+    type_id: str,
+    *,
+    name: str | None = None,
+    available: int | None = 4,
+    device_api: str | None = "vfio-pci",
+    description: str | None = None,
+) -> Path:
     d = parent_dir(fake, parent) / "mdev_supported_types" / type_id
     (d / "devices").mkdir(parents=True, exist_ok=True)
     (d / "create").write_text("")
-    for attr, value in (("name", name), ("description", description), ("device_api", device_api),
-                        ("available_instances", None if available is None else str(available))):
+    for attr, value in (
+        ("name", name),
+        ("description", description),
+        ("device_api", device_api),
+        ("available_instances", None if available is None else str(available)),
+    ):
         if value is not None:
             (d / attr).write_text(value + "\n")
     return d
@@ -79,7 +91,9 @@ def _next_group(fake: FakeHost) -> int:
     return g
 
 
-def add_mdev(fake: FakeHost, parent: str, type_id: str, uuid: str, *, driver: str | None = "", group: bool = True) -> Path:
+def add_mdev(
+    fake: FakeHost, parent: str, type_id: str, uuid: str, *, driver: str | None = "", group: bool = True
+) -> Path:
     """An existing instance (as the kernel leaves it after a write to ``create``), bound to ``driver`` (default:
     the vendor driver, the type's prefix, as mtty's instances are in 6.1; None: unbound)."""
     if driver == "":
