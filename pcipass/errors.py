@@ -109,6 +109,12 @@ class Refused(PcipassError):
     code = "refused"
 
 
+class Unsupported(PcipassError):
+    """The device or its driver lacks what the command needs (an SR-IOV PF whose driver cannot create VFs)."""
+
+    code = "unsupported"
+
+
 class SysfsError(PcipassError):
     """A read or write of a kernel attribute failed in a way we cannot tolerate."""
 

@@ -75,6 +75,7 @@ COMMANDS = {
     "enable": "bind_cmds",
     "disable": "bind_cmds",
     "status": "bind_cmds",
+    "sriov": "sriov_cmds",
     "attach": "libvirt_cmds",
     "detach": "libvirt_cmds",
     "mdev": "mdev_cmds",

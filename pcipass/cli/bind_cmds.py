@@ -25,7 +25,7 @@ def _value(v: Any) -> Any:
     return v.replace("\n", "\\n") if isinstance(v, str) else v
 
 
-def _devices_table(data: dict[str, Any]) -> Table:
+def devices_table(data: dict[str, Any]) -> Table:
     rows = []
     for d in data["devices"]:
         drv = d["driver_before"] or "-"
@@ -42,7 +42,7 @@ def _devices_table(data: dict[str, Any]) -> Table:
     return Table(("ADDRESS", "GROUP", "OUTCOME", "DRIVER", "TARGET", "NOTE"), rows)
 
 
-def _steps_table(steps: list[dict[str, Any]], title: str, status: bool) -> Table:
+def steps_table(steps: list[dict[str, Any]], title: str, status: bool) -> Table:
     cols = ["#", "DEVICE", "STEP", "PATH", "VALUE", "CONDITION"] + (["STATUS"] if status else [])
     rows = []
     for i, s in enumerate(steps, 1):
@@ -61,15 +61,15 @@ def _steps_table(steps: list[dict[str, Any]], title: str, status: bool) -> Table
 
 
 def _bind_view(data: dict[str, Any]) -> list[Block]:
-    blocks: list[Block] = [_devices_table(data)]
+    blocks: list[Block] = [devices_table(data)]
     if data["dry_run"]:
         if data["steps"]:
-            blocks.append(_steps_table(data["steps"], "Plan (dry run: nothing was written)", status=False))
+            blocks.append(steps_table(data["steps"], "Plan (dry run: nothing was written)", status=False))
         else:
             blocks.append("Plan: nothing to do.")
     elif data["rollback"]:
-        blocks.append(_steps_table(data["steps"], "Steps", status=True))
-        blocks.append(_steps_table(data["rollback"], "Rollback (in reverse order)", status=True))
+        blocks.append(steps_table(data["steps"], "Steps", status=True))
+        blocks.append(steps_table(data["rollback"], "Rollback (in reverse order)", status=True))
     return blocks
 
 
@@ -88,7 +88,7 @@ def _finish_report(report) -> None:
     )
 
 
-def _on_lock_wait(message: str) -> None:
+def on_lock_wait(message: str) -> None:
     warn(message)
 
 
@@ -135,7 +135,7 @@ def enable_cmd(
         dry_run=dry_run,
         timeout=timeout,
         lock_wait=engine.DEFAULT_LOCK_WAIT,
-        on_lock_wait=_on_lock_wait,
+        on_lock_wait=on_lock_wait,
     )
     _finish_report(report)
 
@@ -156,7 +156,7 @@ def disable_cmd(
         dry_run=dry_run,
         timeout=timeout,
         lock_wait=engine.DEFAULT_LOCK_WAIT,
-        on_lock_wait=_on_lock_wait,
+        on_lock_wait=on_lock_wait,
     )
     _finish_report(report)
 

@@ -1,6 +1,7 @@
 """The vfio binding engine: plan, guards, transaction with rollback, state and lock.
 
-Public entry points: ``enable``, ``disable`` (both return a ``BindReport``) and ``status``.
+Public entry points: ``enable``, ``disable`` (both return a ``BindReport``), ``status``, and ``set_numvfs``
+(``sriov --numvfs``, a ``SriovReport``).
 """
 
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, disable, enable
@@ -12,9 +13,11 @@ __all__ = [
     "DeviceResult",
     "DeviceStatus",
     "Outcome",
+    "SriovReport",
     "StatusReport",
     "disable",
     "enable",
+    "set_numvfs",
     "status",
 ]
 
@@ -28,4 +31,8 @@ def __getattr__(name: str):
         from . import readstatus
 
         return getattr(readstatus, name)
+    if name in ("SriovReport", "set_numvfs"):
+        from . import sriov
+
+        return getattr(sriov, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

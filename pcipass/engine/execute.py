@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ..drivers import is_vfio_driver
 from ..errors import PcipassError, SysfsError, from_oserror
 from ..host import Host
-from ..sysfs import link_name
+from ..sysfs import link_name, list_dir, read_int
 from .kernel import Kernel
 from .plan import Op, Step, When, actual_path
 from .planner import current_override, override_value
@@ -141,6 +141,32 @@ class Executor:
             )
         return f"now on {drv or 'no driver'}"
 
+    def _vfs_present(self, pf: str) -> tuple[int | None, list[str]]:
+        """(``sriov_numvfs`` as read, the PF's ``virtfnN`` links that lead to a device)."""
+        d = self.host.pci_device(pf)
+        links = [link_name(d / e) for e in list_dir(d) if e.startswith("virtfn")]
+        return read_int(d / "sriov_numvfs"), [v for v in links if v and self.host.pci_device(v).exists()]
+
+    def _verify_vfs(self, step: Step) -> str:
+        pf, want = step.address, int(step.value or 0)
+        assert pf is not None
+        # sriov_numvfs_store() adds (or removes) the VFs before the write returns (drivers/pci/iov.c
+        # sriov_enable -> pci_iov_add_virtfn); the wait only covers a kernel that lets them appear later.
+        def complete() -> bool:
+            count, vfs = self._vfs_present(pf)
+            return count == want and len(vfs) == want
+
+        if self.waiter.until(complete, self.timeout):
+            vfs = self._vfs_present(pf)[1]
+            return f"{want} VFs: {', '.join(vfs)}" if vfs else "no VFs left"
+        count, vfs = self._vfs_present(pf)
+        raise SysfsError(
+            f"{pf}: asked for {want} VFs, the kernel shows {count if count is not None else 'no count'} "
+            f"(sriov_numvfs) and {len(vfs)} VF devices",
+            address=pf, path=step.path,
+            remedy="the PF driver enabled fewer VFs than asked (its own or its firmware's limit): see dmesg",
+        )
+
     def run_step(self, step: Step) -> tuple[str, str | None]:
         """Execute one step: (status, detail). Raises PcipassError on failure."""
         if step.address is not None and step.address in self._stuck:
@@ -160,6 +186,8 @@ class Executor:
             return "done", self._verify_group(step)
         if step.op is Op.VERIFY_RELEASED:
             return "done", self._verify_released(step)
+        if step.op is Op.VERIFY_VFS:
+            return "done", self._verify_vfs(step)
         assert step.op is Op.LOAD_MODULE and step.value is not None
         self.kernel.load_module(step.value, timeout=self.timeout)
         return "done", None

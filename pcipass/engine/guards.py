@@ -124,22 +124,27 @@ def in_use_refusals(use: HostUse, dev: PciDevice, inv: Inventory) -> list[Refusa
         Refusal(dev.address, RefusalKind.IN_USE, f"{dev.address} is in use by the host: {r.message}")
         for r in use.reasons(dev.address)
     ]
-    if dev.sriov is not None and dev.sriov.numvfs:
-        bound = [
-            vf
-            for vf in dev.sriov.vfs
-            if vf in inv.devices
-            and inv.devices[vf].driver
-            and not is_vfio_driver(inv.devices[vf].driver, inv.variant_modules)
-        ]
-        if bound:
-            out.append(
-                Refusal(
-                    dev.address,
-                    RefusalKind.IN_USE,
-                    f"{dev.address} is an SR-IOV PF with {dev.sriov.numvfs} VFs; unbinding its driver "
-                    f"destroys them, and {len(bound)} are on host drivers ({', '.join(bound[:4])}"
-                    f"{', ...' if len(bound) > 4 else ''})",
-                )
-            )
-    return out
+    pf = sriov_pf_refusal(dev, inv)
+    return out + [pf] if pf else out
+
+
+def sriov_pf_refusal(dev: PciDevice, inv: Inventory) -> Refusal | None:
+    """The PF guard: unbinding an SR-IOV PF's driver destroys its VFs, so it is in use while VFs are on host
+    drivers (``pcipass sriov`` shows this verdict)."""
+    if dev.sriov is None or not dev.sriov.numvfs:
+        return None
+    bound = [
+        vf
+        for vf in dev.sriov.vfs
+        if vf in inv.devices
+        and inv.devices[vf].driver
+        and not is_vfio_driver(inv.devices[vf].driver, inv.variant_modules)
+    ]
+    if not bound:
+        return None
+    return Refusal(
+        dev.address,
+        RefusalKind.IN_USE,
+        f"{dev.address} is an SR-IOV PF with {dev.sriov.numvfs} VFs; unbinding its driver destroys them, and "
+        f"{len(bound)} are on host drivers ({', '.join(bound[:4])}{', ...' if len(bound) > 4 else ''})",
+    )

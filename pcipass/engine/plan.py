@@ -23,6 +23,7 @@ class Op(str, Enum):
     WAIT = "wait"  #: wait until the device is bound to ``value`` (uevents, else polling)
     VERIFY_GROUP = "verify-group"  #: /dev/vfio/<group> exists and the kernel says the group is viable
     VERIFY_RELEASED = "verify-released"  #: the device is no longer on a vfio driver
+    VERIFY_VFS = "verify-vfs"  #: the SR-IOV PF ``address`` has ``value`` VFs, each a device in sysfs
 
 
 class When(str, Enum):
@@ -93,7 +94,7 @@ class GroupPlan(NamedTuple):
 
 
 class Plan(NamedTuple):
-    action: str  #: enable | disable
+    action: str  #: enable | disable | sriov
     modules: tuple[Step, ...] = ()  #: module loads, run before any group
     groups: tuple[GroupPlan, ...] = ()
 

@@ -127,8 +127,12 @@ class StepBuilder:
         self._drivers = host.shown(host.pci_drivers_dir)
         self._drivers_probe = host.shown(host.pci_drivers_probe)
 
+    def attribute(self, address: str, name: str) -> str:
+        """A device attribute's path as shown (``/sys/bus/pci/devices/<address>/<name>``)."""
+        return f"{self._devices}/{address}/{name}"
+
     def _override(self, address: str) -> str:
-        return f"{self._devices}/{address}/driver_override"
+        return self.attribute(address, "driver_override")
 
     def _unbind(self, address: str) -> str:
         # Through the device's own driver link: whatever driver holds it (the domain note's step 3).

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -152,11 +153,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+#: The locks this process holds: path -> (the holding thread, nesting depth).
+_HELD: dict[str, tuple[int, int]] = {}
+
+
 class Lock:
     """The one exclusive lock of the mutating commands: ``flock`` on ``<state_dir>/lock``.
 
     flock is released by the kernel when its holder dies, so a killed run never leaves a stale lock. The
-    holder writes its pid and command into the file for the message a waiting run prints."""
+    holder writes its pid and command into the file for the message a waiting run prints.
+
+    A run nested in another in the same thread shares its lock (``sriov --vfio`` binds the VFs it created
+    through ``enable`` while it holds the lock): flock would make the nested run wait for its own caller,
+    since two opens of the file are two locks even within one process. Another thread still waits."""
 
     def __init__(self, host: Host, *, wait: float, command: str, on_wait: Callable[[str], None] | None = None) -> None:
         self.path = host.state_dir / LOCK_FILE
@@ -175,6 +184,11 @@ class Lock:
         return text or "another process"
 
     def __enter__(self) -> Lock:
+        key, me = os.fspath(self.path), threading.get_ident()
+        holder = _HELD.get(key)
+        if holder is not None and holder[0] == me:
+            _HELD[key] = (me, holder[1] + 1)
+            return self
         _mkdir_private(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         start = time.monotonic()
@@ -205,12 +219,18 @@ class Lock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: pcipass {self.command}\n".encode(), 0)
         self._fd = fd
+        _HELD[key] = (me, 1)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        key = os.fspath(self.path)
+        if self._fd is None:
+            me, depth = _HELD[key]
+            _HELD[key] = (me, depth - 1)
+            return
+        del _HELD[key]
+        os.close(self._fd)
+        self._fd = None
 
 
 def lock_is_free(host: Host) -> bool:

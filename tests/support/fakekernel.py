@@ -17,6 +17,18 @@ Faults, by write index (0 = the first write of the run): ``fail[i] = errno`` (be
 ``remove_at[i] = address`` (the device is hot-unplugged just before write i); ``probe_noop`` (addresses
 drivers_probe leaves unbound), ``probe_delay`` (addresses bound that many seconds after drivers_probe),
 ``vfio_answer`` (force the viability answer), ``module_fail``.
+
+SR-IOV (drivers/pci/iov.c sriov_numvfs_store, drivers/pci/pci-driver.c pci_device_can_probe; a PF made with
+``FakeHost.make_sriov_pf``):
+- ``sriov_numvfs``: EINVAL unless a number; ERANGE above ``sriov_totalvfs``; the same count: nothing; ENOENT
+  without a PF driver; EBUSY from one non-zero count to another; 0 removes every VF (a VF on vfio-pci whose
+  group a process holds would block the kernel: the fake raises AssertionError, the engine must refuse first);
+  N creates N VFs at the PF's routing ID + offset + i * stride, each in a new IOMMU group, linked
+  ``virtfnN``/``physfn``, probed by ``vf_driver[pf]`` only when ``sriov_drivers_autoprobe`` is 1.
+- ``sriov_drivers_autoprobe``: 0 or 1, else EINVAL.
+- ``drivers_probe`` on a VF of a PF with autoprobe 0 binds only through ``driver_override``.
+- faults: ``sriov_errno[pf] = errno`` (the PF driver's sriov_configure fails, e.g. ENOSYS), ``sriov_partial[pf]
+  = k`` (the driver enables only k VFs and the write succeeds).
 """
 
 from __future__ import annotations
@@ -55,6 +67,9 @@ class FakeKernel:
         self.probe_delay: dict[str, float] = {}
         self.vfio_answer: dict[int, bool] = {}
         self.module_fail: set[str] = set()
+        self.vf_driver: dict[str, str] = {}
+        self.sriov_errno: dict[str, int] = {}
+        self.sriov_partial: dict[str, int] = {}
 
     # --- reading the fake tree ---------------------------------------------------------------------------
     def dev_dir(self, address: str) -> Path:
@@ -152,6 +167,14 @@ class FakeKernel:
                 text = value.strip()
                 (self.dev_dir(address) / "driver_override").write_text((text or "(null)") + "\n")
                 return
+            if attr == ["sriov_numvfs"]:
+                self._set_numvfs(address, value)
+                return
+            if attr == ["sriov_drivers_autoprobe"]:
+                if value.strip() not in ("0", "1"):
+                    raise OSError(E.EINVAL, "Invalid argument")
+                (self.dev_dir(address) / "sriov_drivers_autoprobe").write_text(value.strip() + "\n")
+                return
             if attr == ["driver", "unbind"]:
                 if self.driver(address) is None:
                     raise OSError(E.ENOENT, "No such file or directory")
@@ -164,7 +187,7 @@ class FakeKernel:
             address = value.strip()
             if not self.dev_dir(address).exists():
                 raise OSError(E.ENODEV, "No such device")
-            if self.driver(address) is None and address not in self.probe_noop:
+            if self.driver(address) is None and address not in self.probe_noop and self._can_probe(address):
                 want = self.override(address) or self.default.get(address)
                 if want and (self.root / "sys/bus/pci/drivers" / want).is_dir() and self._probe_ok(want, address):
                     if address in self.probe_delay:  # a driver that probes asynchronously
@@ -196,6 +219,79 @@ class FakeKernel:
                 self._bind(address, drv)
                 return
         raise AssertionError(f"the engine wrote an attribute the fake kernel does not model: {rel}")
+
+    # --- SR-IOV ---------------------------------------------------------------------------------------------
+    def _attr(self, address: str, name: str) -> str:
+        return (self.dev_dir(address) / name).read_text().strip()
+
+    def _can_probe(self, address: str) -> bool:
+        physfn = self.dev_dir(address) / "physfn"
+        if not physfn.is_symlink():
+            return True
+        pf = os.path.basename(os.readlink(physfn))
+        return self._attr(pf, "sriov_drivers_autoprobe") == "1" or self.override(address) is not None
+
+    def vfs(self, pf: str) -> list[str]:
+        d = self.dev_dir(pf)
+        links = sorted((int(e.name[6:]), e) for e in d.iterdir() if e.name.startswith("virtfn"))
+        return [os.path.basename(os.readlink(link)) for _, link in links]
+
+    def _set_numvfs(self, pf: str, value: str) -> None:
+        try:
+            want = int(value.strip(), 0)
+        except ValueError:
+            raise OSError(E.EINVAL, "Invalid argument") from None
+        if not 0 <= want <= int(self._attr(pf, "sriov_totalvfs")):
+            raise OSError(E.ERANGE, "Numerical result out of range")
+        have = int(self._attr(pf, "sriov_numvfs"))
+        if want == have:
+            return
+        if self.driver(pf) is None:
+            raise OSError(E.ENOENT, "No such file or directory")
+        if want and have:
+            raise OSError(E.EBUSY, "Device or resource busy")
+        if pf in self.sriov_errno:
+            raise OSError(self.sriov_errno[pf], os.strerror(self.sriov_errno[pf]))
+        if want:
+            self._create_vfs(pf, self.sriov_partial.get(pf, want))
+            return
+        for i, vf in enumerate(self.vfs(pf)):
+            g = self.group(vf)
+            node = str(self.root / "dev/vfio" / str(g))
+            held = [fd for fd in self.root.glob("proc/*/fd/*") if fd.is_symlink() and os.readlink(fd) == node]
+            assert not (held and is_vfio_driver(self.driver(vf))), f"removing {vf} would block: {held}"
+            self._unbind(vf)
+            self._remove(vf)
+            gdir = self.root / "sys/kernel/iommu_groups" / str(g)
+            if g is not None and not any((gdir / "devices").iterdir()):
+                shutil.rmtree(gdir)
+            self.fake.devices.pop(vf, None)
+            (self.dev_dir(pf) / f"virtfn{i}").unlink()
+        (self.dev_dir(pf) / "sriov_numvfs").write_text("0\n")
+
+    def _create_vfs(self, pf: str, count: int) -> None:
+        from pcipass.address import PciAddress
+
+        a = PciAddress.parse(pf)
+        rid = (a.bus << 8) | (a.slot << 3) | a.function
+        offset, stride = int(self._attr(pf, "sriov_offset")), int(self._attr(pf, "sriov_stride"))
+        pf_path = self.fake.devices[pf].path
+        parent = next((p for p, d in self.fake.devices.items() if d.path == pf_path.parent), None)
+        groups = self.root / "sys/kernel/iommu_groups"
+        autoprobe = self._attr(pf, "sriov_drivers_autoprobe") == "1"
+        for i in range(count):
+            r = rid + offset + i * stride
+            vf = str(PciAddress(a.domain, r >> 8 & 0xFF, r >> 3 & 0x1F, r & 7))
+            group = max((int(g.name) for g in groups.iterdir()), default=-1) + 1
+            self.fake.add_device(vf, vendor=self._attr(pf, "vendor")[2:], device=self._attr(pf, "sriov_vf_device"),
+                                 class_=self._attr(pf, "class")[2:], parent=parent, group=group)
+            vf_path = self.fake.devices[vf].path
+            self.fake.symlink(str((vf_path / "physfn").relative_to(self.root)), pf_path)
+            self.fake.symlink(str((pf_path / f"virtfn{i}").relative_to(self.root)), vf_path)
+            self.default[vf] = self.vf_driver.get(pf)
+            if autoprobe and pf in self.vf_driver:
+                self._bind(vf, self.vf_driver[pf])
+        (self.dev_dir(pf) / "sriov_numvfs").write_text(f"{count}\n")
 
     def _probe_ok(self, drv: str, address: str) -> bool:
         # vfio-pci's probe fails without an IOMMU group (vfio_pci_core_register_device → -EINVAL).

@@ -1,0 +1,137 @@
+"""An SR-IOV physical function as ``pcipass sriov`` shows it: its VF counts, whether drivers probe new VFs,
+and each VF with its driver, IOMMU group and users.
+
+The kernel's attributes of a PF (drivers/pci/pci-sysfs.c, drivers/pci/iov.c ``sriov_*``; present when the
+device has the SR-IOV capability, whatever its driver): ``sriov_totalvfs`` (the most VFs it can have),
+``sriov_numvfs`` (how many exist), ``sriov_drivers_autoprobe`` (1: drivers probe each VF as it is created;
+0: a VF binds only to the driver its ``driver_override`` names, drivers/pci/pci-driver.c
+pci_device_can_probe), ``sriov_offset``/``sriov_stride`` (where the VFs' routing IDs are, from the
+capability) and ``sriov_vf_device`` (the VFs' device ID). Each VF is linked as ``virtfnN`` from its PF and
+links back through ``physfn``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .address import PciAddress
+from .errors import Unsupported, UsageError
+from .host import Host
+from .inventory import Inventory
+from .sysfs import link_name, list_dir, read_int, read_str
+
+
+@dataclass(frozen=True)
+class VirtualFunction:
+    virtfn: int  #: N of the PF's ``virtfnN`` link
+    address: str
+    driver: str | None
+    driver_override: str | None
+    iommu_group: int | None
+    vfio_users: tuple[str, ...]  #: processes holding its VFIO group (or device) open: ``comm (pid N)``
+    host_use: tuple[str, ...]  #: why the host uses it (an interface with an address, a mounted disk)
+
+    @property
+    def held(self) -> bool:
+        return bool(self.vfio_users or self.host_use)
+
+
+@dataclass(frozen=True)
+class PhysicalFunction:
+    address: str
+    vendor_id: str | None
+    device_id: str | None
+    driver: str | None
+    sriov_totalvfs: int | None
+    sriov_numvfs: int | None
+    sriov_drivers_autoprobe: bool | None
+    sriov_offset: int | None
+    sriov_stride: int | None
+    sriov_vf_device: str | None
+    vfs: tuple[VirtualFunction, ...]
+    #: Why ``enable`` refuses to unbind this PF (its VFs on host drivers would go with it); None: it does not.
+    pf_guard: str | None
+
+    def vf_addresses(self, count: int) -> tuple[str, ...]:
+        """The addresses the first ``count`` VFs get: routing ID = the PF's + offset + i * stride (PCIe base
+        spec, SR-IOV capability; drivers/pci/iov.c pci_iov_virtfn_bus/devfn). () when offset or stride is
+        unknown."""
+        if self.sriov_offset is None or self.sriov_stride is None:
+            return ()
+        pf = PciAddress.parse(self.address)
+        rid = (pf.bus << 8) | (pf.slot << 3) | pf.function
+        out = []
+        for i in range(count):
+            vf = rid + self.sriov_offset + i * self.sriov_stride
+            out.append(str(PciAddress(pf.domain, (vf >> 8) & 0xFF, (vf >> 3) & 0x1F, vf & 7)))
+        return tuple(out)
+
+
+def scan(host: Host, address: str) -> Inventory:
+    """What ``physical_function`` needs: the PF, its VFs and their IOMMU groups' members (not the whole host;
+    no pci.ids names: the output shows ids)."""
+    from .pciids import PciIds
+
+    return Inventory.scan(host, ids=PciIds(None), detail=False, only=[address])
+
+
+def _virtfns(host: Host, address: str) -> list[tuple[int, str]]:
+    d = host.pci_device(address)
+    out = []
+    for entry in list_dir(d):
+        if entry.startswith("virtfn") and entry[6:].isdigit():
+            vf = link_name(d / entry)
+            if vf:
+                out.append((int(entry[6:]), vf))
+    return sorted(out)
+
+
+def _hex_attr(text: str | None) -> str | None:
+    if not text:
+        return None
+    return text.lower().removeprefix("0x")
+
+
+def physical_function(host: Host, inv: Inventory, address: str) -> PhysicalFunction:
+    """The PF at ``address`` (canonical) with its VFs. Raises DeviceNotFound, UsageError (a VF: VFs are counted
+    on their PF), Unsupported (no SR-IOV capability)."""
+    from .engine.guards import sriov_pf_refusal
+    from .engine.vfio import VfioOpeners
+    from .hostuse import HostUse
+
+    dev = inv.device(address)
+    if dev.physfn:
+        raise UsageError(f"{address} is a virtual function of {dev.physfn}: VFs are created and removed on "
+                         "their PF", address=address, remedy=f"pcipass sriov {dev.physfn}")
+    if dev.sriov is None or not dev.sriov.totalvfs:
+        why = "has no SR-IOV capability" if dev.sriov is None else "offers 0 VFs (sriov_totalvfs is 0)"
+        raise Unsupported(
+            f"{address} {why}: it cannot have virtual functions",
+            address=address,
+            remedy="check that the device supports SR-IOV and that SR-IOV is enabled in the system firmware "
+            "setup and in the device's own firmware (e.g. mlxconfig SRIOV_EN, NUM_OF_VFS), and that the "
+            "kernel has CONFIG_PCI_IOV",
+        )
+    d = host.pci_device(address)
+    autoprobe = read_int(d / "sriov_drivers_autoprobe")
+    use = HostUse.scan(host, inv)
+    openers = VfioOpeners(host)
+    vfs = []
+    for index, vf in _virtfns(host, address):
+        vdev = inv.devices.get(vf)
+        group = vdev.iommu_group if vdev else None
+        vfs.append(VirtualFunction(
+            index, vf, vdev.driver if vdev else None, vdev.driver_override if vdev else None, group,
+            openers.of_group(inv, group) if group is not None else (),
+            tuple(r.message for r in use.reasons(vf))))
+    guard = sriov_pf_refusal(dev, inv)
+    return PhysicalFunction(
+        address, dev.vendor_id, dev.device_id, dev.driver, dev.sriov.totalvfs, dev.sriov.numvfs,
+        None if autoprobe is None else bool(autoprobe), read_int(d / "sriov_offset"), read_int(d / "sriov_stride"),
+        _hex_attr(read_str(d / "sriov_vf_device")), tuple(vfs), guard.message if guard else None)
+
+
+def show(host: Host, address: str) -> PhysicalFunction:
+    """``pcipass sriov ADDR``: the PF at ``address`` (any accepted spelling)."""
+    canonical = str(PciAddress.parse(address))
+    return physical_function(host, scan(host, canonical), canonical)
