@@ -23,6 +23,8 @@ from .sysfs import link_name, list_dir, read_int, read_str
 
 @dataclass(frozen=True)
 class VirtualFunction:
+    """One VF of a PF, with what holds it."""
+
     virtfn: int  #: N of the PF's ``virtfnN`` link
     address: str
     driver: str | None
@@ -38,6 +40,8 @@ class VirtualFunction:
 
 @dataclass(frozen=True)
 class PhysicalFunction:
+    """An SR-IOV PF: its ``sriov_*`` attributes and its VFs."""
+
     address: str
     vendor_id: str | None
     device_id: str | None
@@ -86,10 +90,12 @@ def _virtfns(host: Host, address: str) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def _hex_attr(text: str | None) -> str | None:
-    if not text:
+def _device_id(text: str | None) -> str | None:
+    """``sriov_vf_device`` as the other ids are shown: four hex digits (the kernel prints it with %x)."""
+    try:
+        return f"{int(text or '', 16):04x}"
+    except ValueError:
         return None
-    return text.lower().removeprefix("0x")
 
 
 def physical_function(host: Host, inv: Inventory, address: str) -> PhysicalFunction:
@@ -128,7 +134,7 @@ def physical_function(host: Host, inv: Inventory, address: str) -> PhysicalFunct
     return PhysicalFunction(
         address, dev.vendor_id, dev.device_id, dev.driver, dev.sriov.totalvfs, dev.sriov.numvfs,
         None if autoprobe is None else bool(autoprobe), read_int(d / "sriov_offset"), read_int(d / "sriov_stride"),
-        _hex_attr(read_str(d / "sriov_vf_device")), tuple(vfs), guard.message if guard else None)
+        _device_id(read_str(d / "sriov_vf_device")), tuple(vfs), guard.message if guard else None)
 
 
 def show(host: Host, address: str) -> PhysicalFunction:

@@ -305,10 +305,11 @@ def test_binding_needs_an_iommu_but_creating_vfs_does_not(env, monkeypatch):
 
 
 # --- the lock -------------------------------------------------------------------------------------------------
-def test_the_lock_nests_in_one_thread_and_not_across_threads(env):
-    with Lock(env.host, wait=0.2, command="outer"):
+def test_a_shared_lock_nests_in_one_thread_and_not_across_threads(env):
+    with Lock(env.host, wait=0.2, command="outer", shared=True):
         with Lock(env.host, wait=0.2, command="inner"):
-            pass
+            with Lock(env.host, wait=0.2, command="inner inner"):
+                pass
         failed: list[BaseException] = []
 
         def other() -> None:
@@ -322,8 +323,10 @@ def test_the_lock_nests_in_one_thread_and_not_across_threads(env):
         t.start()
         t.join()
         assert len(failed) == 1
-    with Lock(env.host, wait=0.2, command="after"):  # released for good
-        pass
+    with Lock(env.host, wait=0.2, command="after"):  # released for good, and not shared any more
+        with pytest.raises(LockBusy):
+            with Lock(env.host, wait=0.1, command="nested in an unshared lock"):
+                pass
 
 
 def test_a_run_waits_for_another_process_lock(env):

@@ -195,7 +195,7 @@ def set_numvfs(
     own = SysfsKernel(host) if kernel is None else None
     try:
         lock = nullcontext() if dry_run else Lock(host, wait=lock_wait, command=f"sriov {address} --numvfs {numvfs}",
-                                                    on_wait=on_lock_wait)
+                                                    on_wait=on_lock_wait, shared=True)
         with lock:
             return _run(host, kernel or own, address, numvfs, autoprobe=autoprobe, vfio=vfio, force=force,
                         dry_run=dry_run, timeout=timeout, lock_wait=lock_wait)

@@ -153,8 +153,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-#: The locks this process holds: path -> (the holding thread, nesting depth).
-_HELD: dict[str, tuple[int, int]] = {}
+#: Locks held by a run that lets runs nested in it share them: path -> (the holding thread, nesting depth).
+_SHARED: dict[str, tuple[int, int]] = {}
 
 
 class Lock:
@@ -163,12 +163,22 @@ class Lock:
     flock is released by the kernel when its holder dies, so a killed run never leaves a stale lock. The
     holder writes its pid and command into the file for the message a waiting run prints.
 
-    A run nested in another in the same thread shares its lock (``sriov --vfio`` binds the VFs it created
-    through ``enable`` while it holds the lock): flock would make the nested run wait for its own caller,
-    since two opens of the file are two locks even within one process. Another thread still waits."""
+    ``shared``: runs nested in this one, in the same thread, share the lock (``sriov --vfio`` binds the VFs it
+    created through ``enable`` while it holds the lock): flock would make the nested run wait for its own
+    caller, since two opens of the file are two locks even within one process. Another thread still waits,
+    and so does any run when the holder did not ask for sharing."""
 
-    def __init__(self, host: Host, *, wait: float, command: str, on_wait: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        wait: float,
+        command: str,
+        on_wait: Callable[[str], None] | None = None,
+        shared: bool = False,
+    ) -> None:
         self.path = host.state_dir / LOCK_FILE
+        self.shared = shared
         self.wait = wait
         self.command = command
         self.on_wait = on_wait
@@ -185,9 +195,9 @@ class Lock:
 
     def __enter__(self) -> Lock:
         key, me = os.fspath(self.path), threading.get_ident()
-        holder = _HELD.get(key)
+        holder = _SHARED.get(key)
         if holder is not None and holder[0] == me:
-            _HELD[key] = (me, holder[1] + 1)
+            _SHARED[key] = (me, holder[1] + 1)
             return self
         _mkdir_private(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -219,16 +229,18 @@ class Lock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: pcipass {self.command}\n".encode(), 0)
         self._fd = fd
-        _HELD[key] = (me, 1)
+        if self.shared:
+            _SHARED[key] = (me, 1)
         return self
 
     def __exit__(self, *exc) -> None:
         key = os.fspath(self.path)
         if self._fd is None:
-            me, depth = _HELD[key]
-            _HELD[key] = (me, depth - 1)
+            me, depth = _SHARED[key]
+            _SHARED[key] = (me, depth - 1)
             return
-        del _HELD[key]
+        if self.shared:
+            del _SHARED[key]
         os.close(self._fd)
         self._fd = None
 

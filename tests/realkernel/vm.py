@@ -158,7 +158,7 @@ def build_qemu_cmd(
         str(prov.initramfs),
         "-append",
         cmdline,
-        *topo.qemu_device_args(nvme_image=str(nvme), root_path="/", io_path=str(io_dir)),
+        *topo.qemu_device_args(nvme_image=str(nvme), root_path="/", io_path=str(io_dir), topology=topology),
     ]
     return [prov.tools["timeout"], "--signal=TERM", "--kill-after=10", f"{int(timeout_s)}", *qemu]
 
