@@ -15,9 +15,9 @@ function __pcipass_state
             continue
         end
         switch "$path|$w"
-            case '|--root' '|-f' '|--format' 'list|-c' 'list|--class' 'list|--vendor' 'list|--driver' 'list|-g' 'list|--group' 'list|-f' 'list|--format' 'show|-f' 'show|--format' 'groups|-f' 'groups|--format' 'snapshot|-o' 'snapshot|--output' 'snapshot|-f' 'snapshot|--format' 'check-iommu|-d' 'check-iommu|--device' 'check-iommu|-f' 'check-iommu|--format' 'enable|--driver' 'enable|--timeout' 'enable|-f' 'enable|--format' 'disable|--timeout' 'disable|-f' 'disable|--format' 'status|-f' 'status|--format' 'attach|-c' 'attach|--connect' 'attach|--managed' 'attach|-f' 'attach|--format' 'detach|-c' 'detach|--connect' 'detach|-f' 'detach|--format' 'mdev types|-f' 'mdev types|--format' 'mdev list|-f' 'mdev list|--format' 'mdev create|--uuid' 'mdev create|--timeout' 'mdev create|-f' 'mdev create|--format' 'mdev remove|--timeout' 'mdev remove|-f' 'mdev remove|--format' 'emit libvirt|--mdev' 'emit libvirt|--managed' 'emit libvirt|--guest-address' 'emit libvirt|--rom-bar' 'emit kubevirt|--from' 'emit kubevirt|--vm' 'emit kubevirt|--node' 'emit kubevirt|--current' 'emit kubevirt|--only' 'emit kubevirt|--mdev' 'emit kubevirt|-f' 'emit kubevirt|--format' 'emit harvester|--node' 'emit harvester|--user' 'emit harvester|--pcidevices' 'emit harvester|-f' 'emit harvester|--format'
+            case '|--root' '|-f' '|--format' 'list|-c' 'list|--class' 'list|--vendor' 'list|--driver' 'list|-g' 'list|--group' 'list|-f' 'list|--format' 'show|-f' 'show|--format' 'groups|-f' 'groups|--format' 'snapshot|-o' 'snapshot|--output' 'snapshot|-f' 'snapshot|--format' 'check-iommu|-d' 'check-iommu|--device' 'check-iommu|-f' 'check-iommu|--format' 'enable|--driver' 'enable|--timeout' 'enable|-f' 'enable|--format' 'disable|--timeout' 'disable|-f' 'disable|--format' 'status|-f' 'status|--format' 'sriov|--numvfs' 'sriov|--timeout' 'sriov|-f' 'sriov|--format' 'attach|-c' 'attach|--connect' 'attach|--managed' 'attach|-f' 'attach|--format' 'detach|-c' 'detach|--connect' 'detach|-f' 'detach|--format' 'mdev types|-f' 'mdev types|--format' 'mdev list|-f' 'mdev list|--format' 'mdev create|--uuid' 'mdev create|--timeout' 'mdev create|-f' 'mdev create|--format' 'mdev remove|--timeout' 'mdev remove|-f' 'mdev remove|--format' 'emit libvirt|--mdev' 'emit libvirt|--managed' 'emit libvirt|--guest-address' 'emit libvirt|--rom-bar' 'emit kubevirt|--from' 'emit kubevirt|--vm' 'emit kubevirt|--node' 'emit kubevirt|--current' 'emit kubevirt|--only' 'emit kubevirt|--mdev' 'emit kubevirt|-f' 'emit kubevirt|--format' 'emit harvester|--node' 'emit harvester|--user' 'emit harvester|--pcidevices' 'emit harvester|-f' 'emit harvester|--format'
                 set skip 1
-            case '|list' '|show' '|groups' '|snapshot' '|check-iommu' '|enable' '|disable' '|status' '|attach' '|detach' '|mdev' '|emit' 'mdev|types' 'mdev|list' 'mdev|create' 'mdev|remove' 'emit|libvirt' 'emit|kubevirt' 'emit|harvester'
+            case '|list' '|show' '|groups' '|snapshot' '|check-iommu' '|enable' '|disable' '|status' '|sriov' '|attach' '|detach' '|mdev' '|emit' 'mdev|types' 'mdev|list' 'mdev|create' 'mdev|remove' 'emit|libvirt' 'emit|kubevirt' 'emit|harvester'
                 set -a path $w
                 set npos 0
             case '*'
@@ -70,6 +70,7 @@ complete -c pcipass -n '__pcipass_at \'\'' -a 'check-iommu' -d 'Check everything
 complete -c pcipass -n '__pcipass_at \'\'' -a 'enable' -d 'Bind devices to vfio-pci, safely: planned, guarded, verified by the kernel, rolled back on failure'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'disable' -d 'Return devices to their host driver (the one recorded by enable, else the kernel\'s choice)'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'status' -d 'Current driver, override, the driver pcipass recorded, the kernel\'s VFIO viability answer, and boot binding'
+complete -c pcipass -n '__pcipass_at \'\'' -a 'sriov' -d 'Show an SR-IOV PF and its VFs, or set its VF count: planned, guarded, rolled back on failure'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'attach' -d 'Attach PCI devices to a libvirt domain as <hostdev> (libvirt picks their guest addresses)'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'detach' -d 'Detach PCI host devices from a libvirt domain'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'mdev' -d 'Mediated devices (vGPU slices and other mdev instances): list the types parents offer, list, create and remove instances'
@@ -114,6 +115,15 @@ complete -c pcipass -n '__pcipass_at \'disable\' 0+' -a '(__pcipass_addresses)' 
 complete -c pcipass -n '__pcipass_at \'status\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'status\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'status\' 0+' -a '(__pcipass_addresses)' -d 'PCI address'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -l numvfs -x -d 'Give the PF N VFs (0 removes them)'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -l no-autoprobe -d 'Set sriov_drivers_autoprobe to 0 first: new VFs get no host driver'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -l vfio -d 'Bind the PF\'s VFs to vfio-pci afterwards (as enable does)'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -l dry-run -d 'Print the plan and write nothing'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -l force -d 'Remove VFs although the host uses them (an interface with an address, a mounted disk)'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -l timeout -x -d 'Abandon a bind/unbind write, or a wait for the kernel, after S seconds'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'sriov\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'sriov\' 0' -a '(__pcipass_addresses)' -d 'PCI address'
 complete -c pcipass -n '__pcipass_at \'attach\'' -s c -l connect -x -d 'libvirt connection URI (default: libvirt\'s, e.g. $LIBVIRT_DEFAULT_URI)'
 complete -c pcipass -n '__pcipass_at \'attach\'' -l live -d 'Change the running domain'
 complete -c pcipass -n '__pcipass_at \'attach\'' -l config -d 'Change the persistent definition'

@@ -107,8 +107,11 @@ def physical_function(host: Host, inv: Inventory, address: str) -> PhysicalFunct
 
     dev = inv.device(address)
     if dev.physfn:
-        raise UsageError(f"{address} is a virtual function of {dev.physfn}: VFs are created and removed on "
-                         "their PF", address=address, remedy=f"pcipass sriov {dev.physfn}")
+        raise UsageError(
+            f"{address} is a virtual function of {dev.physfn}: VFs are created and removed on their PF",
+            address=address,
+            remedy=f"pcipass sriov {dev.physfn}",
+        )
     if dev.sriov is None or not dev.sriov.totalvfs:
         why = "has no SR-IOV capability" if dev.sriov is None else "offers 0 VFs (sriov_totalvfs is 0)"
         raise Unsupported(
@@ -126,15 +129,32 @@ def physical_function(host: Host, inv: Inventory, address: str) -> PhysicalFunct
     for index, vf in _virtfns(host, address):
         vdev = inv.devices.get(vf)
         group = vdev.iommu_group if vdev else None
-        vfs.append(VirtualFunction(
-            index, vf, vdev.driver if vdev else None, vdev.driver_override if vdev else None, group,
-            openers.of_group(inv, group) if group is not None else (),
-            tuple(r.message for r in use.reasons(vf))))
+        vfs.append(
+            VirtualFunction(
+                index,
+                vf,
+                vdev.driver if vdev else None,
+                vdev.driver_override if vdev else None,
+                group,
+                openers.of_group(inv, group) if group is not None else (),
+                tuple(r.message for r in use.reasons(vf)),
+            )
+        )
     guard = sriov_pf_refusal(dev, inv)
     return PhysicalFunction(
-        address, dev.vendor_id, dev.device_id, dev.driver, dev.sriov.totalvfs, dev.sriov.numvfs,
-        None if autoprobe is None else bool(autoprobe), read_int(d / "sriov_offset"), read_int(d / "sriov_stride"),
-        _device_id(read_str(d / "sriov_vf_device")), tuple(vfs), guard.message if guard else None)
+        address,
+        dev.vendor_id,
+        dev.device_id,
+        dev.driver,
+        dev.sriov.totalvfs,
+        dev.sriov.numvfs,
+        None if autoprobe is None else bool(autoprobe),
+        read_int(d / "sriov_offset"),
+        read_int(d / "sriov_stride"),
+        _device_id(read_str(d / "sriov_vf_device")),
+        tuple(vfs),
+        guard.message if guard else None,
+    )
 
 
 def show(host: Host, address: str) -> PhysicalFunction:

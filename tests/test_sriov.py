@@ -11,11 +11,11 @@ import pytest
 from pcipass import sriov
 from pcipass.engine import Outcome, set_numvfs
 from pcipass.engine.state import Lock
-from pcipass.host import Host
 from pcipass.errors import DeviceNotFound, ExitCode, LockBusy, Unsupported, UsageError
-from tests import bind_hosts as bh
-from tests.bind_hosts import Env, _never_the_real_sys  # noqa: F401 - fixture
-from tests.fakekernel import FakeKernel
+from pcipass.host import Host
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import Env, _never_the_real_sys  # noqa: F401 - fixture
+from tests.support.fakekernel import FakeKernel
 
 NIC_PF = "0000:00:0a.0"  #: an ixgbe-like PF: VFs at offset 128, stride 2 (00:1a.0, 00:1a.2, ...), ixgbevf
 NVME_PF = "0000:00:0b.0"  #: QEMU's nvme: VFs at PF+1, PF+2; no VF driver takes them (nvme fails its probe)
@@ -55,7 +55,12 @@ def hold(env: Env, pid: int, comm: str, node: str) -> None:
 def test_show_a_pf_without_vfs(env):
     pf = sriov.show(env.host, "00:0a.0")
     assert (pf.address, pf.driver, pf.sriov_totalvfs, pf.sriov_numvfs, pf.sriov_drivers_autoprobe) == (
-        NIC_PF, "ixgbe", 4, 0, True)
+        NIC_PF,
+        "ixgbe",
+        4,
+        0,
+        True,
+    )
     assert (pf.sriov_offset, pf.sriov_stride, pf.sriov_vf_device, pf.vfs, pf.pf_guard) == (128, 2, "10ed", (), None)
     assert pf.vf_addresses(3) == ("0000:00:1a.0", "0000:00:1a.2", "0000:00:1a.4")
 
@@ -85,10 +90,13 @@ def test_show_names_the_process_holding_a_vf(env):
     assert pf.pf_guard is None  # VFs on vfio-pci: the PF guard concerns host drivers only
 
 
-@pytest.mark.parametrize("address, error, words", [
-    (bh.E1000E, Unsupported, "has no SR-IOV capability"),
-    ("0000:00:1f.0", DeviceNotFound, "0000:00:1f.0"),
-])
+@pytest.mark.parametrize(
+    "address, error, words",
+    [
+        (bh.E1000E, Unsupported, "has no SR-IOV capability"),
+        ("0000:00:1f.0", DeviceNotFound, "0000:00:1f.0"),
+    ],
+)
 def test_show_errors(env, address, error, words):
     with pytest.raises(error) as exc:
         sriov.show(env.host, address)
@@ -117,7 +125,10 @@ def test_create_without_autoprobe_and_bind_to_vfio(env):
     assert (r.numvfs_before, r.numvfs_after, r.autoprobe_before, r.autoprobe_after) == (0, 2, True, False)
     assert r.vfs == NVME_VFS
     assert [(s.step.op.value, s.step.value, s.status) for s in r.steps] == [
-        ("write", "0", "done"), ("write", "2", "done"), ("verify-vfs", "2", "done")]
+        ("write", "0", "done"),
+        ("write", "2", "done"),
+        ("verify-vfs", "2", "done"),
+    ]
     assert r.steps[0].step.path == f"/sys/bus/pci/devices/{NVME_PF}/sriov_drivers_autoprobe"
     assert [(d.address, d.outcome) for d in r.binding.devices] == [(vf, Outcome.DONE) for vf in NVME_VFS]
     for vf in NVME_VFS:
@@ -173,8 +184,10 @@ def test_a_vf_whose_group_is_open_is_never_removed(env):
         r = numvfs(env, NVME_PF, 1, force=force)
         assert r.exit_code is ExitCode.REFUSED and r.outcome is Outcome.REFUSED
         (err,) = r.errors
-        assert err.message == (f"VF {NVME_VFS[1]} (virtfn1): IOMMU group {group} is open by qemu-system-x86 "
-                               "(pid 4242); removing the VF would block until it lets go")
+        assert err.message == (
+            f"VF {NVME_VFS[1]} (virtfn1): IOMMU group {group} is open by qemu-system-x86 "
+            "(pid 4242); removing the VF would block until it lets go"
+        )
         assert "--force does not override" in err.remedy
         assert (r.numvfs_before, r.numvfs_after) == (2, 2)
     assert env.kernel.writes == []
@@ -221,7 +234,9 @@ def test_dry_run_writes_nothing_and_predicts_the_vfs(env):
     assert [(s.step.value, s.status) for s in r.steps] == [("0", "planned"), ("2", "planned"), ("2", "planned")]
     assert [d.address for d in r.binding.devices] == list(r.vfs)
     assert [s.step.path for s in r.binding.steps][:2] == [
-        "/sys/bus/pci/devices/0000:00:1a.0/driver_override", "/sys/bus/pci/drivers_probe"]
+        "/sys/bus/pci/devices/0000:00:1a.0/driver_override",
+        "/sys/bus/pci/drivers_probe",
+    ]
     assert "planned again" in r.binding.messages[0] and "--no-autoprobe" not in r.binding.messages[0]
 
 
@@ -230,7 +245,8 @@ def test_dry_run_of_existing_vfs_is_enables_own(env):
     r = numvfs(env, NVME_PF, 2, vfio=True, dry_run=True)
     assert r.outcome is Outcome.UNCHANGED and r.steps == ()
     assert [(d.address, d.outcome, d.group) for d in r.binding.devices] == [
-        (vf, Outcome.PLANNED, env.kernel.group(vf)) for vf in NVME_VFS]
+        (vf, Outcome.PLANNED, env.kernel.group(vf)) for vf in NVME_VFS
+    ]
     assert r.binding.steps[-1].step.op.value == "verify-group"
 
 
@@ -248,12 +264,15 @@ def test_a_pf_without_driver_is_unsupported(env):
     assert "has no driver" in exc.value.message and "bind the PF's own driver" in exc.value.remedy
 
 
-@pytest.mark.parametrize("err, remedy", [
-    (errno.ENOSYS, "firmware settings"),
-    (errno.EINVAL, "system firmware setup"),
-    (errno.ENOENT, "enable_sriov=1"),
-    (errno.ENOMEM, "pci=realloc"),
-])
+@pytest.mark.parametrize(
+    "err, remedy",
+    [
+        (errno.ENOSYS, "firmware settings"),
+        (errno.EINVAL, "system firmware setup"),
+        (errno.ENOENT, "enable_sriov=1"),
+        (errno.ENOMEM, "pci=realloc"),
+    ],
+)
 def test_a_driver_that_refuses_is_a_clear_error_and_is_rolled_back(env, err, remedy):
     env.kernel.sriov_errno[NVME_PF] = err
     before = env.digest()
@@ -333,8 +352,10 @@ def test_a_run_waits_for_another_process_lock(env):
     import subprocess
     import sys
 
-    code = (f"import sys, time; from pcipass.host import Host; from pcipass.engine.state import Lock\n"
-            f"with Lock(Host({str(env.root)!r}), wait=1, command='x'):\n    print('in', flush=True); time.sleep(3)")
+    code = (
+        f"import sys, time; from pcipass.host import Host; from pcipass.engine.state import Lock\n"
+        f"with Lock(Host({str(env.root)!r}), wait=1, command='x'):\n    print('in', flush=True); time.sleep(3)"
+    )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "in"
@@ -350,8 +371,7 @@ def test_a_run_waits_for_another_process_lock(env):
 def cli(env, monkeypatch, capsys):
     import pcipass.engine.ops as ops
     import pcipass.engine.sriov as sriov_engine
-
-    from tests.cli import run
+    from tests.support.cli import run
 
     monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
     monkeypatch.setattr(sriov_engine, "SysfsKernel", lambda host: env.kernel)
@@ -364,7 +384,8 @@ def test_cli_show_and_change(cli, env):
     lines = [" ".join(line.split()) for line in r.out.splitlines()]
     assert "vfs 0 -> 2" in lines and "drivers autoprobe 1 -> 0" in lines
     assert [line.split()[0:3:2] for line in r.out.splitlines() if line.startswith(NVME_VFS)] == [
-        [vf, "done"] for vf in NVME_VFS]
+        [vf, "done"] for vf in NVME_VFS
+    ]
     r = cli("sriov", "0000:00:0b.0")
     assert r.code == 0, r.err
     rows = [line.split() for line in r.out.splitlines() if line.startswith("virtfn")]

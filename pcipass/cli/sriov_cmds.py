@@ -31,8 +31,17 @@ def _show_view(data: dict[str, Any]) -> list[Block]:
     ]
     blocks: list[Block] = [KeyValues(pairs)]
     if data["vfs"]:
-        rows = [[f"virtfn{v['virtfn']}", v["address"], v["driver"], v["driver_override"], v["iommu_group"],
-                 "; ".join(v["vfio_users"] + v["host_use"]) or None] for v in data["vfs"]]
+        rows = [
+            [
+                f"virtfn{v['virtfn']}",
+                v["address"],
+                v["driver"],
+                v["driver_override"],
+                v["iommu_group"],
+                "; ".join(v["vfio_users"] + v["host_use"]) or None,
+            ]
+            for v in data["vfs"]
+        ]
         blocks.append(Table(("VF", "ADDRESS", "DRIVER", "OVERRIDE", "GROUP", "USED BY"), rows))
     return blocks
 
@@ -41,10 +50,13 @@ def _change_view(data: dict[str, Any]) -> list[Block]:
     def change(before: Any, after: Any) -> str:
         return f"{before}" if before == after else f"{before} -> {after}"
 
-    pairs = [("pf", data["address"]), ("outcome", data["outcome"]),
-             ("vfs", change(data["numvfs_before"], data["numvfs_after"])),
-             ("drivers autoprobe", change(_bit(data["autoprobe_before"]), _bit(data["autoprobe_after"]))),
-             ("vf addresses", data["vfs"])]
+    pairs = [
+        ("pf", data["address"]),
+        ("outcome", data["outcome"]),
+        ("vfs", change(data["numvfs_before"], data["numvfs_after"])),
+        ("drivers autoprobe", change(_bit(data["autoprobe_before"]), _bit(data["autoprobe_after"]))),
+        ("vf addresses", data["vfs"]),
+    ]
     blocks: list[Block] = [KeyValues(pairs)]
     if data["dry_run"] and data["steps"]:
         blocks.append(steps_table(data["steps"], "Plan (dry run: nothing was written)", status=False))
@@ -62,23 +74,39 @@ def _change_view(data: dict[str, Any]) -> list[Block]:
 
 def sriov_cmd(
     address: Annotated[str, typer.Argument(metavar="ADDR", help="The SR-IOV physical function (PF).")],
-    numvfs: Annotated[int | None, typer.Option("--numvfs", min=0, metavar="N",
-                                               help="Give the PF N VFs (0 removes them). A change from one "
-                                               "non-zero count to another goes through 0.")] = None,
-    no_autoprobe: Annotated[bool, typer.Option("--no-autoprobe", help="Set sriov_drivers_autoprobe to 0 first: "
-                                               "new VFs get no host driver.")] = False,
-    vfio: Annotated[bool, typer.Option("--vfio", help="Bind the PF's VFs to vfio-pci afterwards (as enable "
-                                       "does).")] = False,
+    numvfs: Annotated[
+        int | None,
+        typer.Option(
+            "--numvfs",
+            min=0,
+            metavar="N",
+            help="Give the PF N VFs (0 removes them). A change from one non-zero count to another goes through 0.",
+        ),
+    ] = None,
+    no_autoprobe: Annotated[
+        bool, typer.Option("--no-autoprobe", help="Set sriov_drivers_autoprobe to 0 first: new VFs get no host driver.")
+    ] = False,
+    vfio: Annotated[
+        bool, typer.Option("--vfio", help="Bind the PF's VFs to vfio-pci afterwards (as enable does).")
+    ] = False,
     dry_run: DryRunOption = False,
-    force: Annotated[bool, typer.Option("--force", help="Remove VFs although the host uses them (an interface "
-                                        "with an address, a mounted disk). Never a VF whose VFIO group is "
-                                        "open.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Remove VFs although the host uses them (an interface "
+            "with an address, a mounted disk). Never a VF whose VFIO group is "
+            "open.",
+        ),
+    ] = False,
     timeout: TimeoutOption = 10.0,
     fmt: FormatOption = None,
 ) -> None:
     """Show an SR-IOV PF and its VFs, or set its VF count: planned, guarded, rolled back on failure.
 
-    Without --numvfs: total and current VFs, sriov_drivers_autoprobe, each VF with its driver, IOMMU group and users, and whether enable would refuse to unbind the PF. Lowering or zeroing the count is refused (exit 5) while a VF that would disappear is held: its VFIO group open by a process, or used by the host."""
+    Without --numvfs: the VF counts, sriov_drivers_autoprobe, each VF's driver, group and users, the PF guard.
+
+    A change that removes VFs is refused (exit 5) while one is held: its VFIO group open, or used by the host."""
     context.state(fmt)
     from ..result import Result
 
@@ -92,11 +120,28 @@ def sriov_cmd(
         return
     from .. import engine
 
-    report = engine.set_numvfs(host, address, numvfs, autoprobe=False if no_autoprobe else None, vfio=vfio,
-                               force=force, dry_run=dry_run, timeout=timeout, lock_wait=engine.DEFAULT_LOCK_WAIT,
-                               on_lock_wait=on_lock_wait)
-    finish(Result("sriov", data=report.data(), errors=list(report.errors), exit_code=report.exit_code,
-                  messages=list(report.messages)), _change_view)
+    report = engine.set_numvfs(
+        host,
+        address,
+        numvfs,
+        autoprobe=False if no_autoprobe else None,
+        vfio=vfio,
+        force=force,
+        dry_run=dry_run,
+        timeout=timeout,
+        lock_wait=engine.DEFAULT_LOCK_WAIT,
+        on_lock_wait=on_lock_wait,
+    )
+    finish(
+        Result(
+            "sriov",
+            data=report.data(),
+            errors=list(report.errors),
+            exit_code=report.exit_code,
+            messages=list(report.messages),
+        ),
+        _change_view,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -150,6 +150,7 @@ class Executor:
     def _verify_vfs(self, step: Step) -> str:
         pf, want = step.address, int(step.value or 0)
         assert pf is not None
+
         # sriov_numvfs_store() adds (or removes) the VFs before the write returns (drivers/pci/iov.c
         # sriov_enable -> pci_iov_add_virtfn); the wait only covers a kernel that lets them appear later.
         def complete() -> bool:
@@ -163,7 +164,8 @@ class Executor:
         raise SysfsError(
             f"{pf}: asked for {want} VFs, the kernel shows {count if count is not None else 'no count'} "
             f"(sriov_numvfs) and {len(vfs)} VF devices",
-            address=pf, path=step.path,
+            address=pf,
+            path=step.path,
             remedy="the PF driver enabled fewer VFs than asked (its own or its firmware's limit): see dmesg",
         )
 

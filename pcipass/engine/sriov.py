@@ -88,12 +88,18 @@ def _holds(pf: PhysicalFunction, inv, host: Host, kernel: Kernel, force: bool) -
         if vf.iommu_group is not None and is_vfio_driver(vf.driver, inv.variant_modules):
             st = status_unless_held(openers, inv, vf.iommu_group, kernel.vfio_status)
             if st.busy:
-                refusals.append(Refusal(vf.address, RefusalKind.GROUP_OPEN,
-                                        f"VF {vf.address} (virtfn{vf.virtfn}): IOMMU group {vf.iommu_group} is "
-                                        f"{st.detail}; removing the VF would block until it lets go"))
-        refusals += [Refusal(vf.address, RefusalKind.IN_USE,
-                             f"VF {vf.address} (virtfn{vf.virtfn}) is in use by the host: {why}")
-                     for why in vf.host_use]
+                refusals.append(
+                    Refusal(
+                        vf.address,
+                        RefusalKind.GROUP_OPEN,
+                        f"VF {vf.address} (virtfn{vf.virtfn}): IOMMU group {vf.iommu_group} is "
+                        f"{st.detail}; removing the VF would block until it lets go",
+                    )
+                )
+        refusals += [
+            Refusal(vf.address, RefusalKind.IN_USE, f"VF {vf.address} (virtfn{vf.virtfn}) is in use by the host: {why}")
+            for why in vf.host_use
+        ]
     if force and all(r.overridable for r in refusals):
         return [], [f"--force: going ahead although {r.message}" for r in refusals]
     return refusals, []
@@ -111,33 +117,63 @@ def _plan(host: Host, kernel: Kernel, address: str, numvfs: int, autoprobe: bool
     if autoprobe is not None and pf.sriov_drivers_autoprobe is not autoprobe:
         path = builder.attribute(address, "sriov_drivers_autoprobe")
         old = "1" if pf.sriov_drivers_autoprobe is not False else "0"
-        steps.append(Step(Op.WRITE, address, path, "1" if autoprobe else "0",
-                          "new VFs get " + ("the host drivers that match them" if autoprobe else
-                                            "no host driver (only the one their driver_override names)"),
-                          undo=(Step(Op.WRITE, address, path, old, "restore sriov_drivers_autoprobe"),)))
+        steps.append(
+            Step(
+                Op.WRITE,
+                address,
+                path,
+                "1" if autoprobe else "0",
+                "new VFs get "
+                + (
+                    "the host drivers that match them"
+                    if autoprobe
+                    else "no host driver (only the one their driver_override names)"
+                ),
+                undo=(Step(Op.WRITE, address, path, old, "restore sriov_drivers_autoprobe"),),
+            )
+        )
     gone: tuple[str, ...] = ()
     messages: list[str] = []
     if numvfs != current:
         if pf.driver is None:
-            raise Unsupported(f"{address} has no driver: the kernel creates and removes VFs through the PF's "
-                              "driver", address=address,
-                              remedy="bind the PF's own driver first (pcipass disable, or modprobe it)")
+            raise Unsupported(
+                f"{address} has no driver: the kernel creates and removes VFs through the PF's driver",
+                address=address,
+                remedy="bind the PF's own driver first (pcipass disable, or modprobe it)",
+            )
         gone = tuple(vf.address for vf in pf.vfs) if current else ()
         refusals, messages = _holds(pf, inv, host, kernel, force)
         if refusals:
-            remedy = ("stop the VM or process holding it (--force does not override this)"
-                      if any(not r.overridable for r in refusals)
-                      else "stop using it on the host first, or pass --force if you are sure")
+            remedy = (
+                "stop the VM or process holding it (--force does not override this)"
+                if any(not r.overridable for r in refusals)
+                else "stop using it on the host first, or pass --force if you are sure"
+            )
             refused = Refused("; ".join(r.message for r in refusals), address=address, remedy=remedy)
             return _Plan(pf, (), gone, (), refused)
         path = builder.attribute(address, "sriov_numvfs")
         if current:
-            steps.append(Step(Op.WRITE, address, path, "0",
-                              f"remove the {current} VFs" + (" (a count changes only through 0)" if numvfs else ""),
-                              undo=(Step(Op.WRITE, address, path, str(current), f"recreate the {current} VFs"),)))
+            steps.append(
+                Step(
+                    Op.WRITE,
+                    address,
+                    path,
+                    "0",
+                    f"remove the {current} VFs" + (" (a count changes only through 0)" if numvfs else ""),
+                    undo=(Step(Op.WRITE, address, path, str(current), f"recreate the {current} VFs"),),
+                )
+            )
         if numvfs:
-            steps.append(Step(Op.WRITE, address, path, str(numvfs), f"create {numvfs} VFs",
-                              undo=(Step(Op.WRITE, address, path, "0", f"remove the {numvfs} new VFs"),)))
+            steps.append(
+                Step(
+                    Op.WRITE,
+                    address,
+                    path,
+                    str(numvfs),
+                    f"create {numvfs} VFs",
+                    undo=(Step(Op.WRITE, address, path, "0", f"remove the {numvfs} new VFs"),),
+                )
+            )
         steps.append(Step(Op.VERIFY_VFS, address, path, str(numvfs), f"the PF has {numvfs} VFs, each a device"))
     return _Plan(pf, tuple(steps), gone, tuple(messages))
 
@@ -159,8 +195,13 @@ def _explain(err: PcipassError, pf: PhysicalFunction, steps: tuple[Step, ...]) -
     numvfs_path = next((s.path for s in steps if s.path and s.path.endswith("/sriov_numvfs")), None)
     if err.path != numvfs_path or err.errno not in _REFUSALS:
         return err
-    return Unsupported(f"{pf.address}: the PF driver ({pf.driver}) refused to change the VF count: {err.message}",
-                       address=pf.address, path=err.path, errno=err.errno, remedy=_REFUSALS[err.errno])
+    return Unsupported(
+        f"{pf.address}: the PF driver ({pf.driver}) refused to change the VF count: {err.message}",
+        address=pf.address,
+        path=err.path,
+        errno=err.errno,
+        remedy=_REFUSALS[err.errno],
+    )
 
 
 def _drop_records(host: Host, gone: tuple[str, ...]) -> None:
@@ -192,32 +233,73 @@ def set_numvfs(
         raise UsageError(f"a VF count cannot be negative ({numvfs})")
     address = str(PciAddress.parse(address))
     preflight(host, action="sriov", dry_run=dry_run, iommu=vfio)
-    own = SysfsKernel(host) if kernel is None else None
+    own = None
+    if kernel is None:
+        kernel = own = SysfsKernel(host)
     try:
-        lock = nullcontext() if dry_run else Lock(host, wait=lock_wait, command=f"sriov {address} --numvfs {numvfs}",
-                                                    on_wait=on_lock_wait, shared=True)
+        lock = (
+            nullcontext()
+            if dry_run
+            else Lock(
+                host, wait=lock_wait, command=f"sriov {address} --numvfs {numvfs}", on_wait=on_lock_wait, shared=True
+            )
+        )
         with lock:
-            return _run(host, kernel or own, address, numvfs, autoprobe=autoprobe, vfio=vfio, force=force,
-                        dry_run=dry_run, timeout=timeout, lock_wait=lock_wait)
+            return _run(
+                host,
+                kernel,
+                address,
+                numvfs,
+                autoprobe=autoprobe,
+                vfio=vfio,
+                force=force,
+                dry_run=dry_run,
+                timeout=timeout,
+                lock_wait=lock_wait,
+            )
     finally:
         if own is not None:
             own.close()
 
 
-def _run(host: Host, kernel: Kernel, address: str, numvfs: int, *, autoprobe: bool | None, vfio: bool,
-         force: bool, dry_run: bool, timeout: float, lock_wait: float) -> SriovReport:
+def _run(
+    host: Host,
+    kernel: Kernel,
+    address: str,
+    numvfs: int,
+    *,
+    autoprobe: bool | None,
+    vfio: bool,
+    force: bool,
+    dry_run: bool,
+    timeout: float,
+    lock_wait: float,
+) -> SriovReport:
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel:
-        messages.append(f"{host.root} is not the running system: the writes go to files there and no kernel acts "
-                        "on them")
+        messages.append(
+            f"{host.root} is not the running system: the writes go to files there and no kernel acts on them"
+        )
     plan = _plan(host, kernel, address, numvfs, autoprobe, force)
     pf = plan.pf
     messages += plan.messages
     before = (pf.sriov_numvfs, pf.sriov_drivers_autoprobe)
     if plan.refused is not None:
-        return SriovReport("sriov", dry_run, address, Outcome.REFUSED, *before, *before,
-                           tuple(vf.address for vf in pf.vfs), (), (), None, tuple(messages), (plan.refused,),
-                           ExitCode.REFUSED)
+        return SriovReport(
+            "sriov",
+            dry_run,
+            address,
+            Outcome.REFUSED,
+            *before,
+            *before,
+            tuple(vf.address for vf in pf.vfs),
+            (),
+            (),
+            None,
+            tuple(messages),
+            (plan.refused,),
+            ExitCode.REFUSED,
+        )
     after_autoprobe = pf.sriov_drivers_autoprobe if autoprobe is None else autoprobe
     if dry_run:
         vfs = pf.vf_addresses(numvfs) if numvfs != pf.sriov_numvfs else tuple(vf.address for vf in pf.vfs)
@@ -226,9 +308,22 @@ def _run(host: Host, kernel: Kernel, address: str, numvfs: int, *, autoprobe: bo
             binding = _preview_binding(host, vfs, numvfs != pf.sriov_numvfs, after_autoprobe, timeout, kernel)
             messages += binding.messages
         outcome = Outcome.PLANNED if plan.steps else Outcome.UNCHANGED
-        return SriovReport("sriov", True, address, outcome, *before, numvfs, after_autoprobe, vfs,
-                           tuple(StepRecord(s, "planned") for s in plan.steps), (), binding, tuple(messages),
-                           tuple(binding.errors) if binding else (), binding.exit_code if binding else ExitCode.OK)
+        return SriovReport(
+            "sriov",
+            True,
+            address,
+            outcome,
+            *before,
+            numvfs,
+            after_autoprobe,
+            vfs,
+            tuple(StepRecord(s, "planned") for s in plan.steps),
+            (),
+            binding,
+            tuple(messages),
+            tuple(binding.errors) if binding else (),
+            binding.exit_code if binding else ExitCode.OK,
+        )
     waiter = Waiter(host)
     try:
         run = Executor(host, kernel, waiter, timeout).run(plan.steps)
@@ -241,12 +336,29 @@ def _run(host: Host, kernel: Kernel, address: str, numvfs: int, *, autoprobe: bo
         assert run.error is not None
         err = _explain(run.error, pf, plan.steps)
         if not run.restored:
-            err = type(err)(f"{err.message}; rollback incomplete ("
-                            f"{'; '.join(e.message for e in run.rollback_errors) or 'a write is still pending'})",
-                            address=err.address, path=err.path, errno=err.errno,
-                            remedy=f"check 'pcipass sriov {address}' and set the count again")
-        return SriovReport("sriov", False, address, Outcome.FAILED, *before, *after, vfs, tuple(run.records),
-                           tuple(run.rollback), None, tuple(messages), (err,), ExitCode.FAILED)
+            err = type(err)(
+                f"{err.message}; rollback incomplete ("
+                f"{'; '.join(e.message for e in run.rollback_errors) or 'a write is still pending'})",
+                address=err.address,
+                path=err.path,
+                errno=err.errno,
+                remedy=f"check 'pcipass sriov {address}' and set the count again",
+            )
+        return SriovReport(
+            "sriov",
+            False,
+            address,
+            Outcome.FAILED,
+            *before,
+            *after,
+            vfs,
+            tuple(run.records),
+            tuple(run.rollback),
+            None,
+            tuple(messages),
+            (err,),
+            ExitCode.FAILED,
+        )
     if plan.gone:
         _drop_records(host, plan.gone)
     outcome = Outcome.DONE if any(r.status == "done" for r in run.records) else Outcome.UNCHANGED
@@ -254,19 +366,34 @@ def _run(host: Host, kernel: Kernel, address: str, numvfs: int, *, autoprobe: bo
     code = ExitCode.OK
     errors: list[PcipassError] = []
     if vfio and vfs:
-        binding = enable(host, list(vfs), driver=VFIO_PCI, dry_run=False, timeout=timeout, kernel=kernel,
-                         lock_wait=lock_wait)
+        binding = enable(
+            host, list(vfs), driver=VFIO_PCI, dry_run=False, timeout=timeout, kernel=kernel, lock_wait=lock_wait
+        )
         messages += binding.messages
         errors += binding.errors
         if binding.exit_code is not ExitCode.OK:
             # The VF count stands (the VFs exist, on no driver or their host one); the binding is reported.
             code = binding.exit_code if outcome is Outcome.UNCHANGED else ExitCode.PARTIAL
-    return SriovReport("sriov", False, address, outcome, *before, *after, vfs, tuple(run.records), (), binding,
-                       tuple(messages), tuple(errors), code)
+    return SriovReport(
+        "sriov",
+        False,
+        address,
+        outcome,
+        *before,
+        *after,
+        vfs,
+        tuple(run.records),
+        (),
+        binding,
+        tuple(messages),
+        tuple(errors),
+        code,
+    )
 
 
-def _preview_binding(host: Host, vfs: tuple[str, ...], new: bool, autoprobe: bool | None, timeout: float,
-                     kernel: Kernel) -> BindReport:
+def _preview_binding(
+    host: Host, vfs: tuple[str, ...], new: bool, autoprobe: bool | None, timeout: float, kernel: Kernel
+) -> BindReport:
     """The binding half of a dry run. VFs that exist already: enable's own dry run. VFs still to be created
     cannot be planned against the host (no device, no IOMMU group yet): the steps enable would take for a VF
     that comes up on no driver (what --no-autoprobe gives), to be verified and planned again once they exist."""
@@ -276,9 +403,12 @@ def _preview_binding(host: Host, vfs: tuple[str, ...], new: bool, autoprobe: boo
 
     builder = StepBuilder(host)
     steps = [s for vf in vfs for s in builder.enable(Move(vf, None, True, None, None, None, None, VFIO_PCI))]
-    note = ("the VFs do not exist yet: their binding is planned again, with their IOMMU groups, once they do"
-            + ("" if autoprobe is False else
-               "; a host driver that probes them first is unbound then (--no-autoprobe avoids that)"))
+    note = "the VFs do not exist yet: their binding is planned again, with their IOMMU groups, once they do" + (
+        ""
+        if autoprobe is False
+        else "; a host driver that probes them first is unbound then (--no-autoprobe avoids that)"
+    )
     devices = tuple(DeviceResult(vf, None, True, Outcome.PLANNED, None, None, VFIO_PCI) for vf in vfs)
-    return BindReport("enable", True, devices, tuple(StepRecord(s, "planned") for s in steps), (), (), None,
-                      (note,), (), ExitCode.OK)
+    return BindReport(
+        "enable", True, devices, tuple(StepRecord(s, "planned") for s in steps), (), (), None, (note,), (), ExitCode.OK
+    )

@@ -195,9 +195,9 @@ class Lock:
 
     def __enter__(self) -> Lock:
         key, me = os.fspath(self.path), threading.get_ident()
-        holder = _SHARED.get(key)
-        if holder is not None and holder[0] == me:
-            _SHARED[key] = (me, holder[1] + 1)
+        sharing = _SHARED.get(key)
+        if sharing is not None and sharing[0] == me:
+            _SHARED[key] = (me, sharing[1] + 1)
             return self
         _mkdir_private(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -88,15 +88,17 @@ def test_vfs_on_vfio_refusal_while_held_and_back_to_zero(pf):
     assert [(v.address, v.driver, v.iommu_group) for v in shown.vfs] == list(zip(vfs, ["vfio-pci"] * 2, groups))
 
     # A process holds VF 1's group: lowering (or zeroing) is refused, --force or not, and nothing is written.
-    holder = subprocess.Popen(["sh", "-c", f"exec 3<>/dev/vfio/{groups[1]}; echo held; exec sleep 120"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        ["sh", "-c", f"exec 3<>/dev/vfio/{groups[1]}; echo held; exec sleep 120"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         for force in (False, True):
             r = set_numvfs(host, pf, 1, force=force)
             assert r.exit_code is ExitCode.REFUSED and r.outcome is Outcome.REFUSED and r.steps == ()
             assert f"VF {vfs[1]} (virtfn1): IOMMU group {groups[1]} is open by sleep (pid {holder.pid})" in (
-                r.errors[0].message)
+                r.errors[0].message
+            )
         assert _virtfns(pf) == list(vfs) and driver(vfs[1]) == "vfio-pci"
         assert [v.vfio_users for v in sriov.show(host, pf).vfs] == [(), (f"sleep (pid {holder.pid})",)]
     finally:

@@ -164,9 +164,13 @@ def _slot(addr: str) -> str:
 def _sriov_pf(n: int, bus: str, slot: str) -> list[str]:
     """QEMU's nvme as an SR-IOV PF with two VFs; the constraints QEMU enforces (subsys= required, both
     *_flexible set, vq_flexible >= 2 * max_vfs, vi_flexible >= max_vfs) are in shared/notes/real-kernel-testing.md."""
-    return ["-device", f"nvme-subsys,id=sriovsub{n}",
-            "-device", f"nvme,serial=pcipass-sriov{n},subsys=sriovsub{n},sriov_max_vfs=2,sriov_vq_flexible=4,"
-                       f"sriov_vi_flexible=2,bus={bus},addr={slot}"]
+    return [
+        "-device",
+        f"nvme-subsys,id=sriovsub{n}",
+        "-device",
+        f"nvme,serial=pcipass-sriov{n},subsys=sriovsub{n},sriov_max_vfs=2,sriov_vq_flexible=4,"
+        f"sriov_vi_flexible=2,bus={bus},addr={slot}",
+    ]
 
 
 def addresses(topology: str) -> dict[str, str]:

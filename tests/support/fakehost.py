@@ -168,14 +168,27 @@ class FakeHost:
             (self.root / "sys/bus/pci/drivers" / drv / address).unlink(missing_ok=True)
             link.unlink()
 
-    def make_sriov_pf(self, address: str, totalvfs: int, *, offset: int = 1, stride: int = 1,
-                      vf_device: str = "10ed", autoprobe: bool = True) -> None:
+    def make_sriov_pf(
+        self,
+        address: str,
+        totalvfs: int,
+        *,
+        offset: int = 1,
+        stride: int = 1,
+        vf_device: str = "10ed",
+        autoprobe: bool = True,
+    ) -> None:
         """The SR-IOV attributes the kernel shows on a PF with no VFs (FakeKernel creates them on writes to
         ``sriov_numvfs``)."""
         path = self.devices[address].path
-        for name, value in (("sriov_totalvfs", totalvfs), ("sriov_numvfs", 0), ("sriov_offset", offset),
-                            ("sriov_stride", stride), ("sriov_vf_device", vf_device),
-                            ("sriov_drivers_autoprobe", int(autoprobe))):
+        for name, value in (
+            ("sriov_totalvfs", totalvfs),
+            ("sriov_numvfs", 0),
+            ("sriov_offset", offset),
+            ("sriov_stride", stride),
+            ("sriov_vf_device", vf_device),
+            ("sriov_drivers_autoprobe", int(autoprobe)),
+        ):
             (path / name).write_text(f"{value}\n")
 
     def set_group(self, address: str, group: int, type_: str = "DMA") -> None:

@@ -283,8 +283,14 @@ class FakeKernel:
             r = rid + offset + i * stride
             vf = str(PciAddress(a.domain, r >> 8 & 0xFF, r >> 3 & 0x1F, r & 7))
             group = max((int(g.name) for g in groups.iterdir()), default=-1) + 1
-            self.fake.add_device(vf, vendor=self._attr(pf, "vendor")[2:], device=self._attr(pf, "sriov_vf_device"),
-                                 class_=self._attr(pf, "class")[2:], parent=parent, group=group)
+            self.fake.add_device(
+                vf,
+                vendor=self._attr(pf, "vendor")[2:],
+                device=self._attr(pf, "sriov_vf_device"),
+                class_=self._attr(pf, "class")[2:],
+                parent=parent,
+                group=group,
+            )
             vf_path = self.fake.devices[vf].path
             self.fake.symlink(str((vf_path / "physfn").relative_to(self.root)), pf_path)
             self.fake.symlink(str((pf_path / f"virtfn{i}").relative_to(self.root)), vf_path)
