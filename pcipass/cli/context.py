@@ -41,6 +41,15 @@ FormatOption = Annotated[
 ]
 
 
+def name_subcommands(group: typer.Typer, name: str) -> None:
+    """Make the running command's name the whole one (``emit harvester``, ``mdev create``), not just the group's:
+    the envelope of an error names it."""
+
+    @group.callback()
+    def _named(ctx: typer.Context) -> None:
+        CURRENT.command = f"{name} {ctx.invoked_subcommand}"
+
+
 def state(fmt: Format | None = None) -> State:
     if fmt is not None:
         CURRENT.fmt = fmt

@@ -369,10 +369,7 @@ def emit_harvester_cmd(
     write_documents([("PCIDeviceClaim: kubectl apply -f FILE", c) for c in claims], doc_fmt)
 
 
-@emit_app.callback()
-def _emit_group(ctx: typer.Context) -> None:
-    # The envelope of an error names the whole command ("emit harvester"), not just the group.
-    context.CURRENT.command = f"emit {ctx.invoked_subcommand}"
+context.name_subcommands(emit_app, "emit")
 
 
 def register(app: typer.Typer) -> None:

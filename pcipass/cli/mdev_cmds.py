@@ -164,9 +164,7 @@ def remove_cmd(
     _finish_report(ops.remove(context.CURRENT.host(), uuid, dry_run=dry_run, timeout=timeout, on_lock_wait=warn))
 
 
-@mdev_app.callback()
-def _mdev_group(ctx: typer.Context) -> None:
-    context.CURRENT.command = f"mdev {ctx.invoked_subcommand}"
+context.name_subcommands(mdev_app, "mdev")
 
 
 def register(app: typer.Typer) -> None:

@@ -136,9 +136,10 @@ def _target_from_json(dev: Any, where: str) -> Target:
     )
 
 
-def load_inventory(spec: str) -> tuple[str, list[Target]]:
-    """Read ``[NODE=]FILE``, the JSON output of ``pcipass list --format json`` on one node. The node name is
-    ``NODE`` when given, else the file name without its extension (``node1.json`` → ``node1``)."""
+def load_saved(spec: str, command: str) -> tuple[str, str, list[Any]]:
+    """Read ``[NODE=]FILE``, the JSON output of ``pcipass COMMAND --format json`` on one node: (node, file, the
+    envelope's data). The node name is ``NODE`` when given, else the file name without its extension
+    (``node1.json`` → ``node1``)."""
     node, eq, path_text = spec.partition("=")
     if not eq:
         node, path_text = "", spec
@@ -153,13 +154,19 @@ def load_inventory(spec: str) -> tuple[str, list[Target]]:
     if not (
         isinstance(env, dict)
         and env.get("pcipass") == ENVELOPE_VERSION
-        and env.get("command") == "list"
+        and env.get("command") == command
         and isinstance(env.get("data"), list)
     ):
-        raise UsageError(f"--from {path_text!r}: not the output of 'pcipass list --format json'")
-    if any(isinstance(d, dict) and "devices" in d for d in env["data"]):
+        raise UsageError(f"--from {path_text!r}: not the output of 'pcipass {command} --format json'")
+    return node, path_text, env["data"]
+
+
+def load_inventory(spec: str) -> tuple[str, list[Target]]:
+    """A node's ``pcipass list --format json`` output (``load_saved``) as targets."""
+    node, path_text, data = load_saved(spec, "list")
+    if any(isinstance(d, dict) and "devices" in d for d in data):
         raise UsageError(f"--from {path_text!r}: this is 'list --tree' output; save 'pcipass list --format json'")
-    return node, [_target_from_json(d, f"--from {path_text!r}").with_node(node) for d in env["data"]]
+    return node, [_target_from_json(d, f"--from {path_text!r}").with_node(node) for d in data]
 
 
 def select_saved(

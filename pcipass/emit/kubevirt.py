@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..drivers import VFIO_PCI
 from ..errors import Refused, UsageError
@@ -37,12 +37,15 @@ GPU_GATE = "GPU"
 class Permit:
     """One ``pciHostDevices`` entry."""
 
+    #: The entry's selector key (a subclass permits mediated devices).
+    selector_key: ClassVar[str] = "pciVendorSelector"
+
     selector: str  #: ``VVVV:DDDD``, upper-case as in KubeVirt's documentation
     resource: str
     external: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"pciVendorSelector": self.selector, "resourceName": self.resource}
+        out: dict[str, Any] = {self.selector_key: self.selector, "resourceName": self.resource}
         if self.external:
             out["externalResourceProvider"] = True
         return out
@@ -212,15 +215,15 @@ def plan(targets: Sequence[Target], *, per_device: bool = False, current: dict[s
 
 def cr_patch(p: Plan) -> dict[str, Any]:
     """The merge patch for ``kubectl patch kubevirt kubevirt -n kubevirt --type merge --patch-file``."""
+    return cr_document(p.feature_gates, {"permittedHostDevices": {"pciHostDevices": [x.to_dict() for x in p.permits]}})
+
+
+def cr_document(feature_gates: tuple[str, ...], configuration: dict[str, Any]) -> dict[str, Any]:
+    """A KubeVirt CR merge patch setting the feature gates and ``configuration``'s keys (in their order)."""
     return {
         "apiVersion": API_VERSION,
         "kind": "KubeVirt",
-        "spec": {
-            "configuration": {
-                "developerConfiguration": {"featureGates": list(p.feature_gates)},
-                "permittedHostDevices": {"pciHostDevices": [x.to_dict() for x in p.permits]},
-            }
-        },
+        "spec": {"configuration": {"developerConfiguration": {"featureGates": list(feature_gates)}, **configuration}},
     }
 
 
@@ -240,10 +243,16 @@ def vm_patch(p: Plan, vm_name: str | None = None) -> dict[str, Any]:
     """A VirtualMachine merge patch (``kubectl patch vm NAME --type merge --patch-file``) requesting the
     devices: display controllers under ``gpus``, the rest under ``hostDevices``. ``deviceName`` is always
     written (KubeVirt before v1.6 requires it)."""
+    return vm_document(vm_requests(p), vm_name, ("gpu", "hostdevice"))
+
+
+def vm_document(requests: list[tuple[str, bool]], vm_name: str | None, stems: tuple[str, str]) -> dict[str, Any]:
+    """The VirtualMachine merge patch for (resource, is display) requests: display devices under ``gpus``, the
+    rest under ``hostDevices``, named ``<stem>N`` (``stems``: for gpus, for hostDevices)."""
     gpus: list[dict[str, str]] = []
     hostdevs: list[dict[str, str]] = []
-    for res, is_display in vm_requests(p):
-        bucket, stem = (gpus, "gpu") if is_display else (hostdevs, "hostdevice")
+    for res, is_display in requests:
+        bucket, stem = (gpus, stems[0]) if is_display else (hostdevs, stems[1])
         bucket.append({"name": f"{stem}{len(bucket) + 1}", "deviceName": res})
     devices: dict[str, Any] = {}
     if gpus:

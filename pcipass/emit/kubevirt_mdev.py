@@ -16,41 +16,30 @@ device (``pcipass emit kubevirt ADDR``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import Refused, UsageError
 from ..mdev.model import Interface, MdevType, is_uuid, shown
 from ..pciids import PciIds
-from ..result import ENVELOPE_VERSION
 from . import names
-from .kubevirt import API_VERSION, GPU_GATE, HOST_DEVICES_GATE
+from .kubevirt import GPU_GATE, HOST_DEVICES_GATE, Permit, cr_document, vm_document
 
 #: The node label KubeVirt's per-node configuration selects on (set by the kubelet to the node's name).
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 @dataclass(frozen=True)
-class MdevPermit:
-    """One ``mediatedDevices`` entry."""
+class MdevPermit(Permit):
+    """One ``mediatedDevices`` entry: ``selector`` is the type's name as sysfs spells it."""
 
-    selector: str  #: the type's name as sysfs spells it
-    resource: str
-    external: bool = False
+    selector_key: ClassVar[str] = "mdevNameSelector"
 
     @property
     def key(self) -> str:
         """What KubeVirt compares (removeSelectorSpaces): spaces as ``_``, outer blanks dropped."""
         return self.selector.replace(" ", "_").strip()
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mdevNameSelector": self.selector, "resourceName": self.resource}
-        if self.external:
-            out["externalResourceProvider"] = True
-        return out
 
 
 @dataclass(frozen=True)
@@ -68,25 +57,11 @@ class MdevPlan:
 def load_types(spec: str) -> tuple[str, list[MdevType]]:
     """``[NODE=]FILE``: a node's ``pcipass mdev types --format json`` output (node name: NODE, else the file's
     name without its extension). Untrusted input: every field is checked."""
-    node, eq, path_text = spec.partition("=")
-    if not eq:
-        path_text, node = spec, Path(spec).stem
-    where = f"--from {path_text!r}"
-    try:
-        env = json.loads(Path(path_text).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot read it ({exc.strerror or exc})") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{where}: not JSON ({exc})") from exc
-    if not (
-        isinstance(env, dict)
-        and env.get("pcipass") == ENVELOPE_VERSION
-        and env.get("command") == "mdev types"
-        and isinstance(env.get("data"), list)
-    ):
-        raise UsageError(f"{where}: not the output of 'pcipass mdev types --format json'")
+    from .devices import load_saved
+
+    node, path_text, data = load_saved(spec, "mdev types")
     names.check_dns_name(node, "node name (from --from; name it: --from NODE=FILE)")
-    return node, [_type_from_json(t, where) for t in env["data"]]
+    return node, [_type_from_json(t, f"--from {path_text!r}") for t in data]
 
 
 def _text(obj: dict, key: str, where: str, *, required: bool = False) -> str | None:
@@ -262,34 +237,16 @@ def _config(p: MdevPlan) -> dict[str, Any]:
 
 def cr_patch(p: MdevPlan) -> dict[str, Any]:
     """The merge patch for ``kubectl patch kubevirt kubevirt -n kubevirt --type merge --patch-file``."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "KubeVirt",
-        "spec": {
-            "configuration": {
-                "developerConfiguration": {"featureGates": list(p.feature_gates)},
-                "mediatedDevicesConfiguration": _config(p),
-                "permittedHostDevices": {"mediatedDevices": [x.to_dict() for x in p.permits]},
-            }
+    return cr_document(
+        p.feature_gates,
+        {
+            "mediatedDevicesConfiguration": _config(p),
+            "permittedHostDevices": {"mediatedDevices": [x.to_dict() for x in p.permits]},
         },
-    }
+    )
 
 
 def vm_patch(p: MdevPlan, vm_name: str | None = None) -> dict[str, Any]:
     """A VirtualMachine merge patch requesting one instance of each selected type: vGPUs (a display parent)
     under ``gpus``, the others under ``hostDevices``."""
-    gpus: list[dict[str, str]] = []
-    hostdevs: list[dict[str, str]] = []
-    for res, display in p.requests:
-        bucket, stem = (gpus, "vgpu") if display else (hostdevs, "mdev")
-        bucket.append({"name": f"{stem}{len(bucket) + 1}", "deviceName": res})
-    devices: dict[str, Any] = {}
-    if gpus:
-        devices["gpus"] = gpus
-    if hostdevs:
-        devices["hostDevices"] = hostdevs
-    out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "VirtualMachine"}
-    if vm_name is not None:
-        out["metadata"] = {"name": names.check_dns_name(vm_name, "VM name")}
-    out["spec"] = {"template": {"spec": {"domain": {"devices": devices}}}}
-    return out
+    return vm_document(list(p.requests), vm_name, ("vgpu", "mdev"))

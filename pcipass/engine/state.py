@@ -78,17 +78,9 @@ class StateStore:
         self.path = self.dir / STATE_FILE
 
     def load(self) -> dict[str, DeviceRecord]:
-        try:
-            raw = self.path.read_text()
-        except FileNotFoundError:
+        raw = read_private_text(self.path)
+        if raw is None:
             return {}
-        except OSError as exc:
-            raise StateError(
-                f"cannot read the state file {self.path}: {exc.strerror}",
-                path=str(self.path),
-                errno=exc.errno,
-                remedy="run as root",
-            ) from exc
         try:
             doc = json.loads(raw)
             if doc.get("version") != STATE_VERSION:
@@ -121,6 +113,18 @@ class StateStore:
             "devices": {a: {k: v for k, v in records[a].to_dict().items() if k != "address"} for a in sorted(records)},
         }
         save_private_json(self.path, doc)
+
+
+def read_private_text(path: Path) -> str | None:
+    """The text of a state file in ``state_dir``; None when there is none."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(
+            f"cannot read the state file {path}: {exc.strerror}", path=str(path), errno=exc.errno, remedy="run as root"
+        ) from exc
 
 
 def save_private_json(path: Path, doc: dict) -> None:

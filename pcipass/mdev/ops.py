@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from ..engine.guards import preflight
 from ..engine.kernel import Kernel, SysfsKernel
-from ..engine.state import Lock, StateError, now_utc, save_private_json
+from ..engine.state import Lock, StateError, now_utc, read_private_text, save_private_json
 from ..engine.vfio import VfioOpeners, group_status
 from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError, UsageError, from_oserror
 from ..host import Host
@@ -83,17 +83,9 @@ class MdevStore:
     def load(self) -> dict[str, dict[str, Any]]:
         import json
 
-        try:
-            raw = self.path.read_text()
-        except FileNotFoundError:
+        raw = read_private_text(self.path)
+        if raw is None:
             return {}
-        except OSError as exc:
-            raise StateError(
-                f"cannot read the state file {self.path}: {exc.strerror}",
-                path=str(self.path),
-                errno=exc.errno,
-                remedy="run as root",
-            ) from exc
         try:
             doc = json.loads(raw)
             if doc.get("version") != STATE_VERSION or not isinstance(doc.get("mdevs"), dict):
