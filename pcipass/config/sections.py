@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import devices
+from . import devices, mdev
 
 
 class Section(NamedTuple):
@@ -16,4 +16,10 @@ class Section(NamedTuple):
     parse: Callable[[dict, int | None], Any]  #: (validated item, its line if known) -> a frozen entry
 
 
-SECTIONS: dict[str, Section] = {s.name: s for s in (Section("devices", key="address", parse=devices.from_node),)}
+SECTIONS: dict[str, Section] = {
+    s.name: s
+    for s in (
+        Section("devices", key="address", parse=devices.from_node),
+        Section("mdev", key="uuid", parse=mdev.from_node),
+    )
+}
