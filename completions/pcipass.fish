@@ -15,9 +15,9 @@ function __pcipass_state
             continue
         end
         switch "$path|$w"
-            case '|--root' '|-f' '|--format' 'list|-c' 'list|--class' 'list|--vendor' 'list|--driver' 'list|-g' 'list|--group' 'list|-f' 'list|--format' 'show|-f' 'show|--format' 'groups|-f' 'groups|--format' 'snapshot|-o' 'snapshot|--output' 'snapshot|-f' 'snapshot|--format' 'check-iommu|-d' 'check-iommu|--device' 'check-iommu|-f' 'check-iommu|--format' 'enable|--driver' 'enable|--timeout' 'enable|-f' 'enable|--format' 'disable|--timeout' 'disable|-f' 'disable|--format' 'status|-f' 'status|--format' 'sriov|--numvfs' 'sriov|--timeout' 'sriov|-f' 'sriov|--format' 'attach|-c' 'attach|--connect' 'attach|--managed' 'attach|-f' 'attach|--format' 'detach|-c' 'detach|--connect' 'detach|-f' 'detach|--format' 'mdev types|-f' 'mdev types|--format' 'mdev list|-f' 'mdev list|--format' 'mdev create|--uuid' 'mdev create|--timeout' 'mdev create|-f' 'mdev create|--format' 'mdev remove|--timeout' 'mdev remove|-f' 'mdev remove|--format' 'emit libvirt|--mdev' 'emit libvirt|--managed' 'emit libvirt|--guest-address' 'emit libvirt|--rom-bar' 'emit kubevirt|--from' 'emit kubevirt|--vm' 'emit kubevirt|--node' 'emit kubevirt|--current' 'emit kubevirt|--only' 'emit kubevirt|--mdev' 'emit kubevirt|-f' 'emit kubevirt|--format' 'emit harvester|--node' 'emit harvester|--user' 'emit harvester|--pcidevices' 'emit harvester|-f' 'emit harvester|--format'
+            case '|--root' '|-f' '|--format' 'list|-c' 'list|--class' 'list|--vendor' 'list|--driver' 'list|-g' 'list|--group' 'list|-f' 'list|--format' 'show|-f' 'show|--format' 'groups|-f' 'groups|--format' 'snapshot|-o' 'snapshot|--output' 'snapshot|-f' 'snapshot|--format' 'check-iommu|-d' 'check-iommu|--device' 'check-iommu|-f' 'check-iommu|--format' 'enable|--driver' 'enable|--timeout' 'enable|-f' 'enable|--format' 'disable|--timeout' 'disable|-f' 'disable|--format' 'status|-f' 'status|--format' 'sriov|--numvfs' 'sriov|--timeout' 'sriov|-f' 'sriov|--format' 'attach|-c' 'attach|--connect' 'attach|--managed' 'attach|-f' 'attach|--format' 'detach|-c' 'detach|--connect' 'detach|-f' 'detach|--format' 'mdev types|-f' 'mdev types|--format' 'mdev list|-f' 'mdev list|--format' 'mdev create|--uuid' 'mdev create|--timeout' 'mdev create|-f' 'mdev create|--format' 'mdev remove|--timeout' 'mdev remove|-f' 'mdev remove|--format' 'mdev persist|--config' 'mdev persist|-f' 'mdev persist|--format' 'mdev unpersist|--config' 'mdev unpersist|-f' 'mdev unpersist|--format' 'mdev apply|--config' 'mdev apply|--timeout' 'mdev apply|-f' 'mdev apply|--format' 'emit libvirt|--mdev' 'emit libvirt|--managed' 'emit libvirt|--guest-address' 'emit libvirt|--rom-bar' 'emit kubevirt|--from' 'emit kubevirt|--vm' 'emit kubevirt|--node' 'emit kubevirt|--current' 'emit kubevirt|--only' 'emit kubevirt|--mdev' 'emit kubevirt|-f' 'emit kubevirt|--format' 'emit harvester|--node' 'emit harvester|--user' 'emit harvester|--pcidevices' 'emit harvester|-f' 'emit harvester|--format'
                 set skip 1
-            case '|list' '|show' '|groups' '|snapshot' '|check-iommu' '|enable' '|disable' '|status' '|sriov' '|attach' '|detach' '|mdev' '|emit' 'mdev|types' 'mdev|list' 'mdev|create' 'mdev|remove' 'emit|libvirt' 'emit|kubevirt' 'emit|harvester'
+            case '|list' '|show' '|groups' '|snapshot' '|check-iommu' '|enable' '|disable' '|status' '|sriov' '|attach' '|detach' '|mdev' '|emit' 'mdev|types' 'mdev|list' 'mdev|create' 'mdev|remove' 'mdev|persist' 'mdev|unpersist' 'mdev|apply' 'emit|libvirt' 'emit|kubevirt' 'emit|harvester'
                 set -a path $w
                 set npos 0
             case '*'
@@ -142,6 +142,9 @@ complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'types' -d 'The mediated-devic
 complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'list' -d 'Existing mediated devices: parent, type, IOMMU group, driver, the processes holding them, who made them'
 complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'create' -d 'Create a mediated device of TYPE on PARENT'
 complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'remove' -d 'Remove a mediated device'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'persist' -d 'Declare existing mediated devices in the desired-state file, with a PCI parent\'s fingerprint'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'unpersist' -d 'Drop mediated devices from the desired-state file (the instances stay until removed or rebooted)'
+complete -c pcipass -n '__pcipass_at \'mdev\'' -a 'apply' -d 'Create the mediated devices the desired-state file declares and the host lacks'
 complete -c pcipass -n '__pcipass_at \'mdev\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'mdev types\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'mdev types\'' -s h -l help -d 'Show the help and exit'
@@ -156,6 +159,17 @@ complete -c pcipass -n '__pcipass_at \'mdev remove\'' -l dry-run -d 'Print the p
 complete -c pcipass -n '__pcipass_at \'mdev remove\'' -l timeout -x -d 'Abandon the kernel write after S seconds'
 complete -c pcipass -n '__pcipass_at \'mdev remove\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'mdev remove\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'mdev persist\'' -l config -r -F -d 'The desired-state file (default: /etc/pcipass/pcipass.yaml under the root)'
+complete -c pcipass -n '__pcipass_at \'mdev persist\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'mdev persist\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'mdev unpersist\'' -l config -r -F -d 'The desired-state file (default: /etc/pcipass/pcipass.yaml under the root)'
+complete -c pcipass -n '__pcipass_at \'mdev unpersist\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'mdev unpersist\'' -s h -l help -d 'Show the help and exit'
+complete -c pcipass -n '__pcipass_at \'mdev apply\'' -l check -d 'Say what would be created and write nothing; exit 1 when the host is not as declared'
+complete -c pcipass -n '__pcipass_at \'mdev apply\'' -l config -r -F -d 'The desired-state file (default: /etc/pcipass/pcipass.yaml under the root)'
+complete -c pcipass -n '__pcipass_at \'mdev apply\'' -l timeout -x -d 'Abandon the kernel write after S seconds'
+complete -c pcipass -n '__pcipass_at \'mdev apply\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
+complete -c pcipass -n '__pcipass_at \'mdev apply\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'emit\'' -a 'libvirt' -d 'Print <hostdev> XML for PCI devices and mediated devices (--mdev); a <devices> element when there are several'
 complete -c pcipass -n '__pcipass_at \'emit\'' -a 'kubevirt' -d 'Print the KubeVirt CR merge patch permitting the devices (and the HostDevices gate), and a VM snippet'
 complete -c pcipass -n '__pcipass_at \'emit\'' -a 'harvester' -d 'Print Harvester PCIDeviceClaim objects for the devices (kubectl apply -f)'

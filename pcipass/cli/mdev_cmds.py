@@ -1,4 +1,5 @@
-"""``mdev types|list|create|remove``: mediated devices (vGPU slices and other mdev instances)."""
+"""``mdev types|list|create|remove|persist|unpersist|apply``: mediated devices (vGPU slices and other mdev
+instances), now and declared in the desired-state file."""
 
 from typing import Annotated, Any
 
@@ -17,6 +18,16 @@ mdev_app = typer.Typer(
 
 UuidArg = Annotated[str, typer.Argument(metavar="UUID", help="The mediated device's UUID.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan and write nothing.")]
+UuidsArg = Annotated[list[str], typer.Argument(metavar="UUID...", help="Mediated devices' UUIDs.")]
+ConfigFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="The desired-state file (default: /etc/pcipass/pcipass.yaml under the root).",
+        show_default=False,
+    ),
+]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", min=0.1, metavar="S", help="Abandon the kernel write after S seconds.")
 ]
@@ -167,9 +178,105 @@ def remove_cmd(
 context.name_subcommands(mdev_app, "mdev")
 
 
+def _persist_view(data: list[dict[str, Any]]) -> list[Block]:
+    return [
+        Table(("UUID", "PARENT", "TYPE", "CHANGE"), [[d["uuid"], d["parent"], d["type"], d["change"]] for d in data])
+    ]
+
+
+def persist_cmd(uuids: UuidsArg, config: ConfigFileOption = None, fmt: FormatOption = None) -> None:
+    """Declare existing mediated devices in the desired-state file, with a PCI parent's fingerprint.
+
+    'pcipass mdev apply' creates them again after a reboot."""
+    context.state(fmt)
+    from ..config import Editor, config_path
+    from ..mdev import declared, mdevctl
+    from ..result import Result
+
+    host = context.CURRENT.host()
+    path, shown = config_path(host, config)
+    editor = Editor(path, shown)
+    defined = mdevctl.definitions(host)
+    rows, messages = [], []
+    for u in uuids:
+        entry = declared.entry_for(host, u)
+        change = editor.upsert("mdev", entry.to_node())
+        rows.append({"uuid": entry.uuid, "parent": entry.parent, "type": entry.type, "change": change})
+        if entry.uuid in defined:
+            messages.append(
+                f"mdevctl defines {entry.uuid} too ({defined[entry.uuid].path}): 'mdev apply' leaves it to "
+                "mdevctl; keep one of the two"
+            )
+    editor.save()
+    finish(Result("mdev persist", data=rows, messages=messages), _persist_view)
+
+
+def unpersist_cmd(uuids: UuidsArg, config: ConfigFileOption = None, fmt: FormatOption = None) -> None:
+    """Drop mediated devices from the desired-state file (the instances stay until removed or rebooted)."""
+    context.state(fmt)
+    from ..config import Editor, config_path
+    from ..mdev.model import canonical_uuid
+    from ..result import Result
+
+    path, shown = config_path(context.CURRENT.host(), config)
+    editor = Editor(path, shown)
+    rows = []
+    for u in dict.fromkeys(canonical_uuid(x) for x in uuids):
+        entry = editor.find("mdev", u)
+        removed = editor.remove("mdev", u)
+        rows.append(
+            {
+                "uuid": u,
+                "parent": entry.get("parent") if entry else None,
+                "type": entry.get("type") if entry else None,
+                "change": "removed" if removed else "not declared",
+            }
+        )
+    editor.save()
+    finish(Result("mdev unpersist", data=rows), _persist_view)
+
+
+def _apply_view(data: list[dict[str, Any]]) -> list[Block]:
+    if not data:
+        return ["The desired-state file declares no mediated device."]
+    rows = [[d["uuid"], d["parent"], d["type"], d["state"], d["outcome"], d["detail"]] for d in data]
+    return [Table(("UUID", "PARENT", "TYPE", "FOUND", "OUTCOME", "DETAIL"), rows)]
+
+
+def apply_cmd(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Say what would be created and write nothing; exit 1 when the host is not as declared."
+        ),
+    ] = False,
+    config: ConfigFileOption = None,
+    timeout: TimeoutOption = 10.0,
+    fmt: FormatOption = None,
+) -> None:
+    """Create the mediated devices the desired-state file declares and the host lacks.
+
+    Run it after the devices are bound: a parent offers its types only once its driver is bound."""
+    context.state(fmt)
+    from ..config import config_path, load
+    from ..mdev import declared
+    from ..result import Result
+
+    host = context.CURRENT.host()
+    desired = load(*config_path(host, config), missing_ok=True)
+    results = declared.apply(host, desired.section("mdev"), check_only=check, timeout=timeout, on_lock_wait=warn)
+    finish(
+        Result("mdev apply", data=list(results), exit_code=declared.exit_code(results, check_only=check)),
+        _apply_view,
+    )
+
+
 def register(app: typer.Typer) -> None:
     mdev_app.command("types")(types_cmd)
     mdev_app.command("list")(list_cmd)
     mdev_app.command("create")(create_cmd)
     mdev_app.command("remove")(remove_cmd)
+    mdev_app.command("persist")(persist_cmd)
+    mdev_app.command("unpersist")(unpersist_cmd)
+    mdev_app.command("apply")(apply_cmd)
     app.add_typer(mdev_app)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..config.mdev import MdevEntry
-from ..errors import PcipassError
+from ..errors import ExitCode, PcipassError
 from ..host import Host
 from . import mdevctl, ops, read
 
@@ -47,6 +47,8 @@ class MdevApplied:
     """What ``apply`` did for one entry: created, unchanged, planned (check mode), or left with the reason."""
 
     uuid: str
+    parent: str
+    type: str
     state: MdevState  #: before
     outcome: str  #: created | unchanged | planned | left | failed
     detail: str | None
@@ -107,19 +109,34 @@ def apply(
     out = []
     for c in check(host, entries):
         if c.state is MdevState.PRESENT:
-            out.append(MdevApplied(c.uuid, c.state, "unchanged", None))
+            out.append(MdevApplied(c.uuid, c.parent, c.type, c.state, "unchanged", None))
         elif c.state is not MdevState.MISSING:
-            out.append(MdevApplied(c.uuid, c.state, "left", c.detail))
+            out.append(MdevApplied(c.uuid, c.parent, c.type, c.state, "left", c.detail))
         elif check_only:
-            out.append(MdevApplied(c.uuid, c.state, "planned", f"create {c.type} on {c.parent}"))
+            out.append(MdevApplied(c.uuid, c.parent, c.type, c.state, "planned", f"create {c.type} on {c.parent}"))
         else:
             try:
                 ops.create(host, c.parent, c.type, uuid=c.uuid, **create_kw)
             except PcipassError as err:
-                out.append(MdevApplied(c.uuid, c.state, "failed", err.message, err.to_dict()))
+                out.append(MdevApplied(c.uuid, c.parent, c.type, c.state, "failed", err.message, err.to_dict()))
                 continue
-            out.append(MdevApplied(c.uuid, c.state, "created", None))
+            out.append(MdevApplied(c.uuid, c.parent, c.type, c.state, "created", None))
     return tuple(out)
+
+
+def exit_code(results: tuple[MdevApplied, ...], *, check_only: bool) -> ExitCode:
+    """0 when every entry is there (or left to mdevctl); with ``check_only`` anything else is 1 (the host is not
+    as declared). Applying: entries left (no parent, no instance, another card...) are refusals (5), failed
+    creates failures (1), and either next to entries that are fine a partial result (3)."""
+    good = [r for r in results if r.outcome in ("created", "unchanged") or r.state is MdevState.MDEVCTL]
+    bad = [r for r in results if r not in good]
+    if not bad:
+        return ExitCode.OK
+    if check_only:
+        return ExitCode.FAILED
+    if good:
+        return ExitCode.PARTIAL
+    return ExitCode.FAILED if any(r.outcome == "failed" for r in bad) else ExitCode.REFUSED
 
 
 def entry_for(host: Host, uuid: str, line: int | None = None) -> MdevEntry:
