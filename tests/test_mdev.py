@@ -14,7 +14,15 @@ from pcipass.mdev import ops, read
 from pcipass.mdev.model import Interface
 from tests.support.cli import run
 from tests.support.fakekernel import tree_digest
-from tests.support.fakemdev import FakeMdevKernel, add_mdev, add_mtty, add_parent, add_type, hold
+from tests.support.fakemdev import (
+    FakeMdevKernel,
+    add_mdev,
+    add_mtty,
+    add_parent,
+    add_type,
+    as_root_with_fake_kernel,
+    hold,
+)
 
 U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 U2 = "0a9ef2b1-6d4c-4c38-9d5e-39b9a1e2c0de"
@@ -25,17 +33,7 @@ L40S_TYPES = "ID    : vGPU Name\n1145  : NVIDIA L40S-1B\n1147  : NVIDIA L40S-1Q\
 
 @pytest.fixture(autouse=True)
 def _root_and_fake_kernel(monkeypatch, fake):
-    """The tests act as root; the writes the CLI makes go to a fake kernel of the test's tree, never /sys."""
-    import pcipass.engine.guards as guards
-
-    monkeypatch.setattr(guards, "effective_uid", lambda: 0)
-    kernel = FakeMdevKernel(fake)
-
-    def kernel_for(host):
-        assert os.path.realpath(host.root) == os.path.realpath(fake.root)
-        return kernel
-
-    monkeypatch.setattr(ops, "SysfsKernel", kernel_for)
+    as_root_with_fake_kernel(monkeypatch, fake)
 
 
 @pytest.fixture

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from tests.support.cli import run
-from tests.support.fakemdev import FakeMdevKernel, add_mdev, add_mtty, add_parent, add_type, remove_mdev
+from tests.support.fakemdev import add_mdev, add_mtty, add_parent, add_type, as_root_with_fake_kernel, remove_mdev
 
 U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 U2 = "0a9ef2b1-6d4c-4c38-9d5e-39b9a1e2c0de"
@@ -17,17 +16,7 @@ GPU = "0000:08:00.0"
 
 @pytest.fixture
 def host(fake, monkeypatch):
-    import pcipass.engine.guards as guards
-    from pcipass.mdev import ops
-
-    monkeypatch.setattr(guards, "effective_uid", lambda: 0)
-    kernel = FakeMdevKernel(fake)
-
-    def kernel_for(h):
-        assert os.path.realpath(h.root) == os.path.realpath(fake.root)
-        return kernel
-
-    monkeypatch.setattr(ops, "SysfsKernel", kernel_for)
+    as_root_with_fake_kernel(monkeypatch, fake)
     fake.add_device(GPU, vendor="10de", device="25b6", class_="030200", driver="nvidia", group=30)
     add_parent(fake, GPU)
     add_type(fake, GPU, "nvidia-747", name="NVIDIA A2-8Q", available=2)

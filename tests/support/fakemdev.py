@@ -175,3 +175,19 @@ class FakeMdevKernel(FakeKernel):
             remove_mdev(self.fake, parts[4])
             return
         super()._apply(rel, value)
+
+
+def as_root_with_fake_kernel(monkeypatch, fake: FakeHost) -> FakeMdevKernel:
+    """The mdev commands act as root, and their writes go to a fake kernel of ``fake``'s tree, never to /sys."""
+    import pcipass.engine.guards as guards
+    from pcipass.mdev import ops
+
+    monkeypatch.setattr(guards, "effective_uid", lambda: 0)
+    kernel = FakeMdevKernel(fake)
+
+    def kernel_for(host):
+        assert os.path.realpath(host.root) == os.path.realpath(fake.root)
+        return kernel
+
+    monkeypatch.setattr(ops, "SysfsKernel", kernel_for)
+    return kernel
