@@ -144,7 +144,7 @@ def test_config_path(tmp_path):
 
 def test_schema_has_every_section():
     s = schema()
-    assert s["additionalProperties"] is False and set(s["properties"]) == {"version", "devices", "mdev"}
+    assert s["additionalProperties"] is False and set(s["properties"]) == {"version", "devices", "mdev", "sriov"}
     from jsonschema import Draft202012Validator
 
     Draft202012Validator.check_schema(s)

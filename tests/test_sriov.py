@@ -409,3 +409,69 @@ def test_cli_dry_run_refusal_and_errors(cli, env):
     assert r.code == 1 and "has no SR-IOV capability" in r.err and "firmware" in r.err
     r = cli("sriov", "00:0b.0", "--vfio")
     assert r.code == 2 and "go with --numvfs" in r.err
+
+
+# --- the desired-state file's sriov section --------------------------------------------------------------------
+SRIOV_FILE = """\
+version: 1
+sriov:
+  - address: '0000:00:0b.0'
+    numvfs: 2
+    autoprobe: false
+    vfio: true
+    fingerprint: {vendor: '1b36', device: '0010', class: '010802'}
+"""
+
+
+def test_the_sriov_section_loads_and_round_trips(tmp_path):
+    from pcipass.config import load
+    from pcipass.config.sriov import SriovEntry
+    from pcipass.fingerprint import Fingerprint
+
+    p = tmp_path / "pcipass.yaml"
+    p.write_text(SRIOV_FILE)
+    (e,) = load(p, "f").section("sriov")
+    assert e == SriovEntry("0000:00:0b.0", 2, False, True, Fingerprint("1b36", "0010", class_id="010802"), 3)
+    assert e.to_node() == {
+        "address": "0000:00:0b.0",
+        "numvfs": 2,
+        "autoprobe": False,
+        "vfio": True,
+        "fingerprint": {"vendor": "1b36", "device": "0010", "class": "010802"},
+    }
+    p.write_text(
+        "version: 1\nsriov:\n  - address: '0000:00:0b.0'\n    numvfs: 0\n"
+        "    fingerprint: {vendor: '1b36', device: '0010'}\n"
+    )
+    (e,) = load(p, "f").section("sriov")
+    assert (e.autoprobe, e.vfio) == (None, False) and "autoprobe" not in e.to_node()
+
+
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        (("numvfs: 2", "numvfs: -1"), "sriov[0].numvfs", "minimum"),
+        (("numvfs: 2", "numvfs: two"), "sriov[0].numvfs", "not of type 'integer'"),
+        (("vfio: true", "vfio: true\n    colour: red"), "sriov[0].colour", "unknown key"),
+        (("vendor: '1b36'", "vendour: '1b36'"), "sriov[0].fingerprint", "'vendor' is missing"),
+    ],
+)
+def test_the_sriov_section_is_validated(tmp_path, change, key, words):
+    from pcipass.config import load
+    from pcipass.errors import ConfigError
+
+    p = tmp_path / "pcipass.yaml"
+    p.write_text(SRIOV_FILE.replace(*change))
+    with pytest.raises(ConfigError) as info:
+        load(p, "f")
+    assert info.value.key == key and words in info.value.message, info.value.message
+
+
+def test_list_tree_shows_vfs_under_their_pf(cli, env):
+    numvfs(env, NVME_PF, 2)
+    r = cli("list", "--tree")
+    assert r.code == 0, r.err
+    rows = [line.split()[:2] for line in r.out.splitlines() if "0000:00:0b" in line]
+    groups = [str(env.kernel.group(vf)) for vf in NVME_VFS]
+    assert rows == [[NVME_PF, "10"], ["\u2514", NVME_VFS[0]], ["\u2514", NVME_VFS[1]]]
+    assert [line.split()[2] for line in r.out.splitlines() if line.startswith("\u2514")] == groups

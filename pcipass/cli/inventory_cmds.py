@@ -93,17 +93,35 @@ def _list_view(data: list[dict[str, Any]]) -> list[Block]:
 
 
 def _tree_view(data: list[dict[str, Any]]) -> list[Block]:
+    """Rows by IOMMU group, except that a VF is shown right under its PF (``└`` before its address, its own group
+    in the GROUP column): a PF's VFs sit in groups of their own, far from it in group order."""
+    listed = {d["address"] for bucket in data for d in bucket["devices"]}
+    vfs: dict[str, list[list[Any]]] = {}
+    for bucket in data:
+        for dev in bucket["devices"]:
+            if dev.get("physfn") in listed:
+                row = _list_row(dev)
+                row[0], row[1] = f"\u2514 {dev['address']}", _group_label(bucket)
+                vfs.setdefault(dev["physfn"], []).append(row)
     rows: list[list[Any]] = []
     sections: set[int] = set()
     for bucket in data:
-        label = "no group" if bucket["group"] is None else f"{bucket['group']} ({bucket['verdict']})"
-        for i, dev in enumerate(bucket["devices"]):
+        first = True
+        for dev in bucket["devices"]:
+            if dev.get("physfn") in listed:
+                continue
             row = _list_row(dev)
-            row[1] = label if i == 0 else ""
+            row[1] = _group_label(bucket) if first else ""
+            first = False
             rows.append(row)
-        if rows:
+            rows += vfs.get(dev["address"], [])
+        if not first:
             sections.add(len(rows) - 1)
     return [Table(_LIST_COLUMNS, rows, sections=sections)]
+
+
+def _group_label(bucket: dict[str, Any]) -> str:
+    return "no group" if bucket["group"] is None else f"{bucket['group']} ({bucket['verdict']})"
 
 
 def list_cmd(

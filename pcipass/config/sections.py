@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import devices, mdev
+from . import devices, mdev, sriov
 
 
 class Section(NamedTuple):
@@ -20,6 +20,7 @@ SECTIONS: dict[str, Section] = {
     s.name: s
     for s in (
         Section("devices", key="address", parse=devices.from_node),
+        Section("sriov", key="address", parse=sriov.from_node),
         Section("mdev", key="uuid", parse=mdev.from_node),
     )
 }
