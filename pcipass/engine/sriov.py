@@ -56,15 +56,10 @@ class SriovReport(NamedTuple):
     exit_code: ExitCode
 
     def data(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "dry_run": self.dry_run,
-            "address": self.address,
+        """The report as data (messages and errors go to the result's own fields)."""
+        fields = {k: v for k, v in self._asdict().items() if k not in ("messages", "errors", "exit_code")}
+        return fields | {
             "outcome": self.outcome.value,
-            "numvfs_before": self.numvfs_before,
-            "autoprobe_before": self.autoprobe_before,
-            "numvfs_after": self.numvfs_after,
-            "autoprobe_after": self.autoprobe_after,
             "vfs": list(self.vfs),
             "steps": [r.to_dict() for r in self.steps],
             "rollback": [r.to_dict() for r in self.rollback],

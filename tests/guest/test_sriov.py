@@ -10,6 +10,7 @@ tests/guest/kernel.py and raw sysfs, not by pcipass.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import struct
 import subprocess
@@ -67,7 +68,7 @@ def pf(request, addr):
     raw_write(SYS_PCI / a / "sriov_drivers_autoprobe", "1")
 
 
-def test_vfs_on_vfio_refusal_while_held_and_back_to_zero(pf):
+def test_vfs_on_vfio_refusal_while_held_and_back_to_zero(pf, run_cli):
     host = Host("/")
     shown = sriov.show(host, pf)
     assert (shown.sriov_totalvfs, shown.sriov_numvfs, shown.sriov_drivers_autoprobe, shown.vfs) == (2, 0, True, ())
@@ -86,6 +87,13 @@ def test_vfs_on_vfio_refusal_while_held_and_back_to_zero(pf):
     assert [d.outcome for d in r.binding.devices] == [Outcome.DONE, Outcome.DONE]
     shown = sriov.show(host, pf)
     assert [(v.address, v.driver, v.iommu_group) for v in shown.vfs] == list(zip(vfs, ["vfio-pci"] * 2, groups))
+    # The command line says the same (one CLI run: each costs seconds under TCG).
+    p = run_cli("sriov", pf, "--format", "json", check=True)
+    data = json.loads(p.stdout)["data"]
+    assert (data["sriov_numvfs"], data["sriov_drivers_autoprobe"], data["pf_guard"]) == (2, False, None)
+    assert [(v["address"], v["driver"], v["iommu_group"]) for v in data["vfs"]] == [
+        (vf, "vfio-pci", g) for vf, g in zip(vfs, groups)
+    ]
 
     # A process holds VF 1's group: lowering (or zeroing) is refused, --force or not, and nothing is written.
     holder = subprocess.Popen(
