@@ -475,3 +475,55 @@ def test_list_tree_shows_vfs_under_their_pf(cli, env):
     groups = [str(env.kernel.group(vf)) for vf in NVME_VFS]
     assert rows == [[NVME_PF, "10"], ["\u2514", NVME_VFS[0]], ["\u2514", NVME_VFS[1]]]
     assert [line.split()[2] for line in r.out.splitlines() if line.startswith("\u2514")] == groups
+
+
+# --- the section on a host (what apply does with it) ------------------------------------------------------------
+def test_declared_check_apply_and_entry_for(env):
+    from pcipass import sriov_declared as decl
+
+    entry = decl.entry_for(env.host, NVME_PF)
+    assert (entry.numvfs, entry.autoprobe, entry.vfio) == (0, True, False)
+    assert decl.check(env.host, (entry,))[0].state is decl.SriovState.PRESENT
+    wanted = entry.__class__(NVME_PF, 2, False, True, entry.fingerprint, 4)
+    (c,) = decl.check(env.host, (wanted,))
+    assert (c.state, c.detail, c.line) == (
+        decl.SriovState.DIFFERENT,
+        "0 VFs, 2 declared; sriov_drivers_autoprobe True, False declared",
+        4,
+    )
+    (a,) = decl.apply(env.host, (wanted,), check_only=True, kernel=env.kernel, timeout=0.3)
+    assert a.outcome == "planned" and env.kernel.writes == []
+    (a,) = decl.apply(env.host, (wanted,), kernel=env.kernel, timeout=0.3, lock_wait=1.0)
+    assert a.outcome == "changed" and [env.driver(vf) for vf in NVME_VFS] == ["vfio-pci"] * 2
+    (a,) = decl.apply(env.host, (wanted,), kernel=env.kernel, timeout=0.3, lock_wait=1.0)
+    assert a.outcome == "unchanged"
+    env.fake.unbind(NVME_VFS[1])
+    (c,) = decl.check(env.host, (wanted,))
+    assert c.state is decl.SriovState.DIFFERENT and c.detail == f"not on vfio: {NVME_VFS[1]}"
+
+
+def test_declared_entries_left_alone(env):
+    from pcipass import sriov_declared as decl
+    from pcipass.config.sriov import SriovEntry
+    from pcipass.fingerprint import Fingerprint
+
+    other = SriovEntry(NVME_PF, 2, None, False, Fingerprint("8086", "10fb"), None)
+    gone = SriovEntry("0000:00:1c.0", 2, None, False, Fingerprint("8086", "10fb"), None)
+    nic = decl.entry_for(env.host, NIC_PF)
+    plain = SriovEntry(bh.E1000E, 1, None, False, Fingerprint("8086", "10d3"), None)
+    assert nic.numvfs == 0
+    got = decl.apply(env.host, (other, gone, plain), kernel=env.kernel)
+    assert [(a.state.value, a.outcome) for a in got] == [
+        ("other-card", "left"),
+        ("absent", "left"),
+        ("unsupported", "left"),
+    ]
+    assert "another card at" in got[0].detail and env.kernel.writes == []
+    held = SriovEntry(NVME_PF, 1, None, False, decl.entry_for(env.host, NVME_PF).fingerprint, None)
+    numvfs(env, NVME_PF, 2, autoprobe=False, vfio=True)
+    hold(env, 5, "qemu-system-x86", f"vfio/{env.kernel.group(NVME_VFS[0])}")
+    (a,) = decl.apply(env.host, (held,), kernel=env.kernel, timeout=0.3, lock_wait=1.0)
+    assert a.outcome == "refused" and "qemu-system-x86 (pid 5)" in a.detail
+    too_many = SriovEntry(NVME_PF, 9, None, False, held.fingerprint, None)
+    (a,) = decl.apply(env.host, (too_many,), kernel=env.kernel)
+    assert a.outcome == "failed" and "at most 2 VFs" in a.detail
