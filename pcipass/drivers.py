@@ -29,3 +29,10 @@ def is_assignable(name: str | None, variant_modules: frozenset[str] = frozenset(
     """True when a device on this driver does not stop its group from being assigned to a VM:
     unbound, pci-stub, vfio-pci or a vfio variant (the rule in the kernel's Documentation/driver-api/vfio.rst)."""
     return name is None or normalize(name) == "pci_stub" or is_vfio_driver(name, variant_modules)
+
+
+def is_driver_name(name: object) -> bool:
+    """True when ``name`` can be a driver's name, which pcipass makes a path component
+    (``/sys/bus/pci/drivers/<name>/bind``): a non-empty string without ``/`` or NUL, not ``.`` or ``..``. A name
+    read back from the state file or from a tree's ``driver`` link that fails this is damage, never a path."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name

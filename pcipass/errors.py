@@ -156,6 +156,23 @@ _REMEDIES = {
 }
 
 
+class NotRegularFile(OSError):
+    """Not a regular file where pcipass writes (or reads) one: a FIFO, a device node or a socket in a tree that
+    is not the running system's (a damaged or hostile ``--root``)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(_errno.EINVAL, "not a regular file (a FIFO, a device node or a socket)", path)
+
+
+#: Why a write under --root is refused: beneath.open_beneath's EXDEV (openat2's RESOLVE_BENEATH answer) or a
+#: NotRegularFile.
+_OUTSIDE_REMEDY = (
+    "pcipass writes only beneath a --root that is not the running system, to regular files: the "
+    "tree holds a link leading out of it (or a FIFO/device); remove it, or check where the tree "
+    "came from"
+)
+
+
 def remedy_for(err: int | None) -> str | None:
     return _REMEDIES.get(err) if err is not None else None
 
@@ -171,7 +188,9 @@ def from_oserror(
     if address:
         what = f"{address}: {what}"
     cls: type[PcipassError] = SysfsError
-    if err in (_errno.EACCES, _errno.EPERM):
+    if err == _errno.EXDEV or isinstance(exc, NotRegularFile):
+        cls, remedy = Refused, remedy or _OUTSIDE_REMEDY
+    elif err in (_errno.EACCES, _errno.EPERM):
         cls = PermissionDenied
     elif err == _errno.ENODEV and address:
         cls = DeviceNotFound

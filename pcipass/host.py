@@ -104,6 +104,24 @@ class Host:
         return False
 
     @cached_property
+    def beneath(self) -> str | None:
+        """The directory every write must resolve beneath (``beneath.open_beneath``), None for the running
+        system: there the kernel's own sysfs links are followed as they are."""
+        return None if self.is_live else os.fspath(self.root)
+
+    def open(self, path: str | os.PathLike[str], flags: int, mode: int = 0o600, *, make_dirs: int | None = None) -> int:
+        """``os.open`` of a path under the root for writing (or for locking): beneath a root that is not the
+        running system's, resolved without leaving it (OSError EXDEV otherwise, see beneath.py); ``make_dirs``
+        (a mode) makes the missing directories on the way (and the last one, for ``O_DIRECTORY``)."""
+        if self.beneath is not None:
+            from .beneath import open_beneath
+
+            return open_beneath(self.beneath, os.fspath(path), flags, mode, make_dirs=make_dirs)
+        if make_dirs is not None:
+            os.makedirs(path if flags & os.O_DIRECTORY else os.path.dirname(path), make_dirs, exist_ok=True)
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+
+    @cached_property
     def is_live(self) -> bool:
         """True when the root is the running system's ``/`` (mutations then reach real hardware)."""
         try:

@@ -10,10 +10,13 @@ and errno through ``errors.from_oserror``.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable
 
-from .errors import from_oserror
+from .beneath import open_beneath
+from .errors import NotRegularFile, from_oserror
 
 # Attributes are at most a page (sysfs show() buffers are PAGE_SIZE); reading more is never needed.
 _MAX_ATTR = 65536
@@ -105,14 +108,21 @@ def list_dir(path: str | os.PathLike[str]) -> list[str]:
         return []
 
 
-def write_attr(path: str | os.PathLike[str], value: str, *, address: str | None = None) -> None:
+def write_attr(
+    path: str | os.PathLike[str], value: str, *, address: str | None = None, beneath: str | None = None
+) -> None:
     """Write ``value`` to a kernel attribute in one write(2), strictly: every OSError becomes a typed error
     (``errors.from_oserror``). A write that may block in a driver is bounded by the binding engine
-    (``engine.kernel``), which runs it on a writer thread."""
+    (``engine.kernel``), which runs it on a writer thread. ``beneath``: the root of a tree that is not the
+    running system's (``Host.beneath``): the path is resolved without leaving it, and only a regular file
+    takes the write (a FIFO's open would block)."""
     data = value.encode()
     try:
         # O_WRONLY without O_CREAT/O_TRUNC: a sysfs attribute must already exist; never create files.
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        if beneath is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        else:
+            fd = _open_regular_beneath(beneath, os.fspath(path))
         try:
             written = os.write(fd, data)
             if written != len(data):
@@ -121,3 +131,16 @@ def write_attr(path: str | os.PathLike[str], value: str, *, address: str | None 
             os.close(fd)
     except OSError as exc:
         raise from_oserror(exc, action="write", path=str(path), address=address) from exc
+
+
+def _open_regular_beneath(root: str, path: str) -> int:
+    try:
+        fd = open_beneath(root, path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO (or socket) without a reader
+            raise NotRegularFile(path) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(path)
+    return fd

@@ -447,22 +447,27 @@ def test_abandoned_write_marks_the_device_stuck_and_sends_it_nothing_more(env):
     assert env.state()[bh.MF1]["phase"] == "enabling"
 
 
-def test_real_writer_abandons_a_blocked_write(env, tmp_path):
-    """The SysfsKernel path: an unbind that blocks (a FIFO nobody reads stands for a driver stuck in remove())
-    is abandoned after --timeout, the device is marked stuck, the group is rolled back."""
-    env.fake.add_driver("vfio-pci", module="vfio_pci")
-    unbind = env.root / "sys/bus/pci/drivers/e1000e/unbind"
-    unbind.unlink()
-    os.mkfifo(unbind)
+def test_real_writer_abandons_a_blocked_write(env, monkeypatch):
+    """The SysfsKernel path: an unbind that blocks in the kernel (a driver stuck in remove(), here a write held
+    until the test releases it; a FIFO in a --root tree is refused, never opened) is abandoned after
+    --timeout, the device is marked stuck, the group is rolled back."""
+    import pcipass.engine.kernel as kernel_mod
     from pcipass import engine
 
+    env.fake.add_driver("vfio-pci", module="vfio_pci")
+    release = threading.Event()
+    real = kernel_mod.write_attr
+
+    def stuck_in_remove(path, value, **kw):
+        if str(path).endswith("/unbind"):
+            release.wait(30)
+        return real(path, value, **kw)
+
+    monkeypatch.setattr(kernel_mod, "write_attr", stuck_in_remove)
     try:
         r = engine.enable(env.host, [bh.E1000E], timeout=0.2, lock_wait=1)  # the default kernel: SysfsKernel
     finally:
-        # Release the writer thread still blocked in open(2) on the FIFO.
-        fd = os.open(unbind, os.O_RDONLY | os.O_NONBLOCK)
-        threading.Event().wait(0.1)
-        os.close(fd)
+        release.set()  # the writer thread's write returns, as the kernel's would once remove() ends
     assert r.exit_code is ExitCode.FAILED and r.errors[0].errno == errno.ETIMEDOUT
     assert "still blocked after 0.2 s" in r.errors[0].message
     assert any("is not the running system" in m for m in r.messages)

@@ -53,21 +53,21 @@ class _Writer:
             job = jobs.get()
             if job is None:
                 return
-            path, value, address, box, done = job
+            path, value, address, beneath, box, done = job
             try:
-                write_attr(path, value, address=address)
+                write_attr(path, value, address=address, beneath=beneath)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                 box.append(exc)
             done.release()
 
-    def write(self, path, value: str, *, address: str | None, timeout: float) -> None:
+    def write(self, path, value: str, *, address: str | None, beneath: str | None, timeout: float) -> None:
         if self._jobs is None:
             self._jobs = SimpleQueue()
             threading.Thread(target=self._serve, args=(self._jobs,), name="pcipass-writer", daemon=True).start()
         box: list[BaseException] = []
         done = threading.Lock()  # released by the writer thread when the write returned
         done.acquire()
-        self._jobs.put((path, value, address, box, done))
+        self._jobs.put((path, value, address, beneath, box, done))
         if not done.acquire(timeout=timeout):
             # That thread is stuck in the kernel: the next write gets a new one, and it ends once the kernel
             # lets its write return.
@@ -97,9 +97,9 @@ class SysfsKernel:
 
     def write(self, path: str | os.PathLike[str], value: str, *, address: str | None, timeout: float | None) -> None:
         if timeout is None:
-            write_attr(path, value, address=address)
+            write_attr(path, value, address=address, beneath=self.host.beneath)
         else:
-            self._writer.write(path, value, address=address, timeout=timeout)
+            self._writer.write(path, value, address=address, beneath=self.host.beneath, timeout=timeout)
 
     def close(self) -> None:
         self._writer.close()

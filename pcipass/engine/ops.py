@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from ..address import PciAddress
 from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
-from ..errors import DeviceNotFound, ExitCode, PcipassError, SysfsError, UsageError
+from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError, UsageError
 from ..host import Host
 from .execute import Executor, GroupRun, StepRecord, driver_of
 from .guards import preflight
@@ -311,7 +311,8 @@ class _Run:
         err = run.error
         if run.restored:
             self._put_back(gp)
-            self._finish(gp, Outcome.FAILED, True, err)
+            # A write the root's tree refused (a link leading out of it): refused, as a guard's refusal is.
+            self._finish(gp, Outcome.REFUSED if isinstance(err, Refused) else Outcome.FAILED, True, err)
             return
         # Not everything could be undone: keep the in-flight records (status and the next run show them).
         left = " ".join(m.address for m in gp.moves)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
-from ..errors import DeviceNotFound, ModuleError, PcipassError
+from ..drivers import PCI_STUB, VFIO_PCI, is_driver_name, is_vfio_driver, normalize
+from ..errors import DeviceNotFound, ModuleError, PcipassError, Refused
 from ..host import Host
 from ..inventory import Inventory
 from ..iommu import active as iommu_active
@@ -139,6 +139,12 @@ class StepBuilder:
         return f"{self._devices}/{address}/driver/unbind"
 
     def _bind(self, driver: str) -> str:
+        if not is_driver_name(driver):
+            # Read from the state file or a driver link of the tree: as a path component it would leave drivers/.
+            raise Refused(
+                f"{driver!r} is not a driver name; {self._drivers}/{driver}/bind is not written",
+                path=f"{self._drivers}/{driver}/bind",
+            )
         return f"{self._drivers}/{driver}/bind"
 
     def _probe(self) -> str:

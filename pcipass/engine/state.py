@@ -17,14 +17,17 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from ..errors import LockBusy, PcipassError
+from ..address import PciAddress
+from ..drivers import is_driver_name
+from ..errors import LockBusy, NotRegularFile, PcipassError, from_oserror
 from ..host import Host
 
 STATE_VERSION = 1
@@ -63,86 +66,165 @@ class StateError(PcipassError):
     code = "state"
 
 
+class StateUnreadable(StateError):
+    """The state file exists but this user may not read it (it is root's: 0700 directory, 0600 file)."""
+
+
+#: A state file is a few hundred bytes per device; more than this is not one.
+_MAX_STATE = 16 << 20
+
+
 def now_utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _mkdir_private(path) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+def _oserror(exc: OSError, action: str, path) -> PcipassError:
+    return from_oserror(
+        exc,
+        action=action,
+        path=str(path),
+        remedy=None if exc.errno == errno.EXDEV else "run as root; pcipass keeps its state there",
+    )
+
+
+def _state_dir_fd(host: Host) -> int:
+    """The state directory, made where missing and kept private (0700), opened beneath the root."""
+    try:
+        fd = host.open(host.state_dir, os.O_RDONLY | os.O_DIRECTORY, make_dirs=0o700)
+    except OSError as exc:
+        raise _oserror(exc, "make", host.state_dir) from exc
+    try:
+        os.fchmod(fd, 0o700)
+    except OSError as exc:
+        os.close(fd)
+        raise _oserror(exc, "chmod", host.state_dir) from exc
+    return fd
+
+
+def _field(rec: dict, key: str, kind: type, addr: str, *, default: object = None, null: bool = True) -> Any:
+    """``rec[key]`` when it is of ``kind`` exactly (a JSON true is no pid), or null where allowed."""
+    value = rec.get(key, default) if default is not None else rec[key]
+    if (value is None and null) or type(value) is kind:
+        return value
+    raise ValueError(f"{addr}: {key} is {value!r}")
+
+
+def _driver(rec: dict, key: str, addr: str) -> str | None:
+    value = _field(rec, key, str, addr)
+    if value is not None and not is_driver_name(value):
+        raise ValueError(f"{addr}: {key} {value!r} is not a driver name")
+    return value
+
+
+def _record(addr: str, rec: object) -> DeviceRecord:
+    """One record of the file, every field checked: its names become paths and its values sysfs writes."""
+    canonical = PciAddress.try_parse(addr)
+    if canonical is None or str(canonical) != addr:
+        raise ValueError(f"a record is keyed {addr!r}, not a PCI address DDDD:BB:DD.F")
+    if not isinstance(rec, dict):
+        raise ValueError(f"the record of {addr} is not an object")
+    return DeviceRecord(
+        address=addr,
+        original_driver=_driver(rec, "original_driver", addr),
+        original_override=_driver(rec, "original_override", addr),
+        target=_driver(rec, "target", addr),
+        group=_field(rec, "group", int, addr),
+        phase=Phase(rec["phase"]),
+        pid=_field(rec, "pid", int, addr, null=False),
+        since=_field(rec, "since", str, addr, null=False),
+        known=_field(rec, "known", bool, addr, default=True, null=False),
+    )
+
+
+def damaged(path: Path, why: str) -> StateError:
+    return StateError(
+        f"the state file {path} is not pcipass state ({why})",
+        path=str(path),
+        remedy="inspect it; it records what pcipass changed (the drivers devices were on before it moved them). "
+        "Remove it only once every device is back on its host driver",
+    )
+
+
+def read_private(host: Host, path: Path) -> bytes | None:
+    """The bytes of a state file (``path`` in ``host.state_dir``); None when there is none. Opened beneath the
+    root and non-blocking (a FIFO there is damage, never a hang), at most _MAX_STATE bytes. StateUnreadable when
+    this user may not read it."""
+    try:
+        fd = host.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise StateUnreadable(
+                f"cannot read the state file {path}: {exc.strerror}",
+                path=str(path),
+                errno=exc.errno,
+                remedy="run as root",
+            ) from exc
+        raise _oserror(exc, "read", path) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise damaged(path, "not a regular file")
+        data = b""
+        while len(data) <= _MAX_STATE and (chunk := os.read(fd, 1 << 20)):
+            data += chunk
+        if len(data) > _MAX_STATE:
+            raise damaged(path, f"larger than {_MAX_STATE >> 20} MiB")
+        return data
+    except OSError as exc:
+        raise StateError(f"cannot read the state file {path}: {exc.strerror}", path=str(path), errno=exc.errno) from exc
+    finally:
+        os.close(fd)
 
 
 class StateStore:
     def __init__(self, host: Host) -> None:
+        self.host = host
         self.dir = host.state_dir
         self.path = self.dir / STATE_FILE
 
     def load(self) -> dict[str, DeviceRecord]:
-        raw = read_private_text(self.path)
+        raw = read_private(self.host, self.path)
         if raw is None:
             return {}
         try:
-            doc = json.loads(raw)
-            if doc.get("version") != STATE_VERSION:
-                raise ValueError(f"unknown version {doc.get('version')!r}")
-            return {
-                addr: DeviceRecord(
-                    address=addr,
-                    original_driver=rec["original_driver"],
-                    original_override=rec["original_override"],
-                    target=rec["target"],
-                    group=rec["group"],
-                    phase=Phase(rec["phase"]),
-                    pid=int(rec["pid"]),
-                    since=str(rec["since"]),
-                    known=bool(rec.get("known", True)),
-                )
-                for addr, rec in doc["devices"].items()
-            }
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StateError(
-                f"the state file {self.path} is not pcipass state ({exc})",
-                path=str(self.path),
-                remedy="inspect it; it records the drivers devices were on before pcipass moved them. "
-                "Remove it only once every device is back on its host driver",
-            ) from exc
+            doc = json.loads(raw.decode("utf-8"))
+            if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
+                raise ValueError(f"unknown version {doc.get('version') if isinstance(doc, dict) else doc!r}")
+            devices = doc["devices"]
+            if not isinstance(devices, dict):
+                raise ValueError("'devices' is not an object")
+            return {addr: _record(addr, rec) for addr, rec in devices.items()}
+        except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+            raise damaged(self.path, str(exc)) from exc
 
     def save(self, records: dict[str, DeviceRecord]) -> None:
         doc = {
             "version": STATE_VERSION,
             "devices": {a: {k: v for k, v in records[a].to_dict().items() if k != "address"} for a in sorted(records)},
         }
-        save_private_json(self.path, doc)
+        save_private_json(self.host, self.path, doc)
 
 
-def read_private_text(path: Path) -> str | None:
-    """The text of a state file in ``state_dir``; None when there is none."""
+def save_private_json(host: Host, path: Path, doc: dict) -> None:
+    """Replace the root-only file ``path`` (in ``host.state_dir``) with ``doc`` atomically and durably, beneath
+    the root: written to a temporary file named from the directory's fd, then renamed (rename(2) replaces a link
+    named ``path`` itself, never its target)."""
+    tmp = f".{path.name}.{os.getpid()}.tmp"
+    dfd = _state_dir_fd(host)
     try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StateError(
-            f"cannot read the state file {path}: {exc.strerror}", path=str(path), errno=exc.errno, remedy="run as root"
-        ) from exc
-
-
-def save_private_json(path: Path, doc: dict) -> None:
-    """Replace the root-only file ``path`` (in ``state_dir``) with ``doc`` atomically and durably."""
-    _mkdir_private(path.parent)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        # No indent: only then does json use its C encoder (a few records are still readable on one line).
-        os.write(fd, (json.dumps(doc, sort_keys=True) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    # The rename is durable only once the directory is synced.
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            # No indent: only then does json use its C encoder (a few records are still readable on one line).
+            os.write(fd, (json.dumps(doc, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        # The rename is durable only once the directory is synced.
         os.fsync(dfd)
+    except OSError as exc:
+        raise _oserror(exc, "write", path) from exc
     finally:
         os.close(dfd)
 
@@ -181,6 +263,7 @@ class Lock:
         on_wait: Callable[[str], None] | None = None,
         shared: bool = False,
     ) -> None:
+        self.host = host
         self.path = host.state_dir / LOCK_FILE
         self.shared = shared
         self.wait = wait
@@ -203,8 +286,15 @@ class Lock:
         if sharing is not None and sharing[0] == me:
             _SHARED[key] = (me, sharing[1] + 1)
             return self
-        _mkdir_private(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(_state_dir_fd(self.host))
+        try:
+            # Beneath the root (a link named lock that leads out of it is refused), never a FIFO's blocking open.
+            fd = self.host.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o600)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise NotRegularFile(str(self.path))
+        except OSError as exc:
+            raise _oserror(exc, "open", self.path) from exc
         start = time.monotonic()
         announced = False
         while True:
@@ -251,9 +341,8 @@ class Lock:
 
 def lock_is_free(host: Host) -> bool:
     """True when no mutating run holds the lock (read-only check for ``status``: writes nothing)."""
-    path = host.state_dir / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = host.open(host.state_dir / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return True
     try:

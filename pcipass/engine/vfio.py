@@ -53,12 +53,16 @@ def group_status(host: Host, group: int) -> VfioGroupStatus:
     if not stat.S_ISCHR(st.st_mode):
         return VfioGroupStatus(group, None, False, "not a VFIO character device (a snapshot or test tree)")
     try:
-        fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+        # Through Host.open: under another root, a node that is a link out of it is not opened.
+        fd = host.open(node, os.O_RDWR | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.EBUSY:
             # drivers/vfio/group.c vfio_group_fops_open: only one open file per group.
             return VfioGroupStatus(group, None, True, "open by another process (a running VM?)")
         return VfioGroupStatus(group, None, False, f"cannot open: {exc.strerror}")
+    if not stat.S_ISCHR(os.fstat(fd).st_mode):
+        os.close(fd)
+        return VfioGroupStatus(group, None, False, "not a VFIO character device (a snapshot or test tree)")
     try:
         import fcntl
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from ..engine.guards import preflight
 from ..engine.kernel import Kernel, SysfsKernel
-from ..engine.state import Lock, StateError, now_utc, read_private_text, save_private_json
+from ..engine.state import Lock, StateError, now_utc, read_private, save_private_json
 from ..engine.vfio import VfioOpeners, group_status
 from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError, UsageError, from_oserror
 from ..host import Host
@@ -78,16 +78,17 @@ class MdevStore:
     """pcipass's records of the instances it created: UUID → parent, type, phase, pid, since."""
 
     def __init__(self, host: Host) -> None:
+        self.host = host
         self.path = host.state_dir / STATE_FILE
 
     def load(self) -> dict[str, dict[str, Any]]:
         import json
 
-        raw = read_private_text(self.path)
+        raw = read_private(self.host, self.path)
         if raw is None:
             return {}
         try:
-            doc = json.loads(raw)
+            doc = json.loads(raw.decode("utf-8"))
             if doc.get("version") != STATE_VERSION or not isinstance(doc.get("mdevs"), dict):
                 raise ValueError(f"unknown version {doc.get('version')!r}")
             return {u: dict(r) for u, r in doc["mdevs"].items()}
@@ -99,7 +100,7 @@ class MdevStore:
             ) from exc
 
     def save(self, records: dict[str, dict[str, Any]]) -> None:
-        save_private_json(self.path, {"version": STATE_VERSION, "mdevs": records})
+        save_private_json(self.host, self.path, {"version": STATE_VERSION, "mdevs": records})
 
 
 def _record(parent: str, mdev_type: str, phase: str) -> dict[str, Any]:
