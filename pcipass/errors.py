@@ -16,10 +16,10 @@ class ExitCode(IntEnum):
 
     OK = 0  #: everything done
     FAILED = 1  #: failed (also: a check failed, no such device)
-    USAGE = 2  #: bad command line or bad input value
+    USAGE = 2  #: bad command line or input (a bad address or option, a missing --root, an unsafe or oversized archive)
     PARTIAL = 3  #: some items done, others refused or failed
     PERMISSION = 4  #: needs root / permission denied
-    REFUSED = 5  #: refused by a safety check
+    REFUSED = 5  #: refused by a safety check (also: a write under --root that would leave it)
 
 
 class PcipassError(Exception):

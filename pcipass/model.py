@@ -49,39 +49,39 @@ class PciLink:
 class PciDevice:
     """One PCI function, as sysfs shows it under ``bus/pci/devices/<address>``."""
 
-    address: str
-    vendor_id: str | None
-    device_id: str | None
-    subsystem_vendor_id: str | None
-    subsystem_device_id: str | None
-    class_id: str | None
-    revision: str | None
-    vendor_name: str | None
-    device_name: str | None
-    subsystem_vendor_name: str | None
-    subsystem_device_name: str | None
-    class_name: str | None
-    subclass_name: str | None
-    prog_if_name: str | None
-    driver: str | None
-    driver_override: str | None
-    module: str | None
-    modalias: str | None
-    iommu_group: int | None
-    numa_node: int | None
-    is_bridge: bool
-    header_type: int | None
-    physical_slot: str | None
-    parent_bridge: str | None
-    functions: tuple[str, ...]  #: multifunction siblings: the slot's other functions, not SR-IOV VFs; () for a VF
+    address: str  #: canonical ``dddd:bb:dd.f``, lower-case hex
+    vendor_id: str | None  #: 4 lower-case hex digits
+    device_id: str | None  #: 4 lower-case hex digits
+    subsystem_vendor_id: str | None  #: 4 lower-case hex digits
+    subsystem_device_id: str | None  #: 4 lower-case hex digits
+    class_id: str | None  #: 6 hex digits: class, subclass, programming interface
+    revision: str | None  #: 2 hex digits
+    vendor_name: str | None  #: from pci.ids (null without one, or when it does not list the id)
+    device_name: str | None  #: from pci.ids
+    subsystem_vendor_name: str | None  #: from pci.ids
+    subsystem_device_name: str | None  #: from pci.ids
+    class_name: str | None  #: from pci.ids
+    subclass_name: str | None  #: from pci.ids
+    prog_if_name: str | None  #: from pci.ids
+    driver: str | None  #: the bound driver (null: none bound)
+    driver_override: str | None  #: the ``driver_override`` attribute (null: none set)
+    module: str | None  #: the bound driver's module (null: built in, or no driver)
+    modalias: str | None  #: what modules.alias matches (``pci:v...``)
+    iommu_group: int | None  #: null: no IOMMU group (IOMMU off)
+    numa_node: int | None  #: null: no NUMA affinity
+    is_bridge: bool  #: a bridge or port (config header type 1 or 2), not an endpoint
+    header_type: int | None  #: the config header type (0 endpoint, 1 bridge, 2 CardBus bridge)
+    physical_slot: str | None  #: the slot name, from ``bus/pci/slots``
+    parent_bridge: str | None  #: the upstream bridge or port
+    functions: tuple[str, ...]  #: multifunction siblings: the slot's other functions, not SR-IOV VFs; empty for a VF
     physfn: str | None  #: for an SR-IOV VF, its PF
     sriov: Sriov | None  #: for an SR-IOV PF
-    boot_vga: bool | None
-    reset_method: tuple[str, ...] | None  #: None too when the scan skipped details (cli.inventory_cmds.DETAIL_FIELDS)
-    link: PciLink | None  #: None when the scan skipped details
-    net: tuple[str, ...] = ()
-    block: tuple[str, ...] = ()
-    drm: tuple[str, ...] = ()
+    boot_vga: bool | None  #: the firmware boot display device (VGA-class devices only)
+    reset_method: tuple[str, ...] | None  #: the reset methods the kernel tries; null when the scan skipped details
+    link: PciLink | None  #: PCIe link speed and width; null when the scan skipped details
+    net: tuple[str, ...] = ()  #: network interfaces on the device
+    block: tuple[str, ...] = ()  #: disks on the device
+    drm: tuple[str, ...] = ()  #: DRM cards on the device
 
     @property
     def role(self) -> Role:

@@ -135,3 +135,19 @@ def test_missing_device_fails(fake):
     c = checks(fake, ["0000:99:00.0"])
     assert c["device.present@0000:99:00.0"].verdict.value == "fail"
     assert run(Host(fake.root), ["0000:99:00.0"]).summary.failed == ("device.present@0000:99:00.0",)
+
+
+def test_the_documented_checks_are_the_checks_run(tmp_path):
+    """pcipass/preflight/registry.py (the table in docs/check-iommu.md) lists exactly the checks the preflight
+    runs, in report order: on an Intel host, on an AMD host (each gets its vendor's checks), and for a device."""
+    from pcipass.preflight.registry import CHECKS
+    from tests.support.fakehost import FakeHost
+    from tests.support.preflight_hosts import amd_host
+
+    def documented(vendor: str) -> list[str]:
+        return [i for c in CHECKS if c.vendor in (None, vendor) for i in c.ids]
+
+    intel = _gpu_host(FakeHost(tmp_path / "intel"))
+    amd = amd_host(FakeHost(tmp_path / "amd"))
+    assert [c.id for c in run(Host(intel.root), [GPU]).checks] == documented("intel")
+    assert [c.id for c in run(Host(amd.root)).checks] == [i for i in documented("amd") if not i.startswith("device.")]
