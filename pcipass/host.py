@@ -81,6 +81,21 @@ class Host:
             return os.fspath(path)
         return "/" + rel
 
+    def actual(self, shown: str) -> str:
+        """Inverse of ``shown``: where a path as the host knows it (``/sys/...``, a plan step's path) is under
+        the root. A ``str``: the executor makes one per write, and pathlib's joins cost about as much as the
+        write itself under emulation."""
+        return os.path.join(self.root_dir, shown.lstrip("/"))
+
+    @cached_property
+    def root_dir(self) -> str:
+        """The root, as text (for messages and ``actual``)."""
+        return os.fspath(self.root)
+
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """A path under the root relative to it (``sys/bus/pci/devices``)."""
+        return os.path.relpath(path, self.root)
+
     @cached_property
     def reaches_kernel(self) -> bool:
         """True when writes under this root reach a running kernel: the live root, or a root whose ``sys`` is a
@@ -320,9 +335,31 @@ class Host:
     def osrelease(self) -> Path:
         return self.proc("sys", "kernel", "osrelease")
 
+    def proc_fd_dir(self, pid: str) -> Path:
+        """A process's open files (``fd/N`` links), as fuser(1) reads them."""
+        return self.proc(pid, "fd")
+
+    def proc_comm(self, pid: str) -> Path:
+        return self.proc(pid, "comm")
+
     @property
     def kvm_device(self) -> Path:
         return self.dev("kvm")
+
+    @property
+    def vfio_dev_dir(self) -> Path:
+        """``/dev/vfio``: one node per VFIO group (``vfio_group_node``), ``devices/`` for iommufd users."""
+        return self.dev("vfio")
+
+    @property
+    def hostname_files(self) -> tuple[Path, ...]:
+        """Where the host's name is, in order: the kernel's (live), then ``/etc/hostname`` (a snapshot)."""
+        return self.proc("sys", "kernel", "hostname"), self.etc("hostname")
+
+    @property
+    def sys_block_dir(self) -> Path:
+        """``/sys/block``: the pre-2.6.25 layout kept as a compatibility directory; snapshots may have only it."""
+        return self.sys("block")
 
     @property
     def kmsg_device(self) -> Path:
@@ -367,7 +404,15 @@ class Host:
 
     def kernel_config(self) -> Path | None:
         kver = self.kernel_release
-        return self.boot(f"config-{kver}") if kver else None
+        return self.boot_config(kver) if kver else None
+
+    def boot_config(self, kver: str) -> Path:
+        """The configuration of kernel ``kver`` as distributions install it beside the image."""
+        return self.boot(f"config-{kver}")
+
+    def boot_image(self, kver: str) -> Path:
+        """The image of kernel ``kver`` in /boot."""
+        return self.boot(f"vmlinuz-{kver}")
 
     @property
     def modprobe_dirs(self) -> tuple[Path, ...]:
@@ -400,6 +445,16 @@ class Host:
     def os_release_files(self) -> tuple[Path, ...]:
         # os-release(5): /etc/os-release, falling back to /usr/lib/os-release.
         return (self.etc("os-release"), self.usr("lib", "os-release"))
+
+    @property
+    def proxmox_boot_uuids(self) -> Path:
+        """proxmox-boot-tool's list of the ESPs it keeps in sync (its presence: a Proxmox-managed boot)."""
+        return self.etc("kernel", "proxmox-boot-uuids")
+
+    @property
+    def loader_entries_dir(self) -> Path:
+        """Boot Loader Specification entries (grubby and systemd-boot hosts)."""
+        return self.boot("loader", "entries")
 
     @property
     def esp_dirs(self) -> tuple[Path, ...]:

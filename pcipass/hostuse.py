@@ -398,8 +398,7 @@ def _scan_routes(host: Host, routes_v4: list[list[str]]) -> dict[str, str]:
 
 def _scan_blocks(host: Host) -> dict[str, _Block]:
     out: dict[str, _Block] = {}
-    # /sys/block is the pre-2.6.25 layout kept as a compatibility directory; snapshots may have only it.
-    for cdir in (os.fspath(host.sys_class("block")), os.fspath(host.sys("block"))):
+    for cdir in (os.fspath(host.sys_class("block")), os.fspath(host.sys_block_dir)):
         for name in list_dir(cdir):
             if name in out:
                 continue

@@ -74,7 +74,7 @@ def _skip_attr(name: str) -> bool:
 class _Collector:
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.root = os.fspath(host.root)
+        self.root = host.root_dir
         self.seen: set[str] = set()
         self.entries: list[tuple[str, tarfile.TarInfo, bytes | None]] = []
         self.mtime = int(time.time())
@@ -278,9 +278,9 @@ def capture(host: Host, out: Path) -> int:
     # Device nodes pcipass checks for existence; /dev itself is kept so that a missing node stays a finding.
     if host.dev().is_dir():
         c.add_dir(host.dev())
-    c.add(host.dev("kvm"), placeholder_devices=True)
-    for node in list_dir(host.dev("vfio")):
-        c.add(host.dev("vfio", node), placeholder_devices=True)
+    c.add(host.kvm_device, placeholder_devices=True)
+    for node in list_dir(host.vfio_dev_dir):
+        c.add(host.vfio_dev_dir / node, placeholder_devices=True)
     # Module indexes, modprobe and boot configuration, kernel config, pcipass state.
     for name in ("modules.builtin", "modules.dep", "modules.alias"):
         index = host.lib_modules(name)
@@ -294,7 +294,7 @@ def capture(host: Host, out: Path) -> int:
         host.default_grub,
         host.kernel_cmdline_file,
         host.kmsg_log,
-        host.etc("kernel", "proxmox-boot-uuids"),
+        host.proxmox_boot_uuids,
         *host.os_release_files,
         *host.grub_cfg_candidates(),
     ):
@@ -304,8 +304,8 @@ def capture(host: Host, out: Path) -> int:
         c.add(esp / "loader" / "loader.conf")
         for vendor in list_dir(esp / "EFI"):
             c.add(esp / "EFI" / vendor / "grub.cfg")
-    if host.boot("loader", "entries").is_dir():
-        c.add_dir(host.boot("loader", "entries"))
+    if host.loader_entries_dir.is_dir():
+        c.add_dir(host.loader_entries_dir)
     # Boot and initramfs tools: only their presence matters (it decides which remedy is printed).
     for tool in _BOOT_TOOLS:
         program = host.find_program(tool)

@@ -27,6 +27,36 @@ def test_only_host_knows_kernel_paths():
     assert offenders == []
 
 
+def test_host_is_the_only_path_authority():
+    """Outside pcipass/host.py, no module builds a host path from literal components (``host.sys("block")``:
+    name it with an accessor of Host instead) or reads ``host.root`` itself (``root_dir``, ``actual``,
+    ``relative`` and ``shown`` say what is meant). A call with only variable parts (``host.sys_module(name)``)
+    is fine: the accessor's name says what it is."""
+    trees = {"sys", "proc", "etc", "dev", "boot", "run", "usr"}
+    offenders = []
+    for path in _sources():
+        if path.name == "host.py" and path.parent == PKG:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(PKG.parent)}:{getattr(node, 'lineno', 0)}"
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in trees
+                and any(isinstance(a, (ast.Constant, ast.JoinedStr)) for a in node.args)
+            ):
+                offenders.append(f"{where}: .{node.func.attr}({ast.unparse(node.args[0])}, ...)")
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "root"
+                and isinstance(node.value, (ast.Name, ast.Attribute))
+            ):
+                owner = node.value.id if isinstance(node.value, ast.Name) else node.value.attr
+                if owner == "host":
+                    offenders.append(f"{where}: host.root")
+    assert offenders == []
+
+
 def test_library_never_prints_or_exits():
     offenders = []
     for path in _sources():

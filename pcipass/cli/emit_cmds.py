@@ -102,7 +102,7 @@ def _host_node_name(node: str | None) -> str:
         return check_dns_name(node, "node name")
     host = context.CURRENT.host()
     # kubelet registers the node under the lower-cased hostname unless told otherwise.
-    for path in (host.proc("sys", "kernel", "hostname"), host.etc("hostname")):
+    for path in host.hostname_files:
         text = (read_str(path) or "").strip().lower()
         if text:
             return check_dns_name(text, "node name (from the hostname; give --node)")

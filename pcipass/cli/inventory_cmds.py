@@ -51,7 +51,7 @@ def _no_pci_bus(result) -> bool:
     if os.path.isdir(host.pci_devices_dir):
         return False
     result.messages.append(
-        f"no PCI bus in {host.root}: it has no {os.path.relpath(host.pci_devices_dir, host.root)} "
+        f"no PCI bus in {host.root_dir}: it has no {host.relative(host.pci_devices_dir)} "
         "(not a Linux host's root, or a kernel without PCI)"
     )
     return True

@@ -18,7 +18,7 @@ from ..errors import PcipassError, SysfsError, from_oserror
 from ..host import Host
 from ..sysfs import link_name, list_dir, read_int
 from .kernel import Kernel
-from .plan import Op, Step, When, actual_path
+from .plan import Op, Step, When
 from .planner import current_override, override_value
 from .wait import Waiter
 
@@ -77,7 +77,7 @@ class Executor:
 
     def _write(self, step: Step) -> str | None:
         assert step.path is not None and step.value is not None
-        path = actual_path(self.host.root, step.path)
+        path = self.host.actual(step.path)
         if path.endswith("/driver_override") and step.address is not None:
             if current_override(self.host, step.address) == override_value(step.value):
                 return "already set"
@@ -104,7 +104,7 @@ class Executor:
     def _verify_group(self, step: Step) -> str:
         group = step.group
         assert group is not None and step.path is not None
-        node = actual_path(self.host.root, step.path)
+        node = self.host.actual(step.path)
         if not self.waiter.until(lambda: os.path.exists(node), self.timeout):
             raise SysfsError(
                 f"group {group}: {step.path} did not appear after {self.timeout:g} s",

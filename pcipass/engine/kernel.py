@@ -110,7 +110,7 @@ class SysfsKernel:
             why = (
                 "no modprobe on this system"
                 if self.host.is_live
-                else f"modules cannot be loaded under {self.host.root}"
+                else f"modules cannot be loaded under {self.host.root_dir}"
             )
             raise ModuleError(f"cannot load module {name}: {why}", remedy=f"load it first: modprobe {name}")
         try:

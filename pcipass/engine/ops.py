@@ -95,7 +95,7 @@ def _mutate(
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel and kernel is None:
         messages.append(
-            f"{host.root} is not the running system: the writes go to files there and no kernel acts on them"
+            f"{host.root_dir} is not the running system: the writes go to files there and no kernel acts on them"
         )
     own = None
     if kernel is None:

@@ -12,7 +12,6 @@ emulation costs tens of milliseconds per class; a NamedTuple costs a tenth of th
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -101,9 +100,3 @@ class Plan(NamedTuple):
     @property
     def steps(self) -> tuple[Step, ...]:
         return self.modules + tuple(s for g in self.groups for s in g.steps)
-
-
-def actual_path(root, shown: str) -> str:
-    """Inverse of ``Host.shown``: where a step's path (``/sys/...``) is under the root (a ``str``: the executor
-    builds one per write, and pathlib's joins cost about as much as the write itself under emulation)."""
-    return os.path.join(os.fspath(root), shown.lstrip("/"))

@@ -87,12 +87,12 @@ class VfioOpeners:
 
     def _scan(self) -> dict[str, list[tuple[int, str]]]:
         host = self.host
-        prefix = os.fspath(host.dev("vfio")) + "/"
+        prefix = os.fspath(host.vfio_dev_dir) + "/"
         out: dict[str, list[tuple[int, str]]] = {}
         for pid in list_dir(host.proc()):
             if not pid.isdigit():
                 continue
-            fd_dir = host.proc(pid, "fd")
+            fd_dir = host.proc_fd_dir(pid)
             try:
                 fds = os.listdir(fd_dir)
             except OSError:  # gone, or not ours to inspect
@@ -105,7 +105,7 @@ class VfioOpeners:
                     continue
                 if target.startswith(prefix) and target not in seen:
                     seen.add(target)
-                    comm = read_str(host.proc(pid, "comm")) or "unknown"
+                    comm = read_str(host.proc_comm(pid)) or "unknown"
                     out.setdefault(target, []).append((int(pid), f"{comm} (pid {pid})"))
         return out
 

@@ -56,8 +56,7 @@ class HostTables:
 
     @cached_property
     def block(self) -> dict[str, tuple[str, ...]]:
-        # /sys/block is the pre-2.6.25 layout kept as a compatibility directory; snapshots may have only it.
-        return class_objects(self.host.sys_class("block"), self.host.sys("block"))
+        return class_objects(self.host.sys_class("block"), self.host.sys_block_dir)
 
     @cached_property
     def drm(self) -> dict[str, tuple[str, ...]]:

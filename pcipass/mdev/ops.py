@@ -133,7 +133,7 @@ def list_devices(host: Host) -> list[MediatedDevice]:
 # --- the write -----------------------------------------------------------------------------------------------
 def _run(host: Host, kernel: Kernel, steps: tuple[MdevStep, ...], timeout: float) -> None:
     for step in steps:
-        path = os.path.join(host.root, step.path.lstrip("/"))
+        path = host.actual(step.path)
         if step.op == "write":
             assert step.value is not None
             try:
@@ -173,7 +173,7 @@ def _mutate(
 def _not_live(host: Host, kernel: Kernel | None) -> list[str]:
     if host.reaches_kernel or kernel is not None:
         return []
-    return [f"{host.root} is not the running system: the writes go to files there and no kernel acts on them"]
+    return [f"{host.root_dir} is not the running system: the writes go to files there and no kernel acts on them"]
 
 
 def create(

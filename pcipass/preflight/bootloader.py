@@ -221,7 +221,7 @@ def _grub_cfg_bios(host: Host, mkconfig: str) -> tuple[str, str]:
 
 
 def _proxmox(host: Host) -> bool:
-    return files.exists(host.etc("kernel", "proxmox-boot-uuids"))
+    return files.exists(host.proxmox_boot_uuids)
 
 
 def _systemd_boot(host: Host) -> bool:
@@ -233,7 +233,7 @@ def detect(host: Host, running: Cmdline | None = None) -> BootLoader:
     proxmox = _proxmox(host)
     has_grub = files.exists(host.default_grub)
     grubby = host.find_program("grubby")
-    if grubby is not None and not proxmox and (has_grub or files.exists(host.boot("loader", "entries"))):
+    if grubby is not None and not proxmox and (has_grub or files.exists(host.loader_entries_dir)):
         return BootLoader(Kind.GRUBBY, f"grubby ({host.shown(grubby)})", running=running_tokens)
     if has_grub:
         grub_file = host.shown(host.default_grub)
@@ -283,7 +283,7 @@ def detect(host: Host, running: Cmdline | None = None) -> BootLoader:
             kver = host.kernel_release or "$(uname -r)"
             image = host.lib_modules("vmlinuz")
             if image is None or not files.exists(image):
-                image = host.boot(f"vmlinuz-{kver}")
+                image = host.boot_image(kver)
             regen = f"kernel-install add {kver} {host.shown(image)}"
         shown = host.shown(cmdline_file)
         return BootLoader(

@@ -636,7 +636,7 @@ def _kconfig_check(check_id: str, option: str, why: str) -> HostCheck:
             return Check(
                 check_id,
                 S,
-                f"no {fx.shown(fx.host.boot(f'config-{kver}'))} or {fx.shown(fx.host.proc_config_gz)} {fx.here}",
+                f"no {fx.shown(fx.host.boot_config(kver))} or {fx.shown(fx.host.proc_config_gz)} {fx.here}",
             )
         if cfg.enabled(option):
             return Check(check_id, P, f"{cfg.describe(option)} ({cfg.source})")
