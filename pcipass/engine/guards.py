@@ -48,6 +48,11 @@ def effective_uid() -> int:
     return os.geteuid()
 
 
+def not_live_message(host: Host) -> str:
+    """What a mutating run says when its root is not the running system (a fake tree, an unpacked snapshot)."""
+    return f"{host.root_dir} is not the running system: the writes go to files there and no kernel acts on them"
+
+
 def preflight(host: Host, *, action: str, dry_run: bool, iommu: bool = True) -> None:
     """Checks that stop a mutating command before it reads or writes anything else (``iommu``: the command
     needs an active IOMMU on a running kernel; mediated devices do not)."""

@@ -22,7 +22,7 @@ from ..drivers import PCI_STUB, VFIO_PCI, is_vfio_driver, normalize
 from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError, UsageError
 from ..host import Host
 from .execute import Executor, GroupRun, StepRecord, driver_of
-from .guards import preflight
+from .guards import not_live_message, preflight
 from .kernel import Kernel, SysfsKernel
 from .plan import GroupPlan, Plan
 from .planner import AUTO, Context, current_override, plan_disable, plan_enable
@@ -94,9 +94,7 @@ def _mutate(
     preflight(host, action=action, dry_run=dry_run)
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel and kernel is None:
-        messages.append(
-            f"{host.root_dir} is not the running system: the writes go to files there and no kernel acts on them"
-        )
+        messages.append(not_live_message(host))
     own = None
     if kernel is None:
         kernel = own = SysfsKernel(host)

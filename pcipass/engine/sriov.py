@@ -28,7 +28,7 @@ from ..errors import ExitCode, PcipassError, Refused, Unsupported, UsageError
 from ..host import Host
 from ..sriov import PhysicalFunction, physical_function, scan
 from .execute import Executor, StepRecord
-from .guards import Refusal, RefusalKind, preflight
+from .guards import Refusal, RefusalKind, not_live_message, preflight
 from .kernel import Kernel, SysfsKernel
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, enable
 from .plan import Op, Step
@@ -272,9 +272,7 @@ def _run(
 ) -> SriovReport:
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel:
-        messages.append(
-            f"{host.root} is not the running system: the writes go to files there and no kernel acts on them"
-        )
+        messages.append(not_live_message(host))
     plan = _plan(host, kernel, address, numvfs, autoprobe, force)
     pf = plan.pf
     messages += plan.messages

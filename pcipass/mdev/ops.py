@@ -19,7 +19,7 @@ import uuid as uuidlib
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from ..engine.guards import preflight
+from ..engine.guards import not_live_message, preflight
 from ..engine.kernel import Kernel, SysfsKernel
 from ..engine.state import Lock, StateError, now_utc, read_private, save_private_json
 from ..engine.vfio import VfioOpeners, group_status
@@ -173,7 +173,7 @@ def _mutate(
 def _not_live(host: Host, kernel: Kernel | None) -> list[str]:
     if host.reaches_kernel or kernel is not None:
         return []
-    return [f"{host.root_dir} is not the running system: the writes go to files there and no kernel acts on them"]
+    return [not_live_message(host)]
 
 
 def create(
