@@ -2,9 +2,12 @@
 
 main() registers only the command module the invocation names (cli.app._modules_for); help, completion and
 errors see the whole CLI. These tests guard both halves: what a run imports, and that nothing went missing.
+And what the process does before that (cli/startup.py): the collector off, the early scan.
 """
 
 import ast
+import json
+import os
 import subprocess
 import sys
 
@@ -13,6 +16,8 @@ import pytest
 import pcipass
 from pcipass.cli import app as cli_app
 from pcipass.cli import main as cli_main
+from tests.support.bench_tree import server  # noqa: F401 - fixture
+from tests.support.cli import run as cli_run
 
 # Imported by a command that needs them only: never by `--version` or a piped `list`.
 HEAVY = (
@@ -199,3 +204,101 @@ def test_the_process_runs_without_the_cyclic_collector(monkeypatch):
     with pytest.raises(SystemExit):
         cli_main(["--version"])
     assert registered == [] and gc.isenabled()
+
+
+# --- the early scan (cli/startup.py), on the benchmark's generated server ----------------------------------
+
+
+def test_the_cli_begins_the_scan_its_arguments_ask_for(server, monkeypatch, tmp_path):
+    """startup.begin_scan glances at the arguments: ``list``/``groups`` with the root from --root, its env
+    variable or /; nothing for other commands, help, --version, an empty root or one that is not a
+    directory. What it begins, ``list`` takes over (``take_reading``) through the real entry point."""
+    import pcipass.inventory as inventory
+    from pcipass.cli import startup
+
+    root, _m = server
+    began = []
+
+    class Begun:
+        def __init__(self, host, ids, **kwargs):
+            began.append(str(host.root))
+
+        def cancel(self):
+            pass
+
+    monkeypatch.setattr(inventory, "Reading", Begun)
+    monkeypatch.delenv("PCIPASS_ROOT", raising=False)
+    archive = tmp_path / "snap.tar.gz"
+    archive.write_bytes(b"")
+    cases = [
+        (["--root", str(root), "list"], str(root)),
+        ([f"--root={root}", "--format", "json", "groups", "--tree"], str(root)),
+        (["-f", "json", "--root", "/nowhere", "--root", str(root), "list"], str(root)),  # click keeps the last
+        (["list"], "/"),
+        (["--root", str(root), "show", "0000:00:00.0"], None),
+        (["--root", str(root), "list", "--help"], None),
+        (["--version", "--root", str(root), "list"], None),
+        (["--root", "", "list"], None),
+        (["--root", str(archive), "list"], None),
+        (["--root", str(tmp_path / "missing"), "list"], None),
+        (["--root"], None),
+        ([], None),
+    ]
+    for args, want in cases:
+        began.clear()
+        startup.begin_scan(args)
+        assert began == ([want] if want else []), args
+    monkeypatch.setenv("PCIPASS_ROOT", str(root))
+    began.clear()
+    startup.begin_scan(["list"])
+    assert began == [str(root)]
+    assert isinstance(startup.take_reading(), Begun) and startup.take_reading() is None
+
+    # Only a head start: whatever goes wrong beginning it, the command runs as without it.
+    def broken(host, ids, **kwargs):
+        raise PermissionError(13, "Permission denied", str(host.root))
+
+    monkeypatch.setattr(inventory, "Reading", broken)
+    startup.begin_scan(["list"])
+    assert startup.take_reading() is None
+
+
+def test_pcipass_list_takes_over_the_early_scan(server, tmp_path, capsys):
+    """Through the process's own entry point (main() without arguments): ``list`` and ``groups`` fork once,
+    early, and print what an in-process run prints; another command cancels what was begun for it."""
+    root, _m = server
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys, atexit\n"
+        "import pcipass.inventory.scan as scan, pcipass.inventory.parallel as parallel\n"
+        "scan.PARALLEL_MIN = 2\n"
+        "parallel.threading.active_count = lambda: 1\n"
+        "forks, real_fork = [], os.fork\n"
+        "def fork():\n"
+        "    pid = real_fork()\n"
+        "    if pid:\n"
+        "        forks.append(pid)\n"
+        "    return pid\n"
+        "os.fork = fork\n"
+        "atexit.register(lambda: sys.stderr.write(f'FORKS {forks}\\n'))\n"
+        "sys.argv = ['pcipass', *sys.argv[1:]]\n"
+        "from pcipass.cli import main\n"
+        "main()\n"
+    )
+
+    def forks(run) -> list[int]:
+        return json.loads(run.stderr.rpartition("FORKS ")[2])
+
+    for command in ("list", "groups"):
+        args = ["--root", str(root), command, "--format", "json"]
+        run = subprocess.run([sys.executable, str(probe), *args], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert len(forks(run)) == 1
+        assert json.loads(run.stdout) == json.loads(cli_run(capsys, *args).out)
+    # Begun, then a usage error: the child is ended at exit, not left running.
+    run = subprocess.run(
+        [sys.executable, str(probe), "--root", str(root), "list", "--no-such-option"], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and len(forks(run)) == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(forks(run)[0], 0)

@@ -2,16 +2,22 @@
 
 import os
 import random
+import shutil
+import sys
+from collections import Counter
 
 import pytest
 
 from pcipass.address import PciAddress
+from pcipass.cli.render import dump_json
 from pcipass.errors import DeviceNotFound
 from pcipass.group import GroupVerdict
 from pcipass.host import Host
 from pcipass.inventory import Inventory
 from pcipass.inventory.scan import device_jobs
 from pcipass.model import Role
+from pcipass.result import Result, jsonable
+from tests.support.bench_tree import all_functions, count_forks, gen_tree, scan_all, server  # noqa: F401 - fixture
 
 
 def _scan(fake):
@@ -294,3 +300,208 @@ def test_not_found(fake):
 def test_empty_root(tmp_path):
     inv = Inventory.scan(Host(tmp_path))
     assert inv.devices == {} and inv.groups == {}
+
+
+# --- the scan's invariants, on the benchmark's generated server (tests/support/bench_tree.py) ----------------
+
+
+def test_uevent_and_the_attribute_files_agree(server, tmp_path):
+    """The scan takes ids, class, driver and modalias from ``uevent`` when there is one (a live kernel, a
+    snapshot) and from the separate attributes otherwise (recorded trees): both must give the same devices."""
+    root, _m = server
+    bare = tmp_path / "host"
+    shutil.copytree(root, bare, symlinks=True)
+    removed = 0
+    for dirpath, _dirs, files in os.walk(bare / "sys" / "devices"):
+        if "uevent" in files:
+            os.unlink(os.path.join(dirpath, "uevent"))
+            removed += 1
+    assert removed >= 600
+    with_uevent, without = scan_all(root), scan_all(bare)
+    assert with_uevent == without
+    unbound = [d for d in with_uevent.values() if d.driver is None]
+    assert unbound and any(d.driver for d in with_uevent.values())
+
+
+def test_parallel_scan_is_the_sequential_scan(server, monkeypatch):
+    import pcipass.inventory.scan as scan
+
+    root, _m = server
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 10**9)
+    sequential = {detail: scan_all(root, detail=detail) for detail in (True, False)}
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
+    forks = count_forks(monkeypatch)
+    for detail in (True, False):
+        parallel = scan_all(root, detail=detail)
+        assert parallel == sequential[detail] and list(parallel) == list(sequential[detail])
+    assert len(forks) == 2 and sequential[True] != sequential[False]
+
+
+def test_parallel_scan_survives_its_child_failing(server, monkeypatch):
+    """A child that dies (here: every read raises in the child only) or a fork that fails: the parent reads
+    the child's half itself."""
+    import pcipass.inventory.scan as scan
+
+    root, _m = server
+    expected = scan_all(root)
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
+    forks = count_forks(monkeypatch)
+    parent = os.getpid()
+    real_row = scan.Reader.row
+
+    def row_failing_in_child(self, *args):
+        if os.getpid() != parent:
+            raise RuntimeError("child failure")
+        return real_row(self, *args)
+
+    monkeypatch.setattr(scan.Reader, "row", row_failing_in_child)
+    assert scan_all(root) == expected and len(forks) == 1
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert scan_all(root) == expected
+
+
+def test_no_fork_from_a_threaded_process(server, monkeypatch):
+    """Another thread could hold a lock the child needs: then the scan stays in one process."""
+    import threading
+
+    import pcipass.inventory.scan as scan
+
+    root, _m = server
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
+
+    def fork():
+        raise AssertionError("forked while another thread runs")
+
+    monkeypatch.setattr(os, "fork", fork)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        devices = scan_all(root)
+    finally:
+        stop.set()
+        other.join()
+    assert len(devices) == 600
+
+
+def test_a_reading_begun_early_is_the_scan(server, monkeypatch):
+    """A reading begun before the scan (cli/startup.py begins one at process start) and taken by the scan it
+    serves gives the devices that scan would read alone, with the one fork; a scan it does not serve (details
+    wanted, other devices, another root) cancels it and reads alone."""
+    import pcipass.inventory.scan as scan
+    from pcipass.inventory import Reading
+
+    def begin(root) -> Reading:
+        return Reading(Host(root), None, detail=False, only=None)
+
+    root, _m = server
+    expected = {detail: scan_all(root, detail=detail) for detail in (True, False)}
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 2)
+    forks = count_forks(monkeypatch)
+    early = begin(root)
+    assert len(forks) == 1
+    assert scan_all(root, detail=False, reading=early) == expected[False] and len(forks) == 1
+    assert early.child.reaped and early.child.rfd == -1
+
+    other = root.parent / "same-host-elsewhere"
+    if not other.exists():
+        shutil.copytree(root, other, symlinks=True)
+    for kwargs, want in (
+        ({"detail": True}, expected[True]),
+        ({"detail": False, "only": ["0000:00:00.0"]}, None),
+        ({"detail": False, "root": other}, expected[False]),
+    ):
+        forks.clear()
+        early = begin(root)
+        scan_root = kwargs.pop("root", root)
+        got = scan_all(scan_root, reading=early, **kwargs)
+        assert early.child.reaped and early.child.rfd == -1  # cancelled
+        assert len(forks) == (1 if "only" in kwargs else 2)  # its own fork (a targeted scan is small)
+        if want is not None:
+            assert got == want
+    # A host too small to be worth a second process: read in this one when the scan takes it.
+    monkeypatch.setattr(scan, "PARALLEL_MIN", 10**9)
+    forks.clear()
+    early = begin(root)
+    assert early.child is None and scan_all(root, detail=False, reading=early) == expected[False] and not forks
+
+
+def test_targeted_scan_reads_the_devices_and_their_groups(server):
+    """``scan(only=...)``, the binding engine's view: the devices asked for plus every member of their IOMMU
+    groups, each exactly as a full scan reads it; nothing else."""
+    root, m = server
+    full = Inventory.scan(Host(root))
+    fns = all_functions(m)
+    # A GPU behind a switch without ACS (a 12-member group) and an NVMe drive with a group of its own.
+    shared = Counter(f.group for f in fns if f.device == 0x8747 and f.port_type == gen_tree.PT_DOWNSTREAM)
+    gpu = next(f for f in fns if f.device == 0x2204 and f.group == shared.most_common(1)[0][0])
+    nvme = next(f for f in fns if f.device == 0xA808)
+    part = Inventory.scan(Host(root), only=[gpu.address.upper()[5:], nvme.address, "zz:00.0", "0000:ff:1f.7"])
+    expected = {a for a, d in full.devices.items() if d.iommu_group in (gpu.group, nvme.group)}
+    assert set(part.devices) == expected and len(expected) == 12 + 1
+    assert all(part.devices[a] == full.devices[a] for a in expected)
+    assert part.partial and not full.partial
+    assert set(part.groups) == {gpu.group, nvme.group}
+    assert part.groups[gpu.group] == full.groups[gpu.group]
+    assert part.peers(nvme.address) == [] and len(part.peers(gpu.address)) == 11
+    # A PF brings its VFs (each in a group of its own here), as the binding guards need them.
+    pf = next(f for f in fns if f.sriov and len(f.vfs) > 3)
+    part = Inventory.scan(Host(root), only=[pf.address])
+    expected = {a for a, d in full.devices.items() if d.iommu_group in {pf.group, *(v.group for v in pf.vfs)}}
+    assert set(part.devices) == expected and {v.address for v in pf.vfs} < expected
+
+
+def test_list_leaves_out_the_details_show_has(server):
+    """``list`` skips the per-device details (five more reads each); ``summary`` is ``jsonable`` without them."""
+    from pcipass.cli.inventory_cmds import DETAIL_FIELDS, summary
+
+    root, _m = server
+    lean, full = Inventory.scan(Host(root), detail=False), Inventory.scan(Host(root))
+    for addr, dev in full.devices.items():
+        expected = jsonable(dev)
+        for key in DETAIL_FIELDS:
+            del expected[key]
+        assert summary(lean.devices[addr]) == expected == summary(dev)
+        assert lean.devices[addr].link is None and lean.devices[addr].reset_method is None
+    assert any(d.link and d.link.current_link_speed for d in full.devices.values())
+    assert any(d.reset_method for d in full.devices.values())
+
+
+def test_lazy_records_write_what_converted_data_writes(server, capsys, monkeypatch):
+    """``list`` hands its devices over as Records, converted one by one while the JSON is written in pieces;
+    the text is the same as from data converted beforehand, and YAML/tables get plain data from jsonable."""
+    import pcipass.cli.render as render
+    from pcipass.cli.inventory_cmds import summary
+    from pcipass.result import Records
+
+    root, _m = server
+    devices = list(Inventory.scan(Host(root), detail=False).devices.values())
+    lazy = Result("list", data=Records(devices, summary))
+    eager = Result("list", data=[summary(d) for d in devices])
+    expected = dump_json(eager.envelope())
+    assert dump_json(lazy.envelope(lazy=True)) == expected
+    assert lazy.envelope() == eager.envelope() and jsonable(lazy.data) == eager.data
+    assert lazy.envelope(lazy=True)["data"] is lazy.data
+    monkeypatch.setattr(render, "_FLUSH_PIECES", 10)
+    writes = []
+    real_write = sys.stdout.write
+    monkeypatch.setattr(sys.stdout, "write", lambda text: writes.append(text) or real_write(text))
+    render.write_json(lazy.envelope(lazy=True))
+    assert capsys.readouterr().out == expected and len(writes) > len(devices) // 10
+
+
+def test_build_frozen_builds_what_init_builds(server):
+    from pcipass.model import PciDevice, build_frozen
+
+    root, _m = server
+    for dev in list(Inventory.scan(Host(root)).devices.values())[:50]:
+        fields = {f: getattr(dev, f) for f in PciDevice.__dataclass_fields__}
+        made = PciDevice(**fields)
+        assert made == dev and hash(made) == hash(dev) and repr(made) == repr(dev)
+        assert build_frozen(PciDevice, dict(fields)) == made
+        with pytest.raises(AttributeError):
+            dev.driver = "x"

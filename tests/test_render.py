@@ -43,16 +43,18 @@ def _random_blocks(rnd: random.Random) -> list:
 
 
 def test_plain_layout_matches_rich(monkeypatch):
+    """A fixed sample (seeded) of random blocks: 300 comparisons take a second, and the seed's sample takes
+    both paths often, which the last line holds."""
     monkeypatch.delenv("COLUMNS", raising=False)
     rnd = random.Random(5)
     plain = 0
-    for _ in range(3000):
+    for _ in range(300):
         blocks = _random_blocks(rnd)
         if render._plain_lines(blocks, 200) is not None:
             plain += 1
         assert _capture(render.render_table, blocks) == _capture(render._rich_table, blocks), blocks
     # Both paths were taken many times (the comparison above is not vacuous).
-    assert 500 < plain < 2800
+    assert 50 < plain < 280
 
 
 @pytest.mark.parametrize(

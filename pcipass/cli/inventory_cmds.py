@@ -31,7 +31,7 @@ def summary(dev: "PciDevice") -> dict[str, Any]:
     """The device as ``list`` reports it: ``jsonable(dev)`` without ``DETAIL_FIELDS``.
 
     Written for PciDevice rather than through jsonable's generic walk, which was a tenth of a large
-    ``list --format json`` (bench/); tests/test_bench_tree.py holds the two equal."""
+    ``list --format json`` (bench/); tests/test_inventory.py holds the two equal."""
     row = dict(dev.__dict__)  # the fields, in field order (set in that order by __init__ and build_frozen)
     del row["reset_method"], row["link"]
     row["functions"] = list(dev.functions)
