@@ -1,8 +1,8 @@
 """IOMMU groups as the inventory reports them: their members, and whether a group can be assigned to a VM.
 
 Apart from the device model (pcipass/model.py) because only some commands need groups: a plain ``list``
-does not import this module, and each frozen dataclass costs its import ~1 ms (Python generates its methods
-at every start).
+does not import this module, and each frozen dataclass costs its import the generation of its methods, at
+every start (bench/).
 """
 
 from __future__ import annotations

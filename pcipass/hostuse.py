@@ -112,7 +112,7 @@ def _fib_local_addresses(lines: list[str]) -> set[str]:
 def _ifconf_ipv4() -> dict[str, set[str]]:
     """IPv4 addresses per interface from the running kernel (SIOCGIFCONF, every address of every
     interface, up or down: net/ipv4/devinet.c inet_gifconf). Live root only; {} when it fails."""
-    # The C module: socket.py builds its enums at import (0.1-0.2 s per enable under emulation), and a
+    # The C module: socket.py builds its enums at import (bench/profile_binding.py), and a
     # datagram socket to ask the ioctl on is all that is needed.
     import _socket
     import array

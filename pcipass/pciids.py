@@ -1,15 +1,15 @@
 """Names from pci.ids, looked up lazily.
 
 Why not the PyPI ``hwdata`` package or udev's hwdb: ``hwdata`` parses the whole 1.3 MB file up front
-(~0.3 s in CPython, which would make a small listing slow), and hwdb needs libudev plus ``hwdb.bin``, absent
+(longer than a whole small listing takes), and hwdb needs libudev plus ``hwdb.bin``, absent
 from minimal hosts and containers. Here the file is read once as bytes and nothing is parsed up front.
 pci.ids is sorted (vendors by id, each vendor's devices by id, the class section last: pciutils and hwdata
 export it from their database that way), so a vendor's header line is found by a binary search over
 positions in the file, and a device line by one inside its vendor block; each step reads the few lines
-where it lands. That replaced an index of every top-level line (~3-4 ms: a regex pass over the file) and a
-search through the vendor block per device (~0.4 ms for each Intel device: Intel's block is 370 kB): the
-names of bench/run.py's 64-function server went from ~9 to ~3 ms, one of them the plain search below for
-an absent subsystem vendor. Only a class block (a few lines) and one device's subsystem lines are parsed.
+where it lands. That replaced an index of every top-level line (a regex pass over the file) and a search
+through the vendor block per device (Intel's block is 370 kB), which were most of naming a small host's
+devices (figures: bench/run.py, docs/performance.md). Only a class block (a few lines) and one device's
+subsystem lines are parsed.
 
 Any file gives the right names, sorted or not: an id the binary search does not find is looked for with a
 plain search through the file (vendor, class) or the block (device) before it is called unknown, so an
@@ -30,7 +30,7 @@ from pathlib import Path
 # one starts. Group 1 is the header's id when it is a whole field followed by blanks and a name: "10de" of
 # "10de  NVIDIA Corporation", "C 03" of "C 03  Display controller".
 _TOP_LINE = re.compile(rb"\n(?:(C [^ \t\n]+|[^\t#\n \r\f\v][^ \t\n]*)(?=[ \t])|(?=[^\t#\n]))")
-# Where a top-level line starts: the lines _TOP_LINE matches, found ~2x faster (the id is then read with
+# Where a top-level line starts: the lines _TOP_LINE matches, found faster (the id is then read with
 # _TOP_LINE.match); what a binary search step scans, up to 370 kB when it lands in Intel's block.
 _LINE_START = re.compile(rb"\n[^\t#\n]")
 # A device line of a vendor block (one tab, then not a second one); group 1 is its id field.
@@ -41,7 +41,7 @@ _FIELD_END = re.compile(rb"(?:  |[ \t]*(?:\n|\Z))")
 
 def _read(path: Path) -> bytearray:
     """The file's bytes after a newline (every line then starts after a ``\\n``, the first one too), in one
-    buffer: ``b"\\n" + read()`` would allocate and copy the 1.3 MB a second time (~1 ms of a cold start)."""
+    buffer: ``b"\\n" + read()`` would allocate and copy the 1.3 MB a second time, at every cold start."""
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(os.fstat(f.fileno()).st_size + 1)
         buf[0] = 0x0A

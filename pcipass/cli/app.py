@@ -91,7 +91,8 @@ def _modules_for(args: list[str]) -> tuple[str, ...]:
     so what those print (command lists, "did you mean" hints) is what the whole CLI prints.
 
     Why: typer builds a click command for every registered command on each run; importing every command
-    module and building all their commands cost ~15 ms of a ~130 ms cold ``list``, which uses one of them.
+    module and building all their commands is a tenth or more of a cold ``list``, which uses one of them
+    (bench/run.py's cold start).
     """
     if os.environ.get("_PCIPASS_COMPLETE"):
         return _ALL
@@ -112,7 +113,7 @@ def _group_name(info: typer.models.TyperInfo) -> str | None:
 
 def _run(args: list[str]) -> int | None:
     """Run the app for ``args``; when they invoke one registered command, typer builds only that one (a
-    module registers several: the binding module's three cost 0.06-0.12 s per run under emulation)."""
+    module registers several, and building each is paid on every run)."""
     word, _ = first_word(args)
     commands, groups = _app.registered_commands, _app.registered_groups
     if word in COMMANDS and not os.environ.get("_PCIPASS_COMPLETE"):

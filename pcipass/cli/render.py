@@ -99,8 +99,8 @@ def _plain(text: str) -> bool:
 def _plain_lines(blocks: list[Block], width: int) -> list[str] | None:
     """The lines rich prints for ``blocks`` on a pipe, when they are simple enough to lay out here; else None.
 
-    Why: importing rich and laying a table out with it costs more than a bind itself under emulation (about
-    1 s per ``pcipass enable`` in the TCG guest, bench/binding_overhead.py), and most output is a few short
+    Why: importing rich and laying a table out with it costs more CPU than a small ``list`` itself, natively
+    as under emulation (bench/run.py, bench/binding_overhead.py), and most output is a few short
     rows. Simple means what rich would print unchanged: printable ASCII only (no wide characters, tabs or
     newlines), no section lines, no key/value block, every table within ``width`` (rich would fold cells)
     and its title no wider than the table (rich would wrap it). Then rich's SIMPLE_HEAD layout without
@@ -197,8 +197,8 @@ def _rich_table(blocks: list[Block]) -> None:
 
 
 # How many pieces of text write_json gathers before writing them: 256 device records, ~220 KB. Small enough
-# that each flush reuses the last one's buffers: 4,096 pieces (~1.7 MB) took ~1,800 more page faults on
-# 4,096 functions, ~2.4 µs each here.
+# that each flush reuses the last one's buffers: 4,096 pieces (~1.7 MB) cost page faults a smaller batch
+# does not (bench/run.py).
 _FLUSH_PIECES = 512
 
 
@@ -263,9 +263,9 @@ def _encoder() -> Callable[[Any], str]:
     spelling, for what orjson refuses with a TypeError: a key that is not a string, an integer beyond 64 bits
     from a damaged snapshot, a lone surrogate, or an object json's own TypeError should then name.
 
-    Why orjson: json's C encoder took ~7 µs per 31-key device record, most of what ``list --format json``
-    spends after its scan on a large host (issue #2's target against lspci, bench/run.py); orjson ~2 µs.
-    json is imported only when it is needed."""
+    Why orjson: encoding the device records with json's C encoder was most of what ``list --format json``
+    spends after its scan on a large host, and orjson takes a fraction of it (bench/run.py). json is imported
+    only when it is needed."""
     from orjson import dumps
 
     fallback: list[Callable[[Any], str]] = []
@@ -277,7 +277,7 @@ def _encoder() -> Callable[[Any], str]:
             if not fallback:
                 import json.encoder as je
 
-                # Made once: json.dumps would rebuild its encoder on every call (~40 % of a record).
+                # Made once: json.dumps would rebuild its encoder on every call.
                 py = je.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
                 make = getattr(je, "c_make_encoder", None)  # the C encoder, when the build has it
                 c = make and make({}, py.default, je.encode_basestring, None, ":", ",", False, False, True)
@@ -324,7 +324,7 @@ def write_json(data: Any) -> None:
 def dump_yaml(data: Any) -> str:
     import yaml
 
-    # libyaml's emitter when PyYAML was built with it: ~10x faster on a few hundred devices, same output.
+    # libyaml's emitter when PyYAML was built with it: much faster on a few hundred devices, same output.
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
 

@@ -6,8 +6,9 @@ moment it runs (``when``), which is how "bind the recorded driver if the kernel 
 rollback of a half-done step are expressed without guessing at plan time.
 
 The classes are ``NamedTuple``s rather than frozen dataclasses: the engine is imported by every ``enable``
-and ``disable``, and a dataclass compiles its generated methods (one ``exec`` each) at import, which under
-emulation costs tens of milliseconds per class; a NamedTuple costs a tenth of that and is just as immutable.
+and ``disable``, and a dataclass compiles its generated methods (one ``exec`` each) at import, which the
+emulated guest of the real-kernel tier stretches many times over (bench/profile_binding.py); a NamedTuple
+costs a fraction of that and is just as immutable.
 """
 
 from __future__ import annotations

@@ -72,12 +72,8 @@ def _hex_id(value: str | None, digits: int) -> str | None:
 class Reader:
     """Reads devices one by one (``row``), caching what repeats across them: a device's whole identity by
     its ``uevent`` (``_identity``), the ids parsed from a uevent line or an attribute, and the names pci.ids
-    gives an id tuple (the 127 VFs of a PF share all three).
-
-    Speed matters here (issue #2: ``list`` against lspci on 16k functions, bench/run.py), hence a few
-    departures from the obvious code, each measured: one raw read per file (``sysfs.read_many``), the bus
-    symlink resolved by string slicing when it has the kernel's ``../../../devices/`` shape, and devices
-    built with ``build_frozen`` instead of a 33-argument frozen-dataclass ``__init__``.
+    gives an id tuple (the 127 VFs of a PF share all three). The bus symlink is resolved by string slicing
+    when it has the kernel's ``../../../devices/`` shape (the module docstring says why speed matters here).
     """
 
     def __init__(self, host: Host, ids: PciIds, tables: HostTables, detail: bool) -> None:
