@@ -337,3 +337,27 @@ def test_a_damaged_state_file_is_an_error(capsys, mtty):
     mtty.write("run/pcipass/mdev.json", "{not json")
     r = _cli(capsys, mtty, "list", code=1)
     assert "is not pcipass mdev state" in r.err
+
+
+def test_damaged_trees_are_read_tolerantly(capsys, mtty):
+    """A dangling instance link, a stray name, a type without its counts, garbage in NVIDIA's list: read as
+    unknown, never a crash."""
+    add_type(mtty, "mtty", "mtty-x", name=None, available=None, device_api=None)
+    mtty.symlink(f"sys/bus/mdev/devices/{U2}", mtty.root / "sys/devices/virtual/gone")
+    mtty.write("sys/bus/mdev/devices/not-a-uuid", "")
+    (dev,) = _json(capsys, mtty, "list")["data"]
+    assert (dev["uuid"], dev["parent"], dev["mdev_type"], dev["iommu_group"], dev["driver"]) == (
+        U2,
+        None,
+        None,
+        None,
+        None,
+    )
+    tx = next(t for t in _json(capsys, mtty, "types")["data"] if t["type_id"] == "mtty-x")
+    assert (tx["name"], tx["available_instances"], tx["device_api"]) == (None, None, None)
+    r = _cli(capsys, mtty, "create", "mtty", "mtty-x", "--uuid", U1, "--dry-run")
+    assert "available_instances of mtty-x is unreadable: the kernel decides" in r.err
+    mtty.add_device(VF, vendor="10de", device="26b9", class_="030200", driver="nvidia", group=31)
+    mtty.write(f"sys/bus/pci/devices/{VF}/nvidia/creatable_vgpu_types", "garbage\n12x : y\n 7 : NVIDIA X-1Q \n")
+    vgpu = [t for t in read.types(Host(mtty.root)) if t.parent == VF]
+    assert [(t.type_id, t.name, t.available_instances) for t in vgpu] == [("7", "NVIDIA X-1Q", 1)]

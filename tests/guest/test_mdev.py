@@ -41,11 +41,10 @@ def _types(host) -> dict[str, tuple[str | None, int | None, int]]:
     return {t.type_id: (t.name, t.available_instances, len(t.devices)) for t in read.types(host) if t.parent == "mtty"}
 
 
-def test_types_create_list_emit_remove(mtty, run_cli):
-    from pcipass.emit import libvirt as lv
-    from pcipass.emit import libvirt_mdev
+def test_types_create_list_emit_remove(mtty, capsys):
     from pcipass.errors import Refused
     from pcipass.mdev import ops
+    from tests.support.cli import run
     from tests.support.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors, wrap_in_domain
 
     host = mtty
@@ -68,7 +67,9 @@ def test_types_create_list_emit_remove(mtty, run_cli):
     node = host.vfio_group_node(dev.iommu_group)
     assert node.exists()
 
-    xml = lv.to_xml(lv.wrap([libvirt_mdev.hostdev_element(h) for h in libvirt_mdev.hostdevs(host, [U1])]))
+    emitted = run(capsys, "emit", "libvirt", "--mdev", U1)  # the CLI, in this process
+    assert emitted.code == 0, emitted.err
+    xml = emitted.out
     assert f'<address uuid="{U1}" />' in xml and 'model="vfio-pci"' in xml
     for version in LIBVIRT_VERSIONS:
         assert libvirt_errors(wrap_in_domain(xml), version) == ""
@@ -93,6 +94,33 @@ def test_types_create_list_emit_remove(mtty, run_cli):
 def _comm() -> str:
     with open("/proc/self/comm") as fh:
         return fh.read().strip()
+
+
+def test_declared_instances_come_back(mtty, tmp_path):
+    """persist writes the instance into a desired-state file; once it is gone (as after a reboot) apply creates it
+    again from the file, on the real kernel."""
+    from pcipass.config import Editor, load
+    from pcipass.mdev import declared, ops
+
+    host = mtty
+    ops.create(host, "mtty", "mtty-1", uuid=U1)
+    path = tmp_path / "pcipass.yaml"
+    editor = Editor(path, "pcipass.yaml")
+    assert editor.upsert("mdev", declared.entry_for(host, U1).to_node()) == "added"
+    editor.save()
+    ops.remove(host, U1)
+    entries = load(path, "pcipass.yaml").section("mdev")
+    assert [c.state.value for c in declared.check(host, entries)] == ["missing"]
+    assert [a.outcome for a in declared.apply(host, entries)] == ["created"]
+    assert read_type(host, U1) == "mtty-1"
+    assert [a.outcome for a in declared.apply(host, entries)] == ["unchanged"]
+    ops.remove(host, U1)
+
+
+def read_type(host, uuid: str) -> str | None:
+    from pcipass.mdev import read
+
+    return read.device(host, uuid).mdev_type
 
 
 def test_the_cli_refuses_when_no_instance_is_left(mtty, run_cli):
