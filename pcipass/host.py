@@ -11,6 +11,7 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 from .address import PciAddress
 from .errors import UsageError
@@ -45,6 +46,16 @@ def chosen_root(root: str | None) -> str:
 
 def _pci_ids_rel() -> list[str]:
     return [name for rel in _PCI_IDS_CANDIDATES for name in (rel, rel + ".gz")]
+
+
+T = TypeVar("T")
+
+
+def _captured(accessor: T) -> T:
+    """Marks a Host accessor of files the readers read as they are: a snapshot holds them (``captured_files``),
+    so a file a new reader needs is captured by marking its accessor, not by a second list in snapshot.py."""
+    vars(accessor)["captured"] = True
+    return accessor
 
 
 class Host:
@@ -143,6 +154,16 @@ class Host:
             return self.root.resolve() == Path("/").resolve()
         except OSError:
             return False
+
+    def captured_files(self) -> list[Path]:
+        """The files of every accessor marked ``@_captured`` (an accessor may give several)."""
+        out: list[Path] = []
+        for name, member in vars(Host).items():
+            if getattr(member.fget if isinstance(member, property) else member, "captured", False):
+                value = getattr(self, name)
+                value = value() if callable(value) else value
+                out.extend(value if isinstance(value, tuple) else (value,))
+        return out
 
     # --- top-level trees -------------------------------------------------------------------------------
     def sys(self, *parts: str) -> Path:
@@ -263,14 +284,17 @@ class Host:
 
     # --- /proc ----------------------------------------------------------------------------------------
     @property
+    @_captured
     def cmdline(self) -> Path:
         return self.proc("cmdline")
 
     @property
+    @_captured
     def cpuinfo(self) -> Path:
         return self.proc("cpuinfo")
 
     @property
+    @_captured
     def proc_modules(self) -> Path:
         return self.proc("modules")
 
@@ -298,26 +322,32 @@ class Host:
         return rel
 
     @property
+    @_captured
     def mountinfo(self) -> Path:
         return self.proc(self._ns_pid or "self", "mountinfo")
 
     @property
+    @_captured
     def swaps(self) -> Path:
         return self.proc("swaps")
 
     @property
+    @_captured
     def route_v4(self) -> Path:
         return self._net("route")
 
     @property
+    @_captured
     def route_v6(self) -> Path:
         return self._net("ipv6_route")
 
     @property
+    @_captured
     def if_inet6(self) -> Path:
         return self._net("if_inet6")
 
     @property
+    @_captured
     def fib_trie(self) -> Path:
         """IPv4 FIB as a trie: the only procfs view of local IPv4 addresses (``/32 host LOCAL`` leaves)."""
         return self._net("fib_trie")
@@ -328,10 +358,12 @@ class Host:
         return self.sys("fs", "btrfs")
 
     @property
+    @_captured
     def proc_config_gz(self) -> Path:
         return self.proc("config.gz")
 
     @property
+    @_captured
     def osrelease(self) -> Path:
         return self.proc("sys", "kernel", "osrelease")
 
@@ -367,6 +399,7 @@ class Host:
         return self.dev("kmsg")
 
     @property
+    @_captured
     def kmsg_log(self) -> Path:
         """Where a persisted kernel log may be found (for snapshots and hosts without dmesg access)."""
         return self.root.joinpath("var", "log", "kern.log")
@@ -429,10 +462,12 @@ class Host:
         return self.etc("modules-load.d")
 
     @property
+    @_captured
     def default_grub(self) -> Path:
         return self.etc("default", "grub")
 
     @property
+    @_captured
     def kernel_cmdline_file(self) -> Path:
         return self.etc("kernel", "cmdline")
 
@@ -442,11 +477,13 @@ class Host:
         return self.etc("default", "grub.d")
 
     @property
+    @_captured
     def os_release_files(self) -> tuple[Path, ...]:
         # os-release(5): /etc/os-release, falling back to /usr/lib/os-release.
         return (self.etc("os-release"), self.usr("lib", "os-release"))
 
     @property
+    @_captured
     def proxmox_boot_uuids(self) -> Path:
         """proxmox-boot-tool's list of the ESPs it keeps in sync (its presence: a Proxmox-managed boot)."""
         return self.etc("kernel", "proxmox-boot-uuids")
@@ -461,6 +498,7 @@ class Host:
         """Where an EFI system partition is usually mounted: /boot/efi, /efi, /boot (systemd-boot)."""
         return (self.boot("efi"), self.root.joinpath("efi"), self.boot())
 
+    @_captured
     def grub_cfg_candidates(self) -> tuple[Path, ...]:
         """The GRUB configuration files a BIOS or a UEFI (shim/grub2) boot reads, most common first."""
         return (self.boot("grub2", "grub.cfg"), self.boot("grub", "grub.cfg"))

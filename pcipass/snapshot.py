@@ -260,20 +260,9 @@ def capture(host: Host, out: Path) -> int:
                 c.add_bytes(path, b"")
     if host.efi_dir.is_dir():
         c.add_dir(host.efi_dir)
-    # procfs.
-    for p in (
-        host.cmdline,
-        host.cpuinfo,
-        host.proc_modules,
-        host.mountinfo,
-        host.swaps,
-        host.route_v4,
-        host.route_v6,
-        host.if_inet6,
-        host.fib_trie,
-        host.osrelease,
-        host.proc_config_gz,
-    ):
+    # The files the readers read as they are (procfs, boot and module configuration): Host's accessors marked
+    # as captured.
+    for p in host.captured_files():
         c.add(p)
     # Device nodes pcipass checks for existence; /dev itself is kept so that a missing node stays a finding.
     if host.dev().is_dir():
@@ -290,15 +279,6 @@ def capture(host: Host, out: Path) -> int:
         c.add_glob_files(directory, ".conf")
     c.add_glob_files(host.modules_load_dir, ".conf")
     c.add_glob_files(host.driverctl_dir, "")  # overrides driverctl applies at boot (bootbind)
-    for p in (
-        host.default_grub,
-        host.kernel_cmdline_file,
-        host.kmsg_log,
-        host.proxmox_boot_uuids,
-        *host.os_release_files,
-        *host.grub_cfg_candidates(),
-    ):
-        c.add(p)
     c.add_glob_files(host.default_grub_d, ".cfg")
     for esp in host.esp_dirs:
         c.add(esp / "loader" / "loader.conf")

@@ -104,3 +104,21 @@ def test_snapshot_output_errors(capsys, fake, tmp_path, monkeypatch):
     r = run(capsys, "--root", str(fake.root), "snapshot", "-o", str(tmp_path / "b.tar.xz"))
     assert r.code == 1 and "No space left on device (ENOSPC)" in r.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # no half-written archive, no .tmp
+
+
+def test_every_file_a_host_accessor_marks_captured_is_in_the_snapshot(capsys, fake, tmp_path):
+    """What the snapshot holds of the files readers read as they are follows from Host's accessors
+    (``captured_files``), not from a list in snapshot.py: each of them, present on the host, is in it."""
+    import tarfile
+
+    from pcipass.host import Host
+
+    intel_host(fake)
+    host = Host(fake.root)
+    files = host.captured_files()
+    assert len(files) >= 15 and host.cmdline in files and host.default_grub in files
+    for path in files:
+        if not path.exists():
+            fake.write(host.archive_name(path), "captured\n")
+    names = set(tarfile.open(_snapshot(capsys, fake.root, tmp_path / "b.tar.gz")).getnames())
+    assert {host.archive_name(p) for p in files} <= names
