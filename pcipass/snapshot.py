@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from .host import Host
-from .sysfs import list_dir, read_bytes
+from .sysfs import list_dir, read_bytes, read_kmsg
 
 # Attributes never read: BARs/ROM (device I/O), vpd (may block), and write-only triggers. ``uevent`` is read
 # (its show() only prints the device's identity, and the inventory reads it first).
@@ -57,8 +57,6 @@ _BOOT_TOOLS = (
 
 
 def _add_kernel_log(c: _Collector, host: Host) -> None:
-    from .preflight.facts import read_kmsg
-
     try:
         lines = read_kmsg(os.fspath(host.kmsg_device))
     except OSError:

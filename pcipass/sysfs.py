@@ -144,3 +144,36 @@ def _open_regular_beneath(root: str, path: str) -> int:
         os.close(fd)
         raise NotRegularFile(path)
     return fd
+
+
+#: Bounds on the live kernel log: records read from /dev/kmsg, and their bytes.
+KMSG_MAX_RECORDS = 200_000
+KMSG_MAX_BYTES = 16 << 20
+
+
+def read_kmsg(path: str) -> list[str]:
+    """Messages of ``/dev/kmsg`` (one record per read(2), non-blocking, bounded); Documentation/ABI/testing/dev-kmsg."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    out: list[str] = []
+    total = 0
+    try:
+        for _ in range(KMSG_MAX_RECORDS):
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break  # EAGAIN: no more records
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # the record was overwritten while we read; the next read resumes
+                    continue
+                raise
+            if not rec:
+                break
+            total += len(rec)
+            # "prio,seq,usec,flags;message\n" followed by " KEY=value" continuation lines.
+            head = rec.split(b"\n", 1)[0]
+            out.append(head.split(b";", 1)[-1].decode("utf-8", "replace"))
+            if total > KMSG_MAX_BYTES:
+                break
+    finally:
+        os.close(fd)
+    return out

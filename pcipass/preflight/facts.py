@@ -13,6 +13,7 @@ from functools import cached_property
 from ..cmdline import Cmdline
 from ..host import Host
 from ..iommu import is_noiommu_group
+from ..sysfs import read_kmsg
 from . import bootloader, files, kconfig
 from .kconfig import KernelConfig
 
@@ -24,9 +25,7 @@ _CPU_VENDORS = {"GenuineIntel": INTEL, "AuthenticAMD": AMD, "HygonGenuine": AMD}
 # Host bridge (00:00.0) vendor ids: Intel, AMD, Hygon.
 _BRIDGE_VENDORS = {"0x8086": INTEL, "0x1022": AMD, "0x1d94": AMD}
 
-#: Bounds on the kernel log: records read from /dev/kmsg, bytes read from the end of a log file.
-KMSG_MAX_RECORDS = 200_000
-KMSG_MAX_BYTES = 16 << 20
+#: Bound on the kernel log file: bytes read from its end (the live log's bounds: sysfs.read_kmsg).
 LOG_TAIL_BYTES = 8 << 20
 
 
@@ -36,34 +35,6 @@ class KernelLog:
 
     source: str  #: where it was read (/dev/kmsg or a log file)
     lines: tuple[str, ...]
-
-
-def read_kmsg(path: str) -> list[str]:
-    """Messages of ``/dev/kmsg`` (one record per read(2), non-blocking, bounded); Documentation/ABI/testing/dev-kmsg."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    out: list[str] = []
-    total = 0
-    try:
-        for _ in range(KMSG_MAX_RECORDS):
-            try:
-                rec = os.read(fd, 8192)
-            except BlockingIOError:
-                break  # EAGAIN: no more records
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # the record was overwritten while we read; the next read resumes
-                    continue
-                raise
-            if not rec:
-                break
-            total += len(rec)
-            # "prio,seq,usec,flags;message\n" followed by " KEY=value" continuation lines.
-            head = rec.split(b"\n", 1)[0]
-            out.append(head.split(b";", 1)[-1].decode("utf-8", "replace"))
-            if total > KMSG_MAX_BYTES:
-                break
-    finally:
-        os.close(fd)
-    return out
 
 
 class Facts:
