@@ -194,6 +194,12 @@ def test_the_process_runs_without_the_cyclic_collector(monkeypatch):
     assert run.returncode == 0 and run.stdout == f"pcipass {pcipass.__version__}\n", run.stderr
     # Off before typer's import, still off at exit, and everything frozen then.
     assert "TYPER-IMPORT False" in run.stderr and "AT-EXIT False True" in run.stderr
+    # The one off switch (startup.OFF_ENV): the same run keeps its collector and freezes nothing.
+    plain = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PCIPASS_PLAIN_START": "1"}
+    )
+    assert plain.returncode == 0 and plain.stdout == run.stdout, plain.stderr
+    assert "TYPER-IMPORT True" in plain.stderr and "AT-EXIT True False" in plain.stderr
 
     import atexit
     import gc
@@ -253,6 +259,15 @@ def test_the_cli_begins_the_scan_its_arguments_ask_for(server, monkeypatch, tmp_
     startup.begin_scan(["list"])
     assert began == [str(root)]
     assert isinstance(startup.take_reading(), Begun) and startup.take_reading() is None
+    # The off switch: nothing is begun (and this test process keeps its own SIGTERM handler).
+    import signal
+
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    monkeypatch.setenv(startup.OFF_ENV, "1")
+    began.clear()
+    startup.start(["list"])
+    assert began == [] and startup.take_reading() is None
+    monkeypatch.delenv(startup.OFF_ENV)
 
     # Only a head start: whatever goes wrong beginning it, the command runs as without it.
     def broken(host, ids, **kwargs):
