@@ -529,7 +529,7 @@ def man_page(tree: Cmd) -> str:
         ".SH SEE ALSO",
         r"\fBlspci\fR(8), \fBvirsh\fR(1), \fBmodprobe.d\fR(5), \fBkernel\-command\-line\fR(7)",
         ".PP",
-        roff("The kernel's Documentation/driver-api/vfio.rst and the README of pcipass."),
+        roff("The kernel's Documentation/driver-api/vfio.rst; the README and the manual (docs/index.md) of pcipass."),
     ]
     return "\n".join(lines) + "\n"
 
