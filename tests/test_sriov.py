@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 
@@ -527,3 +528,34 @@ def test_declared_entries_left_alone(env):
     too_many = SriovEntry(NVME_PF, 9, None, False, held.fingerprint, None)
     (a,) = decl.apply(env.host, (too_many,), kernel=env.kernel)
     assert a.outcome == "failed" and "at most 2 VFs" in a.detail
+
+
+def test_a_run_that_died_half_way_is_reported_and_completed(env):
+    from tests.support.fakekernel import Killed
+
+    numvfs(env, NVME_PF, 2)
+    env.kernel.writes.clear()
+    env.kernel.kill_at = 1  # the process dies after removing the VFs, before creating the new one
+    with pytest.raises(Killed):
+        numvfs(env, NVME_PF, 1)
+    env.kernel.kill_at = None
+    assert env.kernel.vfs(NVME_PF) == []
+    record = json.loads((env.root / "run/pcipass/sriov.json").read_text())["pfs"][NVME_PF]
+    assert (record["numvfs_before"], record["numvfs"], record["pid"]) == (2, 1, os.getpid())
+    dry = numvfs(env, NVME_PF, 1, dry_run=True)  # its pid is alive (this process): a run in progress, not said
+    assert not any("died before finishing" in m for m in dry.messages)
+    r = numvfs(env, NVME_PF, 1)
+    assert r.exit_code is ExitCode.OK and r.vfs == NVME_VFS[:1]
+    (said,) = [m for m in r.messages if "died before finishing" in m]
+    assert said.startswith(f"{NVME_PF}: a 'pcipass sriov' run (pid {os.getpid()}, started ")
+    assert said.endswith("the PF had 2 VFs then (sriov_drivers_autoprobe True), it was to have 1")
+    assert json.loads((env.root / "run/pcipass/sriov.json").read_text())["pfs"] == {}
+    assert not any("died before finishing" in m for m in numvfs(env, NVME_PF, 1).messages)
+
+
+def test_a_damaged_sriov_state_file_is_an_error(env):
+    from pcipass.engine.state import StateError
+
+    env.fake.write("run/pcipass/sriov.json", "{not json")
+    with pytest.raises(StateError, match="not pcipass SR-IOV state"):
+        numvfs(env, NVME_PF, 1)

@@ -19,6 +19,8 @@ gone dropped → with ``vfio``, ``enable`` of every VF (in the same lock; each V
 from __future__ import annotations
 
 import errno
+import json
+import os
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 
@@ -33,7 +35,7 @@ from .kernel import Kernel, SysfsKernel
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, enable
 from .plan import Op, Step
 from .planner import StepBuilder
-from .state import Lock, StateStore
+from .state import Lock, StateError, StateStore, now_utc, pid_alive, save_private_json
 from .vfio import VfioOpeners, status_unless_held
 from .wait import Waiter
 
@@ -199,6 +201,45 @@ def _explain(err: PcipassError, pf: PhysicalFunction, steps: tuple[Step, ...]) -
     )
 
 
+class _InFlight:
+    """``<state_dir>/sriov.json``: the PFs whose count a run is changing, each written before the run's first write
+    and dropped after its last (or its complete rollback). A record the next run finds was left by a run that died
+    (kill -9) half way, maybe after removing the VFs and before creating the new ones: that run says so, with
+    the count the PF had, and sets the count again."""
+
+    def __init__(self, host: Host) -> None:
+        self.path = host.state_dir / "sriov.json"
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        try:
+            doc = json.loads(self.path.read_text())
+            return {a: dict(r) for a, r in doc["pfs"].items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(
+                f"the state file {self.path} is not pcipass SR-IOV state ({exc})",
+                path=str(self.path),
+                remedy="inspect it (it names the PFs a run was changing), then remove it",
+            ) from exc
+
+    def set(self, address: str, record: dict[str, Any] | None) -> None:
+        records = self.load()
+        if record is None:
+            records.pop(address, None)
+        else:
+            records[address] = record
+        save_private_json(self.path, {"version": 1, "pfs": records})
+
+
+def _interrupted(record: dict[str, Any], address: str) -> str:
+    return (
+        f"{address}: a 'pcipass sriov' run (pid {record.get('pid')}, started {record.get('since')}) died before "
+        f"finishing; the PF had {record.get('numvfs_before')} VFs then (sriov_drivers_autoprobe "
+        f"{record.get('autoprobe_before')}), it was to have {record.get('numvfs')}"
+    )
+
+
 def _drop_records(host: Host, gone: tuple[str, ...]) -> None:
     """VFs that no longer exist keep no state record (enable recorded those it bound)."""
     store = StateStore(host)
@@ -273,6 +314,10 @@ def _run(
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel:
         messages.append(not_live_message(host))
+    inflight = _InFlight(host)
+    left = inflight.load().get(address)
+    if left is not None and not (dry_run and pid_alive(int(left.get("pid", 0)))):
+        messages.append(_interrupted(left, address))
     plan = _plan(host, kernel, address, numvfs, autoprobe, force)
     pf = plan.pf
     messages += plan.messages
@@ -317,11 +362,24 @@ def _run(
             tuple(binding.errors) if binding else (),
             binding.exit_code if binding else ExitCode.OK,
         )
+    if plan.steps:
+        inflight.set(
+            address,
+            {
+                "numvfs_before": pf.sriov_numvfs,
+                "autoprobe_before": pf.sriov_drivers_autoprobe,
+                "numvfs": numvfs,
+                "pid": os.getpid(),
+                "since": now_utc(),
+            },
+        )
     waiter = Waiter(host)
     try:
         run = Executor(host, kernel, waiter, timeout).run(plan.steps)
     finally:
         waiter.close()
+    if (plan.steps and run.restored) or (left is not None and not plan.steps):
+        inflight.set(address, None)  # kept when a rollback is incomplete: the next run says so again
     now = physical_function(host, scan(host, address), address)
     after = (now.sriov_numvfs, now.sriov_drivers_autoprobe)
     vfs = tuple(vf.address for vf in now.vfs)
