@@ -557,5 +557,5 @@ def test_a_damaged_sriov_state_file_is_an_error(env):
     from pcipass.engine.state import StateError
 
     env.fake.write("run/pcipass/sriov.json", "{not json")
-    with pytest.raises(StateError, match="not pcipass SR-IOV state"):
+    with pytest.raises(StateError, match="sriov.json is not pcipass state"):
         numvfs(env, NVME_PF, 1)

@@ -35,7 +35,7 @@ from .kernel import Kernel, SysfsKernel
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, enable
 from .plan import Op, Step
 from .planner import StepBuilder
-from .state import Lock, StateError, StateStore, now_utc, pid_alive, save_private_json
+from .state import Lock, StateStore, damaged, now_utc, pid_alive, read_private, save_private_json
 from .vfio import VfioOpeners, status_unless_held
 from .wait import Waiter
 
@@ -208,20 +208,17 @@ class _InFlight:
     the count the PF had, and sets the count again."""
 
     def __init__(self, host: Host) -> None:
+        self.host = host
         self.path = host.state_dir / "sriov.json"
 
     def load(self) -> dict[str, dict[str, Any]]:
-        try:
-            doc = json.loads(self.path.read_text())
-            return {a: dict(r) for a, r in doc["pfs"].items()}
-        except FileNotFoundError:
+        raw = read_private(self.host, self.path)
+        if raw is None:
             return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StateError(
-                f"the state file {self.path} is not pcipass SR-IOV state ({exc})",
-                path=str(self.path),
-                remedy="inspect it (it names the PFs a run was changing), then remove it",
-            ) from exc
+        try:
+            return {a: dict(r) for a, r in json.loads(raw.decode("utf-8"))["pfs"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # UnicodeDecodeError, JSONDecodeError too
+            raise damaged(self.path, str(exc)) from exc
 
     def set(self, address: str, record: dict[str, Any] | None) -> None:
         records = self.load()
@@ -229,7 +226,7 @@ class _InFlight:
             records.pop(address, None)
         else:
             records[address] = record
-        save_private_json(self.path, {"version": 1, "pfs": records})
+        save_private_json(self.host, self.path, {"version": 1, "pfs": records})
 
 
 def _interrupted(record: dict[str, Any], address: str) -> str:
