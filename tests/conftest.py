@@ -52,6 +52,23 @@ def gpu(fake) -> Path:
     return gpu_host(fake).root
 
 
+@pytest.fixture
+def scans(monkeypatch) -> list[set[str]]:
+    """The device addresses of every inventory scanned during the test, in order."""
+    from pcipass.inventory import Inventory
+
+    seen: list[set[str]] = []
+    real = Inventory.scan.__func__
+
+    def spy(cls, *args, **kwargs):
+        inv = real(cls, *args, **kwargs)
+        seen.append(set(inv.devices))
+        return inv
+
+    monkeypatch.setattr(Inventory, "scan", classmethod(spy))
+    return seen
+
+
 def _unpack(name: str, dest: Path) -> Path:
     src = DATA / "hosts" / name
     dest.mkdir(parents=True, exist_ok=True)

@@ -156,11 +156,12 @@ def test_a_device_the_cluster_does_not_know_is_an_error(capsys, gpu, tmp_path):
 # --- formats and goldens -------------------------------------------------------------------------------------
 
 
-def test_json_is_a_list_when_several_and_the_object_when_one(capsys, gpu):
-    one = json.loads(_emit(capsys, gpu, GPU, "--node", "n1", "-f", "json").out)
-    assert one["kind"] == "PCIDeviceClaim"
-    two = json.loads(_emit(capsys, gpu, GPU, LONE, "--node", "n1", "-f", "json").out)
-    assert two["kind"] == "List" and len(two["items"]) == 2
+def test_json_is_the_envelope_with_the_claims_and_their_devices(capsys, gpu):
+    env = json.loads(_emit(capsys, gpu, GPU, LONE, "--node", "n1", "-f", "json").out)
+    assert (env["command"], env["status"]) == ("emit harvester", "ok")
+    assert [d["kind"] for d in env["data"]["documents"]] == ["PCIDeviceClaim"] * 2
+    assert env["data"]["text"] == _emit(capsys, gpu, GPU, LONE, "--node", "n1").out
+    assert [t["address"] for t in env["data"]["targets"]] == sorted([GPU, LONE])
 
 
 def test_golden_ilo_group(capsys, hpe_a2):

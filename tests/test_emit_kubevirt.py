@@ -124,14 +124,19 @@ def test_every_document_is_valid(capsys, gpu, hpe_a2, host, args):
         assert len(names.kubevirt_socket_path(p["resourceName"])) < names.SUN_PATH_MAX
 
 
-def test_json_is_one_object(capsys, gpu):
-    out = json.loads(_emit(capsys, gpu, GPU, "--format", "json").out)
-    assert out["kind"] == "List" and [i["kind"] for i in out["items"]] == ["KubeVirt", "VirtualMachine"]
-    cr = json.loads(_emit(capsys, gpu, GPU, "--only", "kubevirt", "--format", "json").out)
-    assert cr["kind"] == "KubeVirt"
-    assert_valid_cr(cr)
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_json_and_yaml_wrap_the_documents_in_the_envelope(capsys, gpu, fmt):
+    text = _emit(capsys, gpu, GPU).out
+    env = yaml.safe_load(_emit(capsys, gpu, GPU, "--format", fmt).out)
+    assert (env["pcipass"], env["command"], env["status"], env["errors"]) == (1, "emit kubevirt", "ok", [])
+    assert env["data"]["text"] == text
+    assert env["data"]["documents"] == yaml_documents(text)
+    assert [t["address"] for t in env["data"]["targets"]] == [GPU]
+    cr = json.loads(_emit(capsys, gpu, GPU, "--only", "kubevirt", "--format", "json").out)["data"]["documents"]
+    assert [d["kind"] for d in cr] == ["KubeVirt"]
+    assert_valid_cr(cr[0])
     vm = json.loads(run(capsys, "--root", str(gpu), "--format", "json", "emit", "kubevirt", GPU, "--only", "vm").out)
-    assert vm["kind"] == "VirtualMachine"
+    assert [d["kind"] for d in vm["data"]["documents"]] == ["VirtualMachine"]
 
 
 def test_yaml_documents_say_how_to_apply_them(capsys, gpu):

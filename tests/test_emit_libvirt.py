@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pcipass.address import PciAddress
 from pcipass.emit.libvirt import FIRST_GUEST_SLOT, LAST_GUEST_SLOT, guest_addresses
@@ -290,3 +292,49 @@ def test_golden_recorded_host(capsys, hpe_a2, name, args):
 
 def test_golden_gpu_with_audio(capsys, gpu):
     check_golden("emit-libvirt.fake-gpu-group.xml", _emit(capsys, gpu, GPU, "--group").out)
+
+
+# --- formats -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_json_and_yaml_wrap_the_xml_in_the_envelope(capsys, gpu, fmt):
+    plain = _emit(capsys, gpu, GPU)
+    for args in (("-f", fmt, "emit", "libvirt", GPU), ("emit", "libvirt", GPU, "--format", fmt)):
+        r = run(capsys, "--root", str(gpu), *args)
+        assert r.code == 0 and r.err == plain.err and "also holds" in r.err
+        env = yaml.safe_load(r.out)
+        assert (env["pcipass"], env["command"], env["status"], env["errors"]) == (1, "emit libvirt", "ok", [])
+        assert env["data"]["text"] == plain.out
+        assert [(t["address"], t["iommu_group"], t["vfio"]) for t in env["data"]["targets"]] == [(GPU, 40, True)]
+
+
+def test_an_error_with_json_is_the_error_envelope(capsys, gpu):
+    r = run(capsys, "--root", str(gpu), "-f", "json", "emit", "libvirt", GPU_PORT)
+    env = json.loads(r.out)
+    assert r.code == 5 and (env["command"], env["status"], env["data"]) == ("emit libvirt", "error", None)
+
+
+# --- what is read --------------------------------------------------------------------------------------------
+
+
+def test_only_the_named_devices_and_their_groups_are_read(capsys, gpu, scans):
+    _emit(capsys, gpu, GPU)
+    _emit(capsys, gpu, LONE, NIC_A, "--group")
+    # The slot siblings of a device with --group are read too (its companions when there are no groups).
+    assert scans == [{GPU_PORT, GPU, GPU_AUDIO}, {LONE, NIC_A, NIC_B}]
+
+
+def test_group_without_iommu_groups_takes_the_slot_siblings(capsys, fake):
+    fake.add_device(GPU, vendor="10de", device="1eb8", class_="030200", driver="nvidia")
+    fake.add_device(GPU_AUDIO, vendor="10de", device="10f8", class_="040300", driver="snd_hda_intel")
+    fake.add_device(NIC_A, vendor="8086", device="10fb", class_="020000", driver="ixgbe")
+    r = _emit(capsys, fake.root, GPU, "--group")
+    assert [_source(e) for e in _hostdevs(r.out)] == [GPU, GPU_AUDIO]
+    assert f"{GPU} has no IOMMU group" in r.err and f"{GPU_AUDIO} has no IOMMU group" in r.err
+    assert [_source(e) for e in _hostdevs(_emit(capsys, fake.root, GPU).out)] == [GPU]
+
+
+def test_group_without_iommu_groups_on_the_recorded_host(capsys, hpe_iommu_off):
+    els = _hostdevs(_emit(capsys, hpe_iommu_off, "01:00.4", "--group").out)
+    assert [_source(e) for e in els] == ["0000:01:00.0", "0000:01:00.1", "0000:01:00.2", "0000:01:00.4"]

@@ -91,8 +91,8 @@ def test_libvirt_mdev_errors(capsys, host):
 
 
 # --- KubeVirt ------------------------------------------------------------------------------------------------
-def _docs(text: str, fmt: str = "yaml") -> tuple[dict, dict]:
-    docs = json.loads(text)["items"] if fmt == "json" else yaml_documents(text)
+def _docs(text: str, fmt: str = "table") -> tuple[dict, dict]:
+    docs = json.loads(text)["data"]["documents"] if fmt == "json" else yaml_documents(text)
     cr, vm = docs
     assert cr["kind"] == "KubeVirt" and vm["kind"] == "VirtualMachine"
     return cr, vm
@@ -111,7 +111,7 @@ def _config(cr: dict) -> dict:
     return cr["spec"]["configuration"]
 
 
-@pytest.mark.parametrize("fmt", ["yaml", "json"])
+@pytest.mark.parametrize("fmt", ["table", "json"])
 def test_kubevirt_one_host_golden(capsys, host, fmt):
     r = _emit(
         capsys, host, "kubevirt", "--mdev", "mtty-2", "--mdev", U3, "--mdev", "mtty-2", "--vm", "vm1", "--format", fmt
@@ -132,7 +132,7 @@ def test_kubevirt_one_host_golden(capsys, host, fmt):
     assert "virt-handler creates the instances" in r.err and "--current" in r.err
     for p in conf["permittedHostDevices"]["mediatedDevices"]:
         assert names.is_extended_resource_name(p["resourceName"])
-    if fmt == "yaml":
+    if fmt == "table":
         check_golden("emit-kubevirt.mdev.yaml", r.out)
 
 

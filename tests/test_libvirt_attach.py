@@ -26,7 +26,7 @@ else:
     )
 
 from tests.support.cli import run
-from tests.support.emit_hosts import GPU, GPU_AUDIO, LONE, NIC_A
+from tests.support.emit_hosts import GPU, GPU_AUDIO, GPU_PORT, LONE, NIC_A
 from tests.support.emit_schemas import LIBVIRT_VERSIONS, libvirt_errors
 
 URI = "test:///default"
@@ -104,6 +104,12 @@ def test_attach_reports_what_it_did(capsys, gpu, domain):
     # neither --live nor --config on an inactive domain: libvirt's "current" is the definition
     assert env["data"] == [{"address": LONE, "domain": domain, "action": "attached", "live": False, "config": True}]
     assert set(_config_hostdevs(domain)) == {LONE}
+
+
+def test_attach_reads_only_the_named_devices_and_their_groups(capsys, gpu, domain, scans):
+    assert _cli(capsys, gpu, "attach", domain, LONE, "--config", "-c", URI).code == 0
+    assert _cli(capsys, gpu, "attach", domain, GPU, "--group", "--config", "-c", URI).code == 0
+    assert scans == [{LONE}, {GPU_PORT, GPU, GPU_AUDIO}]
 
 
 def test_managed_can_be_forced(capsys, gpu, domain):

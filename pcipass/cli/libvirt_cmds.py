@@ -57,13 +57,13 @@ def attach_cmd(
 ) -> None:
     """Attach PCI devices to a libvirt domain as <hostdev> (libvirt picks their guest addresses)."""
     context.state(fmt)
-    from ..emit import devices
+    from ..emit import commands, devices
     from ..emit import libvirt as lv
     from ..hypervisor import libvirt_conn
-    from ..inventory import Inventory
     from ..result import Result, jsonable
 
-    targets = devices.select(Inventory.scan(context.CURRENT.host()), addresses, group=group)
+    host = context.CURRENT.host()
+    targets = devices.select(commands.scan(host, addresses, group=group), addresses, group=group)
     items = lv.hostdevs(targets, managed=managed, guest_auto=False)
     changes, errors = libvirt_conn.attach(connect, domain, items, live=live, config=config)
     finish(Result("attach", data=[jsonable(c) for c in changes], errors=errors), _view)

@@ -43,8 +43,17 @@ class KeyValues:
     title: str | None = None
 
 
+@dataclass
+class Document:
+    """A configuration document (libvirt XML, Kubernetes YAML) that is the whole table-format output: printed
+    exactly as it is, for ``virsh`` or ``kubectl``."""
+
+    text: str
+
+
 Block = Table | KeyValues | str
-View = Callable[[Any], list[Block]]
+#: What a command's data looks like in the table format: blocks, or a document printed as it is.
+View = Callable[[Any], list[Block] | Document]
 
 
 def cell(value: Any) -> str:
@@ -352,4 +361,8 @@ def render(result: Result, fmt: Format, view: View) -> None:
     elif result.data is not None:
         # Views read plain data, the same the envelope carries; commands hand over their objects, so this is
         # the one conversion (a list of thousands of devices made it visible when done twice).
-        render_table(view(jsonable(result.data)))
+        shown = view(jsonable(result.data))
+        if isinstance(shown, Document):
+            write_stdout(shown.text)
+        else:
+            render_table(shown)

@@ -79,9 +79,18 @@ def _endpoint(dev: PciDevice) -> PciDevice:
     return dev
 
 
+def _companions(inv: Inventory, dev: PciDevice) -> list[PciDevice]:
+    """The other devices of ``dev``'s IOMMU group; without a group (IOMMU off, a recording without groups), its
+    multifunction siblings, which share a group whenever the IOMMU is on and the card lacks ACS between its
+    functions (a GPU and its audio function)."""
+    if dev.iommu_group is not None:
+        return inv.peers(dev.address)
+    return [inv.devices[f] for f in dev.functions if f in inv.devices]
+
+
 def select(inv: Inventory, addresses: Sequence[str], *, all_vfio: bool = False, group: bool = False) -> list[Target]:
-    """The named devices (and, with ``group``, the other endpoints of their IOMMU groups), or every device
-    on a vfio driver; sorted by address, each once. Bridges named explicitly are refused."""
+    """The named devices (and, with ``group``, the other endpoints of their IOMMU groups, ``_companions``), or
+    every device on a vfio driver; sorted by address, each once. Bridges named explicitly are refused."""
     if not addresses and not all_vfio:
         raise UsageError("name at least one PCI address (or use --all-vfio)")
     chosen: dict[str, PciDevice] = {}
@@ -89,7 +98,7 @@ def select(inv: Inventory, addresses: Sequence[str], *, all_vfio: bool = False, 
         dev = _endpoint(inv.device(PciAddress.parse(text)))
         chosen[dev.address] = dev
         if group:
-            for peer in inv.peers(dev.address):
+            for peer in _companions(inv, dev):
                 if not peer.is_bridge:
                     chosen[peer.address] = peer
     if all_vfio:
