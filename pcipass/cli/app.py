@@ -14,7 +14,7 @@ from ..errors import ExitCode, PcipassError
 from ..host import ROOT_ENV
 from . import context
 from .render import Format, dump_json, dump_yaml, warn, write_stdout
-from .startup import first_word
+from .startup import first_word, format_values
 
 # The bare app: global options only. Commands are registered on demand by main() (see _modules_for); the
 # module attribute ``app`` (__getattr__ below) is this same object with every command registered.
@@ -22,7 +22,6 @@ _app = typer.Typer(
     name="pcipass",
     help="Safe, scriptable PCI passthrough: inventory, IOMMU preflight, vfio-pci binding, hypervisor config.",
     add_completion=False,
-    no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
@@ -146,13 +145,32 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _error_envelope(err: PcipassError) -> None:
+def _asked_format(args: list[str]) -> Format | None:
+    """The last valid ``--format`` value among ``args`` (the command's own overrides the global one), read
+    again for an error raised before the command applied it (the parser's, or a bad ``--root``)."""
+    asked = [f for f in (v.lower() for v in format_values(args)) if f in Format._value2member_map_]
+    return Format(asked[-1]) if asked else None
+
+
+def _error_envelope(err: PcipassError, args: list[str]) -> None:
     st = context.CURRENT
+    st.fmt = _asked_format(args) or st.fmt
     if st.fmt in (Format.json, Format.yaml):
         from ..result import Result
 
         env = Result(command=st.command, errors=[err]).envelope()
         write_stdout(dump_json(env) if st.fmt is Format.json else dump_yaml(env))
+
+
+def _parser_error_envelope(args: list[str], message: str, ctx: object) -> None:
+    """The error envelope of a usage error the parser found (unknown option or command, missing or bad value,
+    extra arguments), when the arguments ask for JSON or YAML."""
+    from ..errors import UsageError
+
+    # The command the parser was reading ("emit libvirt"), or "pcipass" when it never reached one.
+    path = str(getattr(ctx, "command_path", "") or "").split()
+    context.CURRENT.command = " ".join(path[1:]) or "pcipass"
+    _error_envelope(UsageError(message), args)
 
 
 def _is_click_usage_error(exc: BaseException) -> bool:
@@ -170,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     except PcipassError as err:
         if context.CURRENT.debug:
             traceback.print_exc()
-        _error_envelope(err)
+        _error_envelope(err, args)
         warn(f"error: {err.message}" + (f" ({err.remedy})" if err.remedy else ""))
         sys.exit(int(err.exit_code))
     except KeyboardInterrupt:
@@ -186,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
             if ctx is not None:
                 hint = f" (see '{ctx.command_path} --help')"
             message = exc.format_message()  # type: ignore[attr-defined]  # click's API, matched by its shape
+            _parser_error_envelope(args, message, ctx)
             warn(f"error: {message}{hint}")
             sys.exit(int(ExitCode.USAGE))
         if type(exc).__name__ == "Abort":

@@ -13,7 +13,6 @@ mdev_app = typer.Typer(
     name="mdev",
     help="Mediated devices (vGPU slices and other mdev instances): list the types parents offer, list, create and "
     "remove instances.",
-    no_args_is_help=True,
 )
 
 UuidArg = Annotated[str, typer.Argument(metavar="UUID", help="The mediated device's UUID.")]

@@ -8,8 +8,8 @@ The last two only make the process faster; nothing a run prints or does depends 
 In-process callers of ``cli.main(argv)``, such as the tests, do not go through here.
 
 The arguments are only glanced at here (``first_word``, ``root_option``), also to choose which command modules
-to import (``app._modules_for``); typer parses them for real afterwards, and a wrong guess costs at most a
-cancelled reading.
+to import (``app._modules_for``) and, once the parser refused them, the format of the error (``format_values``);
+typer parses them for real afterwards, and a wrong guess costs at most a cancelled reading.
 """
 
 from __future__ import annotations
@@ -79,6 +79,29 @@ def root_option(before: list[str]) -> str | None:
             root = arg[len("--root=") :]
         i += 1
     return root
+
+
+def format_values(args: list[str]) -> list[str]:
+    """Every value given to ``--format``/``-f`` in ``args``, the global option's and the command's, in order
+    (the last valid one is in force: the command's overrides the global one). Read when the parser refused
+    the arguments, to print the error envelope in the format asked for."""
+    out = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg in ("--format", "-f"):
+            if i + 1 < len(args):
+                out.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--format="):
+            out.append(arg[len("--format=") :])
+        elif arg.startswith("-f") and len(arg) > 2 and not arg.startswith("--"):
+            out.append(arg[2:])
+        i += 1
+    return out
 
 
 def begin_scan(args: list[str]) -> None:
