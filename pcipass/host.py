@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from .address import PciAddress
 from .errors import UsageError
+from .sysfs import read_bytes
 
 #: Environment variable that sets the default root.
 ROOT_ENV = "PCIPASS_ROOT"
@@ -30,6 +31,29 @@ _PCI_IDS_CANDIDATES = (
     "usr/share/misc/pci.ids",
     "usr/share/pci.ids",
 )
+
+
+#: The longest kernel release: ``utsname.release`` holds __NEW_UTS_LEN (64) characters (include/uapi/linux/utsname.h).
+_RELEASE_MAX = 64
+
+
+def _release(raw: bytes) -> str | None:
+    """The kernel release in an ``osrelease`` file's bytes, or None when they cannot be one: not UTF-8, longer
+    than the kernel allows, blanks or control characters inside, or not a single path component (it names
+    ``lib/modules/RELEASE`` and ``boot/config-RELEASE``)."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if (
+        len(text) > _RELEASE_MAX
+        or not text.isprintable()
+        or any(c.isspace() for c in text)
+        or "/" in text
+        or text in (".", "..")
+    ):
+        return None
+    return text
 
 
 def chosen_root(root: str | None) -> str:
@@ -407,13 +431,11 @@ class Host:
     # --- kernel release, modules, boot ------------------------------------------------------------------
     @cached_property
     def kernel_release(self) -> str | None:
-        """``uname -r`` of the host: from procfs under the root, else (live only) from uname."""
-        try:
-            text = self.osrelease.read_text().strip()
-            if text:
-                return text
-        except OSError:
-            pass
+        """``uname -r`` of the host: from procfs under the root, else (live only) from uname. None when unknown,
+        and when ``osrelease`` is no release (``_release``): the name becomes a path component."""
+        raw = read_bytes(self.osrelease, _RELEASE_MAX * 4)
+        if raw is not None and raw.strip():
+            return _release(raw)
         if self.is_live:
             return os.uname().release
         # A snapshot without osrelease: use the only module tree if there is exactly one.

@@ -63,7 +63,6 @@ def test_plain_layout_matches_rich(monkeypatch):
         [Table(("A", "B"), [["x" * 150, "y" * 60]])],  # wider than the page: rich folds
         [Table(("A",), [["x"]], title="a title wider than the table")],  # rich wraps the title
         [Table(("A",), [["caf\u00e9"]])],
-        [Table(("A",), [["two\nlines"]])],
         [KeyValues([("key", "value")])],
     ],
 )

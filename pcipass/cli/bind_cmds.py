@@ -21,10 +21,6 @@ TimeoutOption = Annotated[
 ]
 
 
-def _value(v: Any) -> Any:
-    return v.replace("\n", "\\n") if isinstance(v, str) else v
-
-
 def devices_table(data: dict[str, Any]) -> Table:
     rows = []
     for d in data["devices"]:
@@ -51,7 +47,7 @@ def steps_table(steps: list[dict[str, Any]], title: str, status: bool) -> Table:
             s["address"] or (f"group {s['group']}" if s["group"] is not None else "host"),
             s["op"],
             s["path"],
-            _value(s["value"]),
+            s["value"],
             s["condition"],
         ]
         if status:

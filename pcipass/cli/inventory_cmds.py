@@ -158,7 +158,7 @@ def list_cmd(
     )
     # Devices as ``list`` reports them (``summary``): every field but the details its scan skipped.
     if not tree:
-        result = Result("list", data=Records(devices, summary))
+        result = Result("list", data=Records(devices, summary), messages=list(inv.warnings))
         _no_pci_bus(result)
         finish(result, _list_view)
         return
@@ -169,7 +169,7 @@ def list_cmd(
     for gnum in sorted(buckets, key=lambda g: (g is None, g or 0)):
         verdict = inv.groups[gnum].verdict.value if gnum is not None and gnum in inv.groups else "none"
         data.append({"group": gnum, "verdict": verdict, "devices": buckets[gnum]})
-    result = Result("list", data=data)
+    result = Result("list", data=data, messages=list(inv.warnings))
     _no_pci_bus(result)
     finish(result, _tree_view)
 
@@ -228,10 +228,7 @@ def _show_view(data: dict[str, Any]) -> list[Block]:
     if group is None:
         blocks.append("IOMMU group: none (the IOMMU is off or this device is not behind one)")
     else:
-        rows = [
-            [m["address"], m["role"], m["driver"], f"{m.get('vendor_id')}:{m.get('device_id')}", m.get("name")]
-            for m in group["devices"]
-        ]
+        rows = [[m["address"], m["role"], m["driver"], _ids(m), m.get("name")] for m in group["devices"]]
         title = f"IOMMU group {group['group']}: {group['verdict']}"
         blocks.append(Table(("ADDRESS", "ROLE", "DRIVER", "ID", "NAME"), rows, title=title))
     return blocks
@@ -246,7 +243,7 @@ def show_cmd(address: AddressArg, fmt: FormatOption = None) -> None:
     inv = _inventory()
     dev = inv.device(addr)
     group = inv.group_of(dev.address)
-    finish(Result("show", data={"device": dev, "iommu_group": group}), _show_view)
+    finish(Result("show", data={"device": dev, "iommu_group": group}, messages=list(inv.warnings)), _show_view)
 
 
 def _groups_view(data: list[dict[str, Any]]) -> list[Block]:
@@ -261,7 +258,7 @@ def _groups_view(data: list[dict[str, Any]]) -> list[Block]:
                     m.get("address"),
                     m.get("role"),
                     m.get("driver"),
-                    f"{m.get('vendor_id')}:{m.get('device_id')}" if m else None,
+                    _ids(m) if m else None,
                     m.get("name"),
                 ]
             )
@@ -275,7 +272,7 @@ def groups_cmd(fmt: FormatOption = None) -> None:
     from ..result import Result
 
     inv = _inventory(detail=False)
-    result = Result("groups", data=list(inv.groups.values()))
+    result = Result("groups", data=list(inv.groups.values()), messages=list(inv.warnings))
     if not inv.groups and not _no_pci_bus(result):
         result.messages.append("no IOMMU groups: the IOMMU is off or unsupported (see 'pcipass check-iommu')")
     finish(result, _groups_view)

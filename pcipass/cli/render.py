@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -56,6 +57,27 @@ Block = Table | KeyValues | str
 View = Callable[[Any], list[Block] | Document]
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return _ESCAPES.get(ch) or (
+        f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written as a Python escape (``\\x1b``, ``\\n``,
+    ``\\u202e``): C0 and C1 controls, DEL, format characters (bidirectional overrides), line and paragraph
+    separators, lone surrogates. The one escaping of host strings (a ``driver_override``, a ``pci.ids`` name, a
+    file name) on their way to a terminal: every table cell and every stderr message goes through it; JSON and
+    YAML keep the true string."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or unicodedata.category(ch) == "Zs" else _escape(ch) for ch in text)
+
+
 def cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -65,7 +87,12 @@ def cell(value: Any) -> str:
         return str(value.value)
     if isinstance(value, (list, tuple)):
         return ", ".join(cell(v) for v in value) if value else "-"
-    return str(value)
+    return printable(str(value))
+
+
+def _lines(text: str) -> str:
+    """A text block's lines, each made printable (the line breaks are the view's own)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _stdout_is_tty() -> bool:
@@ -122,13 +149,14 @@ def _plain_lines(blocks: list[Block], width: int) -> list[str] | None:
         if i:
             out.append("")
         if isinstance(block, str):
+            block = _lines(block)
             if not _plain(block):
                 return None
             out.append(block.rstrip())
             continue
         if not isinstance(block, Table) or block.sections:
             return None
-        header = list(block.columns)
+        header = [printable(c) for c in block.columns]
         rows = [[cell(v) for v in row] for row in block.rows]
         if any(len(r) != len(header) for r in rows):
             return None
@@ -136,10 +164,11 @@ def _plain_lines(blocks: list[Block], width: int) -> list[str] | None:
             return None
         widths = [max(map(len, col)) for col in zip(header, *rows)]
         total = sum(widths) + 3 * (len(widths) - 1)
-        if total > width or (block.title and (len(block.title) > total or not _plain(block.title))):
+        title = printable(block.title) if block.title else None
+        if total > width or (title and (len(title) > total or not _plain(title))):
             return None
-        if block.title:
-            out.append(block.title.rstrip())
+        if title:
+            out.append(title.rstrip())
         out.append("   ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip())
         out.append("\u2500" * total)
         out += ["   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -173,30 +202,30 @@ def _rich_table(blocks: list[Block]) -> None:
             console.print()
         first = False
         if isinstance(block, str):
-            console.print(Text(block), soft_wrap=True)
+            console.print(Text(_lines(block)), soft_wrap=True)
         elif isinstance(block, KeyValues):
             t = RichTable(
                 box=None,
                 show_header=False,
-                title=Text(block.title) if block.title else None,
+                title=Text(printable(block.title)) if block.title else None,
                 title_justify="left",
                 pad_edge=False,
             )
             t.add_column(no_wrap=True, style="bold")
             t.add_column(overflow="fold")
             for key, value in block.pairs:
-                t.add_row(Text(key), Text(cell(value)))
+                t.add_row(Text(printable(key)), Text(cell(value)))
             console.print(t)
         else:
             t = RichTable(
                 box=box.SIMPLE_HEAD,
-                title=Text(block.title) if block.title else None,
+                title=Text(printable(block.title)) if block.title else None,
                 title_justify="left",
                 pad_edge=False,
                 show_edge=False,
             )
             for col in block.columns:
-                t.add_column(Text(col), overflow="fold")
+                t.add_column(Text(printable(col)), overflow="fold")
             for i, row in enumerate(block.rows):
                 t.add_row(*(Text(cell(v)) for v in row), end_section=i in block.sections)
             console.print(t)
@@ -344,8 +373,8 @@ def write_stdout(text: str) -> None:
 
 
 def warn(message: str) -> None:
-    """A one-line message for humans on stderr (never rich markup)."""
-    sys.stderr.write(f"pcipass: {message}\n")
+    """A one-line message for humans on stderr (never rich markup; host strings in it made ``printable``)."""
+    sys.stderr.write(f"pcipass: {printable(message)}\n")
     sys.stderr.flush()
 
 

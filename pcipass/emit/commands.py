@@ -132,7 +132,7 @@ def libvirt(
     if addresses:
         inv = scan(host, addresses, group=group)
         targets = devices.select(inv, addresses, group=group)
-        warnings = tuple(group_warnings(inv, targets))
+        warnings = inv.warnings + tuple(group_warnings(inv, targets))
         items = lv.hostdevs(targets, managed=managed, rom_bar=rom_bar, guest_auto=guest_auto)
         elements += [lv.hostdev_element(h) for h in items]
     elements += [libvirt_mdev.hostdev_element(h) for h in libvirt_mdev.hostdevs(host, mdevs)]
@@ -178,12 +178,15 @@ def kubevirt_patches(
 ) -> Emitted:
     """The KubeVirt CR merge patch permitting the devices (``cr``) and a VM merge patch requesting them
     (``vm_patch``), for this host's devices or, with ``saved`` (``[NODE=]FILE`` specs), for several nodes'."""
+    read_warnings: tuple[str, ...] = ()
     if saved:
         if node is not None:
             raise UsageError("--node names this host; with --from the node names come from the inventories")
         targets = _saved_targets(saved, addresses, all_vfio)
     else:
-        targets = devices.select(scan(host, addresses, all_vfio=all_vfio), addresses, all_vfio=all_vfio)
+        inv = scan(host, addresses, all_vfio=all_vfio)
+        read_warnings = inv.warnings
+        targets = devices.select(inv, addresses, all_vfio=all_vfio)
         if per_device or node is not None:
             name = node_name(host, node)
             targets = [t.with_node(name) for t in targets]
@@ -191,7 +194,7 @@ def kubevirt_patches(
         raise UsageError("no device selected (--all-vfio found no device on a vfio driver)")
     plan = kubevirt.plan(targets, per_device=per_device, current=current)
     docs = _manifests(kubevirt.cr_patch(plan), kubevirt.vm_patch(plan, vm), cr, vm_patch)
-    return Emitted(tuple(targets), manifests=docs, warnings=plan.warnings)
+    return Emitted(tuple(targets), manifests=docs, warnings=read_warnings + plan.warnings)
 
 
 def kubevirt_mdev_patches(
@@ -227,11 +230,12 @@ def harvester_claims(
     pcidevices: dict[str, Any] | None = None,
 ) -> Emitted:
     """Harvester ``PCIDeviceClaim`` objects for the devices."""
-    targets = devices.select(scan(host, addresses), addresses)
+    inv = scan(host, addresses)
+    targets = devices.select(inv, addresses)
     claims = harvester.claims(targets, node_name(host, node), user=user, per_device=per_device, pcidevices=pcidevices)
-    warnings: tuple[str, ...] = ()
+    warnings = inv.warnings
     if pcidevices is None:
-        warnings = (
+        warnings += (
             "the claims have no owner reference: Harvester's controller finds the PCIDevice through it; "
             "pass --pcidevices with 'kubectl get pcidevices -o json' output",
         )

@@ -17,7 +17,7 @@ from ..host import Host
 from ..model import PciDevice
 from ..pciids import PciIds
 from ..sysfs import link_name, list_dir, read_many, read_str
-from .tables import HostTables
+from .tables import HostTables, group_number
 
 # Class codes of devices with a bridge header when config space is unreadable: PCI-to-PCI (0604),
 # CardBus (0607) and semi-transparent PCI-to-PCI (0609). A host bridge (0600) has a type-0 header.
@@ -60,13 +60,48 @@ def _int(text: str | None) -> int | None:
 
 def _hex_id(value: str | None, digits: int) -> str | None:
     """A hex id as the kernel prints it (``0x10de``, ``10DE``, ``60400``) → ``10de`` / ``060400``; None for
-    unreadable or malformed values."""
+    unreadable or malformed values: anything but one to ``digits`` hex digits after an optional ``0x`` (a
+    100-digit vendor, ``-001``, ``1_0``), which no PCI register holds."""
     if value is None:
         return None
+    text = value.strip()
+    if text[:2] in ("0x", "0X"):
+        text = text[2:]
+    if not (0 < len(text) <= digits and text.isascii() and text.isalnum()):
+        return None
     try:
-        return f"{int(value.strip(), 16):0{digits}x}"
+        return f"{int(text, 16):0{digits}x}"
     except ValueError:
         return None
+
+
+# Where each id is read (the field's name, its uevent key and the part of it, the attribute) and its width: the
+# sources of a value ``_identity`` found malformed, for the warning (``_malformed``).
+_ID_SOURCES = (
+    ("vendor", "PCI_ID", 0, "vendor", 4),
+    ("device", "PCI_ID", 2, "device", 4),
+    ("subsystem_vendor", "PCI_SUBSYS_ID", 0, "subsystem_vendor", 4),
+    ("subsystem_device", "PCI_SUBSYS_ID", 2, "subsystem_device", 4),
+    ("class", "PCI_CLASS", None, "class", 6),
+)
+# How much of a malformed value a warning quotes.
+_QUOTED = 24
+
+
+def _malformed(ev: dict[str, str], raw: dict[str, bytes], values: tuple) -> tuple[str, ...]:
+    """For each id left unknown (None in ``values``, in ``_ID_SOURCES`` order) although the device gave one: what
+    it gave, as a warning's phrase."""
+    out = []
+    for value, (name, key, part, attribute, digits) in zip(values, _ID_SOURCES, strict=True):
+        if value is not None:
+            continue
+        given = _text(raw.get(attribute))
+        if given is None and key in ev:
+            given = ev[key] if part is None else ev[key].partition(":")[part]
+        if given is not None:
+            shown = given if len(given) <= _QUOTED else given[:_QUOTED] + "..."
+            out.append(f"{name} {shown!r} is not {digits} hex digits")
+    return tuple(out)
 
 
 class Reader:
@@ -173,12 +208,14 @@ class Reader:
         class_id = self._class(ev.get("PCI_CLASS"))
         if class_id is None:
             class_id = _hex_id(_text(attr("class")), 6)
+        ids = (vendor, device, sub_vendor, sub_device, class_id)
+        malformed = _malformed(ev, raw, ids) if None in ids else ()
         modalias = ev.get("MODALIAS") or _text(attr("modalias"))
         # No DRIVER= in a readable uevent means no driver bound; without a uevent, the link says.
         driver = ev.get("DRIVER") if ev else link_name(d + "driver")
         module = self.tables.driver_module(driver) if driver else None
         names = self._names_of((vendor, device, sub_vendor, sub_device, class_id))
-        identity = (vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias)
+        identity = (vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias, malformed)
         if complete:
             self._identities[key] = identity
         return identity
@@ -198,7 +235,7 @@ class Reader:
         read_many(d, _DEVICE_FILES, raw)
         read_many(d, ("config",), raw, _CONFIG_HEAD)
         attr = raw.get
-        vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias = self._identity(
+        vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias, malformed = self._identity(
             d, name, attr("uevent")
         )
 
@@ -219,8 +256,10 @@ class Reader:
         override = None if override_raw in _NO_OVERRIDE else _text(override_raw)
 
         try:
-            iommu_group: int | None = int(os.readlink(d + "iommu_group").rpartition("/")[2])
-        except (OSError, ValueError):
+            iommu_group = group_number(os.readlink(d + "iommu_group").rpartition("/")[2])
+        except OSError:
+            iommu_group = None
+        if iommu_group is None:
             iommu_group = self.tables.groups_dir.get(name)
 
         try:
@@ -287,6 +326,7 @@ class Reader:
             None,
             None,
             None,  # net, block, drm: likewise
+            malformed,  # not a field: what the warnings say (Inventory.warnings)
         )
 
 
@@ -295,3 +335,4 @@ SRIOV_AT = ROW_FIELDS.index("sriov")
 LINK_AT = ROW_FIELDS.index("link")
 FUNCTIONS_AT = ROW_FIELDS.index("functions")
 PHYSFN_AT = ROW_FIELDS.index("physfn")
+MALFORMED_AT = len(ROW_FIELDS)  # after the fields: Reader.row's malformed ids

@@ -26,7 +26,7 @@ from ..model import PciDevice, PciLink, Role, Sriov, build_frozen
 from ..pciids import PciIds
 from ..sysfs import link_name, list_dir
 from .parallel import ForkedReader
-from .reader import FUNCTIONS_AT, LINK_AT, PHYSFN_AT, ROW_FIELDS, SRIOV_AT, Reader
+from .reader import FUNCTIONS_AT, LINK_AT, MALFORMED_AT, PHYSFN_AT, ROW_FIELDS, SRIOV_AT, Reader
 from .tables import HostTables
 
 if TYPE_CHECKING:
@@ -164,6 +164,8 @@ class Reading:
         self.tables = HostTables(host)
         self.reader = Reader(host, PciIds.load(host.find_pci_ids()) if ids is None else ids, self.tables, detail)
         self.child = ForkedReader.start(self.reader.row, jobs) if len(jobs) >= PARALLEL_MIN else None
+        #: What ``devices`` read but did not believe (an id that is not 4 hex digits is None): for stderr.
+        self.warnings: tuple[str, ...] = ()
 
     def serves(self, host: Host, ids: PciIds | None, detail: bool, only: Iterable[str] | None) -> bool:
         """Whether this is the reading ``Inventory.scan(host, ids, detail=detail, only=only)`` would begin."""
@@ -182,6 +184,9 @@ class Reading:
             self.tables.read_joins()
             rows = [self.reader.row(job) for job in self.jobs]
         vfs = virtual_functions(rows, self.devices_dir, partial=self.partial)
+        self.warnings = tuple(
+            f"{row[0]}: {', '.join(row[MALFORMED_AT])}: shown as unknown" for row in rows if row[MALFORMED_AT]
+        )
         return to_devices(rows, self.jobs, self.tables, vfs)
 
     def cancel(self) -> None:
@@ -193,10 +198,20 @@ class Reading:
 class Inventory:
     """All PCI devices and IOMMU groups of one host, sorted by address."""
 
-    def __init__(self, host: Host, devices: dict[str, PciDevice], tables: HostTables, *, partial: bool = False) -> None:
+    def __init__(
+        self,
+        host: Host,
+        devices: dict[str, PciDevice],
+        tables: HostTables,
+        *,
+        partial: bool = False,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
         self.host = host
         self.devices = devices
         self._tables = tables
+        #: What was read but not believed (an id that is not 4 hex digits is None): for stderr.
+        self.warnings = warnings
         #: Only some devices were read (``scan(only=...)``): their groups are complete, nothing else is there.
         self.partial = partial
 
@@ -224,7 +239,8 @@ class Inventory:
             reading = None
         if reading is None:
             reading = Reading(host, ids, detail=detail, only=only)
-        return cls(host, reading.devices(), reading.tables, partial=reading.partial)
+        devices = reading.devices()
+        return cls(host, devices, reading.tables, partial=reading.partial, warnings=reading.warnings)
 
     @property
     def variant_modules(self) -> frozenset[str]:

@@ -12,6 +12,12 @@ from ..host import Host
 from ..sysfs import link_name, list_dir, read_str
 
 
+def group_number(text: str) -> int | None:
+    """An IOMMU group's number from its directory name: the kernel names groups by a non-negative decimal
+    (iommu_group_alloc() in drivers/iommu/iommu.c, ``"%d"`` of an ida id); anything else (``-1``) is no group."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 class HostTables:
     """The per-host tables the devices are joined with, each read once, on first use: a forked scan child
     (parallel.py) reads only what rows need, while the parent reads the rest meanwhile."""
@@ -72,9 +78,8 @@ class HostTables:
         group_types: dict[int, str | None] = {}
         base = os.fspath(self.host.iommu_groups_dir)
         for gname in list_dir(base):
-            try:
-                gnum = int(gname)
-            except ValueError:
+            gnum = group_number(gname)
+            if gnum is None:
                 continue
             gdir = os.path.join(base, gname)
             group_types[gnum] = read_str(os.path.join(gdir, "type"))
