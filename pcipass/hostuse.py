@@ -160,7 +160,7 @@ class _Block(NamedTuple):
     name: str
     owner: str | None
     devnum: str | None  #: major:minor
-    holders: tuple[str, ...]
+    holders: tuple[str, ...] | None  #: None: no ``holders/`` directory (a recording without it)
 
 
 class HostUse:
@@ -178,6 +178,8 @@ class HostUse:
         swaps: dict[str, str],
         consoles: dict[str, tuple[tuple[str, str], ...]],
         keyboards: dict[str, tuple[tuple[str, str], ...]],
+        unread_storage: tuple[str, ...] = (),
+        unread_network: tuple[str, ...] = (),
     ) -> None:
         self._nets = nets
         self._upper_cache: dict[str, tuple[str, ...]] = {}
@@ -189,6 +191,9 @@ class HostUse:
         self._swaps = swaps
         self._consoles = consoles
         self._keyboards = keyboards
+        #: The tables (shown paths) a disk's or an interface's use is read from that could not be read.
+        self._unread_storage = unread_storage
+        self._unread_network = unread_network
         self._net_by_owner: dict[str, list[str]] = {}
         for net in nets.values():
             if net.owner:
@@ -202,12 +207,26 @@ class HostUse:
     @classmethod
     def scan(cls, host: Host, inventory: Inventory) -> HostUse:
         nets = _scan_nets(host)
-        routes_v4 = _route_rows(host)
-        addresses = _scan_addresses(host, routes_v4)
+        route_lines = read_lines(host.route_v4)
+        routes_v4 = _route_rows(route_lines)
+        fib_lines = [] if host.is_live else read_lines(host.fib_trie)
+        addresses = _scan_addresses(host, routes_v4, fib_lines)
         routed = _scan_routes(host, routes_v4)
         blocks = _scan_blocks(host)
+        mount_lines = read_lines(host.mountinfo)
+        swap_lines = read_lines(host.swaps)
+        # None of these is ever empty on a running kernel (a header line, the root mount, the loopback's
+        # addresses): empty means missing or unreadable, as in a recording made without them.
+        unread_storage = tuple(
+            host.shown(p) for p, lines in ((host.mountinfo, mount_lines), (host.swaps, swap_lines)) if not lines
+        )
+        unread_network = tuple(
+            host.shown(p)
+            for p, lines in ((host.route_v4, route_lines), (host.fib_trie, fib_lines))
+            if not lines and not (host.is_live and p == host.fib_trie)
+        )
         mounts: dict[str, list[str]] = {}
-        for line in read_lines(host.mountinfo):
+        for line in mount_lines:
             fields = line.split()
             if len(fields) >= 5:
                 point = unescape_mount(fields[4])
@@ -216,7 +235,7 @@ class HostUse:
         for fsid in list_dir(host.btrfs_fs_dir):
             for name in list_dir(host.btrfs_fs_dir / fsid / "devices"):
                 btrfs[name] = fsid
-        swaps = _scan_swaps(host, blocks)
+        swaps = _scan_swaps(host, blocks, swap_lines)
         consoles = _scan_consoles(host, inventory)
         return cls(
             nets=nets,
@@ -228,6 +247,8 @@ class HostUse:
             swaps=swaps,
             consoles=consoles,
             keyboards=_scan_keyboards(host),
+            unread_storage=unread_storage,
+            unread_network=unread_network,
         )
 
     # --- lookups -----------------------------------------------------------------------------------------
@@ -242,6 +263,21 @@ class HostUse:
             out.append(InUse(address, UseKind.CONSOLE, obj, detail))
         for obj, detail in self._keyboards.get(address, ()):
             out.append(InUse(address, UseKind.KEYBOARD, obj, detail))
+        return out
+
+    def unknown(self, address: str) -> list[str]:
+        """What could not be read about the use of ``address``'s disks and interfaces (tables a recording lacks),
+        as phrases; [] when all of it was read, or the device has neither."""
+        out = []
+        disks = sorted(self._block_by_owner.get(address, ()))
+        if disks:
+            out += [f"{table} (for {', '.join(disks)})" for table in self._unread_storage]
+            bare = [d for d in disks if self._blocks[d].holders is None]
+            if bare:
+                out.append(f"the holders of {', '.join(bare)}")
+        nets = sorted(self._net_by_owner.get(address, ()))
+        if nets:
+            out += [f"{table} (for {', '.join(nets)})" for table in self._unread_network]
         return out
 
     def _net_own(self, ifname: str) -> list[tuple[UseKind, str]]:
@@ -308,7 +344,7 @@ def _scan_nets(host: Host) -> dict[str, _Net]:
     return out
 
 
-def _scan_addresses(host: Host, routes_v4: list[list[str]]) -> dict[str, set[str]]:
+def _scan_addresses(host: Host, routes_v4: list[list[str]], fib_lines: list[str]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     # IPv6: /proc/net/if_inet6 "addr ifindex plen scope flags name" (net/ipv6/addrconf.c if6_seq_show).
     for line in read_lines(host.if_inet6):
@@ -338,7 +374,7 @@ def _scan_addresses(host: Host, routes_v4: list[list[str]]) -> dict[str, set[str
                 continue
             connected.append((bin(mask).count("1"), dest, mask, f[0]))
         connected.sort(reverse=True)
-        for ip in sorted(_fib_local_addresses(read_lines(host.fib_trie))):
+        for ip in sorted(_fib_local_addresses(fib_lines)):
             value = _ipv4_value(ip)
             if value is None:
                 continue
@@ -349,10 +385,10 @@ def _scan_addresses(host: Host, routes_v4: list[list[str]]) -> dict[str, set[str
     return out
 
 
-def _route_rows(host: Host) -> list[list[str]]:
-    """Rows of /proc/net/route (the main IPv4 table): Iface Destination Gateway Flags ... Mask ..."""
+def _route_rows(lines: list[str]) -> list[list[str]]:
+    """Rows of /proc/net/route's ``lines`` (the main IPv4 table): Iface Destination Gateway Flags ... Mask ..."""
     rows = []
-    for line in read_lines(host.route_v4)[1:]:
+    for line in lines[1:]:
         f = line.split()
         if len(f) >= 8:
             rows.append(f)
@@ -405,17 +441,18 @@ def _scan_blocks(host: Host) -> dict[str, _Block]:
             path = cdir + "/" + name
             target = link_target(path)
             devnum = read_str(os.path.join(path, "dev"))  # the block device's major:minor attribute
-            holders = tuple(list_dir(os.path.join(path, "holders")))
+            holders_dir = os.path.join(path, "holders")
+            holders = tuple(list_dir(holders_dir)) if os.path.isdir(holders_dir) else None
             out[name] = _Block(name, pci_owner(target), devnum.strip() if devnum else None, holders)
     return out
 
 
-def _scan_swaps(host: Host, blocks: dict[str, _Block]) -> dict[str, str]:
-    """Block device name -> swap file name, for swap on a partition or disk (a swap *file* sits on a
-    mounted filesystem, which the mount check already reports)."""
+def _scan_swaps(host: Host, blocks: dict[str, _Block], lines: list[str]) -> dict[str, str]:
+    """Block device name -> swap file name (from /proc/swaps' ``lines``), for swap on a partition or disk (a
+    swap *file* sits on a mounted filesystem, which the mount check already reports)."""
     by_devnum = {b.devnum: b.name for b in blocks.values() if b.devnum}
     out: dict[str, str] = {}
-    for line in read_lines(host.swaps)[1:]:
+    for line in lines[1:]:
         f = line.split()
         if len(f) < 2 or f[1] != "partition":
             continue

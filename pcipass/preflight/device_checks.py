@@ -152,6 +152,15 @@ class DeviceChecks:
             )
         reasons = self.host_use.reasons(dev.address)
         if not reasons:
+            # A use found is a use (fail above); none found among facts partly missing is no answer.
+            unknown = self.host_use.unknown(dev.address)
+            if unknown:
+                return Check(
+                    "device.in_use",
+                    S,
+                    "cannot tell whether the host uses it: missing " + ", ".join(unknown) + f" {self.fx.here}",
+                    device=dev.address,
+                )
             return Check("device.in_use", P, "not in use by the host (network, storage, console)", device=dev.address)
         kinds = []
         for r in reasons:

@@ -19,6 +19,10 @@ from .kconfig import KernelConfig
 
 INTEL = "intel"
 AMD = "amd"
+ARM = "arm"  #: Arm SMMU
+
+X86 = "x86"
+ARM64 = "arm64"
 
 # /proc/cpuinfo vendor_id values; Hygon Dhyana CPUs use the AMD IOMMU (drivers/iommu/amd).
 _CPU_VENDORS = {"GenuineIntel": INTEL, "AuthenticAMD": AMD, "HygonGenuine": AMD}
@@ -79,8 +83,23 @@ class Facts:
         return None if info is None else set(info.get("flags", "").split())
 
     @cached_property
+    def arch(self) -> str | None:
+        """The CPU architecture as /proc/cpuinfo shows it: x86 (``vendor_id``/``flags``, arch/x86/kernel/cpu/proc.c)
+        or arm64 (``CPU implementer``/``Features``, arch/arm64/kernel/cpuinfo.c); None when it shows neither
+        (or there is none)."""
+        try:
+            info = self.cpuinfo or {}
+        except files.Unreadable:
+            return None
+        if "vendor_id" in info or "flags" in info:
+            return X86
+        if "CPU implementer" in info or "Features" in info:
+            return ARM64
+        return None
+
+    @cached_property
     def vendor(self) -> tuple[str | None, str]:
-        """The IOMMU family (intel: VT-d, amd: AMD-Vi, None: unknown) and the evidence.
+        """The IOMMU family (intel: VT-d, amd: AMD-Vi, arm: Arm SMMU, None: unknown) and the evidence.
 
         The IOMMU itself is the best evidence (its units, then its ACPI table); the CPU vendor decides only
         when neither is there. On real hardware they agree; an emulator can pair an Intel IOMMU with any CPU.
@@ -94,6 +113,8 @@ class Facts:
                 return INTEL, f"IOMMU unit {unit}"
             if unit.startswith("ivhd"):
                 return AMD, f"IOMMU unit {unit}"
+            if unit.startswith("smmu"):  # smmu3.<address> / smmu.<address> (drivers/iommu/arm/arm-smmu*)
+                return ARM, f"IOMMU unit {unit}"
         try:
             tables = self.acpi_tables or []
         except files.Unreadable:
@@ -102,6 +123,8 @@ class Facts:
             return INTEL, "ACPI DMAR table"
         if "IVRS" in tables:
             return AMD, "ACPI IVRS table"
+        if "IORT" in tables:  # Arm's IO Remapping Table describes the SMMUs
+            return ARM, "ACPI IORT table"
         try:
             info = self.cpuinfo or {}
         except files.Unreadable:
@@ -109,6 +132,8 @@ class Facts:
         vid = info.get("vendor_id")
         if vid in _CPU_VENDORS:
             return _CPU_VENDORS[vid], f"CPU {vid}"
+        if self.arch == ARM64:
+            return ARM, "arm64 CPU"
         bridge = self.host.pci_device("0000:00:00.0") / "vendor"
         try:
             text = files.read_text(bridge, 64)

@@ -8,13 +8,14 @@ parameters, drivers/iommu/intel/iommu.c ``intel_iommu_setup()``, arch/x86/kernel
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 
 from .. import kmod, vfioids
 from ..kmod import ModState
 from . import bootloader, files
-from .facts import AMD, INTEL, Facts
+from .facts import AMD, ARM, ARM64, INTEL, X86, Facts
 from .model import Check, Verdict
 
 P, W, F, S = Verdict.PASS, Verdict.WARN, Verdict.FAIL, Verdict.SKIP
@@ -60,7 +61,7 @@ def iommu_vendor(fx: Facts) -> Check:
             f"unknown ({evidence}); the firmware-table, intel_iommu/amd_iommu and "
             "kernel-config IOMMU checks need it and were not run",
         )
-    family = {INTEL: "Intel VT-d", AMD: "AMD-Vi"}[vendor]
+    family = {INTEL: "Intel VT-d", AMD: "AMD-Vi", ARM: "Arm SMMU"}[vendor]
     return Check("iommu.vendor", P, f"{family} ({evidence})")
 
 
@@ -68,6 +69,18 @@ def cpu_virt(fx: Facts) -> Check:
     flags = fx.cpu_flags
     if flags is None:
         return Check("cpu.virt", S, f"no {fx.shown(fx.host.cpuinfo)} {fx.here}")
+    if fx.arch == ARM64:
+        # arm64 has no CPU flag for it: KVM needs the kernel entered at EL2, which kvm.dev shows.
+        return Check(
+            "cpu.virt",
+            S,
+            f"arm64: {fx.shown(fx.host.cpuinfo)} does not show virtualization support "
+            "(KVM needs the kernel started at EL2; see kvm.dev)",
+        )
+    if fx.arch != X86:
+        return Check(
+            "cpu.virt", S, f"{fx.shown(fx.host.cpuinfo)} shows neither x86 flags nor an arm64 CPU: cannot tell"
+        )
     if "vmx" in flags:
         return Check("cpu.virt", P, "vmx (Intel VT-x)")
     if "svm" in flags:
@@ -102,6 +115,14 @@ def kvm_dev(fx: Facts) -> Check:
         module = "kvm_intel" if "vmx" in flags else "kvm_amd"
         return Check(
             "kvm.dev", W, f"{fx.shown(node)} missing although the CPU supports virtualization", f"modprobe {module}"
+        )
+    if fx.arch == ARM64:
+        return Check(
+            "kvm.dev",
+            W,
+            f"{fx.shown(node)} missing",
+            "boot the kernel at EL2 (the firmware decides) with "
+            "KVM built in (CONFIG_KVM); dmesg | grep -i kvm says why it did not start",
         )
     module = {INTEL: "kvm_intel", AMD: "kvm_amd"}.get(vendor or "", "kvm_intel or kvm_amd")
     return Check("kvm.dev", W, f"{fx.shown(node)} missing", f"enable VT-x/AMD-V (see cpu.virt), then modprobe {module}")
@@ -742,6 +763,17 @@ module_vfio_pci = _module_check("vfio_pci")
 module_vfio_iommu_type1 = _module_check("vfio_iommu_type1")
 
 
+# The first kernel with the PCI driver_override attribute (commit 782a985d7af2, "PCI: Introduce new device
+# binding path using pci_dev.driver_override", Linux 3.16).
+_DRIVER_OVERRIDE_SINCE = (3, 16)
+
+
+def _release_version(release: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a kernel release (``6.1.0-28-amd64`` → (6, 1)); None when unknown or not one."""
+    match = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
 def kernel_driver_override(fx: Facts) -> Check:
     cid = "kernel.driver_override"
     names = files.list_names(fx.host.pci_devices_dir)
@@ -750,11 +782,22 @@ def kernel_driver_override(fx: Facts) -> Check:
     for name in names:
         if files.exists(fx.host.pci_device(name) / "driver_override"):
             return Check(cid, P, "the kernel has PCI driver_override (binding by address)")
+    version = _release_version(fx.host.kernel_release)
+    if version is None or version >= _DRIVER_OVERRIDE_SINCE:
+        # Every PCI device of such a kernel has the attribute: the files are missing from a recording, not
+        # from the kernel.
+        kernel = f"kernel {fx.host.kernel_release}" if version else "the kernel release is unknown"
+        return Check(
+            cid,
+            S,
+            f"no PCI device has a driver_override attribute {fx.here}, but {kernel} "
+            f"{'has it (3.16 and later)' if version else 'and may have it'}: a recording without the files",
+        )
     return Check(
         cid,
         F,
-        "no PCI device has a driver_override attribute: the kernel predates 3.16, and vfio-pci "
-        "can only be bound by ID (new_id), which takes every identical device",
+        f"no PCI device has a driver_override attribute: kernel {fx.host.kernel_release} predates "
+        "3.16, and vfio-pci can only be bound by ID (new_id), which takes every identical device",
         "boot a kernel ≥ 3.16",
     )
 

@@ -38,7 +38,7 @@ class Summary:
     failed: tuple[str, ...]  #: keys of the failed checks
     warned: tuple[str, ...]
     skipped: tuple[str, ...]
-    iommu_vendor: str | None  #: intel (VT-d), amd (AMD-Vi), or None when unknown
+    iommu_vendor: str | None  #: intel (VT-d), amd (AMD-Vi), arm (Arm SMMU), or None when unknown
     boot_loader: str  #: the detected boot loader
     #: Every kernel command-line change the checks ask for, as one edit (None when none is needed).
     cmdline_remedy: str | None
