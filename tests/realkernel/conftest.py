@@ -291,5 +291,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             + (f"; queued {waited:.1f} s" if waited > 1 else "")
             + (f"; PROBLEM: {run.run_problem().splitlines()[0]}" if run.run_problem() else "")
         )
+        if run.retried:
+            tr.write_line(f"    retried: {run.retried}")
         if run.run:
             tr.write_line(f"    logs: {run.run.run_dir}")

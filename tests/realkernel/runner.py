@@ -80,6 +80,8 @@ class TopologyRun:
         self.t_queued = time.monotonic()
         self.t_started: float | None = None
         self.t_done: float | None = None
+        #: Why the guest was booted a second time (its first died before the test session started), or None.
+        self.retried: str | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -122,15 +124,16 @@ class TopologyRun:
                 if self.tier.closing:
                     self.error = "pytest session ended before the guest was started"
                     return
-                self.run = run_guest(
-                    self.topology,
-                    self.script(prov),
-                    timeout_s=guest_timeout_s(),
-                    prov=prov,
-                    on_start=self.tier.register_process,
-                    run_name=self.topology,
-                )
-                self._load_results()
+                self._boot(prov)
+                if self.died_before_session() and not self.tier.closing:
+                    # A boot that died before the guest's pytest began (a TCG timing panic under load) says
+                    # nothing about the tests: boot once more, and say so. A second death fails the topology.
+                    assert self.run is not None
+                    self.retried = (
+                        f"the first boot died before its test session started "
+                        f"({self.run_problem() or 'no session'}; logs in {self.run.run_dir}): booted again"
+                    )
+                    self._boot(prov)
         except ProvisionError as e:
             self.error = f"real-kernel tier could not provision a guest: {e}"
         except Exception as e:  # noqa: BLE001 - a harness bug: fail loudly, never hang the items
@@ -140,6 +143,24 @@ class TopologyRun:
         finally:
             self.t_done = time.monotonic()
             self.done.set()
+
+    def _boot(self, prov: Provisioned) -> None:
+        """Boot the guest and read what its session recorded (the results of an earlier boot are dropped)."""
+        self.records, self.cases, self.by_base, self.collect_errors = [], {}, {}, {}
+        self.start_event = self.finish_event = None
+        self.run = run_guest(
+            self.topology,
+            self.script(prov),
+            timeout_s=guest_timeout_s(),
+            prov=prov,
+            on_start=self.tier.register_process,
+            run_name=self.topology,
+        )
+        self._load_results()
+
+    def died_before_session(self) -> bool:
+        """The guest ended, not by the timeout, before its pytest session started (no ``start`` record)."""
+        return self.run is not None and not self.run.timed_out and self.start_event is None
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._execute, name=f"realkernel-{self.topology}", daemon=True)
@@ -199,7 +220,10 @@ class TopologyRun:
                 127: f"{sys.executable} is not visible in the guest (it must not live under /run, /dev, /proc or /sys)",
                 None: "stage 2 never recorded an exit status (see the serial console)",
             }.get(self.run.command_rc, f"command exit status {self.run.command_rc}")
-            return f"guest {self.topology}: the guest pytest session did not finish (crash, panic or kill): {hint}"
+            again = " (on a second boot: the first died before its session too)" if self.retried else ""
+            return (
+                f"guest {self.topology}: the guest pytest session did not finish (crash, panic or kill){again}: {hint}"
+            )
         status = self.finish_event.get("exitstatus")
         if status not in (0, 1):
             return f"guest {self.topology}: guest pytest exited with status {status}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import lzma
 import sys
 import textwrap
@@ -282,3 +283,58 @@ def test_run_dir_pruning_skips_a_run_listed_then_removed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "iterdir", iterdir_with_a_ghost)
     assert vm._new_run_dir(tmp_path, "iommu_off").is_dir()
+
+
+def test_guests_boot_without_the_io_apic_timer_check():
+    assert "no_timer_check" in topo._COMMON_CMDLINE.split()
+
+
+def _fake_boots(monkeypatch, tmp_path, sessions: list[list[dict] | None]) -> list[Path]:
+    """runner.run_guest replaced by boots recording ``sessions`` in turn (None: died before the session)."""
+    dirs: list[Path] = []
+
+    def fake_run_guest(topology, script, **_kw):
+        d = tmp_path / f"run{len(dirs)}"
+        (d / "io").mkdir(parents=True)
+        records = sessions[len(dirs)]
+        if records is not None:
+            lines = [{"event": "start"}, *records, {"event": "finish", "exitstatus": 0, "protected_touched": {}}]
+            (d / "io" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        dirs.append(d)
+        return GuestRun(topology, d, d / "io", d / "serial.log", [], qemu_rc=0, command_rc=None)
+
+    monkeypatch.setattr(runner, "run_guest", fake_run_guest)
+    return dirs
+
+
+def _executed(monkeypatch) -> TopologyRun:
+    tier = RealKernelTier()
+    monkeypatch.setattr(tier, "provisioned", lambda: provision.Provisioned.__new__(provision.Provisioned))
+    monkeypatch.setattr(TopologyRun, "script", lambda self, prov=None: "true\n")
+    run = TopologyRun(tier, "iommu_on", [], {f"{M}::test_ok"})
+    run._execute()
+    return run
+
+
+def test_a_guest_dying_before_its_session_is_booted_once_more(monkeypatch, tmp_path):
+    dirs = _fake_boots(monkeypatch, tmp_path, [None, _passed(f"{M}::test_ok")])
+    run = _executed(monkeypatch)
+    assert len(dirs) == 2 and run.run_problem() is None
+    assert run.outcome(f"{M}::test_ok", M).status == "passed"
+    assert run.retried and "died before its test session started" in run.retried and str(dirs[0]) in run.retried
+
+
+def test_a_second_death_before_the_session_fails_the_topology(monkeypatch, tmp_path):
+    dirs = _fake_boots(monkeypatch, tmp_path, [None, None])
+    run = _executed(monkeypatch)
+    assert len(dirs) == 2 and run.retried
+    assert "second boot" in run.run_problem()
+    assert run.outcome(f"{M}::test_ok", M).status == "failed"
+
+
+def test_a_session_that_started_is_never_booted_again(monkeypatch, tmp_path):
+    bad = [_t(f"{M}::test_ok", "setup", "passed"), _t(f"{M}::test_ok", "call", "failed", "E boom")]
+    dirs = _fake_boots(monkeypatch, tmp_path, [bad, _passed(f"{M}::test_ok")])
+    run = _executed(monkeypatch)
+    assert len(dirs) == 1 and run.retried is None
+    assert run.outcome(f"{M}::test_ok", M).status == "failed"
