@@ -24,17 +24,23 @@ class CheckDoc(NamedTuple):
 CHECKS: tuple[CheckDoc, ...] = (
     CheckDoc(
         ("iommu.vendor",),
-        "IOMMU family: the IOMMU units, then ACPI DMAR/IVRS, then the CPU vendor, then the host bridge",
+        (
+            "IOMMU family (Intel VT-d, AMD-Vi, Arm SMMU): the IOMMU units, then ACPI DMAR/IVRS/IORT, then the CPU "
+            "vendor or an arm64 CPU, then the host bridge"
+        ),
         (Verdict.PASS, Verdict.SKIP),
     ),
     CheckDoc(
         ("cpu.virt",),
-        "`vmx`/`svm` in `/proc/cpuinfo` (warn inside a VM without nested virtualization)",
+        (
+            "`vmx`/`svm` in `/proc/cpuinfo` (warn inside a VM without nested virtualization); skip on arm64, which "
+            "shows no such flag, and when `/proc/cpuinfo` shows no known architecture"
+        ),
         (Verdict.PASS, Verdict.WARN, Verdict.SKIP),
     ),
     CheckDoc(
         ("kvm.dev",),
-        "`/dev/kvm` (remedy: `modprobe kvm_intel`/`kvm_amd`)",
+        "`/dev/kvm` (remedy: `modprobe kvm_intel`/`kvm_amd`; on arm64 a kernel started at EL2)",
         (Verdict.PASS, Verdict.WARN, Verdict.SKIP),
     ),
     CheckDoc(
@@ -149,7 +155,10 @@ CHECKS: tuple[CheckDoc, ...] = (
     ),
     CheckDoc(
         ("kernel.driver_override",),
-        "the PCI `driver_override` attribute (kernel ≥ 3.16)",
+        (
+            "the PCI `driver_override` attribute (kernel ≥ 3.16): fail only on an older kernel; none with the "
+            "release unknown or ≥ 3.16 is a recording without the files (skip)"
+        ),
         (Verdict.PASS, Verdict.FAIL, Verdict.SKIP),
     ),
     CheckDoc(
@@ -186,7 +195,9 @@ CHECKS: tuple[CheckDoc, ...] = (
         ("device.in_use",),
         (
             "the host uses it: addresses, routes, bonds/bridges, mounts, swap, dm/md/LVM, framebuffer console, a "
-            "keyboard behind it"
+            "keyboard behind it; a use found fails, and none found among facts the root lacks "
+            "(`/proc/self/mountinfo`, `/proc/swaps` or a disk's `holders/`; `/proc/net/route` or `fib_trie` for its "
+            "interfaces) is a skip naming them"
         ),
         (Verdict.PASS, Verdict.FAIL, Verdict.SKIP),
     ),
