@@ -23,6 +23,7 @@ from tests.support.fakemdev import (
     as_root_with_fake_kernel,
     hold,
 )
+from tests.support.fakemdev import mdev_cli as _cli
 
 U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 U2 = "0a9ef2b1-6d4c-4c38-9d5e-39b9a1e2c0de"
@@ -40,12 +41,6 @@ def _root_and_fake_kernel(monkeypatch, fake):
 def mtty(fake):
     add_mtty(fake)
     return fake
-
-
-def _cli(capsys, fake, *args, code=0):
-    r = run(capsys, "--root", str(fake.root), "mdev", *args)
-    assert r.code == code, (r.code, r.out, r.err)
-    return r
 
 
 def _json(capsys, fake, *args, code=0):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.support.cli import run
 from tests.support.fakemdev import add_mdev, add_mtty, add_parent, add_type, as_root_with_fake_kernel, remove_mdev
+from tests.support.fakemdev import mdev_cli as _cli
 
 U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 U2 = "0a9ef2b1-6d4c-4c38-9d5e-39b9a1e2c0de"
@@ -22,12 +22,6 @@ def host(fake, monkeypatch):
     add_type(fake, GPU, "nvidia-747", name="NVIDIA A2-8Q", available=2)
     add_mtty(fake)
     return fake
-
-
-def _cli(capsys, fake, *args, code=0):
-    r = run(capsys, "--root", str(fake.root), "mdev", *args)
-    assert r.code == code, (r.code, r.out, r.err)
-    return r
 
 
 def test_persist_reboot_apply(capsys, host):

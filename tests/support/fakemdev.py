@@ -191,3 +191,12 @@ def as_root_with_fake_kernel(monkeypatch, fake: FakeHost) -> FakeMdevKernel:
 
     monkeypatch.setattr(ops, "SysfsKernel", kernel_for)
     return kernel
+
+
+def mdev_cli(capsys, fake: FakeHost, *args: str, code: int = 0):
+    """``pcipass --root FAKE mdev ARGS`` in this process; asserts the exit code."""
+    from tests.support.cli import run
+
+    r = run(capsys, "--root", str(fake.root), "mdev", *args)
+    assert r.code == code, (r.code, r.out, r.err)
+    return r
