@@ -83,6 +83,9 @@ class Result:
     exit_code: ExitCode | None = None
     #: Human notes for stderr (warnings); never part of the data.
     messages: list[str] = field(default_factory=list)
+    #: Keys set at the envelope's top level beside ``status`` (``apply``'s ``changed``, which an Ansible task's
+    #: ``changed_when`` reads); each is in ``data`` too.
+    top: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -110,6 +113,7 @@ class Result:
             "pcipass": ENVELOPE_VERSION,
             "command": self.command,
             "status": self.status,
+            **self.top,
             "data": data,
             "errors": [e.to_dict() for e in self.errors],
         }

@@ -325,6 +325,10 @@ def state_dir() -> str:
     return str(Host("/").state_dir)
 
 
+def config_file() -> str:
+    return str(Host("/").pcipass_config)
+
+
 # --- examples, checked against the CLI --------------------------------------------------------------------
 #: (command line, what it does). An example is printed when its command exists; its options must exist too.
 EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -337,6 +341,10 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
     ("pcipass enable 0000:3b:00.0", "Move the device to vfio-pci (safely, verified, reversible)."),
     ("pcipass status", "Devices pcipass has bound, with the driver each one goes back to."),
     ("pcipass disable 0000:3b:00.0", "Give the device back to its host driver."),
+    ("pcipass enable --persist --group 0000:3b:00.0", "Bind the device and its IOMMU group now and at every boot."),
+    ("pcipass apply --check", "What apply would change to reach the desired-state file; write nothing."),
+    ("pcipass --format json apply", 'Converge the host; the JSON says "changed" for Ansible\'s changed_when.'),
+    ("pcipass verify", "Is every persisted device still the card it was (missing, different, moved)?"),
     ("pcipass emit libvirt 0000:3b:00.0", "The libvirt <hostdev> XML for the device."),
     ("pcipass snapshot -o host.tar.gz", "A support bundle of what pcipass reads ..."),
     ("pcipass --root host.tar.gz list", "... which --root reads back, on any machine."),
@@ -510,6 +518,12 @@ def man_page(tree: Cmd) -> str:
         ".TP",
         _bold(state_dir()),
         roff("Runtime state of pcipass (root only); cleared at reboot, as the bindings are."),
+        ".TP",
+        _bold(config_file()),
+        roff(
+            "The desired-state file: the devices apply binds at every boot (persist and unpersist edit it; "
+            "--config names another). Reference: docs/persistence.md."
+        ),
         ".TP",
         _bold("pci.ids"),
         roff(

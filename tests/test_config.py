@@ -52,7 +52,7 @@ def test_load_good(tmp_path):
         "vfio-pci",
         True,
         fp.Fingerprint("10de", "1eb8", None, None, "030200", None, "0000:3a/00.0/00.0"),
-        5,
+        line=5,
     )
 
 
@@ -153,11 +153,7 @@ def test_schema_has_every_section():
 # --- editing ----------------------------------------------------------------------------------------------------
 def _entry(address: str, **kw) -> dict:
     e = DeviceEntry(
-        address,
-        kw.get("driver", "vfio-pci"),
-        kw.get("group", False),
-        fp.Fingerprint("8086", "10d3", class_id="020000"),
-        0,
+        address, kw.get("driver", "vfio-pci"), kw.get("group", False), fp.Fingerprint("8086", "10d3", class_id="020000")
     )
     return e.to_node()
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import typer
 
 from . import context
-from .context import FormatOption, finish
+from .context import ConfigOption, FormatOption, finish
 from .render import Block, Table, warn
 
 AddressesArg = Annotated[list[str], typer.Argument(metavar="ADDR...", help="PCI addresses, DDDD:BB:DD.F or BB:DD.F.")]
@@ -69,19 +69,41 @@ def _bind_view(data: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def _finish_report(report) -> None:
+def _finish_report(report, persisted=None) -> None:
     from ..result import Result
 
+    data, messages = report.data(), list(report.messages)
+    if persisted is not None:
+        data["persist"] = persisted
+        done = [f"{e.address} {e.action}" for e in persisted.entries if e.action not in ("unchanged", "absent")]
+        if done:
+            verb = "would be" if persisted.dry_run else "is"
+            messages.append(f"{persisted.config} {verb} edited: {', '.join(done)}")
     finish(
-        Result(
-            report.action,
-            data=report.data(),
-            errors=list(report.errors),
-            exit_code=report.exit_code,
-            messages=list(report.messages),
-        ),
+        Result(report.action, data=data, errors=list(report.errors), exit_code=report.exit_code, messages=messages),
         _bind_view,
     )
+
+
+PersistOption = Annotated[
+    bool,
+    typer.Option(
+        "--persist",
+        help="Also record the change in the desired-state file "
+        "(as persist/unpersist), for the devices it succeeded for.",
+    ),
+]
+
+
+def _persister(config: str | None):
+    from ..persistence.persist import Persister
+    from .persist_cmds import config_file
+
+    return lambda: Persister(*config_file(config))
+
+
+def _succeeded(report) -> list[str]:
+    return [d.address for d in report.devices if d.requested and d.outcome.value in ("done", "unchanged", "planned")]
 
 
 def on_lock_wait(message: str) -> None:
@@ -116,12 +138,17 @@ def enable_cmd(
         ),
     ] = False,
     timeout: TimeoutOption = 10.0,
+    persist: PersistOption = False,
+    config: ConfigOption = None,
     fmt: FormatOption = None,
 ) -> None:
     """Bind devices to vfio-pci, safely: planned, guarded, verified by the kernel, rolled back on failure."""
     context.state(fmt)
     from .. import engine
 
+    if persist:  # the entries are checked before anything is bound: a refusal leaves devices and file as they were
+        new = _persister(config)
+        new().add(addresses, driver=driver, group=group)
     report = engine.enable(
         context.CURRENT.host(),
         addresses,
@@ -133,19 +160,29 @@ def enable_cmd(
         lock_wait=engine.DEFAULT_LOCK_WAIT,
         on_lock_wait=on_lock_wait,
     )
-    _finish_report(report)
+    persisted = None
+    if persist:
+        p = new()
+        ok = _succeeded(report)
+        persisted = p.report(p.add(ok, driver=driver, group=group) if ok else [], dry_run=dry_run)
+    _finish_report(report, persisted)
 
 
 def disable_cmd(
     addresses: AddressesArg,
     dry_run: DryRunOption = False,
     timeout: TimeoutOption = 10.0,
+    persist: PersistOption = False,
+    config: ConfigOption = None,
     fmt: FormatOption = None,
 ) -> None:
     """Return devices to their host driver (the one recorded by enable, else the kernel's choice)."""
     context.state(fmt)
     from .. import engine
 
+    if persist:
+        new = _persister(config)
+        new()  # the file must be valid to be edited: checked before anything is unbound
     report = engine.disable(
         context.CURRENT.host(),
         addresses,
@@ -154,7 +191,11 @@ def disable_cmd(
         lock_wait=engine.DEFAULT_LOCK_WAIT,
         on_lock_wait=on_lock_wait,
     )
-    _finish_report(report)
+    persisted = None
+    if persist:
+        p = new()
+        persisted = p.report(p.remove(_succeeded(report)), dry_run=dry_run)
+    _finish_report(report, persisted)
 
 
 def _viable(d: dict[str, Any]) -> str | None:

@@ -40,6 +40,12 @@ FormatOption = Annotated[
     typer.Option("--format", "-f", help="Output format (overrides the global --format).", show_default=False),
 ]
 
+ConfigOption = Annotated[
+    str | None,
+    typer.Option("--config", metavar="FILE", show_default=False,
+                 help="The desired-state file (default: /etc/pcipass/pcipass.yaml under --root)."),
+]
+
 
 def name_subcommands(group: typer.Typer, name: str) -> None:
     """Make the running command's name the whole one (``emit harvester``, ``mdev create``), not just the group's:

@@ -15,6 +15,7 @@ __all__ = [
     "Outcome",
     "SriovReport",
     "StatusReport",
+    "check_driver",
     "disable",
     "enable",
     "set_numvfs",
@@ -36,3 +37,11 @@ def __getattr__(name: str):
 
         return getattr(sriov, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_driver(host, driver: str) -> None:
+    """Raise UsageError unless ``driver`` is what ``enable --driver`` accepts (vfio-pci, auto, a vfio variant
+    driver, pci-stub): for callers that record a driver to bind later (the desired-state file)."""
+    from .ops import _check_driver
+
+    _check_driver(host, driver)

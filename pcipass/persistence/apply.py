@@ -1,0 +1,179 @@
+"""``apply``: converge the host to the desired-state file through the binding engine, and ``verify``.
+
+Each entry is checked against the hardware first (``drift``): a device that does not match its fingerprint is
+refused, never bound. The others go to ``engine.enable`` (one call per driver and ``group`` setting) or, for
+``driver: host``, ``engine.disable``: the same plan, guards, lock, state and transaction as ``enable`` by hand,
+so the in-use guards refuse at boot what they refuse by hand. ``check`` is the engine's dry run: nothing is
+written, and the result says what would change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from ..config import Desired
+from ..config.devices import HOST, DeviceEntry
+from ..errors import ExitCode, PcipassError, Refused, UsageError
+from ..host import Host
+from .drift import Drift, EntryCheck, Matcher
+
+
+class Change(str, Enum):
+    CHANGED = "changed"  #: bound as declared now (with --check: would be)
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    """One entry's outcome: what was declared, what happened, and why."""
+
+    address: str
+    driver: str  #: as declared (vfio-pci, auto, NAME, host)
+    group: bool
+    outcome: Change
+    driver_before: str | None
+    driver_after: str | None
+    peers: tuple[str, ...]  #: group peers moved with it (with --check: that would be)
+    drift: str  #: the fingerprint check (drift.Drift value)
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What ``apply`` did: ``changed`` is true when anything was (or, with ``check``, would be) written."""
+
+    config: str
+    check: bool
+    changed: bool
+    entries: tuple[EntryResult, ...]
+    messages: tuple[str, ...]
+    errors: tuple[PcipassError, ...]
+    exit_code: ExitCode
+
+
+_FROM_ENGINE = {
+    "done": Change.CHANGED,
+    "planned": Change.CHANGED,
+    "unchanged": Change.UNCHANGED,
+    "refused": Change.REFUSED,
+    "failed": Change.FAILED,
+}
+
+
+def _refused(entry: DeviceEntry, check: EntryCheck) -> EntryResult:
+    return EntryResult(
+        entry.address,
+        entry.driver,
+        entry.group,
+        Change.REFUSED,
+        check.driver,
+        check.driver,
+        (),
+        check.drift.value,
+        check.reasons,
+    )
+
+
+def _exit_code(results: list[EntryResult], forgiven: set[str]) -> ExitCode:
+    """0 converged, 3 partly, 5 refused, 1 failed; entries in ``forgiven`` (drifted, with --force) not counted."""
+    counted = [r for r in results if r.address not in forgiven]
+    bad = [r for r in counted if r.outcome in (Change.REFUSED, Change.FAILED)]
+    if not bad:
+        return ExitCode.OK
+    if len(bad) < len(counted):
+        return ExitCode.PARTIAL
+    return ExitCode.FAILED if any(r.outcome is Change.FAILED for r in bad) else ExitCode.REFUSED
+
+
+def apply(host: Host, desired: Desired, *, check: bool = False, force: bool = False, **engine_kw) -> ApplyReport:
+    """Converge ``host`` to ``desired.devices``. ``force``: entries refused because their device drifted still
+    are not bound, but do not fail the run. ``engine_kw`` go to ``engine.enable``/``disable`` (timeout, kernel,
+    lock_wait, on_lock_wait)."""
+    from .. import engine
+
+    entries: tuple[DeviceEntry, ...] = desired.devices
+    results: dict[str, EntryResult] = {}
+    errors: list[PcipassError] = []
+    messages: list[str] = []
+    forgiven: set[str] = set()
+    buckets: dict[tuple[str, bool], list[DeviceEntry]] = {}
+    matcher = Matcher(host, entries) if entries else None
+    for e in entries:
+        assert matcher is not None
+        c = matcher.check(e)
+        if c.blocks(e):
+            results[e.address] = _refused(e, c)
+            errors.append(Refused(f"{desired.path}:{e.line}: {'; '.join(c.reasons)}", address=e.address))
+            if force and c.drift is not Drift.OWNER:
+                forgiven.add(e.address)
+            continue
+        if c.drift is Drift.GROUP:
+            messages.append(c.reasons[0])
+        buckets.setdefault((e.driver, e.group), []).append(e)
+
+    for (driver, group), todo in buckets.items():
+        addrs = [e.address for e in todo]
+        try:
+            if driver == HOST:
+                report = engine.disable(host, addrs, dry_run=check, **engine_kw)
+            else:
+                report = engine.enable(host, addrs, driver=driver, move_group=group, dry_run=check, **engine_kw)
+        except UsageError as err:  # a driver the engine does not accept: the entries' own problem
+            for e in todo:
+                msg = f"{desired.path}:{e.line}: driver: {err.message}"
+                results[e.address] = EntryResult(
+                    e.address, e.driver, e.group, Change.FAILED, None, None, (), Drift.MATCH.value, (msg,)
+                )
+                errors.append(UsageError(msg, address=e.address))
+            continue
+        messages += report.messages
+        errors += report.errors
+        by_address = {d.address: d for d in report.devices}
+        for e in todo:
+            d = by_address[e.address]
+            peers = tuple(
+                p.address for p in report.devices if not p.requested and p.group is not None and p.group == d.group
+            )
+            results[e.address] = EntryResult(
+                e.address,
+                e.driver,
+                e.group,
+                _FROM_ENGINE[d.outcome.value],
+                d.driver_before,
+                d.driver_after,
+                peers,
+                Drift.MATCH.value,
+                d.reasons,
+            )
+    ordered = [results[e.address] for e in entries]
+    changed = any(r.outcome is Change.CHANGED for r in ordered)
+    return ApplyReport(
+        desired.path, check, changed, tuple(ordered), tuple(messages), tuple(errors), _exit_code(ordered, forgiven)
+    )
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """One entry against the hardware."""
+
+    address: str
+    drift: Drift
+    driver: str | None  #: the driver of the device at the address now
+    declared: str  #: the entry's driver
+    moved_to: tuple[str, ...]  #: where a device matching the fingerprint is now
+    reasons: tuple[str, ...]
+
+
+def verify(host: Host, desired: Desired) -> tuple[VerifyResult, ...]:
+    """Every entry's fingerprint (and group, and owner) against the host; read-only."""
+    if not desired.devices:
+        return ()
+    matcher = Matcher(host, desired.devices)
+    out = []
+    for e in desired.devices:
+        c = matcher.check(e)
+        out.append(VerifyResult(e.address, c.drift, c.driver, e.driver, c.moved_to, c.reasons))
+    return tuple(out)
