@@ -225,6 +225,21 @@ class Host:
         """pcipass's desired-state file (``pcipass apply``, ``persist``, the boot unit)."""
         return self.etc("pcipass", "pcipass.yaml")
 
+    @property
+    def systemd_system_dir(self) -> Path:
+        """The administrator's systemd units (``/etc/systemd/system``): where ``boot install`` writes its unit."""
+        return self.etc("systemd", "system")
+
+    @property
+    def systemd_running(self) -> bool:
+        """systemd is this host's init (sd_booted(3): ``/run/systemd/system`` exists); live root only."""
+        return self.is_live and self.run("systemd", "system").is_dir()
+
+    @property
+    def boot_id(self) -> Path:
+        """A random id the kernel makes at each boot (``/proc/sys/kernel/random/boot_id``)."""
+        return self.proc("sys", "kernel", "random", "boot_id")
+
     def run(self, *parts: str) -> Path:
         return self.root.joinpath("run", *parts)
 

@@ -79,6 +79,7 @@ COMMANDS = {
     "unpersist": "persist_cmds",
     "apply": "persist_cmds",
     "verify": "persist_cmds",
+    "boot": "boot_cmds",
     "attach": "libvirt_cmds",
     "detach": "libvirt_cmds",
     "mdev": "mdev_cmds",

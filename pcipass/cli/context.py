@@ -42,8 +42,12 @@ FormatOption = Annotated[
 
 ConfigOption = Annotated[
     str | None,
-    typer.Option("--config", metavar="FILE", show_default=False,
-                 help="The desired-state file (default: /etc/pcipass/pcipass.yaml under --root)."),
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        show_default=False,
+        help="The desired-state file (default: /etc/pcipass/pcipass.yaml under --root).",
+    ),
 ]
 
 

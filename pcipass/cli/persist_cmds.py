@@ -131,6 +131,12 @@ def apply_cmd(
     ] = False,
     config: ConfigOption = None,
     timeout: TimeoutOption = 10.0,
+    boot: Annotated[
+        bool,
+        typer.Option(
+            "--boot", help="Record how the run ended, for 'pcipass boot status' (what pcipass-apply.service runs)."
+        ),
+    ] = False,
     fmt: FormatOption = None,
 ) -> None:
     """Converge the host to the desired-state file: check each entry's fingerprint, then bind through enable's engine.
@@ -139,19 +145,37 @@ def apply_cmd(
     context.state(fmt)
     from .. import engine
     from ..config import load
+    from ..errors import PcipassError
     from ..persistence.apply import apply
     from ..result import Result
 
     host, path, shown = config_file(config)
-    report = apply(
-        host,
-        load(path, shown),
-        check=check,
-        force=force,
-        timeout=timeout,
-        lock_wait=engine.DEFAULT_LOCK_WAIT,
-        on_lock_wait=on_lock_wait,
-    )
+    try:
+        report = apply(
+            host,
+            load(path, shown),
+            check=check,
+            force=force,
+            timeout=timeout,
+            lock_wait=engine.DEFAULT_LOCK_WAIT,
+            on_lock_wait=on_lock_wait,
+        )
+    except PcipassError as err:
+        if boot:
+            _record(host, {"exit_code": int(err.exit_code), "changed": False, "entries": [], "error": err.message})
+        raise
+    if boot:
+        _record(
+            host,
+            {
+                "exit_code": int(report.exit_code),
+                "changed": report.changed,
+                "entries": [
+                    {"address": e.address, "outcome": e.outcome.value, "reasons": list(e.reasons)}
+                    for e in report.entries
+                ],
+            },
+        )
     data = {"config": report.config, "check": report.check, "changed": report.changed, "entries": report.entries}
     finish(
         Result(
@@ -164,6 +188,13 @@ def apply_cmd(
         ),
         _apply_view,
     )
+
+
+def _record(host, outcome: dict[str, Any]) -> None:
+    from ..engine.state import now_utc
+    from ..persistence import boot
+
+    boot.record(host, {"finished": now_utc(), **outcome})
 
 
 def _verify_view(data: list[dict[str, Any]]) -> list[Block]:

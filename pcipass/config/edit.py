@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import from_oserror
 from .load import VERSION, parse, read_text, yaml_rt
 from .sections import SECTIONS
 
@@ -72,7 +72,7 @@ class Editor:
         if self.exists and text == self.original:
             return False
         parse(text, self.shown)  # never write a file the next load would refuse
-        _write_atomically(self.path, self.shown, text)
+        write_atomically(self.path, self.shown, text)
         self.exists, self.original = True, text
         return True
 
@@ -106,15 +106,16 @@ def _assign(item: Any, node: dict[str, Any]) -> bool:
     return changed
 
 
-def _write_atomically(path: Path, shown: str, text: str) -> None:
+def write_atomically(path: Path, shown: str, text: str, *, mode: int | None = None) -> None:
     """A temporary file beside ``path``, synced, renamed over it: a crash leaves the old file or the new one,
-    never half of one. The old file's permissions are kept (0644 for a new one)."""
+    never half of one. ``mode``, else the old file's permissions (0644 for a new one)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o644
+        if mode is None:
+            try:
+                mode = os.stat(path).st_mode & 0o7777
+            except FileNotFoundError:
+                mode = 0o644
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -132,4 +133,4 @@ def _write_atomically(path: Path, shown: str, text: str) -> None:
         finally:
             os.close(dfd)
     except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror or exc}", path=shown) from exc
+        raise from_oserror(exc, action="write", path=shown, remedy="run as root, or give a writable --config") from exc
