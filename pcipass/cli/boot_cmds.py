@@ -30,9 +30,13 @@ def _shown_config(config: str | None) -> str:
 
 
 def install_cmd(config: ConfigOption = None, fmt: FormatOption = None) -> None:
-    """Write /etc/systemd/system/pcipass-apply.service and enable it (the sysinit.target.wants link 'systemctl enable' makes).
+    """Write /etc/systemd/system/pcipass-apply.service and enable it (the link 'systemctl enable' makes).
 
-    The unit runs 'pcipass apply --boot --config FILE' after systemd-modules-load and before sysinit.target and the hypervisors; the in-use guards apply at boot as by hand."""
+    The unit runs 'pcipass apply --boot --config FILE' after systemd-modules-load, before sysinit.target.
+
+    It is ordered before libvirtd, virtqemud, kubelet, rke2-server, rke2-agent and k3s.
+
+    The in-use guards apply at boot as they do by hand."""
     context.state(fmt)
     from ..persistence import boot
     from ..result import Result
@@ -102,7 +106,9 @@ def _status_view(data: dict[str, Any]) -> list[Block]:
 
 
 def status_cmd(config: ConfigOption = None, fmt: FormatOption = None) -> None:
-    """Is the unit installed and enabled, how did this boot's apply end, and which persisted devices a host driver takes before it (with the initramfs remedy)."""
+    """Is the unit installed and enabled, and how did this boot's apply end.
+
+    Also: the persisted devices a host driver takes before the unit runs, with the initramfs remedy."""
     context.state(fmt)
     from .. import engine
     from ..config import load

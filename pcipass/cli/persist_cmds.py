@@ -7,7 +7,7 @@ import typer
 from . import context
 from .bind_cmds import AddressesArg, TimeoutOption, on_lock_wait
 from .context import ConfigOption, FormatOption, finish
-from .render import Block, Table, warn
+from .render import Block, Table
 
 DriverOption = Annotated[
     str,
@@ -77,7 +77,9 @@ def persist_cmd(
 ) -> None:
     """Declare devices in the desired-state file, with the fingerprint read from the host now.
 
-    Nothing is bound: 'pcipass apply' does that (at every boot once 'pcipass boot install' ran), or 'enable --persist' now."""
+    Nothing is bound: 'pcipass apply' does that (at every boot after 'pcipass boot install').
+
+    'pcipass enable --persist' binds and records in one step."""
     context.state(fmt)
     from ..persistence.persist import Persister
 
@@ -141,7 +143,9 @@ def apply_cmd(
 ) -> None:
     """Converge the host to the desired-state file: check each entry's fingerprint, then bind through enable's engine.
 
-    Per entry: changed, unchanged, refused or failed, with the reason. Exit 0 when converged, 3 partly, 5 refused, 1 failed. JSON carries a top-level "changed"."""
+    Per entry: changed, unchanged, refused or failed, with the reason; JSON carries a top-level "changed".
+
+    Exit 0 when converged, 3 partly, 5 refused, 1 failed."""
     context.state(fmt)
     from .. import engine
     from ..config import load
@@ -213,7 +217,9 @@ def verify_cmd(
 ) -> None:
     """Compare every entry's fingerprint with the hardware; say what changed. Exit 0 all match, 1 any drift.
 
-    Drift: the device is missing, a different card is at the address, the same card is at another address (found by its fingerprint), the IOMMU group's members changed, or driverctl also manages the device."""
+    Drift: the device is missing, a different card is at the address, or the same card is at another address.
+
+    Also: the IOMMU group's members changed, or driverctl also manages the device."""
     context.state(fmt)
     from ..config import load
     from ..errors import ExitCode

@@ -108,8 +108,9 @@ class Matcher:
                 a,
                 Drift.OWNER,
                 (
-                    f"driverctl also binds {a} at boot ({self.host.shown(saved[1])}: {saved[0]}): two owners of one "
-                    f"device; 'driverctl unset-override {a}' leaves it to pcipass, 'pcipass unpersist {a}' to driverctl",
+                    f"driverctl also binds {a} at boot ({self.host.shown(saved[1])}: {saved[0]}): two owners of "
+                    f"one device; 'driverctl unset-override {a}' leaves it to pcipass, 'pcipass unpersist {a}' to "
+                    "driverctl",
                 ),
                 now,
                 (),
