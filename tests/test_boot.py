@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from tests import bind_hosts as bh
-from tests.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
-from tests.cli import run
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
+from tests.support.cli import run
 
 UNIT = "etc/systemd/system/pcipass-apply.service"
 LINK = "etc/systemd/system/sysinit.target.wants/pcipass-apply.service"
