@@ -19,13 +19,15 @@ from .model import PciDevice
 
 #: BootBinding.by
 DRIVERCTL = "driverctl"
+PCIPASS = "pcipass"
 VFIO_IDS = "vfio-pci ids="
 
 
 class BootBinding(NamedTuple):
     driver: str  #: the driver configured for the device at boot ("none": driverctl keeps it unbound)
-    by: str  #: DRIVERCTL or VFIO_IDS
-    where: str  #: the override file, or the ids= setting's ``file:line`` / ``kernel command line``
+    by: str  #: DRIVERCTL, PCIPASS or VFIO_IDS
+    where: str  #: the override file, the desired-state file's ``file:line``, the ids= setting's ``file:line`` /
+    #: ``kernel command line``
 
 
 class BootConfig:
@@ -37,9 +39,33 @@ class BootConfig:
         self._ids = vfioids.parse(option.value) if option else []
         self._ids_where = option.source if option else ""
         self._seen: dict[str, BootBinding | None] = {}
+        self._pcipass: dict[str, tuple[str, str]] | None = None
+
+    def _persisted(self) -> dict[str, tuple[str, str]]:
+        """address -> (declared driver, ``file:line``) of the desired-state file that pcipass-apply.service applies
+        at boot; empty when the unit is not enabled or the file is missing or invalid (``verify`` says why)."""
+        if self._pcipass is None:
+            self._pcipass = {}
+            from .config import load
+            from .errors import PcipassError
+            from .persistence import boot
+
+            config = boot.enabled_config(self.host)
+            if config is not None:
+                try:
+                    entries = load(config, self.host.shown(config), missing_ok=True).devices
+                except PcipassError:
+                    entries = ()
+                for e in entries:
+                    where = f"{self.host.shown(config)}:{e.line}"
+                    peers = (e.group_peers or ()) if e.group else ()
+                    for a in (e.address, *peers):
+                        self._pcipass.setdefault(a, (e.driver, where))
+        return self._pcipass
 
     def of(self, dev: PciDevice) -> BootBinding | None:
-        """driverctl's override first (it applies to the device whatever vfio-pci claims at load), then ids=."""
+        """driverctl's override first (it applies to the device whatever vfio-pci claims at load), then pcipass's
+        boot unit (it runs before vfio-pci is loaded by anything but itself), then ids=."""
         if dev.address not in self._seen:
             self._seen[dev.address] = self._read(dev)
         return self._seen[dev.address]
@@ -48,6 +74,12 @@ class BootConfig:
         saved = self.host.driverctl_saved(dev.address)
         if saved:
             return BootBinding(saved[0], DRIVERCTL, self.host.shown(saved[1]))
+        declared = self._persisted().get(dev.address)
+        if declared is not None and declared[0] != "host":
+            driver = declared[0]
+            if driver == "auto":
+                driver = kmod.vfio_variant_for(self.host, dev.modalias) or "vfio-pci"
+            return BootBinding(driver, PCIPASS, declared[1])
         if vfioids.claimed(self._ids, dev):
             return BootBinding("vfio-pci", VFIO_IDS, self._ids_where)
         return None

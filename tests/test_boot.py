@@ -143,3 +143,22 @@ def test_status_says_a_builtin_driver_has_no_initramfs_remedy(cli, env):
     assert cli("persist", "00:02.0").code == 0
     (early,) = json.loads(cli("-f", "json", "boot", "status").out)["data"]["early_drivers"]
     assert (early["driver"], early["builtin"], early["remedy"]) == ("e1000e", True, None)
+
+
+def test_status_says_the_boot_unit_binds_persisted_devices(cli, env):
+    assert cli("persist", "00:02.0", "--group", "00:05.0").code == 0
+    assert cli("apply").code == 0
+    doc = json.loads(cli("-f", "json", "status").out)
+    assert {d["address"]: d["boot_by"] for d in doc["data"]} == {bh.E1000E: None, bh.MF0: None, bh.MF1: None}
+    assert cli("boot", "install").code == 0  # enabled: the unit applies the file at boot
+    r = cli("-f", "json", "status")
+    got = {d["address"]: (d["boot_driver"], d["boot_by"], d["boot_where"]) for d in json.loads(r.out)["data"]}
+    line = "/etc/pcipass/pcipass.yaml:6"
+    assert got[bh.E1000E] == ("vfio-pci", "pcipass", line)
+    assert got[bh.MF1] == ("vfio-pci", "pcipass", "/etc/pcipass/pcipass.yaml:" + str(_line_of(env, bh.MF0)))
+    assert "until the next boot only" not in r.err
+
+
+def _line_of(env, address: str) -> int:
+    text = (env.root / "etc/pcipass/pcipass.yaml").read_text().splitlines()
+    return next(i for i, t in enumerate(text, 1) if f"address: '{address}'" in t)

@@ -206,7 +206,8 @@ def test_remove_and_new_file(tmp_path):
     ed.upsert("devices", _entry("0000:00:02.0"))
     ed.save()
     assert "devices:\n  - address: '0000:00:02.0'\n" in p.read_text()
-    assert [x.name for x in p.parent.iterdir()] == ["pcipass.yaml"]  # no temporary file left
+    # No temporary file left; the validated content is kept beside the file (config/checked.py).
+    assert sorted(x.name for x in p.parent.iterdir()) == [".pcipass.yaml.checked", "pcipass.yaml"]
 
 
 def test_edit_refuses_an_invalid_file(tmp_path):

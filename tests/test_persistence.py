@@ -268,3 +268,57 @@ def test_verify_empty_and_missing_file(cli, env):
     env.fake.write(CONF, "version: 1\n")
     r = cli("verify")
     assert r.code == 0 and "declares no devices" in r.out
+
+
+# --- the validated content kept beside the file, and the converged fast path -------------------------------------
+def test_a_validated_file_is_read_without_yaml_or_schema_libraries(cli, env):
+    import subprocess
+    import sys
+
+    assert cli("persist", "00:02.0").code == 0
+    kept = env.root / "etc/pcipass/.pcipass.yaml.checked"
+    assert kept.is_file()
+    code = (
+        "import sys; from pathlib import Path; from pcipass.config import load; "
+        f"d = load(Path({str(env.root / CONF)!r}), 'f'); "
+        "print(d.devices[0].address, sorted(m for m in ('ruamel', 'jsonschema') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split(None, 1) == [bh.E1000E, "[]\n"]
+    # Edited by hand: validated again, and an error still names its line.
+    (env.root / CONF).write_text(_conf(env).replace("driver: vfio-pci", "driver: vfio-pci\n    colour: red"))
+    r = cli("verify")
+    assert r.code == 2 and "pcipass.yaml:8: devices[0].colour: unknown key" in r.err
+    # A .checked that is not pcipass's is ignored.
+    (env.root / CONF).write_text(_conf(env).replace("\n    colour: red", ""))
+    assert cli("persist", "00:02.0").code == 0
+    kept.write_text('{"key": "x", "sections": {"devices": [[1, {"bogus": 1}]]}}')
+    assert cli("verify").code == 0
+
+
+def test_apply_check_keeps_nothing_apply_does(cli, env):
+    env.fake.write(CONF, "version: 1\n")
+    kept = env.root / "etc/pcipass/.pcipass.yaml.checked"
+    assert cli("apply", "--check").code == 0 and not kept.exists()
+    assert cli("verify").code == 0 and not kept.exists()
+    assert cli("apply").code == 0 and kept.exists()
+
+
+def test_converged_apply_does_not_call_the_engine(cli, env, monkeypatch):
+    import pcipass.engine as engine
+
+    assert cli("persist", "--group", "00:05.0", "00:02.0").code == 0
+    assert cli("apply").code == 0
+    called = []
+    real = engine.enable
+    monkeypatch.setattr(engine, "enable", lambda *a, **kw: called.append(a) or real(*a, **kw))
+    r = cli("-f", "json", "apply")
+    assert r.code == 0 and _json(r)["changed"] is False and called == []
+    # An interrupted run's record: the engine is asked (it completes such devices).
+    state = env.root / "run/pcipass/state.json"
+    import json as _j
+
+    doc = _j.loads(state.read_text())
+    doc["devices"][bh.E1000E]["phase"] = "enabling"
+    state.write_text(_j.dumps(doc))
+    assert cli("apply").code == 0 and len(called) == 1

@@ -157,7 +157,7 @@ def apply_cmd(
     try:
         report = apply(
             host,
-            load(path, shown),
+            load(path, shown, keep=not check),
             check=check,
             force=force,
             timeout=timeout,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import from_oserror
-from .load import VERSION, parse, read_text, yaml_rt
+from .load import VERSION, parse, read_text, remember, yaml_rt
 from .sections import SECTIONS
 
 _NEW_FILE = f"""\
@@ -71,8 +71,9 @@ class Editor:
         text = self.text()
         if self.exists and text == self.original:
             return False
-        parse(text, self.shown)  # never write a file the next load would refuse
+        doc, desired = parse(text, self.shown)  # never write a file the next load would refuse
         write_atomically(self.path, self.shown, text)
+        remember(self.path, text, doc, desired)
         self.exists, self.original = True, text
         return True
 

@@ -119,9 +119,33 @@ def parse(text: str, shown: str) -> tuple[Any, Desired]:
     return doc, Desired(shown, doc["version"], sections)
 
 
-def load(path: Path, shown: str, *, missing_ok: bool = False) -> Desired:
+def remember(path: Path, text: str, doc: Any, desired: Desired) -> None:
+    """Keep the validated content beside the file (``checked``), for the next ``load``."""
+    from . import checked
+
+    lines = {name: [getattr(e, "line", None) for e in desired.section(name)] for name in SECTIONS}
+    checked.write(path, checked.key(text), doc, lines)
+
+
+def _from_checked(path: Path, text: str, shown: str) -> Desired | None:
+    from . import checked
+
+    kept = checked.read(path, checked.key(text))
+    if kept is None:
+        return None
+    try:
+        sections = {
+            name: tuple(sec.parse(item, line) for line, item in kept.get(name, [])) for name, sec in SECTIONS.items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # not what pcipass writes there: validate the file instead
+    return Desired(shown, VERSION, sections)
+
+
+def load(path: Path, shown: str, *, missing_ok: bool = False, keep: bool = False) -> Desired:
     """The validated file at ``path``. A missing file is an empty desired state with ``missing_ok``, else an
-    error."""
+    error. A file validated before is taken from what was kept of it (``checked``); ``keep``: keep what this
+    validation found (the caller may write)."""
     text = read_text(path, shown)
     if text is None:
         if missing_ok:
@@ -129,7 +153,12 @@ def load(path: Path, shown: str, *, missing_ok: bool = False) -> Desired:
         raise ConfigError(
             "no such file", path=shown, remedy="'pcipass persist ADDR...' creates it, or give --config FILE"
         )
-    return parse(text, shown)[1]
+    desired = _from_checked(path, text, shown)
+    if desired is None:
+        doc, desired = parse(text, shown)
+        if keep:
+            remember(path, text, doc, desired)
+    return desired
 
 
 # --- locating problems -----------------------------------------------------------------------------------------

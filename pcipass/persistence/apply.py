@@ -114,8 +114,18 @@ def apply(host: Host, desired: Desired, *, check: bool = False, force: bool = Fa
             messages.append(c.reasons[0])
         buckets.setdefault((e.driver, e.group), []).append(e)
 
+    in_flight = _in_flight(host) if buckets else set()
     for (driver, group), todo in buckets.items():
         addrs = [e.address for e in todo]
+        if driver != HOST and matcher is not None and all(_bound(matcher, e, in_flight) for e in todo):
+            # Converged (what apply finds at nearly every boot): said without the engine's lock, state write and
+            # host-use scan, which it would take only to answer "unchanged" (bench/persistence.py).
+            for e in todo:
+                drv = matcher.inv.devices[e.address].driver
+                results[e.address] = EntryResult(
+                    e.address, e.driver, e.group, Change.UNCHANGED, drv, drv, (), Drift.MATCH.value, ()
+                )
+            continue
         try:
             if driver == HOST:
                 report = engine.disable(host, addrs, dry_run=check, **engine_kw)
@@ -153,6 +163,34 @@ def apply(host: Host, desired: Desired, *, check: bool = False, force: bool = Fa
     return ApplyReport(
         desired.path, check, changed, tuple(ordered), tuple(messages), tuple(errors), _exit_code(ordered, forgiven)
     )
+
+
+def _in_flight(host: Host) -> set[str]:
+    """Devices an interrupted run left half-done: the engine completes those, so they are never "converged"."""
+    from ..engine.state import StateStore
+
+    return {a for a, r in StateStore(host).load().items() if r.in_flight}
+
+
+def _bound(matcher: Matcher, entry: DeviceEntry, in_flight: set[str]) -> bool:
+    """The entry's device is on the driver it declares (``auto``: any vfio driver), it is a driver enable accepts
+    (vfio or pci-stub: any other name goes to the engine, which refuses it), and with ``group`` every endpoint of
+    its group is on such a driver: exactly when ``engine.enable`` would report it unchanged and write nothing."""
+    from ..drivers import is_assignable, is_vfio_driver, normalize
+    from ..group import GroupVerdict
+
+    inv = matcher.inv
+    dev = inv.devices[entry.address]
+    if entry.address in in_flight or dev.driver is None or not is_assignable(dev.driver, inv.variant_modules):
+        return False
+    if entry.driver == "auto":
+        ok = is_vfio_driver(dev.driver, inv.variant_modules)
+    else:
+        ok = normalize(dev.driver) == normalize(entry.driver)
+    if ok and entry.group:
+        peers = {p.address for p in inv.peers(entry.address)}
+        ok = not (peers & in_flight) and inv.group_verdict(entry.address) is GroupVerdict.READY
+    return ok
 
 
 @dataclass(frozen=True)

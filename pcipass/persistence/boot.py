@@ -84,6 +84,23 @@ def wants_link(host: Host) -> Path:
     return host.systemd_system_dir / f"{TARGET}.wants" / UNIT
 
 
+def enabled_config(host: Host) -> Path | None:
+    """The desired-state file the enabled unit applies at boot (its ``--config``, under the root); None when the
+    unit is not enabled."""
+    if not os.path.islink(wants_link(host)):
+        return None
+    try:
+        text = unit_path(host).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("ExecStart="):
+            words = shlex.split(line[len("ExecStart=") :])
+            if "--config" in words[:-1]:
+                return host.root / words[words.index("--config") + 1].lstrip("/")
+    return host.pcipass_config
+
+
 @dataclass(frozen=True)
 class BootAction:
     """One thing ``boot install``/``remove`` did (or found already done)."""

@@ -351,6 +351,29 @@ def initramfs_modules(kernel: Kernel) -> list[Path]:
     return seen
 
 
+#: Modules stage 1 loads from the 9p root for an ext4 upper disk (``vm.run_guest(upper_disk=...)``).
+UPPER_DISK_MODULES = ("virtio_blk", "ext4")
+
+
+def upper_disk_modules(kernel: Kernel) -> list[str]:
+    """UPPER_DISK_MODULES and their dependencies, in load order, relative to the kernel's module tree."""
+    out = _run(
+        [
+            _which("modprobe") or "modprobe",
+            "-d",
+            str(kernel.tree),
+            "-S",
+            kernel.kver,
+            "-a",
+            "--show-depends",
+            *UPPER_DISK_MODULES,
+        ],
+        what="modprobe --show-depends",
+    )
+    paths = [line.split()[1] for line in out.splitlines() if line.startswith("insmod ")]
+    return [os.path.relpath(os.path.normpath(p), kernel.modules_dir) for p in paths]
+
+
 def _initramfs_key(kernel: Kernel, modules: list[Path], busybox: str) -> str:
     h = hashlib.sha256()
     h.update(INIT_SCRIPT.read_bytes())

@@ -181,9 +181,24 @@ def addresses(topology: str) -> dict[str, str]:
     return ADDRESSES | (SRIOV_ADDRESSES if TOPOLOGIES[topology].get("sriov") else {})
 
 
-def qemu_device_args(nvme_image: str, root_path: str, io_path: str, topology: str = "iommu_on") -> list[str]:
-    """qemu arguments for the fixed hardware of ``topology`` (everything but machine/kernel/serial)."""
+#: Where the reboot tests' persistent disk (the overlay's upper layer, /dev/vda) sits: protected like the 9p pair.
+UPPER_DISK = "0000:00:1c.0"
+
+
+def qemu_device_args(
+    nvme_image: str,
+    root_path: str,
+    io_path: str,
+    topology: str = "iommu_on",
+    *,
+    models: dict[str, str] | None = None,
+    upper_disk: str | None = None,
+) -> list[str]:
+    """qemu arguments for the fixed hardware of ``topology`` (everything but machine/kernel/serial). ``models``:
+    another qemu device model at a role's address (the reboot tests' changed hardware, e.g.
+    ``{"e1000e": "rtl8139"}``); ``upper_disk``: an image attached as virtio-blk at UPPER_DISK."""
     a = ADDRESSES
+    m = models or {}
     args = [
         # The IOMMU must be created before any PCI device.
         "-device",
@@ -199,7 +214,7 @@ def qemu_device_args(nvme_image: str, root_path: str, io_path: str, topology: st
         f"virtio-9p-pci,fsdev=fsio,mount_tag={IO_TAG},bus=pcie.0,addr={_slot(a['io_9p'])}",
         # Endpoints in their own groups.
         "-device",
-        f"e1000e,bus=pcie.0,addr={_slot(a['e1000e'])}",
+        f"{m.get('e1000e', 'e1000e')},bus=pcie.0,addr={_slot(a['e1000e'])}",
         "-device",
         f"virtio-net-pci,bus=pcie.0,addr={_slot(a['virtio_net'])}",
         "-drive",
@@ -243,6 +258,13 @@ def qemu_device_args(nvme_image: str, root_path: str, io_path: str, topology: st
         args += _sriov_pf(0, "pcie.0", _slot(s["sriov_pf"]))
         args += ["-device", f"pcie-root-port,id=rp3,chassis=3,bus=pcie.0,addr={_slot(s['sriov_rp'])}"]
         args += _sriov_pf(1, "rp3", "00.0")
+    if upper_disk is not None:
+        args += [
+            "-drive",
+            f"if=none,id=upper,file={upper_disk},format=raw",
+            "-device",
+            f"virtio-blk-pci,drive=upper,bus=pcie.0,addr={_slot(UPPER_DISK)}",
+        ]
     return args
 
 

@@ -112,7 +112,14 @@ def _mtime(path: Path) -> float | None:
 
 
 def build_qemu_cmd(
-    prov: Provisioned, topology: str, run_dir: Path, timeout_s: float, extra_cmdline: tuple[str, ...] = ()
+    prov: Provisioned,
+    topology: str,
+    run_dir: Path,
+    timeout_s: float,
+    extra_cmdline: tuple[str, ...] = (),
+    *,
+    models: dict[str, str] | None = None,
+    upper_disk: Path | None = None,
 ) -> list[str]:
     spec = topo.TOPOLOGIES[topology]
     io_dir = run_dir / "io"
@@ -129,6 +136,10 @@ def build_qemu_cmd(
             *extra_cmdline,
         ]
     )
+    if upper_disk is not None:
+        from .provision import upper_disk_modules
+
+        cmdline += f" pcipass_upper=/dev/vda pcipass_upper_modules={','.join(upper_disk_modules(prov.kernel))}"
     qemu = [
         prov.tools["qemu-system-x86_64"],
         "-name",
@@ -158,7 +169,14 @@ def build_qemu_cmd(
         str(prov.initramfs),
         "-append",
         cmdline,
-        *topo.qemu_device_args(nvme_image=str(nvme), root_path="/", io_path=str(io_dir), topology=topology),
+        *topo.qemu_device_args(
+            nvme_image=str(nvme),
+            root_path="/",
+            io_path=str(io_dir),
+            topology=topology,
+            models=models,
+            upper_disk=str(upper_disk) if upper_disk else None,
+        ),
     ]
     return [prov.tools["timeout"], "--signal=TERM", "--kill-after=10", f"{int(timeout_s)}", *qemu]
 
@@ -172,16 +190,27 @@ def run_guest(
     run_name: str | None = None,
     extra_cmdline: tuple[str, ...] = (),
     on_start: Callable[[subprocess.Popen], None] | None = None,
+    models: dict[str, str] | None = None,
+    upper_disk: Path | None = None,
+    io_files: dict[str, str] | None = None,
 ) -> GuestRun:
-    """Boot ``topology``, run ``script`` (sh) as root in the guest, power off. Never raises on guest failure."""
+    """Boot ``topology``, run ``script`` (sh) as root in the guest, power off. Never raises on guest failure.
+
+    ``upper_disk``: an ext4 image that holds the overlay's upper layer (what the guest writes survives to the
+    next boot with the same image); ``models``: other device models at the topology's addresses (see
+    ``topology.qemu_device_args``). With ``pcipass_systemd=1`` in ``extra_cmdline`` the guest runs systemd as
+    PID 1 instead of ``script`` (the units written at an earlier boot decide what runs and end the VM);
+    ``io_files`` are put in the result channel beside ``command.sh``."""
     prov = prov or provision()
     run_dir = _new_run_dir(prov.cache, run_name or topology)
     io_dir = run_dir / "io"
     io_dir.mkdir()
     (io_dir / "command.sh").write_text(script)
+    for name, text in (io_files or {}).items():
+        (io_dir / name).write_text(text)
     with open(run_dir / "nvme.img", "wb") as f:
         f.truncate(NVME_IMAGE_MB * 1024 * 1024)
-    cmd = build_qemu_cmd(prov, topology, run_dir, timeout_s, extra_cmdline)
+    cmd = build_qemu_cmd(prov, topology, run_dir, timeout_s, extra_cmdline, models=models, upper_disk=upper_disk)
     (run_dir / "qemu-cmd.txt").write_text(shlex.join(cmd) + "\n")
     run = GuestRun(topology, run_dir, io_dir, run_dir / "serial.log", cmd)
     t0 = time.monotonic()

@@ -1,0 +1,224 @@
+"""Passthrough across a real reboot: systemd as PID 1, /etc on a persistent disk, the boot unit of pcipass.
+
+Boot 1 (the ordinary guest, its overlay's upper layer on an ext4 image): ``pcipass persist`` a device and a
+two-function group, ``pcipass boot install``, and the units boot 2 needs; power off. Boot 2 (the same image,
+systemd as PID 1): pcipass-apply.service binds them before a unit named libvirtd.service (it stands in for the
+real one: its ``ExecStartPre`` records the drivers it finds, and only pcipass-apply's ``Before=`` orders the two),
+then that unit records ``status``, ``verify`` and ``boot status`` and powers off. Boot 3 (a copy of boot 1's
+image, another device model at the persisted NIC's address): apply refuses that entry at boot, ``verify`` names
+the drift, the card stays on its host driver, and the group is bound all the same.
+
+Host-side tests (three qemu boots), marked ``realkernel``; tests/realkernel/README.md says how the guest is
+made. systemd in the guest (tests/realkernel/README.md, "systemd as PID 1"): no udevd (stage 2 does the coldplug
+before systemd starts, so host drivers are bound when the unit runs, as after a real initramfs), and the masks
+boot 1 writes: /.dockerenv removed (else systemd takes itself for a container and ignores the kernel command
+line), /usr/lib/tmpfiles.d/tmp.conf (its ``D /tmp``), serial-getty@ttyS0 (it waits for a .device unit that no
+udevd makes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from . import topology as topo
+from .provision import REPO
+from .runner import guest_timeout_s, skip_reason
+from .vm import GUEST_IO_MOUNT, GuestRun, run_guest
+
+pytestmark = pytest.mark.realkernel
+
+NIC = topo.ADDRESSES["e1000e"]
+MF0, MF1 = topo.ADDRESSES["mf_virtio_net"], topo.ADDRESSES["mf_e1000"]
+UPPER_MB = 96
+PY = f"{REPO}/.venv/bin/python"
+SYSTEMD_CMDLINE = (
+    "pcipass_systemd=1",
+    "systemd.unit=pcipass-test.target",
+    "systemd.journald.storage=volatile",
+    "systemd.show_status=false",
+    "no_timer_check",
+)
+
+# The stand-in for libvirtd: DefaultDependencies=no, nothing orders it after anything, so it runs before
+# pcipass-apply.service unless that unit's Before=libvirtd.service holds it back.
+_LIBVIRTD = f"""\
+[Unit]
+Description=Stands in for libvirtd (the pcipass reboot test)
+DefaultDependencies=no
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+
+[Service]
+Type=oneshot
+ExecStartPre=/bin/sh -c 'for a in {NIC} {MF0} {MF1}; do \
+    echo "$a $(basename "$(readlink /sys/bus/pci/devices/$a/driver)")"; done >{GUEST_IO_MOUNT}/pre.txt'
+ExecStart=/bin/sh {GUEST_IO_MOUNT}/check.sh
+"""
+_TARGET = """\
+[Unit]
+Description=pcipass reboot test
+Requires=basic.target
+Wants=libvirtd.service
+After=basic.target
+"""
+
+_CHECK = f"""\
+exec >{GUEST_IO_MOUNT}/check.log 2>&1
+cd {shlex.quote(str(REPO))}
+systemctl show -p ActiveEnterTimestampMonotonic -p Result -p ExecMainStatus pcipass-apply.service \
+    >{GUEST_IO_MOUNT}/apply-unit.txt
+systemctl show -p InactiveExitTimestampMonotonic libvirtd.service >{GUEST_IO_MOUNT}/libvirtd-unit.txt
+cp /run/pcipass/boot-apply.json {GUEST_IO_MOUNT}/ || true
+journalctl -b -u pcipass-apply.service --no-pager >{GUEST_IO_MOUNT}/journal.txt 2>&1
+{PY} -m pcipass -f json status {NIC} {MF0} {MF1} >{GUEST_IO_MOUNT}/status.json
+{PY} -m pcipass -f json verify >{GUEST_IO_MOUNT}/verify.json
+{PY} -m pcipass -f json boot status >{GUEST_IO_MOUNT}/boot-status.json
+echo 0 >{GUEST_IO_MOUNT}/command.rc
+"""
+
+
+def _boot1_script() -> str:
+    units = {"libvirtd.service": _LIBVIRTD, "pcipass-test.target": _TARGET}
+    lines = [
+        "set -ex",
+        f"cd {shlex.quote(str(REPO))}",
+        "rm -f /.dockerenv",
+        "mkdir -p /etc/tmpfiles.d",
+        "ln -sf /dev/null /etc/tmpfiles.d/tmp.conf",
+        "ln -sf /dev/null /etc/systemd/system/serial-getty@ttyS0.service",
+    ]
+    for name, text in units.items():
+        lines.append(f"cat >/etc/systemd/system/{name} <<'UNIT'\n{text}UNIT")
+    lines += [
+        f"{PY} -m pcipass persist {NIC}",
+        f"{PY} -m pcipass persist --group {MF0}",
+        f"{PY} -m pcipass boot install",
+        "cat /etc/pcipass/pcipass.yaml /etc/systemd/system/pcipass-apply.service",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _systemd_boot(image: Path, name: str, models: dict[str, str] | None = None) -> GuestRun:
+    """Boot ``image`` with systemd as PID 1 and the check script in the result channel (the units boot 1 wrote
+    run it); stage 2 runs no command.sh in this mode."""
+    return run_guest(
+        "iommu_on",
+        "exit 99\n",
+        timeout_s=guest_timeout_s(),
+        run_name=name,
+        extra_cmdline=SYSTEMD_CMDLINE,
+        models=models,
+        upper_disk=image,
+        io_files={"check.sh": _CHECK},
+    )
+
+
+@pytest.fixture(scope="module")
+def booted_once(tmp_path_factory) -> Path:
+    """An upper-layer image after boot 1 (persist, boot install, the test's units)."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    image = tmp_path_factory.mktemp("reboot") / "upper.img"
+    with open(image, "wb") as f:
+        f.truncate(UPPER_MB << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "pcipass-upper", str(image)], check=True, timeout=60)
+    run = run_guest(
+        "iommu_on",
+        _boot1_script(),
+        timeout_s=guest_timeout_s(),
+        run_name="reboot-boot1",
+        extra_cmdline=("no_timer_check",),
+        upper_disk=image,
+    )
+    assert run.command_rc == 0, run.diagnostics()
+    return image
+
+
+def _copy(image: Path, name: str) -> Path:
+    out = image.with_name(name)
+    subprocess.run(["cp", "--sparse=always", str(image), str(out)], check=True, timeout=120)
+    return out
+
+
+def _read(run: GuestRun, name: str) -> str:
+    p = run.io_dir / name
+    assert p.exists(), f"{name} missing\n{run.diagnostics()}"
+    return p.read_text()
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="module")
+def second_boots(booted_once) -> dict[str, GuestRun]:
+    """Boot 2 (same hardware) and boot 3 (another card at the NIC's address), each from its own copy of boot 1's
+    image: independent, so booted side by side unless PCIPASS_REALKERNEL_JOBS=1."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plans = {"same": ("boot2.img", None), "changed": ("boot3.img", {"e1000e": "rtl8139"})}
+    jobs = int(os.environ.get("PCIPASS_REALKERNEL_JOBS") or os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, min(2, jobs))) as pool:
+        futures = {
+            k: pool.submit(_systemd_boot, _copy(booted_once, img), f"reboot-{k}", models)
+            for k, (img, models) in plans.items()
+        }
+        return {k: f.result() for k, f in futures.items()}
+
+
+def test_boot_unit_binds_before_libvirtd(second_boots):
+    run = second_boots["same"]
+    assert run.command_rc == 0, run.diagnostics()
+    # libvirtd's ExecStartPre saw every device on vfio-pci: the unit ran first and bound the group peer too.
+    assert _read(run, "pre.txt").split() == [NIC, "vfio-pci", MF0, "vfio-pci", MF1, "vfio-pci"]
+    apply_unit, libvirtd = _props(_read(run, "apply-unit.txt")), _props(_read(run, "libvirtd-unit.txt"))
+    assert (apply_unit["Result"], apply_unit["ExecMainStatus"]) == ("success", "0")
+    assert 0 < int(apply_unit["ActiveEnterTimestampMonotonic"]) <= int(libvirtd["InactiveExitTimestampMonotonic"])
+    record = json.loads(_read(run, "boot-apply.json"))
+    assert (record["exit_code"], record["changed"]) == (0, True)
+    assert [(e["address"], e["outcome"]) for e in record["entries"]] == [(NIC, "changed"), (MF0, "changed")]
+    status = {d["address"]: d for d in json.loads(_read(run, "status.json"))["data"]}
+    assert {a: (d["driver"], d["phase"], d["vfio_viable"]) for a, d in status.items()} == {
+        a: ("vfio-pci", "enabled", True) for a in (NIC, MF0, MF1)
+    }
+    assert status[NIC]["recorded_driver"] == "e1000e"  # bound by the boot unit through the engine: recorded
+    # ... and status says what binds them at the next boot: pcipass's unit, from the file's entries.
+    assert {a: (d["boot_driver"], d["boot_by"]) for a, d in status.items()} == {
+        a: ("vfio-pci", "pcipass") for a in (NIC, MF0, MF1)
+    }
+    assert status[MF1]["boot_where"] == status[MF0]["boot_where"] != status[NIC]["boot_where"]
+    assert status[NIC]["boot_where"] == "/etc/pcipass/pcipass.yaml:6"  # the entry's line
+    verify = json.loads(_read(run, "verify.json"))
+    assert verify["drift"] is False and {v["drift"] for v in verify["data"]} == {"match"}
+    boot = json.loads(_read(run, "boot-status.json"))["data"]
+    assert (boot["installed"], boot["current"], boot["enabled"], boot["last_apply_note"]) == (
+        True,
+        True,
+        True,
+        "this boot",
+    )
+
+
+def test_changed_hardware_is_refused_at_boot(second_boots):
+    run = second_boots["changed"]
+    assert run.command_rc == 0, run.diagnostics()
+    assert _read(run, "pre.txt").split() == [NIC, "8139cp", MF0, "vfio-pci", MF1, "vfio-pci"]
+    record = json.loads(_read(run, "boot-apply.json"))
+    assert record["exit_code"] == 3  # the group converged, the NIC's entry was refused
+    (nic,) = [e for e in record["entries"] if e["address"] == NIC]
+    assert nic["outcome"] == "refused" and "a different card is at 0000:00:02.0" in nic["reasons"][0]
+    assert "vendor 8086 recorded, 10ec found" in nic["reasons"][0]
+    assert _props(_read(run, "apply-unit.txt"))["Result"] == "exit-code"
+    assert "refused" in _read(run, "journal.txt")
+    verify = json.loads(_read(run, "verify.json"))
+    drift = {v["address"]: v for v in verify["data"]}
+    assert verify["drift"] is True and drift[NIC]["drift"] == "different-card" and drift[MF0]["drift"] == "match"
+    status = {d["address"]: d for d in json.loads(_read(run, "status.json"))["data"]}
+    assert status[NIC]["driver"] == "8139cp" and status[NIC]["phase"] is None
