@@ -10,23 +10,9 @@ import pytest
 from pcipass.archive import max_unpacked, unpack
 from pcipass.engine.state import Lock
 from tests.support import bind_hosts as bh
-from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
+from tests.support.bind_hosts import _never_the_real_sys, cli, env  # noqa: F401 - fixtures
 from tests.support.cli import run
 from tests.support.golden import check_golden
-
-
-@pytest.fixture
-def cli(env, monkeypatch, capsys):
-    import pcipass.engine.ops as ops
-    import pcipass.engine.readstatus as status
-
-    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
-    monkeypatch.setattr(status, "SysfsKernel", lambda host: env.kernel)
-
-    def call(*args: str):
-        return run(capsys, "--root", str(env.root), *args)
-
-    return call
 
 
 def test_dry_run_table(cli, env):

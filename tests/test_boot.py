@@ -10,32 +10,23 @@ import re
 import pytest
 
 from tests.support import bind_hosts as bh
-from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
-from tests.support.cli import run
+from tests.support.bind_hosts import _never_the_real_sys, cli, env  # noqa: F401 - fixtures
 
 UNIT = "etc/systemd/system/pcipass-apply.service"
 LINK = "etc/systemd/system/sysinit.target.wants/pcipass-apply.service"
 
 
-@pytest.fixture
-def cli(env, monkeypatch, capsys):
-    import pcipass.engine.ops as ops
-    import pcipass.engine.readstatus as status
+@pytest.fixture(autouse=True)
+def _no_programs(monkeypatch):
+    """The unit names a fixed pcipass, and nothing runs a program (systemctl above all)."""
     import pcipass.persistence.boot as boot
 
-    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
-    monkeypatch.setattr(status, "SysfsKernel", lambda host: env.kernel)
     monkeypatch.setattr(boot, "executable", lambda: ["/usr/bin/pcipass"])
 
     def never(*a, **kw):
         raise AssertionError("a test ran a program")
 
     monkeypatch.setattr(boot.subprocess, "run", never)
-
-    def call(*args: str):
-        return run(capsys, "--root", str(env.root), *args)
-
-    return call
 
 
 def test_install_writes_the_unit_and_enables_it(cli, env):

@@ -8,24 +8,9 @@ import json
 import pytest
 
 from tests.support import bind_hosts as bh
-from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
-from tests.support.cli import run
+from tests.support.bind_hosts import _never_the_real_sys, cli, env  # noqa: F401 - fixtures
 
 CONF = "etc/pcipass/pcipass.yaml"
-
-
-@pytest.fixture
-def cli(env, monkeypatch, capsys):
-    import pcipass.engine.ops as ops
-    import pcipass.engine.readstatus as status
-
-    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
-    monkeypatch.setattr(status, "SysfsKernel", lambda host: env.kernel)
-
-    def call(*args: str):
-        return run(capsys, "--root", str(env.root), *args)
-
-    return call
 
 
 def _json(r) -> dict:

@@ -324,19 +324,10 @@ def ensure_kernel(cache: Path, timings: dict[str, float]) -> Kernel:
 # --------------------------------------------------------------------------- initramfs
 
 
-def initramfs_modules(kernel: Kernel) -> list[Path]:
-    """Module files for INITRAMFS_MODULES, dependencies first, each once."""
+def _module_files(kernel: Kernel, names: tuple[str, ...]) -> list[Path]:
+    """Module files for ``names``, dependencies first, each once (``modprobe --show-depends`` on the tree)."""
     out = _run(
-        [
-            _which("modprobe") or "modprobe",
-            "-d",
-            str(kernel.tree),
-            "-S",
-            kernel.kver,
-            "-a",
-            "--show-depends",
-            *INITRAMFS_MODULES,
-        ],
+        [_which("modprobe") or "modprobe", "-d", str(kernel.tree), "-S", kernel.kver, "-a", "--show-depends", *names],
         what="modprobe --show-depends",
     )
     seen: list[Path] = []
@@ -347,8 +338,13 @@ def initramfs_modules(kernel: Kernel) -> list[Path]:
             if p not in seen:
                 seen.append(p)
     if not seen:
-        raise ProvisionError(f"no initramfs modules found for {INITRAMFS_MODULES} in {kernel.tree}")
+        raise ProvisionError(f"no modules found for {names} in {kernel.tree}")
     return seen
+
+
+def initramfs_modules(kernel: Kernel) -> list[Path]:
+    """Module files for INITRAMFS_MODULES, dependencies first, each once."""
+    return _module_files(kernel, INITRAMFS_MODULES)
 
 
 #: Modules stage 1 loads from the 9p root for an ext4 upper disk (``vm.run_guest(upper_disk=...)``).
@@ -357,21 +353,7 @@ UPPER_DISK_MODULES = ("virtio_blk", "ext4")
 
 def upper_disk_modules(kernel: Kernel) -> list[str]:
     """UPPER_DISK_MODULES and their dependencies, in load order, relative to the kernel's module tree."""
-    out = _run(
-        [
-            _which("modprobe") or "modprobe",
-            "-d",
-            str(kernel.tree),
-            "-S",
-            kernel.kver,
-            "-a",
-            "--show-depends",
-            *UPPER_DISK_MODULES,
-        ],
-        what="modprobe --show-depends",
-    )
-    paths = [line.split()[1] for line in out.splitlines() if line.startswith("insmod ")]
-    return [os.path.relpath(os.path.normpath(p), kernel.modules_dir) for p in paths]
+    return [os.path.relpath(os.path.normpath(p), kernel.modules_dir) for p in _module_files(kernel, UPPER_DISK_MODULES)]
 
 
 def _initramfs_key(kernel: Kernel, modules: list[Path], busybox: str) -> str:

@@ -178,6 +178,22 @@ def env(tmp_path) -> Env:
     return Env(fake, FakeKernel(fake), Host(fake.root))
 
 
+@pytest.fixture
+def cli(env, monkeypatch, capsys):
+    """``pcipass --root <env's root> ARGS`` through the real CLI entry point, with the fake kernel."""
+    import pcipass.engine.ops as ops
+    import pcipass.engine.readstatus as status
+    from tests.support.cli import run
+
+    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
+    monkeypatch.setattr(status, "SysfsKernel", lambda host: env.kernel)
+
+    def call(*args: str):
+        return run(capsys, "--root", str(env.root), *args)
+
+    return call
+
+
 @pytest.fixture(autouse=True)
 def _never_the_real_sys(monkeypatch, tmp_path):
     """Belt and braces for every binding test: the engine's real writer may only touch the test's tmp tree,
