@@ -48,8 +48,8 @@ _pcipass() {
         fi
         case "$cmd|$w" in
             "|--root") skip=root ;;
-            "|-f"|"|--format"|"list|-c"|"list|--class"|"list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-o"|"snapshot|--output"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-d"|"check-iommu|--device"|"check-iommu|-f"|"check-iommu|--format"|"enable|--driver"|"enable|--timeout"|"enable|--config"|"enable|-f"|"enable|--format"|"disable|--timeout"|"disable|--config"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"sriov|--numvfs"|"sriov|--timeout"|"sriov|-f"|"sriov|--format"|"persist|--driver"|"persist|--config"|"persist|-f"|"persist|--format"|"unpersist|--config"|"unpersist|-f"|"unpersist|--format"|"apply|--config"|"apply|--timeout"|"apply|-f"|"apply|--format"|"verify|--config"|"verify|-f"|"verify|--format"|"attach|-c"|"attach|--connect"|"attach|--managed"|"attach|-f"|"attach|--format"|"detach|-c"|"detach|--connect"|"detach|-f"|"detach|--format"|"boot install|--config"|"boot install|-f"|"boot install|--format"|"boot remove|-f"|"boot remove|--format"|"boot status|--config"|"boot status|-f"|"boot status|--format"|"mdev types|-f"|"mdev types|--format"|"mdev list|-f"|"mdev list|--format"|"mdev create|--uuid"|"mdev create|--timeout"|"mdev create|-f"|"mdev create|--format"|"mdev remove|--timeout"|"mdev remove|-f"|"mdev remove|--format"|"mdev persist|--config"|"mdev persist|-f"|"mdev persist|--format"|"mdev unpersist|--config"|"mdev unpersist|-f"|"mdev unpersist|--format"|"mdev apply|--config"|"mdev apply|--timeout"|"mdev apply|-f"|"mdev apply|--format"|"emit libvirt|--mdev"|"emit libvirt|--managed"|"emit libvirt|--guest-address"|"emit libvirt|--rom-bar"|"emit libvirt|-f"|"emit libvirt|--format"|"emit kubevirt|--from"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--current"|"emit kubevirt|--only"|"emit kubevirt|--mdev"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|--node"|"emit harvester|--user"|"emit harvester|--pcidevices"|"emit harvester|-f"|"emit harvester|--format") skip=value ;;
-            "|list"|"|show"|"|groups"|"|snapshot"|"|check-iommu"|"|enable"|"|disable"|"|status"|"|sriov"|"|persist"|"|unpersist"|"|apply"|"|verify"|"|attach"|"|detach"|"|boot"|"|mdev"|"|emit"|"boot|install"|"boot|remove"|"boot|status"|"mdev|types"|"mdev|list"|"mdev|create"|"mdev|remove"|"mdev|persist"|"mdev|unpersist"|"mdev|apply"|"emit|libvirt"|"emit|kubevirt"|"emit|harvester") cmd=${cmd:+$cmd }$w; npos=0 ;;
+            "|-f"|"|--format"|"list|-c"|"list|--class"|"list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-o"|"snapshot|--output"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-d"|"check-iommu|--device"|"check-iommu|-f"|"check-iommu|--format"|"enable|--driver"|"enable|--timeout"|"enable|--config"|"enable|-f"|"enable|--format"|"disable|--timeout"|"disable|--config"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"sriov|--numvfs"|"sriov|--timeout"|"sriov|-f"|"sriov|--format"|"persist|--driver"|"persist|--config"|"persist|-f"|"persist|--format"|"unpersist|--config"|"unpersist|-f"|"unpersist|--format"|"apply|--config"|"apply|--timeout"|"apply|-f"|"apply|--format"|"verify|--config"|"verify|-f"|"verify|--format"|"attach|-c"|"attach|--connect"|"attach|--managed"|"attach|-f"|"attach|--format"|"detach|-c"|"detach|--connect"|"detach|-f"|"detach|--format"|"mdev types|-f"|"mdev types|--format"|"mdev list|-f"|"mdev list|--format"|"mdev create|--uuid"|"mdev create|--timeout"|"mdev create|-f"|"mdev create|--format"|"mdev remove|--timeout"|"mdev remove|-f"|"mdev remove|--format"|"mdev persist|--config"|"mdev persist|-f"|"mdev persist|--format"|"mdev unpersist|--config"|"mdev unpersist|-f"|"mdev unpersist|--format"|"mdev apply|--config"|"mdev apply|--timeout"|"mdev apply|-f"|"mdev apply|--format"|"emit libvirt|--mdev"|"emit libvirt|--managed"|"emit libvirt|--guest-address"|"emit libvirt|--rom-bar"|"emit libvirt|-f"|"emit libvirt|--format"|"emit kubevirt|--from"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--current"|"emit kubevirt|--only"|"emit kubevirt|--mdev"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|--node"|"emit harvester|--user"|"emit harvester|--pcidevices"|"emit harvester|-f"|"emit harvester|--format"|"boot install|--config"|"boot install|-f"|"boot install|--format"|"boot remove|-f"|"boot remove|--format"|"boot status|--config"|"boot status|-f"|"boot status|--format") skip=value ;;
+            "|list"|"|show"|"|groups"|"|snapshot"|"|check-iommu"|"|enable"|"|disable"|"|status"|"|sriov"|"|persist"|"|unpersist"|"|apply"|"|verify"|"|attach"|"|detach"|"|mdev"|"|emit"|"|boot"|"mdev|types"|"mdev|list"|"mdev|create"|"mdev|remove"|"mdev|persist"|"mdev|unpersist"|"mdev|apply"|"emit|libvirt"|"emit|kubevirt"|"emit|harvester"|"boot|install"|"boot|remove"|"boot|status") cmd=${cmd:+$cmd }$w; npos=0 ;;
             *) [[ $w == -* ]] || npos=$((npos + 1)) ;;
         esac
     done
@@ -57,20 +57,20 @@ _pcipass() {
     [[ $cur == ":" || ${COMP_WORDS[COMP_CWORD-1]} == ":" ]] && ((npos > 0)) && npos=$((npos - 1))
     # The value of an option.
     case "$cmd|$prev" in
-        "|-f"|"|--format"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-f"|"check-iommu|--format"|"enable|-f"|"enable|--format"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"sriov|-f"|"sriov|--format"|"persist|-f"|"persist|--format"|"unpersist|-f"|"unpersist|--format"|"apply|-f"|"apply|--format"|"verify|-f"|"verify|--format"|"attach|-f"|"attach|--format"|"detach|-f"|"detach|--format"|"boot install|-f"|"boot install|--format"|"boot remove|-f"|"boot remove|--format"|"boot status|-f"|"boot status|--format"|"mdev types|-f"|"mdev types|--format"|"mdev list|-f"|"mdev list|--format"|"mdev create|-f"|"mdev create|--format"|"mdev remove|-f"|"mdev remove|--format"|"mdev persist|-f"|"mdev persist|--format"|"mdev unpersist|-f"|"mdev unpersist|--format"|"mdev apply|-f"|"mdev apply|--format"|"emit libvirt|-f"|"emit libvirt|--format"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|-f"|"emit harvester|--format") COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
+        "|-f"|"|--format"|"list|-f"|"list|--format"|"show|-f"|"show|--format"|"groups|-f"|"groups|--format"|"snapshot|-f"|"snapshot|--format"|"check-iommu|-f"|"check-iommu|--format"|"enable|-f"|"enable|--format"|"disable|-f"|"disable|--format"|"status|-f"|"status|--format"|"sriov|-f"|"sriov|--format"|"persist|-f"|"persist|--format"|"unpersist|-f"|"unpersist|--format"|"apply|-f"|"apply|--format"|"verify|-f"|"verify|--format"|"attach|-f"|"attach|--format"|"detach|-f"|"detach|--format"|"mdev types|-f"|"mdev types|--format"|"mdev list|-f"|"mdev list|--format"|"mdev create|-f"|"mdev create|--format"|"mdev remove|-f"|"mdev remove|--format"|"mdev persist|-f"|"mdev persist|--format"|"mdev unpersist|-f"|"mdev unpersist|--format"|"mdev apply|-f"|"mdev apply|--format"|"emit libvirt|-f"|"emit libvirt|--format"|"emit kubevirt|-f"|"emit kubevirt|--format"|"emit harvester|-f"|"emit harvester|--format"|"boot install|-f"|"boot install|--format"|"boot remove|-f"|"boot remove|--format"|"boot status|-f"|"boot status|--format") COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
         "list|-c"|"list|--class") COMPREPLY=($(compgen -W "storage nvme nic network gpu display multimedia audio memory bridge communication system input serial-bus usb smbus wireless crypto signal accel" -- "$cur")); return ;;
         "attach|--managed"|"emit libvirt|--managed") COMPREPLY=($(compgen -W "yes no auto" -- "$cur")); return ;;
         "emit libvirt|--guest-address") COMPREPLY=($(compgen -W "auto none" -- "$cur")); return ;;
         "emit libvirt|--rom-bar") COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
         "emit kubevirt|--only") COMPREPLY=($(compgen -W "kubevirt vm" -- "$cur")); return ;;
-        "|--root"|"snapshot|-o"|"snapshot|--output"|"enable|--config"|"disable|--config"|"persist|--config"|"unpersist|--config"|"apply|--config"|"verify|--config"|"boot install|--config"|"boot status|--config"|"mdev persist|--config"|"mdev unpersist|--config"|"mdev apply|--config"|"emit kubevirt|--from"|"emit kubevirt|--current"|"emit harvester|--pcidevices")
+        "|--root"|"snapshot|-o"|"snapshot|--output"|"enable|--config"|"disable|--config"|"persist|--config"|"unpersist|--config"|"apply|--config"|"verify|--config"|"mdev persist|--config"|"mdev unpersist|--config"|"mdev apply|--config"|"emit kubevirt|--from"|"emit kubevirt|--current"|"emit harvester|--pcidevices"|"boot install|--config"|"boot status|--config")
             compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "list|--vendor"|"list|--driver"|"list|-g"|"list|--group"|"check-iommu|-d"|"check-iommu|--device"|"enable|--driver"|"enable|--timeout"|"disable|--timeout"|"sriov|--numvfs"|"sriov|--timeout"|"persist|--driver"|"apply|--timeout"|"attach|-c"|"attach|--connect"|"detach|-c"|"detach|--connect"|"mdev create|--uuid"|"mdev create|--timeout"|"mdev remove|--timeout"|"mdev apply|--timeout"|"emit libvirt|--mdev"|"emit kubevirt|--vm"|"emit kubevirt|--node"|"emit kubevirt|--mdev"|"emit harvester|--node"|"emit harvester|--user") COMPREPLY=(); return ;;
     esac
     # Options, sub-commands or arguments of the command.
     case "$cmd" in
         "")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--root -f --format --debug --version -h --help" -- "$cur")); else COMPREPLY=($(compgen -W "list show groups snapshot check-iommu enable disable status sriov persist unpersist apply verify attach detach boot mdev emit" -- "$cur")); fi ;;
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--root -f --format --debug --version -h --help" -- "$cur")); else COMPREPLY=($(compgen -W "list show groups snapshot check-iommu enable disable status sriov persist unpersist apply verify attach detach mdev emit boot" -- "$cur")); fi ;;
         "list")
             COMPREPLY=($(compgen -W "-c --class --vendor --driver -g --group --vfio --tree -f --format -h --help" -- "$cur")) ;;
         "show")
@@ -141,14 +141,6 @@ _pcipass() {
                     *) _pcipass_addresses "$root" ;;
                 esac
             fi ;;
-        "boot")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-h --help" -- "$cur")); else COMPREPLY=($(compgen -W "install remove status" -- "$cur")); fi ;;
-        "boot install")
-            COMPREPLY=($(compgen -W "--config -f --format -h --help" -- "$cur")) ;;
-        "boot remove")
-            COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")) ;;
-        "boot status")
-            COMPREPLY=($(compgen -W "--config -f --format -h --help" -- "$cur")) ;;
         "mdev")
             if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-h --help" -- "$cur")); else COMPREPLY=($(compgen -W "types list create remove persist unpersist apply" -- "$cur")); fi ;;
         "mdev types")
@@ -209,6 +201,14 @@ _pcipass() {
                     *) _pcipass_addresses "$root" ;;
                 esac
             fi ;;
+        "boot")
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-h --help" -- "$cur")); else COMPREPLY=($(compgen -W "install remove status" -- "$cur")); fi ;;
+        "boot install")
+            COMPREPLY=($(compgen -W "--config -f --format -h --help" -- "$cur")) ;;
+        "boot remove")
+            COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")) ;;
+        "boot status")
+            COMPREPLY=($(compgen -W "--config -f --format -h --help" -- "$cur")) ;;
     esac
 }
 complete -F _pcipass pcipass

@@ -63,8 +63,8 @@ def _global(
 
 
 #: Every command and the module (in this package) that defines it, in the order of ``pcipass --help``:
-#: inventory, preflight, binding, hypervisor configuration (typer lists the groups, ``mdev`` and ``emit``, after
-#: the commands).
+#: inventory, preflight, binding, persistence, hypervisor configuration (typer lists the groups, ``mdev``, ``emit``
+#: and ``boot``, after the commands).
 COMMANDS = {
     "list": "inventory_cmds",
     "show": "inventory_cmds",
@@ -79,11 +79,11 @@ COMMANDS = {
     "unpersist": "persist_cmds",
     "apply": "persist_cmds",
     "verify": "persist_cmds",
-    "boot": "boot_cmds",
     "attach": "libvirt_cmds",
     "detach": "libvirt_cmds",
     "mdev": "mdev_cmds",
     "emit": "emit_cmds",
+    "boot": "boot_cmds",
 }
 _ALL = tuple(dict.fromkeys(COMMANDS.values()))
 _registered: set[str] = set()
