@@ -134,15 +134,18 @@ def _boot_note(dev: PciDevice, at_boot: BootBinding | None, variants: frozenset[
     configuration will take away again."""
     on_vfio = is_vfio_driver(dev.driver, variants)
     if on_vfio and (at_boot is None or not is_vfio_driver(at_boot.driver, variants)):
+        driverctl = (
+            f"driverctl set-override {dev.address} {dev.driver} (while no VM uses it: driverctl rebinds the device "
+            "at once)"
+        )
         if at_boot is None:
-            why = "nothing binds it at boot (no driverctl override, not in vfio-pci's ids=)"
+            why = "nothing binds it at boot (no pcipass entry, no driverctl override, not in vfio-pci's ids=)"
+            keep = f"pcipass persist {dev.address} (and 'pcipass boot install' once), or {driverctl}"
         else:
             driver = "no driver" if at_boot.driver == "none" else at_boot.driver  # driverctl's "none": unbound
             why = f"{at_boot.by} ({at_boot.where}) gives it {driver}"
-        return (
-            f"{dev.address}: on {dev.driver} until the next boot only: {why}; to keep it there: driverctl "
-            f"set-override {dev.address} {dev.driver} (while no VM uses it: driverctl rebinds the device at once)"
-        )
+            keep = driverctl
+        return f"{dev.address}: on {dev.driver} until the next boot only: {why}; to keep it there: {keep}"
     if not on_vfio and at_boot is not None and is_vfio_driver(at_boot.driver, variants):
         return (
             f"{dev.address}: on {dev.driver or 'no driver'} now, but {at_boot.by} ({at_boot.where}) binds it "
