@@ -42,7 +42,6 @@ SYSTEMD_CMDLINE = (
     "systemd.unit=pcipass-test.target",
     "systemd.journald.storage=volatile",
     "systemd.show_status=false",
-    "no_timer_check",
 )
 
 # The stand-in for libvirtd: DefaultDependencies=no, nothing orders it after anything, so it runs before
@@ -134,7 +133,6 @@ def booted_once(tmp_path_factory) -> Path:
         _boot1_script(),
         timeout_s=guest_timeout_s(),
         run_name="reboot-boot1",
-        extra_cmdline=("no_timer_check",),
         upper_disk=image,
     )
     assert run.command_rc == 0, run.diagnostics()

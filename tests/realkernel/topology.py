@@ -146,9 +146,7 @@ TOPOLOGIES: dict[str, dict] = {
         "iommu": True,
     },
     "sriov": {
-        # no_timer_check: on a loaded machine the kernel's timing-based check of the timer through the
-        # interrupt-remapped IO-APIC fails now and then and panics the guest at boot (shared notes).
-        "cmdline": "intel_iommu=on iommu=pt no_timer_check",
+        "cmdline": "intel_iommu=on iommu=pt",
         "memory_mb": 1024,
         "iommu": True,
         "sriov": True,  # the SR-IOV PFs of SRIOV_ADDRESSES too
