@@ -226,6 +226,24 @@ class Host:
         return self.etc("pcipass", "pcipass.yaml")
 
     @property
+    def modprobe_conf_dir(self) -> Path:
+        """The administrator's modprobe.d (``/etc/modprobe.d``), where a remedy puts its options."""
+        return self.etc("modprobe.d")
+
+    @property
+    def initramfs_tools_modules(self) -> Path:
+        """initramfs-tools' list of modules to include (Debian, Ubuntu)."""
+        return self.etc("initramfs-tools", "modules")
+
+    @property
+    def dracut_conf_dir(self) -> Path:
+        return self.etc("dracut.conf.d")
+
+    @property
+    def mkinitcpio_conf(self) -> Path:
+        return self.etc("mkinitcpio.conf")
+
+    @property
     def systemd_system_dir(self) -> Path:
         """The administrator's systemd units (``/etc/systemd/system``): where ``boot install`` writes its unit."""
         return self.etc("systemd", "system")

@@ -307,3 +307,17 @@ def test_converged_apply_does_not_call_the_engine(cli, env, monkeypatch):
     doc["devices"][bh.E1000E]["phase"] = "enabling"
     state.write_text(_j.dumps(doc))
     assert cli("apply").code == 0 and len(called) == 1
+
+
+def test_no_write_leaves_a_hostile_root(cli, env, tmp_path):
+    """A --root whose /etc/pcipass or /etc/systemd/system is a link out of it: persist and boot install refuse,
+    and nothing is written outside (Host.open resolves beneath the root)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (env.root / "etc/pcipass").symlink_to(outside)
+    r = cli("persist", "00:02.0")
+    assert r.code != 0 and list(outside.iterdir()) == []
+    (env.root / "etc/systemd").mkdir(parents=True)
+    (env.root / "etc/systemd/system").symlink_to(outside)
+    r = cli("boot", "install")
+    assert r.code != 0 and list(outside.iterdir()) == []

@@ -157,7 +157,7 @@ def apply_cmd(
     try:
         report = apply(
             host,
-            load(path, shown, keep=not check),
+            load(path, shown, keep=not check, host=host),
             check=check,
             force=force,
             timeout=timeout,

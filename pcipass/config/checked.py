@@ -45,7 +45,7 @@ def read(path: Path, want: str) -> dict[str, list] | None:
     return data["sections"]
 
 
-def write(path: Path, text_key: str, doc: Any, lines: dict[str, list]) -> None:
+def write(path: Path, text_key: str, doc: Any, lines: dict[str, list], host: Any = None) -> None:
     """Keep ``doc``'s sections (validated) for the file at ``path``; a failure to write is not an error."""
     from ..errors import PcipassError
     from .edit import write_atomically
@@ -54,6 +54,7 @@ def write(path: Path, text_key: str, doc: Any, lines: dict[str, list]) -> None:
     sections = {name: [[line, item] for line, item in zip(lines[name], doc.get(name) or [])] for name in SECTIONS}
     target = path_for(path)
     try:
-        write_atomically(target, str(target), json.dumps({"key": text_key, "sections": sections}) + "\n", mode=0o644)
+        text = json.dumps({"key": text_key, "sections": sections}) + "\n"
+        write_atomically(target, str(target), text, mode=0o644, host=host)
     except PcipassError:
         pass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import from_oserror
+from ..host import Host
 from .load import VERSION, parse, read_text, remember, yaml_rt
 from .sections import SECTIONS
 
@@ -24,8 +24,8 @@ class Editor:
     """The file at ``path`` opened for changes (a missing file starts from a new one). The file must be valid to
     be edited: a ConfigError here means nothing will be written."""
 
-    def __init__(self, path: Path, shown: str) -> None:
-        self.path, self.shown = path, shown
+    def __init__(self, path: Path, shown: str, host: Host | None = None) -> None:
+        self.path, self.shown, self.host = path, shown, host
         text = read_text(path, shown)
         self.exists = text is not None
         self.original = text if text is not None else ""
@@ -72,8 +72,8 @@ class Editor:
         if self.exists and text == self.original:
             return False
         doc, desired = parse(text, self.shown)  # never write a file the next load would refuse
-        write_atomically(self.path, self.shown, text)
-        remember(self.path, text, doc, desired)
+        write_atomically(self.path, self.shown, text, host=self.host)
+        remember(self.path, text, doc, desired, self.host)
         self.exists, self.original = True, text
         return True
 
@@ -107,29 +107,42 @@ def _assign(item: Any, node: dict[str, Any]) -> bool:
     return changed
 
 
-def write_atomically(path: Path, shown: str, text: str, *, mode: int | None = None) -> None:
+def open_dir(host: Host | None, directory: Path) -> int:
+    """A descriptor of ``directory``, made if missing: beneath the root when it is under ``host``'s (a --root
+    tree may hold links that lead out of it: ``Host.open``), as given otherwise (``--config FILE``)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY
+    if host is not None:
+        root = os.path.abspath(host.root_dir)
+        if os.path.commonpath([root, os.path.abspath(directory)]) == root:
+            return host.open(directory, flags, make_dirs=0o755)
+    os.makedirs(directory, 0o755, exist_ok=True)
+    return os.open(directory, flags | os.O_CLOEXEC)
+
+
+def write_atomically(path: Path, shown: str, text: str, *, mode: int | None = None, host: Host | None = None) -> None:
     """A temporary file beside ``path``, synced, renamed over it: a crash leaves the old file or the new one,
-    never half of one. ``mode``, else the old file's permissions (0644 for a new one)."""
+    never half of one. ``mode``, else the old file's permissions (0644 for a new one). Every operation is
+    relative to the directory's descriptor (``open_dir``), so nothing is written outside a --root."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if mode is None:
+        dfd = open_dir(host, path.parent)
+        try:
+            if mode is None:
+                try:
+                    mode = os.stat(path.name, dir_fd=dfd, follow_symlinks=False).st_mode & 0o7777
+                except FileNotFoundError:
+                    mode = 0o644
+            tmp = f".{path.name}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
             try:
-                mode = os.stat(path).st_mode & 0o7777
-            except FileNotFoundError:
-                mode = 0o644
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fchmod(fh.fileno(), mode)
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fchmod(fh.fileno(), mode)
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                os.unlink(tmp, dir_fd=dfd)
+                raise
             os.fsync(dfd)
         finally:
             os.close(dfd)

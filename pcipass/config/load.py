@@ -119,12 +119,12 @@ def parse(text: str, shown: str) -> tuple[Any, Desired]:
     return doc, Desired(shown, doc["version"], sections)
 
 
-def remember(path: Path, text: str, doc: Any, desired: Desired) -> None:
+def remember(path: Path, text: str, doc: Any, desired: Desired, host: Host | None = None) -> None:
     """Keep the validated content beside the file (``checked``), for the next ``load``."""
     from . import checked
 
     lines = {name: [getattr(e, "line", None) for e in desired.section(name)] for name in SECTIONS}
-    checked.write(path, checked.key(text), doc, lines)
+    checked.write(path, checked.key(text), doc, lines, host)
 
 
 def _from_checked(path: Path, text: str, shown: str) -> Desired | None:
@@ -142,7 +142,7 @@ def _from_checked(path: Path, text: str, shown: str) -> Desired | None:
     return Desired(shown, VERSION, sections)
 
 
-def load(path: Path, shown: str, *, missing_ok: bool = False, keep: bool = False) -> Desired:
+def load(path: Path, shown: str, *, missing_ok: bool = False, keep: bool = False, host: Host | None = None) -> Desired:
     """The validated file at ``path``. A missing file is an empty desired state with ``missing_ok``, else an
     error. A file validated before is taken from what was kept of it (``checked``); ``keep``: keep what this
     validation found (the caller may write)."""
@@ -157,7 +157,7 @@ def load(path: Path, shown: str, *, missing_ok: bool = False, keep: bool = False
     if desired is None:
         doc, desired = parse(text, shown)
         if keep:
-            remember(path, text, doc, desired)
+            remember(path, text, doc, desired, host)
     return desired
 
 

@@ -97,7 +97,7 @@ def enabled_config(host: Host) -> Path | None:
         if line.startswith("ExecStart="):
             words = shlex.split(line[len("ExecStart=") :])
             if "--config" in words[:-1]:
-                return host.root / words[words.index("--config") + 1].lstrip("/")
+                return Path(host.actual(words[words.index("--config") + 1]))
     return host.pcipass_config
 
 
@@ -128,7 +128,7 @@ def _reload(host: Host) -> BootAction:
 
 def install(host: Host, config: str, command: list[str] | None = None) -> list[BootAction]:
     """Write the unit and enable it (the ``sysinit.target.wants`` link), both idempotent."""
-    from ..config.edit import write_atomically
+    from ..config.edit import open_dir, write_atomically
 
     path, link = unit_path(host), wants_link(host)
     text = unit_text(config, command or executable())
@@ -140,18 +140,25 @@ def install(host: Host, config: str, command: list[str] | None = None) -> list[B
     if current == text:
         out.append(BootAction(host.shown(path), "unchanged"))
     else:
-        write_atomically(path, host.shown(path), text)
+        write_atomically(path, host.shown(path), text, host=host)
         out.append(BootAction(host.shown(path), "written"))
-    target = "/" + os.path.relpath(path, host.root)  # systemctl enable links to the unit's path on the host
+    target = host.shown(path)  # systemctl enable links to the unit's path on the host
     try:
-        if os.path.islink(link) and os.readlink(link) == target:
-            out.append(BootAction(host.shown(link), "unchanged"))
-        else:
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(link):
-                link.unlink()
-            link.symlink_to(target)
-            out.append(BootAction(host.shown(link), "linked", f"-> {target} (what 'systemctl enable' makes)"))
+        dfd = open_dir(host, link.parent)  # beneath the root: the link is made relative to it
+        try:
+            try:
+                current_target = os.readlink(link.name, dir_fd=dfd)
+            except OSError:
+                current_target = None
+            if current_target == target:
+                out.append(BootAction(host.shown(link), "unchanged"))
+            else:
+                if current_target is not None or os.path.lexists(link):
+                    os.unlink(link.name, dir_fd=dfd)
+                os.symlink(target, link.name, dir_fd=dfd)
+                out.append(BootAction(host.shown(link), "linked", f"-> {target} (what 'systemctl enable' makes)"))
+        finally:
+            os.close(dfd)
     except OSError as exc:
         raise from_oserror(exc, action="link", path=host.shown(link), remedy="run as root") from exc
     if any(a.action != "unchanged" for a in out):
@@ -162,13 +169,19 @@ def install(host: Host, config: str, command: list[str] | None = None) -> list[B
 def remove(host: Host) -> list[BootAction]:
     """Remove the link and the unit (idempotent)."""
     out = []
+    from ..config.edit import open_dir
+
     for p in (wants_link(host), unit_path(host)):
+        if not os.path.lexists(p):
+            out.append(BootAction(host.shown(p), "absent"))
+            continue
         try:
-            if os.path.lexists(p):
-                p.unlink()
-                out.append(BootAction(host.shown(p), "removed"))
-            else:
-                out.append(BootAction(host.shown(p), "absent"))
+            dfd = open_dir(host, p.parent)
+            try:
+                os.unlink(p.name, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            out.append(BootAction(host.shown(p), "removed"))
         except OSError as exc:
             raise from_oserror(exc, action="remove", path=host.shown(p), remedy="run as root") from exc
     if any(a.action == "removed" for a in out):
@@ -183,7 +196,7 @@ def record(host: Host, outcome: dict[str, Any]) -> None:
 
     data = {"boot_id": read_str(host.boot_id), **outcome}
     path = host.state_dir / RECORD
-    write_atomically(path, host.shown(path), json.dumps(data, indent=1) + "\n", mode=0o644)
+    write_atomically(path, host.shown(path), json.dumps(data, indent=1) + "\n", mode=0o644, host=host)
 
 
 def last_record(host: Host) -> tuple[dict[str, Any] | None, str]:

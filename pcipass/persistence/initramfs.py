@@ -42,23 +42,20 @@ def tool(host: Host) -> str | None:
 
 
 def _remedy(host: Host, ids: str, module: str) -> str | None:
-    conf = host.shown(host.etc("modprobe.d", MODPROBE_CONF))
+    conf = host.shown(host.modprobe_conf_dir / MODPROBE_CONF)
     lines = f"'options vfio-pci ids={ids}' and 'softdep {module} pre: vfio-pci' in {conf}"
     kind = tool(host)
     if kind == "initramfs-tools":
-        return (
-            f"{lines}; a line 'vfio-pci' in {host.shown(host.etc('initramfs-tools', 'modules'))}; "
-            "update-initramfs -u -k all"
-        )
+        return f"{lines}; a line 'vfio-pci' in {host.shown(host.initramfs_tools_modules)}; update-initramfs -u -k all"
     if kind == "dracut":
         return (
             f"{lines}; 'force_drivers+=\" vfio-pci \"' in "
-            f"{host.shown(host.etc('dracut.conf.d', 'pcipass-vfio.conf'))}; dracut -f --regenerate-all"
+            f"{host.shown(host.dracut_conf_dir / MODPROBE_CONF)}; dracut -f --regenerate-all"
         )
     if kind == "mkinitcpio":
         return (
             f"{lines}; vfio_pci vfio vfio_iommu_type1 in MODULES=() and {conf} in FILES=() of "
-            f"{host.shown(host.etc('mkinitcpio.conf'))}; mkinitcpio -P"
+            f"{host.shown(host.mkinitcpio_conf)}; mkinitcpio -P"
         )
     return None
 

@@ -57,7 +57,7 @@ class Persister:
 
     def __init__(self, host: Host, path: Path, shown: str) -> None:
         self.host = host
-        self.editor = Editor(path, shown)
+        self.editor = Editor(path, shown, host)
         self.shown = shown
 
     def add(self, addresses: list[str], *, driver: str = VFIO_PCI, group: bool = False) -> list[PersistResult]:
