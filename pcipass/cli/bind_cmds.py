@@ -213,7 +213,7 @@ def _status_view(data: list[dict[str, Any]]) -> list[Block]:
         if d["interrupted"]:
             phase = f"{phase} (INTERRUPTED)"
         recorded = d["recorded_driver"]
-        if d["recorded_known"] is False:
+        if d["recorded_known"] is False or d["phase"] == "unknown":
             recorded = "unknown"
         elif d["recorded_known"] and recorded is None:
             recorded = "none"

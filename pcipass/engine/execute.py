@@ -41,6 +41,8 @@ class GroupRun:
         self.error: PcipassError | None = None
         self.rollback_errors: list[PcipassError] = []
         self.stuck: set[str] = set()
+        #: Ctrl-C or SIGTERM arrived during the group: re-raised once the group is put back and recorded.
+        self.interrupted: BaseException | None = None
 
     @property
     def ok(self) -> bool:
@@ -203,19 +205,43 @@ class Executor:
             try:
                 status, detail = self.run_step(step)
             except PcipassError as err:
-                run.error = err
                 if err.errno == errno.ETIMEDOUT and step.op is Op.WRITE and step.address is not None:
                     run.stuck.add(step.address)
-                run.records.append(StepRecord(step, "failed", err.message))
-                run.records += [StepRecord(s, "not-run") for s in steps[i + 1 :]]
-                # The failed step is undone too: a write can fail after the kernel acted (a probe that bound
-                # and then errored); its undo steps are conditional on the driver, so they are safe either way.
-                self._rollback(done + [step], run)
+                self._fail(run, steps, i, done, err)
+                return run
+            except Exception as exc:  # noqa: BLE001 - whatever failed after a write, the group is put back
+                self._fail(
+                    run,
+                    steps,
+                    i,
+                    done,
+                    PcipassError(
+                        f"{step.note}: unexpected {type(exc).__name__}: {exc}", address=step.address, path=step.path
+                    ),
+                )
+                return run
+            except (KeyboardInterrupt, SystemExit) as exc:
+                # Ctrl-C, or SIGTERM (the CLI makes it SystemExit): the group is put back, then the run ends.
+                run.interrupted = exc
+                what = "SIGTERM" if isinstance(exc, SystemExit) else "Ctrl-C"
+                self._fail(
+                    run, steps, i, done, PcipassError(f"interrupted by {what} at: {step.note}", address=step.address)
+                )
                 return run
             run.records.append(StepRecord(step, status, detail))
             if status == "done":
                 done.append(step)
         return run
+
+    def _fail(
+        self, run: GroupRun, steps: tuple[Step, ...] | list[Step], i: int, done: list[Step], err: PcipassError
+    ) -> None:
+        run.error = err
+        run.records.append(StepRecord(steps[i], "failed", err.message))
+        run.records += [StepRecord(s, "not-run") for s in steps[i + 1 :]]
+        # The failed step is undone too: a write can fail after the kernel acted (a probe that bound and then
+        # errored); its undo steps are conditional on the driver, so they are safe either way.
+        self._rollback(done + [steps[i]], run)
 
     def _rollback(self, done: list[Step], run: GroupRun) -> None:
         undone: set[int] = set()
@@ -223,7 +249,12 @@ class Executor:
             for undo in step.undo:
                 try:
                     status, detail = self.run_step(undo)
-                except PcipassError as err:
+                except Exception as exc:  # noqa: BLE001 - one undo failing must not stop the others
+                    err = (
+                        exc
+                        if isinstance(exc, PcipassError)
+                        else PcipassError(f"{undo.note}: unexpected {type(exc).__name__}: {exc}", address=undo.address)
+                    )
                     run.rollback_errors.append(err)
                     run.rollback.append(StepRecord(undo, "failed", err.message))
                     if err.errno == errno.ETIMEDOUT and undo.address is not None:

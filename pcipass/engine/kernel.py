@@ -7,16 +7,28 @@ fake kernel that applies the kernel's semantics to a fake tree and injects failu
 from __future__ import annotations
 
 import errno
+import math
 import os
 import subprocess
 import threading
 from queue import SimpleQueue
 from typing import Protocol
 
-from ..errors import ModuleError, SysfsError
+from ..errors import ModuleError, SysfsError, UsageError
 from ..host import Host
 from ..sysfs import write_attr
 from .vfio import VfioGroupStatus, group_status
+
+#: The longest wait pcipass accepts for one kernel write or bind (an hour: a driver that takes longer is stuck).
+MAX_TIMEOUT = 3600.0
+
+
+def check_timeout(seconds: float, option: str = "--timeout") -> None:
+    """A usage error (exit 2) unless ``seconds`` is a finite number of seconds in (0, MAX_TIMEOUT]. Called before
+    anything is read: ``inf`` once overflowed the lock's and the waits' clocks after ``driver_override`` was
+    written, and ``nan`` makes every wait end at once."""
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or not 0 < seconds <= MAX_TIMEOUT:
+        raise UsageError(f"{option} {seconds!r}: give a number of seconds above 0 and at most {MAX_TIMEOUT:g}")
 
 
 class Kernel(Protocol):

@@ -23,11 +23,22 @@ from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError
 from ..host import Host
 from .execute import Executor, GroupRun, StepRecord, driver_of
 from .guards import not_live_message, preflight
-from .kernel import Kernel, SysfsKernel
+from .kernel import Kernel, SysfsKernel, check_timeout
 from .plan import GroupPlan, Plan
 from .planner import AUTO, Context, current_override, plan_disable, plan_enable
 from .results import DeviceResult, Outcome, Planned, canonical, exit_code, result_for
-from .state import DeviceRecord, Lock, Phase, StateStore, interrupted_message, lock_is_free, now_utc, pid_alive
+from .state import (
+    DeviceRecord,
+    Lock,
+    Phase,
+    StateStore,
+    gone_message,
+    interrupted_message,
+    load_for_reading,
+    lock_is_free,
+    now_utc,
+    pid_alive,
+)
 from .wait import Waiter
 
 DEFAULT_TIMEOUT = 10.0
@@ -138,10 +149,18 @@ def _locked_run(
         if isinstance(lock, Lock) and lock.contended:
             messages.append(f"waited {lock.waited:.1f} s for another pcipass run to finish")
         store = StateStore(host)
-        records = store.load()
+        records = load_for_reading(host, messages)[0] if dry_run else store.load()
         free = dry_run and lock_is_free(host)
+        # Records of devices that disappeared: said once, then kept aside as phase gone (not a run that died).
+        gone = [r for a, r in sorted(records.items()) if r.phase is not Phase.GONE and not host.pci_device(a).exists()]
+        messages += [gone_message(r) for r in gone]
+        if gone and not dry_run:
+            records.update({r.address: r._replace(phase=Phase.GONE) for r in gone})
+            store.save(records)
         interrupted = tuple(
-            r for a, r in sorted(records.items()) if r.in_flight and (not dry_run or free or not pid_alive(r.pid))
+            r
+            for a, r in sorted(records.items())
+            if r.in_flight and r not in gone and (not dry_run or free or not pid_alive(r.pid))
         )
         messages += [interrupted_message(r) for r in interrupted]
         ctx = Context(host, kernel, records, addrs)
@@ -185,14 +204,20 @@ def _locked_run(
                         module_errors[step.value or ""] = err
                         run.steps.append(StepRecord(step, "failed", err.message))
                 run.record_in_flight(plan)
-                for gp in plan.groups:
+                for i, gp in enumerate(plan.groups):
                     run.group(gp, module_errors)
+                    if run.interrupted is not None:
+                        for rest in plan.groups[i + 1 :]:  # not begun: nothing to record
+                            run.put_back(rest)
+                        break
                 # The groups' outcomes, saved once after the last write. A run that dies before this leaves
                 # every group in flight on disk, and the next run treats them as interrupted: enable
                 # completes them (done steps are skipped), disable puts them back from the originals.
                 store.save(records)
             finally:
                 waiter.close()
+            if run.interrupted is not None:
+                raise run.interrupted  # Ctrl-C / SIGTERM: its group was put back and the state saved
         if waiter.note:
             messages.append(waiter.note)
         ordered = _order(addrs, results)
@@ -235,6 +260,8 @@ class _Run:
         self.steps: list[StepRecord] = []
         self.rollback: list[StepRecord] = []
         self.previous: dict[str, DeviceRecord | None] = {}
+        #: Ctrl-C or SIGTERM during a group (GroupRun.interrupted): the run ends after that group.
+        self.interrupted: BaseException | None = None
 
     def record_in_flight(self, plan: Plan) -> None:
         """Before the first write of the run: every device to move, with its original driver and override, in
@@ -261,7 +288,7 @@ class _Run:
                 )
         self.store.save(self.records)
 
-    def _put_back(self, gp: GroupPlan) -> None:
+    def put_back(self, gp: GroupPlan) -> None:
         for m in gp.moves:
             previous = self.previous[m.address]
             if previous is None:
@@ -291,12 +318,13 @@ class _Run:
         err = blocked or _changed_since_planning(self.host, gp)
         if err is not None:
             self.steps += [StepRecord(s, "not-run") for s in gp.steps]
-            self._put_back(gp)
+            self.put_back(gp)
             self._finish(gp, Outcome.FAILED, None, err)
             return
         run: GroupRun = self.ex.run(gp.steps)
         self.steps += run.records
         self.rollback += run.rollback
+        self.interrupted = run.interrupted
         if run.ok:
             for m in gp.moves:
                 if self.action == "enable":
@@ -308,7 +336,7 @@ class _Run:
         assert run.error is not None
         err = run.error
         if run.restored:
-            self._put_back(gp)
+            self.put_back(gp)
             # A write the root's tree refused (a link leading out of it): refused, as a guard's refusal is.
             self._finish(gp, Outcome.REFUSED if isinstance(err, Refused) else Outcome.FAILED, True, err)
             return
@@ -366,6 +394,8 @@ def enable(
 ) -> BindReport:
     """Bind ``addresses`` to ``driver`` (``vfio-pci``, ``auto`` for a vfio variant, a variant's name, or
     ``pci-stub``)."""
+    check_timeout(timeout)
+    check_timeout(lock_wait, "lock wait")
     _check_driver(host, driver)
     return _mutate(
         host,
@@ -391,6 +421,8 @@ def disable(
     on_lock_wait=None,
 ) -> BindReport:
     """Return ``addresses`` to their host driver (the one recorded by enable, else the kernel's choice)."""
+    check_timeout(timeout)
+    check_timeout(lock_wait, "lock wait")
     return _mutate(
         host,
         "disable",

@@ -516,6 +516,20 @@ def plan_disable(ctx: Context, addrs: list[str]) -> Planned:
     drop: list[str] = []
     by_group: dict[int | None, list[PciDevice]] = {}
     for a in addrs:
+        if a not in inv.devices and a in ctx.records:
+            # Gone (hot-unplugged, removed) with pcipass's record of it: nothing to give back, the record goes.
+            results[a] = DeviceResult(
+                a,
+                ctx.records[a].group,
+                True,
+                Outcome.UNCHANGED,
+                None,
+                None,
+                None,
+                reasons=("no such device any more: disable clears pcipass's record of it",),
+            )
+            drop.append(a)
+            continue
         dev = _lookup(inv, a, results, errors)
         if dev is not None:
             by_group.setdefault(dev.iommu_group, []).append(dev)

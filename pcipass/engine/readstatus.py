@@ -13,7 +13,7 @@ from ..inventory import Inventory
 from ..model import PciDevice
 from ..pciids import PciIds
 from .kernel import Kernel, SysfsKernel
-from .state import StateStore, interrupted_message, lock_is_free, pid_alive
+from .state import interrupted_message, load_for_reading, lock_is_free, pid_alive
 from .vfio import VfioGroupStatus, VfioOpeners, status_unless_held
 
 
@@ -28,7 +28,7 @@ class DeviceStatus:
     recorded_driver: str | None  #: the driver pcipass recorded before enabling (None: none or not recorded)
     recorded_override: str | None
     recorded_known: bool | None  #: None: no record; False: enabled outside pcipass, originals unknown
-    phase: str | None  #: enabled | enabling | disabling (None: no record)
+    phase: str | None  #: enabled | enabling | disabling | gone (None: no record; unknown: the state is unreadable)
     interrupted: bool  #: the run that wrote an in-flight record died
     since: str | None
     group_verdict: str  #: ready | bindable | none (sysfs view of the group)
@@ -54,7 +54,8 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
     """Each named device, or (none named) every device pcipass recorded, on a vfio driver, or with an
     override set."""
     kernel = kernel or SysfsKernel(host)
-    records = StateStore(host).load()
+    messages: list[str] = []
+    records, unreadable = load_for_reading(host, messages)
     free = lock_is_free(host)
     boot = BootConfig(host)
     errors: list[PcipassError] = []
@@ -78,7 +79,6 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
     vfio_cache: dict[int, VfioGroupStatus] = {}
     openers = VfioOpeners(host)
     out: list[DeviceStatus] = []
-    messages: list[str] = []
     for a in wanted:
         rec = records.get(a)
         dev = inv.devices.get(a)
@@ -104,7 +104,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
                 recorded_driver=rec.original_driver if rec and rec.known else None,
                 recorded_override=rec.original_override if rec and rec.known else None,
                 recorded_known=rec.known if rec else None,
-                phase=rec.phase.value if rec else None,
+                phase=rec.phase.value if rec else ("unknown" if unreadable else None),
                 interrupted=interrupted,
                 since=rec.since if rec else None,
                 group_verdict=inv.group_verdict(a).value if dev else "none",

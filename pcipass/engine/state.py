@@ -39,6 +39,9 @@ class Phase(str, Enum):
     ENABLING = "enabling"
     ENABLED = "enabled"
     DISABLING = "disabling"
+    #: The device disappeared (hot-unplug, ``remove``) while pcipass had a record of it: kept aside, reported
+    #: once, cleared by ``disable ADDR``.
+    GONE = "gone"
 
 
 class DeviceRecord(NamedTuple):
@@ -352,6 +355,29 @@ def lock_is_free(host: Host) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def load_for_reading(host: Host, messages: list[str]) -> tuple[dict[str, DeviceRecord], bool]:
+    """The records for a command that only reads (``status``, a dry run): when this user may not read the
+    state file (root's, 0600 in a 0700 directory), none, with a note in ``messages``, and True: what pcipass
+    recorded is then unknown, not absent."""
+    try:
+        return StateStore(host).load(), False
+    except StateUnreadable as err:
+        messages.append(
+            f"{err.message}: what pcipass recorded (the drivers devices were on before it moved "
+            "them) is unknown here; run as root to see it"
+        )
+        return {}, True
+
+
+def gone_message(rec: DeviceRecord) -> str:
+    orig = rec.original_driver or "no driver" if rec.known else "unknown"
+    return (
+        f"{rec.address}: gone (removed or hot-unplugged) since pcipass recorded it ({rec.phase.value}, "
+        f"original driver {orig}); the record is kept aside ('pcipass status' shows it) until "
+        f"'pcipass disable {rec.address}' clears it"
+    )
 
 
 def interrupted_message(rec: DeviceRecord) -> str:

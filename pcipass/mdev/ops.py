@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ..engine.guards import not_live_message, preflight
-from ..engine.kernel import Kernel, SysfsKernel
+from ..engine.kernel import Kernel, SysfsKernel, check_timeout
 from ..engine.state import Lock, StateError, now_utc, read_private, save_private_json
 from ..engine.vfio import VfioOpeners, group_status
 from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError, UsageError, from_oserror
@@ -189,6 +189,8 @@ def create(
     on_lock_wait=None,
 ) -> MdevReport:
     """Create an instance of ``type_id`` on ``parent`` (UUID ``uuid``, else a random one)."""
+    check_timeout(timeout)
+    check_timeout(lock_wait, "lock wait")
     u = canonical_uuid(uuid) if uuid is not None else str(uuidlib.uuid4())
 
     def body(store: MdevStore, k: Kernel | None) -> MdevReport:
@@ -287,6 +289,8 @@ def remove(
     on_lock_wait=None,
 ) -> MdevReport:
     """Remove the mediated device ``uuid``; refused while a process holds it."""
+    check_timeout(timeout)
+    check_timeout(lock_wait, "lock wait")
     u = canonical_uuid(uuid)
 
     def body(store: MdevStore, k: Kernel | None) -> MdevReport:
