@@ -83,7 +83,7 @@ _pcipass() {
         "groups")
             COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")) ;;
         "snapshot")
-            COMPREPLY=($(compgen -W "-o --output -f --format -h --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "-o --output --force -f --format -h --help" -- "$cur")) ;;
         "check-iommu")
             COMPREPLY=($(compgen -W "-d --device -f --format -h --help" -- "$cur")) ;;
         "enable")

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Literal
 
 from .host import Host
-from .sysfs import list_dir, read_bytes, read_kmsg
+from .sysfs import MAX_TABLE, list_dir, read_bytes, read_kmsg
 
 # Attributes never read: BARs/ROM (device I/O), vpd (may block), and write-only triggers. ``uevent`` is read
 # (its show() only prints the device's identity, and the inventory reads it first).
 _SKIP_ATTRS = {"rom", "vpd", "remove", "rescan", "reset", "reset_subordinate", "bind", "unbind", "new_id", "remove_id"}
 #: The names an archive may have: tarfile reads any back, but the compression is chosen by the name.
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz")
-_MAX_FILE = 1 << 20  # procfs tables on a big router can be large; nothing pcipass reads is larger
 _MODULES = (
     "vfio",
     "vfio_pci",
@@ -127,7 +126,7 @@ class _Collector:
             self.add_dir(path)
             return
         elif stat.S_ISREG(st.st_mode):
-            data = read_bytes(path, _MAX_FILE)
+            data = read_bytes(path, MAX_TABLE)
             if data is None:
                 return
             info.size = len(data)
@@ -177,11 +176,14 @@ class _Collector:
     def write(self, out: Path) -> int:
         mode: Literal["w:xz", "w:gz"] = "w:xz" if out.name.endswith((".xz", ".txz")) else "w:gz"
         self.entries.sort(key=lambda e: e[0])
-        tmp = out.with_name(out.name + ".tmp")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        # A new file of our own (O_EXCL, O_NOFOLLOW): never through a link someone left under that name.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            with tarfile.open(tmp, mode) as tar:
+            with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode=mode) as tar:
                 for _arc, info, data in self.entries:
                     tar.addfile(info, io.BytesIO(data) if data is not None else None)
+            # rename(2): a link named ``out`` is replaced itself, its target is never written.
             os.replace(tmp, out)
         except BaseException:
             # No half-written archive left behind (a full disk, an interrupted run).
@@ -254,7 +256,7 @@ def capture(host: Host, out: Path) -> int:
         for table in ("DMAR", "IVRS"):
             path = host.acpi_tables_dir / table
             c.add(path)
-            if path.exists() and read_bytes(path, 1) is None:
+            if path.exists() and read_bytes(path, 1, head=True) is None:
                 c.add_bytes(path, b"")
     if host.efi_dir.is_dir():
         c.add_dir(host.efi_dir)

@@ -18,23 +18,31 @@ from collections.abc import Iterable
 from .beneath import open_beneath
 from .errors import NotRegularFile, from_oserror
 
-# Attributes are at most a page (sysfs show() buffers are PAGE_SIZE); reading more is never needed.
-_MAX_ATTR = 65536
-_RDONLY = os.O_RDONLY | os.O_CLOEXEC
+#: An attribute is at most a page (sysfs show() fills one PAGE_SIZE buffer; 64 KiB pages on arm64/ppc64le): a
+#: longer file where an attribute should be is damage, not read.
+MAX_ATTR = 65536
+#: A table (procfs mount and route tables, module indexes, configuration files) is a few MiB on the largest
+#: hosts; a longer one is damage, not read (a 1 GiB mountinfo in a --root tree took 8.5 s and 2 GB).
+MAX_TABLE = 16 << 20
+# O_NONBLOCK: a FIFO in a --root tree, where a file should be, opens at once and reads as empty (no writer) or
+# EAGAIN, never blocks; sysfs and procfs files ignore the flag.
+_RDONLY = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-def read_bytes(path: str | os.PathLike[str], limit: int = _MAX_ATTR) -> bytes | None:
-    """Raw content of an attribute, or None when it cannot be read."""
+def read_bytes(path: str | os.PathLike[str], limit: int = MAX_ATTR, *, head: bool = False) -> bytes | None:
+    """Raw content of an attribute (one read(2): sysfs answers whole), or None when it cannot be read or is
+    longer than ``limit`` (damage); with ``head``, its first ``limit`` bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, _RDONLY)
     except OSError:
         return None
     try:
-        return os.read(fd, limit)
+        data = os.read(fd, limit if head else limit + 1)
     except OSError:
         return None
     finally:
         os.close(fd)
+    return data if head or len(data) <= limit else None
 
 
 def read_str(path: str | os.PathLike[str]) -> str | None:
@@ -45,18 +53,24 @@ def read_str(path: str | os.PathLike[str]) -> str | None:
     return data.decode("utf-8", "replace").rstrip("\n")
 
 
-def read_many(prefix: str, names: Iterable[str], out: dict[str, bytes], limit: int = _MAX_ATTR) -> None:
-    """Raw content of each readable file ``prefix + name`` into ``out``; unreadable ones stay absent.
+def read_many(
+    prefix: str, names: Iterable[str], out: dict[str, bytes], limit: int = MAX_ATTR, *, head: bool = False
+) -> None:
+    """Raw content of each readable file ``prefix + name`` into ``out``; unreadable ones, and ones longer than
+    ``limit`` (damage; unless ``head``: then their first ``limit`` bytes), stay absent.
 
     The inventory reads several files of every device; one call per device instead of read_str's two calls
     (and a decode) per file adds up at 16k devices (bench/run.py). Callers decode what they use."""
+    size = limit if head else limit + 1
     for name in names:
         try:
             fd = os.open(prefix + name, _RDONLY)
         except OSError:
             continue
         try:
-            out[name] = os.read(fd, limit)
+            data = os.read(fd, size)
+            if head or len(data) <= limit:
+                out[name] = data
         except OSError:
             pass
         finally:
@@ -73,13 +87,29 @@ def read_int(path: str | os.PathLike[str], base: int = 10) -> int | None:
         return None
 
 
-def read_lines(path: str | os.PathLike[str]) -> list[str]:
-    """All lines of a (possibly large) text file, [] when unreadable. For procfs tables and configs."""
+def read_lines(path: str | os.PathLike[str], limit: int = MAX_TABLE) -> list[str]:
+    """All lines of a (possibly large) text file, [] when unreadable or longer than ``limit`` (damage). For
+    procfs tables and configs (read in chunks: a procfs table answers a page or so per read(2))."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read().splitlines()
+        fd = os.open(path, _RDONLY)
     except OSError:
         return []
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    if size > limit:
+        return []
+    return b"".join(chunks).decode("utf-8", "replace").splitlines()
 
 
 def link_name(path: str | os.PathLike[str]) -> str | None:

@@ -8,13 +8,15 @@ import json
 import os
 import random
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import run
 
-KINDS = ("delete", "empty", "garbage", "dir", "dangling", "loop")
+# fifo: a read that would block forever; huge: an attribute of 1 GiB (sparse), far beyond a page.
+KINDS = ("delete", "empty", "garbage", "dir", "dangling", "loop", "fifo", "huge")
 GARBAGE = b"\xff\xfe\x00 garbage ../../x [bold]\n"
 COMMANDS = (
     ("list", "-f", "json"),
@@ -55,11 +57,31 @@ def _damage(path: Path, kind: str) -> None:
         path.symlink_to("../../nowhere/at/all")
     elif kind == "loop":
         path.symlink_to(path.name)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "huge":
+        with open(path, "wb") as fh:
+            fh.truncate(1 << 30)
+
+
+class _Hung(Exception):
+    pass
+
+
+def _hung(signum, frame):
+    raise _Hung("a command blocked (a read that never returns)")
 
 
 def _assert_tolerated(capsys, root: Path, devices: int) -> None:
     for cmd in COMMANDS:
-        r = run(capsys, "--root", str(root), *cmd)
+        # A FIFO where a file should be once hung every command: bounded here, so a regression fails, not hangs.
+        previous = signal.signal(signal.SIGALRM, _hung)
+        signal.alarm(300)
+        try:
+            r = run(capsys, "--root", str(root), *cmd)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
         assert "internal error" not in r.err and "Traceback" not in r.err, (cmd, r.err)
         if cmd == ("list", "-f", "json"):
             assert r.code == 0 and len(json.loads(r.out)["data"]) == devices, (cmd, r.err)

@@ -1,6 +1,7 @@
 """A snapshot answers every question pcipass asks the same way the original host does."""
 
 import json
+import tarfile
 
 import pytest
 
@@ -122,3 +123,23 @@ def test_every_file_a_host_accessor_marks_captured_is_in_the_snapshot(capsys, fa
             fake.write(host.archive_name(path), "captured\n")
     names = set(tarfile.open(_snapshot(capsys, fake.root, tmp_path / "b.tar.gz")).getnames())
     assert {host.archive_name(p) for p in files} <= names
+
+
+@pytest.mark.parametrize("existing", ["file", "link"])
+def test_output_that_exists_is_refused_unless_forced(capsys, fake, tmp_path, existing):
+    """snapshot -o never replaces a file silently, and never writes through a link to its target."""
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    out = tmp_path / "b.tar.gz"
+    if existing == "file":
+        out.write_text("keep\n")
+    else:
+        out.symlink_to(target)
+    r = run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out))
+    assert r.code == 2 and "--force" in r.err and f"a {existing} of that name exists" in r.err, r.err
+    assert out.read_text() == "keep\n" and target.read_text() == "keep\n"
+    r = run(capsys, "--root", str(fake.root), "snapshot", "-o", str(out), "--force")
+    assert r.code == 0, r.err
+    assert not out.is_symlink() and tarfile.is_tarfile(out)
+    assert target.read_text() == "keep\n"  # the link was replaced, its target never written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "precious", "root"]

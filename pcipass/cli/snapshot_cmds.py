@@ -34,16 +34,25 @@ def snapshot_cmd(
             help="Archive to write (.tar.gz or .tgz; .tar.xz or .txz for xz).",
         ),
     ],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing FILE (a link named FILE is replaced, never its target)."),
+    ] = False,
     fmt: FormatOption = None,
 ) -> None:
     """Capture what pcipass reads into an archive that --root reads back (a support bundle)."""
     context.state(fmt)
+    import os
+
     from ..errors import UsageError, from_oserror
     from ..result import Result
     from ..snapshot import ARCHIVE_SUFFIXES, capture
 
     if not output.name.endswith(ARCHIVE_SUFFIXES):
         raise UsageError(f"-o {output}: the archive's name must end in {', '.join(ARCHIVE_SUFFIXES)}")
+    if os.path.lexists(output) and not force:
+        kind = "a link" if os.path.islink(output) else "a file"
+        raise UsageError(f"-o {output}: {kind} of that name exists; pass --force to replace it")
     try:
         entries = capture(context.CURRENT.host(), output)
     except OSError as exc:

@@ -233,7 +233,7 @@ class Reader:
 
         raw: dict[str, bytes] = {}
         read_many(d, _DEVICE_FILES, raw)
-        read_many(d, ("config",), raw, _CONFIG_HEAD)
+        read_many(d, ("config",), raw, _CONFIG_HEAD, head=True)
         attr = raw.get
         vendor, device, sub_vendor, sub_device, class_id, names, driver, module, modalias, malformed = self._identity(
             d, name, attr("uevent")

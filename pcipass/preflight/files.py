@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 #: Text files the preflight reads whole are small (cmdline, cpuinfo, configs); this bounds a hostile root.
@@ -38,21 +39,34 @@ _open = open
 _listdir = os.listdir
 
 
+def _nonblocking(path: str, flags: int) -> int:
+    # A FIFO in a --root tree, where a file should be, must not block the open (see _check_regular).
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
 def read_bytes(path: str | os.PathLike[str], limit: int = MAX_TEXT, *, tail: bool = False) -> bytes | None:
-    """The file's content (its last ``limit`` bytes with ``tail``); None when it does not exist."""
+    """The file's content (its last ``limit`` bytes with ``tail``); None when it does not exist. Unreadable when
+    it is longer than ``limit`` (damage: nothing the preflight reads whole is that large) or not a regular file
+    (a FIFO or a device in a --root tree: never read, so never a hang)."""
     try:
-        with _open(path, "rb") as fh:
+        with _open(path, "rb", opener=_nonblocking) as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise Unreadable(path, "not a regular file (damaged?)")
             if tail:
-                size = os.fstat(fh.fileno()).st_size
-                if size > limit:
-                    fh.seek(size - limit)
-            return fh.read(limit)
+                if st.st_size > limit:
+                    fh.seek(st.st_size - limit)
+                return fh.read(limit)
+            data = fh.read(limit + 1)
     except _MISSING:
         return None
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise Unreadable(path, _reason(exc)) from exc
+    if len(data) > limit:
+        raise Unreadable(path, f"larger than {limit} bytes (damaged?)")
+    return data
 
 
 def read_text(path: str | os.PathLike[str], limit: int = MAX_TEXT) -> str | None:
