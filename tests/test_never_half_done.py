@@ -7,11 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +15,7 @@ from pcipass.engine.kernel import MAX_TIMEOUT
 from pcipass.errors import ExitCode, UsageError
 from tests.support import bind_hosts as bh
 from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
-from tests.support.cli import run
+from tests.support.cli import run, run_unprivileged
 from tests.support.fakekernel import Killed
 
 
@@ -126,38 +122,17 @@ def test_gone_record_is_not_a_run_that_died_for_a_dry_run(env):
 
 
 # --- a non-root user reads: status and dry runs run without the root-only state ---------------------------------
-def _as_non_root(*args: str) -> subprocess.CompletedProcess:
-    """The real CLI in a process without root's file-access capabilities (tests run as root, which reads a
-    0700 directory): the kernel then checks the mode bits as for anyone else."""
-    if os.geteuid() != 0:
-        cmd = [sys.executable, "-m", "pcipass", *args]
-    else:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("setpriv (util-linux) is needed to drop root's file-access capabilities")
-        cmd = [
-            setpriv,
-            "--inh-caps=-all",
-            "--bounding-set=-dac_override,-dac_read_search",
-            sys.executable,
-            "-m",
-            "pcipass",
-            *args,
-        ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(Path(__file__).parent.parent))
-
-
 def test_non_root_status_and_dry_run_without_the_state(env):
     assert env.enable(bh.E1000E).exit_code is ExitCode.OK  # as root: /run/pcipass (0700) and its state
     state = env.root / bh.STATE
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     # Another owner than this process's uid (0 when the tests run as root): then only the mode bits decide.
     os.chown(state, 65534, 65534)
-    p = _as_non_root("--root", str(env.root), "-f", "json", "status", bh.E1000E)
+    p = run_unprivileged("--root", str(env.root), "-f", "json", "status", bh.E1000E)
     assert p.returncode == 0, p.stderr
     assert "cannot read the state file" in p.stderr and "unknown" in p.stderr
     (dev,) = json.loads(p.stdout)["data"]
     assert dev["phase"] == "unknown" and dev["recorded_driver"] is None and dev["driver"] == "vfio-pci"
-    p = _as_non_root("--root", str(env.root), "enable", "--dry-run", bh.VIRTIO)
+    p = run_unprivileged("--root", str(env.root), "enable", "--dry-run", bh.VIRTIO)
     assert p.returncode == 0, p.stderr
     assert "cannot read the state file" in p.stderr and "planned" in p.stdout

@@ -2,15 +2,11 @@
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.cli import run
+from tests.support.cli import run, run_unprivileged
 from tests.support.fakehost import FakeHost
 from tests.support.preflight_hosts import intel_host
 
@@ -129,35 +125,8 @@ def test_as_non_root_skips_what_it_cannot_read(fake, capsys):
     fake.write("var/log/kern.log", "kernel: DMAR-IR: Enabled IRQ remapping in x2apic mode\n")
     os.chmod(fake.path(f"boot/config-{fake.KVER}"), 0)
     os.chmod(fake.path("var/log/kern.log"), 0)
-    if os.geteuid() != 0:
-        r = run(capsys, "--root", str(fake.root), "check-iommu", "-f", "json")
-        out, err, code = r.out, r.err, r.code
-    else:
-        # Tests run as root, which reads mode-0 files: drop the capabilities that let it (the kernel then
-        # checks the mode bits as for anyone else) and run the real CLI in that process.
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("setpriv (util-linux) is needed to drop root's file-access capabilities")
-        p = subprocess.run(
-            [
-                setpriv,
-                "--inh-caps=-all",
-                "--bounding-set=-dac_override,-dac_read_search",
-                sys.executable,
-                "-m",
-                "pcipass",
-                "--root",
-                str(fake.root),
-                "check-iommu",
-                "-f",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=str(Path(__file__).parent.parent),
-        )
-        out, err, code = p.stdout, p.stderr, p.returncode
+    p = run_unprivileged("--root", str(fake.root), "check-iommu", "-f", "json")
+    out, err, code = p.stdout, p.stderr, p.returncode
     data = json.loads(out)["data"]
     by = {c["id"]: c for c in data["checks"]}
     assert by["kconfig.vfio_pci"]["verdict"] == "skip"
