@@ -99,7 +99,7 @@ _pcipass() {
                 esac
             fi ;;
         "status")
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-f --format -h --help" -- "$cur")); else
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--probe -f --format -h --help" -- "$cur")); else
                 case $npos in
                     *) _pcipass_addresses "$root" ;;
                 esac

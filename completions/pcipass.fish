@@ -63,13 +63,13 @@ end
 
 complete -c pcipass -f
 complete -c pcipass -n '__pcipass_at \'\'' -a 'list' -d 'List PCI devices with their drivers, IOMMU groups and names'
-complete -c pcipass -n '__pcipass_at \'\'' -a 'show' -d 'Everything about one device, with its IOMMU group peers and their roles'
+complete -c pcipass -n '__pcipass_at \'\'' -a 'show' -d 'Everything about one device, with its IOMMU group peers and their roles, and the processes holding it'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'groups' -d 'Every IOMMU group with its members, their drivers, and whether it can be assigned to a VM'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'snapshot' -d 'Capture what pcipass reads into an archive that --root reads back (a support bundle)'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'check-iommu' -d 'Check everything that stands between this host and PCI passthrough; print a fitting remedy for each problem'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'enable' -d 'Bind devices to vfio-pci, safely: planned, guarded, verified by the kernel, rolled back on failure'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'disable' -d 'Return devices to their host driver (the one recorded by enable, else the kernel\'s choice)'
-complete -c pcipass -n '__pcipass_at \'\'' -a 'status' -d 'Current driver, override, the driver pcipass recorded, the kernel\'s VFIO viability answer, and boot binding'
+complete -c pcipass -n '__pcipass_at \'\'' -a 'status' -d 'Current driver, override, the driver pcipass recorded, VFIO group viability, and boot binding'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'sriov' -d 'Show an SR-IOV PF and its VFs, or set its VF count: planned, guarded, rolled back on failure'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'persist' -d 'Declare devices in the desired-state file, with the fingerprint read from the host now'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'unpersist' -d 'Remove devices\' entries from the desired-state file (their binding now is left as it is)'
@@ -122,6 +122,7 @@ complete -c pcipass -n '__pcipass_at \'disable\'' -l config -r -F -d 'The desire
 complete -c pcipass -n '__pcipass_at \'disable\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'disable\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'disable\' 0+' -a '(__pcipass_addresses)' -d 'PCI address'
+complete -c pcipass -n '__pcipass_at \'status\'' -l probe -d 'Ask the kernel whether each VFIO group is viable (VFIO_GROUP_GET_STATUS): opens /dev/vfio/N of groups no process holds, for an instant'
 complete -c pcipass -n '__pcipass_at \'status\'' -s f -l format -x -a 'table json yaml' -d 'Output format (overrides the global --format)'
 complete -c pcipass -n '__pcipass_at \'status\'' -s h -l help -d 'Show the help and exit'
 complete -c pcipass -n '__pcipass_at \'status\' 0+' -a '(__pcipass_addresses)' -d 'PCI address'

@@ -340,6 +340,10 @@ class Host:
         return self.dev("vfio", "devices", name)
 
     # --- /proc ----------------------------------------------------------------------------------------
+    def nvidia_gpu_information(self, address: str) -> Path:
+        """The NVIDIA driver's description of one GPU (its "Device Minor" names its /dev/nvidiaN)."""
+        return self.proc("driver", "nvidia", "gpus", address, "information")
+
     @property
     @_captured
     def cmdline(self) -> Path:

@@ -18,17 +18,23 @@ What counts as "in use" (each one cuts the host off, or crashes it, when the dev
   host's console keyboard (or the BMC's virtual one) with it. A USB disk or NIC behind a controller needs no
   rule of its own: its block device or interface already belongs to the controller (the nearest PCI device
   on its path) and counts as above.
+- processes: a process with a DRM or NVIDIA node of the device open, or a resource file (BAR) of it mapped
+  (``holders``): unbinding the driver waits for them (a display server, ``nvidia-persistenced``, a compute job)
+  or pulls the device from under them. Each is named with its pid, command and systemd unit.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
 from .address import pci_owner
+from .holders import Holder, HolderKind, device_watch
+from .holders import scan as scan_holders
 from .host import Host, unescape_mount
 from .inventory import Inventory
 from .sysfs import link_name, link_target, list_dir, read_lines, read_str
@@ -51,6 +57,16 @@ class UseKind(str, Enum):
     HELD = "held"  #: device-mapper / md / LVM holds the disk or a partition
     CONSOLE = "console"  #: the boot display: framebuffer or framebuffer console
     KEYBOARD = "keyboard"  #: a keyboard behind the device (a USB controller's)
+    DRM_OPEN = "drm-open"  #: a process has a DRM card/render node of the device open
+    NVIDIA_OPEN = "nvidia-open"  #: a process has an NVIDIA node of the device open
+    MAPPED = "mapped"  #: a process has a resource file (BAR) of the device mapped
+
+
+_HOLDER_KIND = {
+    HolderKind.DRM: UseKind.DRM_OPEN,
+    HolderKind.NVIDIA: UseKind.NVIDIA_OPEN,
+    HolderKind.MAPPED: UseKind.MAPPED,
+}
 
 
 # NamedTuples rather than dataclasses: every ``enable`` imports this module, and a dataclass compiles its
@@ -58,8 +74,9 @@ class UseKind(str, Enum):
 class InUse(NamedTuple):
     address: str  #: the PCI device
     kind: UseKind
-    object: str  #: the interface, block device or framebuffer concerned
+    object: str  #: the interface, block device, framebuffer or node concerned
     detail: str  #: what uses it, for humans
+    holder: Holder | None = None  #: the process, for the process kinds
 
     @property
     def message(self) -> str:
@@ -180,6 +197,7 @@ class HostUse:
         keyboards: dict[str, tuple[tuple[str, str], ...]],
         unread_storage: tuple[str, ...] = (),
         unread_network: tuple[str, ...] = (),
+        holders: Sequence[Holder] = (),
     ) -> None:
         self._nets = nets
         self._upper_cache: dict[str, tuple[str, ...]] = {}
@@ -194,6 +212,9 @@ class HostUse:
         #: The tables (shown paths) a disk's or an interface's use is read from that could not be read.
         self._unread_storage = unread_storage
         self._unread_network = unread_network
+        self._holders: dict[str, list[Holder]] = {}
+        for h in holders:
+            self._holders.setdefault(h.address, []).append(h)
         self._net_by_owner: dict[str, list[str]] = {}
         for net in nets.values():
             if net.owner:
@@ -205,7 +226,9 @@ class HostUse:
 
     # --- building ---------------------------------------------------------------------------------------
     @classmethod
-    def scan(cls, host: Host, inventory: Inventory) -> HostUse:
+    def scan(cls, host: Host, inventory: Inventory, holders_of: list[str] | None = None) -> HostUse:
+        """The host's tables, and the processes holding ``holders_of`` (default: every device of ``inventory``,
+        which for enable and disable is the devices named and their groups)."""
         nets = _scan_nets(host)
         route_lines = read_lines(host.route_v4)
         routes_v4 = _route_rows(route_lines)
@@ -249,6 +272,9 @@ class HostUse:
             keyboards=_scan_keyboards(host),
             unread_storage=unread_storage,
             unread_network=unread_network,
+            holders=scan_holders(
+                host, device_watch(host, inventory, inventory.devices if holders_of is None else holders_of)
+            ),
         )
 
     # --- lookups -----------------------------------------------------------------------------------------
@@ -263,6 +289,10 @@ class HostUse:
             out.append(InUse(address, UseKind.CONSOLE, obj, detail))
         for obj, detail in self._keyboards.get(address, ()):
             out.append(InUse(address, UseKind.KEYBOARD, obj, detail))
+        for h in self._holders.get(address, ()):
+            verb = "mapped" if h.kind is HolderKind.MAPPED else "open"
+            unit = f", unit {h.process.unit}" if h.process.unit else ""
+            out.append(InUse(address, _HOLDER_KIND[h.kind], h.node, f"{verb} by {h.process.name}{unit}", h))
         return out
 
     def unknown(self, address: str) -> list[str]:
@@ -279,6 +309,10 @@ class HostUse:
         if nets:
             out += [f"{table} (for {', '.join(nets)})" for table in self._unread_network]
         return out
+
+    def holders(self, address: str) -> list[Holder]:
+        """The processes holding ``address`` (those of ``reasons``), in pid order."""
+        return list(self._holders.get(address, ()))
 
     def _net_own(self, ifname: str) -> list[tuple[UseKind, str]]:
         out: list[tuple[UseKind, str]] = []

@@ -38,7 +38,18 @@ def test_enable_status_disable(cli, env):
     r = cli("status")
     assert r.code == 0
     row = next(line for line in r.out.splitlines() if line.startswith(bh.E1000E))
-    assert row.split() == [bh.E1000E, "1", "vfio-pci", "vfio-pci", "e1000e", "enabled", "ready", "viable", "-"]
+    assert row.split() == [
+        bh.E1000E,
+        "1",
+        "vfio-pci",
+        "vfio-pci",
+        "e1000e",
+        "enabled",
+        "ready",
+        "viable",
+        "(sysfs)",
+        "-",
+    ]
     assert f"{bh.E1000E}: on vfio-pci until the next boot only" in r.err
     doc = json.loads(cli("status", "--format", "json", "00:02.0").out)
     assert doc["data"][0]["recorded_driver"] == "e1000e" and doc["data"][0]["vfio_viable"] is True
@@ -69,7 +80,7 @@ def test_status_says_what_binds_a_device_at_boot(cli, env, where):
     assert f"{bh.E1000E}: on e1000e now, but {by} ({src}) binds it to vfio-pci at the next boot" in r.err
     assert cli("enable", "00:02.0").code == 0
     r = cli("status", "00:02.0")
-    assert r.out.splitlines()[-1].rstrip().endswith(f"viable        vfio-pci ({by})") and "next boot" not in r.err
+    assert r.out.splitlines()[-1].rstrip().endswith(f"viable (sysfs)   vfio-pci ({by})") and "next boot" not in r.err
 
 
 def test_disable_says_driverctl_takes_the_device_again_at_boot(cli, env):

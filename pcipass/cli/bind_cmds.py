@@ -199,11 +199,10 @@ def disable_cmd(
 
 
 def _viable(d: dict[str, Any]) -> str | None:
-    if d["vfio_viable"] is True:
-        return "viable"
-    if d["vfio_viable"] is False:
-        return "NOT viable"
-    return d["vfio_detail"]
+    if d["vfio_viable"] is None:
+        return d["vfio_detail"]
+    said = f"{'viable' if d['vfio_viable'] else 'NOT viable'} ({d['viable_from']})"
+    return f"{said}: {d['vfio_detail']}" if d["vfio_detail"] else said
 
 
 def _status_view(data: list[dict[str, Any]]) -> list[Block]:
@@ -237,7 +236,7 @@ def _status_view(data: list[dict[str, Any]]) -> list[Block]:
         ]
     return [
         Table(
-            ("ADDRESS", "GROUP", "DRIVER", "OVERRIDE", "RECORDED DRIVER", "PHASE", "VERDICT", "KERNEL SAYS", "AT BOOT"),
+            ("ADDRESS", "GROUP", "DRIVER", "OVERRIDE", "RECORDED DRIVER", "PHASE", "VERDICT", "VFIO GROUP", "AT BOOT"),
             rows,
         )
     ]
@@ -252,16 +251,29 @@ def status_cmd(
             help="Devices to show (default: every device pcipass or vfio holds, now or at boot).",
         ),
     ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Ask the kernel whether each VFIO group is viable (VFIO_GROUP_GET_STATUS): opens /dev/vfio/N of "
+            "groups no process holds, for an instant.",
+        ),
+    ] = False,
     fmt: FormatOption = None,
 ) -> None:
-    """Current driver, override, the driver pcipass recorded, the kernel's VFIO viability answer, and boot binding.
+    """Current driver, override, the driver pcipass recorded, VFIO group viability, and boot binding.
+
+    Passive: reads sysfs, /proc and pcipass's state, and opens nothing under /dev/vfio (VFIO allows one open
+    file per group: a look at the instant a VM starts would make the VM's open fail). Viability comes from
+    sysfs by the kernel's rule (every endpoint of the group on vfio-pci, a vfio variant, pci-stub or no
+    driver), and a group a process holds is named with that process (pid and command); --probe asks the kernel.
 
     Boot binding: a saved driverctl override, vfio-pci's ids=, or none (a runtime vfio binding ends with the boot)."""
     context.state(fmt)
     from .. import engine
     from ..result import Result, jsonable
 
-    report = engine.status(context.CURRENT.host(), addresses or None)
+    report = engine.status(context.CURRENT.host(), addresses or None, probe=probe)
     finish(
         Result(
             "status", data=jsonable(list(report.devices)), errors=list(report.errors), messages=list(report.messages)

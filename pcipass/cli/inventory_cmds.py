@@ -231,19 +231,51 @@ def _show_view(data: dict[str, Any]) -> list[Block]:
         rows = [[m["address"], m["role"], m["driver"], _ids(m), m.get("name")] for m in group["devices"]]
         title = f"IOMMU group {group['group']}: {group['verdict']}"
         blocks.append(Table(("ADDRESS", "ROLE", "DRIVER", "ID", "NAME"), rows, title=title))
+    if data.get("holders"):
+        rows = [[h["pid"], h["command"], h["unit"], h["kind"], h["node"]] for h in data["holders"]]
+        blocks.append(
+            Table(
+                ("PID", "COMMAND", "UNIT", "KIND", "NODE"),
+                rows,
+                title="Held by processes (unbinding its driver waits for them or pulls it away)",
+            )
+        )
     return blocks
 
 
 def show_cmd(address: AddressArg, fmt: FormatOption = None) -> None:
-    """Everything about one device, with its IOMMU group peers and their roles."""
+    """Everything about one device, with its IOMMU group peers and their roles, and the processes holding it.
+
+    Holders: processes with its DRM (/dev/dri/cardN, renderDN) or NVIDIA (/dev/nvidiaN; nvidiactl, -modeset,
+    -uvm when it is the only NVIDIA GPU) nodes open, or its /sys resource files mapped; each with pid, command
+    and systemd unit."""
     context.state(fmt)
+    from ..holders import device_watch, scan
     from ..result import Result
 
     addr = PciAddress.parse(address)
     inv = _inventory()
     dev = inv.device(addr)
     group = inv.group_of(dev.address)
-    finish(Result("show", data={"device": dev, "iommu_group": group}, messages=list(inv.warnings)), _show_view)
+    host = context.CURRENT.host()
+    holders = [
+        {
+            "pid": h.process.pid,
+            "command": h.process.command,
+            "unit": h.process.unit,
+            "kind": h.kind.value,
+            "node": h.node,
+        }
+        for h in scan(host, device_watch(host, inv, [dev.address]))
+    ]
+    finish(
+        Result(
+            "show",
+            data={"device": dev, "iommu_group": group, "holders": holders},
+            messages=list(inv.warnings),
+        ),
+        _show_view,
+    )
 
 
 def _groups_view(data: list[dict[str, Any]]) -> list[Block]:

@@ -4,8 +4,9 @@ Refusal kinds and whether ``--force`` overrides them:
 - not an endpoint, no IOMMU, no IOMMU group: never (the kernel would refuse anyway, or the result cannot be
   assigned: "Non-endpoint PCI devices cannot be assigned", libvirt);
 - group not viable (other endpoints on host drivers): not by ``--force``; ``--group`` moves them too;
-- in use by the host (``hostuse``), and an SR-IOV PF whose VFs exist (unbinding the PF driver destroys them):
-  ``--force``.
+- in use by the host (``hostuse``: network, storage, console, and processes holding the device's DRM or NVIDIA
+  nodes or mapping its resource files), and an SR-IOV PF whose VFs exist (unbinding the PF driver destroys
+  them): ``--force``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Refusal(NamedTuple):
     address: str  #: the device the reason is about (a requested device or a group peer)
     kind: RefusalKind
     message: str
+    remedy: str | None = None  #: what to stop, when the reason is a process (its systemd unit, or its pid)
 
     @property
     def overridable(self) -> bool:
@@ -125,8 +127,15 @@ def blocking_peers(inv: Inventory, group: int, moving: set[str]) -> list[PciDevi
 
 
 def in_use_refusals(use: HostUse, dev: PciDevice, inv: Inventory) -> list[Refusal]:
+    from ..holders import remedy
+
     out = [
-        Refusal(dev.address, RefusalKind.IN_USE, f"{dev.address} is in use by the host: {r.message}")
+        Refusal(
+            dev.address,
+            RefusalKind.IN_USE,
+            f"{dev.address} is in use by the host: {r.message}",
+            remedy([r.holder]) if r.holder else None,
+        )
         for r in use.reasons(dev.address)
     ]
     pf = sriov_pf_refusal(dev, inv)

@@ -1,4 +1,12 @@
-"""``status``: what pcipass did and what the kernel says now. Read-only (no lock taken, nothing written)."""
+"""``status``: what pcipass did and what the kernel says now. Read-only (no lock taken, nothing written).
+
+Passive by default: it opens nothing under ``/dev/vfio``. VFIO allows one open file per group
+(drivers/vfio/group.c vfio_group_fops_open), so a ``status`` from monitoring that opened a group at the instant
+a VM starts would make the VM's own open fail with EBUSY. A group's viability is decided from sysfs by the
+kernel's rule instead (every endpoint on vfio-pci, a vfio variant, pci-stub or no driver: the drivers that
+leave DMA ownership to VFIO, ``driver_managed_dma``), and the ``/proc`` holder scan says who has it open.
+``probe=True`` (``status --probe``) asks the kernel with ``VFIO_GROUP_GET_STATUS`` on groups nobody holds.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from dataclasses import dataclass
 
 from ..address import PciAddress
 from ..bootbind import BootBinding, BootConfig
-from ..drivers import is_vfio_driver
+from ..drivers import is_assignable, is_vfio_driver
 from ..errors import DeviceNotFound, PcipassError
 from ..host import Host
 from ..inventory import Inventory
@@ -32,8 +40,11 @@ class DeviceStatus:
     interrupted: bool  #: the run that wrote an in-flight record died
     since: str | None
     group_verdict: str  #: ready | bindable | none (sysfs view of the group)
-    vfio_viable: bool | None  #: the kernel's VFIO_GROUP_GET_STATUS answer (None: not asked / unavailable)
+    #: Can a VM open the group: from sysfs by the kernel's rule, or (``viable_from`` "kernel") the kernel's
+    #: VFIO_GROUP_GET_STATUS answer. None: not on a vfio driver, held by a process, or not answered.
+    vfio_viable: bool | None
     vfio_detail: str | None
+    viable_from: str | None  #: sysfs | kernel (None: no verdict)
     #: What binds the device at the next boot (``bootbind``): the driver, ``driverctl`` or ``vfio-pci ids=``, and
     #: the file (or ``kernel command line``). All None: nothing does; a runtime binding ends with the boot.
     boot_driver: str | None
@@ -50,9 +61,11 @@ class StatusReport:
     errors: tuple[PcipassError, ...]
 
 
-def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | None = None) -> StatusReport:
+def status(
+    host: Host, addresses: list[str] | None = None, *, kernel: Kernel | None = None, probe: bool = False
+) -> StatusReport:
     """Each named device, or (none named) every device pcipass recorded, on a vfio driver, or with an
-    override set."""
+    override set. ``probe``: ask the kernel (VFIO_GROUP_GET_STATUS) instead of judging from sysfs."""
     kernel = kernel or SysfsKernel(host)
     messages: list[str] = []
     records, unreadable = load_for_reading(host, messages)
@@ -76,7 +89,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
             },
             key=PciAddress.parse,
         )
-    vfio_cache: dict[int, VfioGroupStatus] = {}
+    vfio_cache: dict[int, tuple[VfioGroupStatus, str | None]] = {}
     openers = VfioOpeners(host)
     out: list[DeviceStatus] = []
     for a in wanted:
@@ -88,12 +101,15 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
                 continue
             messages.append(f"{a}: recorded by pcipass but no longer present")
         interrupted = bool(rec and rec.in_flight and (free or not pid_alive(rec.pid)))
-        viable = detail = None
+        viable = detail = source = None
         group = dev.iommu_group if dev else (rec.group if rec else None)
         if dev is not None and group is not None and is_vfio_driver(dev.driver, inv.variant_modules):
             if group not in vfio_cache:
-                vfio_cache[group] = status_unless_held(openers, inv, group, kernel.vfio_status)
-            viable, detail = vfio_cache[group].viable, vfio_cache[group].detail
+                ask = kernel.vfio_status if probe else lambda g: _from_sysfs(inv, g)
+                st = status_unless_held(openers, inv, group, ask)
+                vfio_cache[group] = (st, None if st.viable is None else "kernel" if probe else "sysfs")
+            st, source = vfio_cache[group]
+            viable, detail = st.viable, st.detail
         at_boot = boot.of(dev) if dev else None
         out.append(
             DeviceStatus(
@@ -110,6 +126,7 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
                 group_verdict=inv.group_verdict(a).value if dev else "none",
                 vfio_viable=viable,
                 vfio_detail=detail,
+                viable_from=source,
                 boot_driver=at_boot.driver if at_boot else None,
                 boot_by=at_boot.by if at_boot else None,
                 boot_where=at_boot.where if at_boot else None,
@@ -121,7 +138,24 @@ def status(host: Host, addresses: list[str] | None = None, *, kernel: Kernel | N
                 messages.append(note)
         if interrupted and rec is not None:
             messages.append(interrupted_message(rec))
+    if vfio_cache and not probe:
+        messages.append(
+            "viability judged from sysfs and the /proc holder scan; no /dev/vfio node was opened "
+            "(status --probe asks the kernel)"
+        )
     return StatusReport(tuple(out), tuple(messages), tuple(errors))
+
+
+def _from_sysfs(inv: Inventory, group: int) -> VfioGroupStatus:
+    """The kernel's viability rule applied to sysfs: the endpoints that keep the group from a VM."""
+    blocking = [
+        f"{m.address} on {m.driver}"
+        for m in (inv.groups[group].endpoints if group in inv.groups else ())
+        if not is_assignable(m.driver, inv.variant_modules)
+    ]
+    if blocking:
+        return VfioGroupStatus(group, False, False, "on a host driver: " + ", ".join(blocking))
+    return VfioGroupStatus(group, True, False, None)
 
 
 def _boot_driver(boot: BootConfig, dev: PciDevice) -> str | None:

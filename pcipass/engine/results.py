@@ -102,7 +102,9 @@ def refuse(
     overridable = all(r.overridable for r in refusals)
     remedy = None
     if overridable:
-        remedy = "stop using it on the host first, or pass --force if you are sure"
+        stop = list(dict.fromkeys(r.remedy for r in refusals if r.remedy))
+        first = f"stop what holds it ({'; '.join(stop)})" if stop else "stop using it on the host"
+        remedy = f"{first} first, or pass --force if you are sure"
     elif any(r.kind is RefusalKind.GROUP_NOT_VIABLE for r in refusals):
         remedy = "name every endpoint of the group, or pass --group to move them all"
     errors.append(Refused("; ".join(reasons), address=devs[0].address if len(devs) == 1 else None, remedy=remedy))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..host import Host
-from ..sysfs import list_dir, read_str
+from ..sysfs import list_dir
 
 if TYPE_CHECKING:
     from ..inventory import Inventory
@@ -78,35 +78,25 @@ def group_status(host: Host, group: int) -> VfioGroupStatus:
 
 class VfioOpeners:
     """Which processes have VFIO nodes open (a group's ``/dev/vfio/<group>``, a device's
-    ``/dev/vfio/devices/vfioN`` cdev for iommufd users), read once from the ``/proc/<pid>/fd`` links, as
-    fuser(1) finds them. Processes this user may not inspect are not seen."""
+    ``/dev/vfio/devices/vfioN`` cdev for iommufd users), read once from the ``/proc/<pid>/fd`` links by the
+    ``holders`` scan, as fuser(1) finds them. Processes this user may not inspect are not seen."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self._by_node: dict[str, list[tuple[int, str]]] | None = None
 
     def _scan(self) -> dict[str, list[tuple[int, str]]]:
+        from ..holders import HolderKind, Watch, scan
+
         host = self.host
-        prefix = os.fspath(host.vfio_dev_dir) + "/"
+        watch = Watch()
+        watch.prefix(host, host.vfio_dev_dir, HolderKind.VFIO)
+        under_root = os.fspath(host.root) + "/"
         out: dict[str, list[tuple[int, str]]] = {}
-        for pid in list_dir(host.proc()):
-            if not pid.isdigit():
-                continue
-            fd_dir = host.proc_fd_dir(pid)
-            try:
-                fds = os.listdir(fd_dir)
-            except OSError:  # gone, or not ours to inspect
-                continue
-            seen: set[str] = set()
-            for fd in fds:
-                try:
-                    target = os.readlink(os.path.join(fd_dir, fd))
-                except OSError:
-                    continue
-                if target.startswith(prefix) and target not in seen:
-                    seen.add(target)
-                    comm = read_str(host.proc_comm(pid)) or "unknown"
-                    out.setdefault(target, []).append((int(pid), f"{comm} (pid {pid})"))
+        for h in scan(host, watch):
+            # Keyed by the node's path under the root, whichever form the process's link has.
+            node = h.node if h.node.startswith(under_root) else os.fspath(host.root.joinpath(h.node.lstrip("/")))
+            out.setdefault(node, []).append((h.process.pid, h.process.name))
         return out
 
     def holders(self, nodes: list[str]) -> tuple[str, ...]:

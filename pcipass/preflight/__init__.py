@@ -32,7 +32,7 @@ def run(host: Host, devices: Sequence[str] = ()) -> Report:
     if devices:
         from .device_checks import DeviceChecks
 
-        dc = DeviceChecks(fx)
+        dc = DeviceChecks(fx, devices)
         for address in devices:
             try:
                 checks.extend(dc.run(address))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 
 from ..drivers import is_assignable
+from ..holders import remedy
 from ..hostuse import HostUse, UseKind
 from ..model import PciDevice
 from . import files
@@ -23,17 +25,20 @@ _USE_REMEDY = {
     UseKind.CONSOLE: "boot the host's console from another GPU (or see device.boot_vga)",
     UseKind.KEYBOARD: "plug the keyboard into another controller, or use --force if the host needs no local one",
 }
+#: Process holders (DRM, NVIDIA nodes, mapped resource files): the remedy names what to stop (``holders.remedy``).
+_PROCESS_KINDS = (UseKind.DRM_OPEN, UseKind.NVIDIA_OPEN, UseKind.MAPPED)
 
 
 class DeviceChecks:
     """The per-device checks; the host-use scan is shared by every ``--device``."""
 
-    def __init__(self, fx: Facts) -> None:
+    def __init__(self, fx: Facts, devices: Sequence[str]) -> None:
         self.fx = fx
+        self.devices = list(devices)
 
     @cached_property
     def host_use(self) -> HostUse:
-        return HostUse.scan(self.fx.host, self.fx.inventory)
+        return HostUse.scan(self.fx.host, self.fx.inventory, holders_of=self.devices)
 
     def run(self, address: str) -> list[Check]:
         inv = self.fx.inventory
@@ -161,11 +166,20 @@ class DeviceChecks:
                     "cannot tell whether the host uses it: missing " + ", ".join(unknown) + f" {self.fx.here}",
                     device=dev.address,
                 )
-            return Check("device.in_use", P, "not in use by the host (network, storage, console)", device=dev.address)
+            return Check(
+                "device.in_use",
+                P,
+                "not in use by the host (network, storage, console, processes holding "
+                "its DRM/NVIDIA nodes or mapping its resources)",
+                device=dev.address,
+            )
         kinds = []
         for r in reasons:
-            if _USE_REMEDY[r.kind] not in kinds:
+            if r.kind not in _PROCESS_KINDS and _USE_REMEDY[r.kind] not in kinds:
                 kinds.append(_USE_REMEDY[r.kind])
+        held = [r.holder for r in reasons if r.holder is not None]
+        if held:
+            kinds.append(f"stop what holds it ({remedy(held)})")
         return Check(
             "device.in_use",
             F,

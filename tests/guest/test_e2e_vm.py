@@ -196,8 +196,11 @@ def test_non_viable_group_is_refused_by_qemu_as_status_predicted(addr, capsys, b
         _raw_write(Path("/sys/bus/pci/drivers_probe"), fn1)
         assert (_driver(fn0), _driver(fn1)) == ("virtio-pci", "vfio-pci")
 
-        st = {d["address"]: d for d in _status(capsys, fn0, fn1)}
-        assert st[fn1]["vfio_viable"] is False, st[fn1]  # the kernel's answer, asked by status
+        st = {d["address"]: d for d in _status(capsys, "--probe", fn0, fn1)}
+        assert st[fn1]["vfio_viable"] is False, st[fn1]  # the kernel's answer, asked by status --probe
+        assert st[fn1]["viable_from"] == "kernel", st[fn1]
+        passive = {d["address"]: d for d in _status(capsys, fn0, fn1)}
+        assert (passive[fn1]["vfio_viable"], passive[fn1]["viable_from"]) == (False, "sysfs")  # the same verdict
         assert st[fn1]["group_verdict"] == st[fn0]["group_verdict"] == "bindable"
         assert st[fn0]["group"] == st[fn1]["group"]
         table = _pcipass(capsys, "status", fn1)

@@ -73,8 +73,9 @@ def test_enable_disable_round_trip_with_dma_domains(run_cli, addr):
     assert _driver(a) == "vfio-pci" and _override(a) == "vfio-pci"
     group = os.path.basename(os.readlink(f"/sys/bus/pci/devices/{a}/iommu_group"))
     assert Path(f"/dev/vfio/{group}").exists()
-    (dev,) = json.loads(run_cli("--format", "json", "status", a, check=True).stdout)["data"]
-    assert dev["driver"] == "vfio-pci" and dev["vfio_viable"] is True, dev  # the kernel's VFIO answer
+    (dev,) = json.loads(run_cli("--format", "json", "status", "--probe", a, check=True).stdout)["data"]
+    assert dev["driver"] == "vfio-pci" and dev["vfio_viable"] is True, dev
+    assert dev["viable_from"] == "kernel", dev  # the kernel's VFIO answer (--probe)
     p = run_cli("--format", "json", "disable", a)
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert _driver(a) == before and _override(a) is None

@@ -1,0 +1,287 @@
+"""Processes holding a device through its host driver (pcipass/holders.py), on fake roots for every kind: found,
+named (pid, command, systemd unit), refused by enable unless --force, listed by check-iommu -d and show; and
+``status`` passive by default, ``--probe`` asking the kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from pcipass.errors import ExitCode
+from pcipass.holders import HolderKind, Watch, scan, unit_of
+from pcipass.host import Host
+from pcipass.hostuse import HostUse, UseKind
+from pcipass.inventory import Inventory
+from tests.support import bind_hosts as bh
+from tests.support.bind_hosts import _never_the_real_sys, env  # noqa: F401 - fixtures
+from tests.support.cli import run
+
+GPU = bh.AUDIO  # re-dressed below as a display controller with DRM nodes (its own group, no other use)
+
+
+def _process(
+    env,
+    pid: int,
+    comm: str,
+    *,
+    fds: dict[int, str] | None = None,
+    maps: str = "",
+    cgroup: str = "0::/user.slice/user-1000.slice/session-2.scope\n",
+) -> None:
+    """A process as /proc shows it: fd links with the targets as the process sees them (absolute, dangling in
+    the fake root), its maps, comm and cgroup."""
+    base = env.root / "proc" / str(pid)
+    (base / "fd").mkdir(parents=True, exist_ok=True)
+    for fd, target in (fds or {}).items():
+        os.symlink(target, base / "fd" / str(fd))
+    (base / "maps").write_text(maps)
+    (base / "comm").write_text(comm + "\n")
+    (base / "cgroup").write_text(cgroup)
+
+
+def _gpu(env) -> None:
+    env.fake.add_drm(GPU, "card0")
+    env.fake.add_drm(GPU, "renderD128")
+    env.fake.add_drm(GPU, "card0-HDMI-A-1")  # a connector: no node
+
+
+def _ordinary_processes(env) -> None:
+    _process(
+        env, 1, "systemd", fds={0: "/dev/null", 3: "socket:[1234]", 4: "/dev/dri/card7"}, cgroup="0::/init.scope\n"
+    )
+    (env.root / "proc/2/fd").mkdir(parents=True)  # a kernel thread: no fds
+    (env.root / "proc/2/comm").write_text("kthreadd\n")
+
+
+def test_unit_of_a_process():
+    assert unit_of("0::/system.slice/nvidia-persistenced.service\n") == ("nvidia-persistenced.service", False)
+    assert unit_of("0::/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n") == ("foo.service", True)
+    assert unit_of("0::/user.slice/user-1000.slice/session-2.scope\n") == (None, False)
+    v1 = "12:cpuset:/\n1:name=systemd:/system.slice/gdm.service\n"
+    assert unit_of(v1) == ("gdm.service", False)
+    assert unit_of("") == (None, False)
+
+
+def test_drm_card_and_render_node_holders(env):
+    _gpu(env)
+    _ordinary_processes(env)
+    _process(
+        env,
+        800,
+        "Xorg",
+        fds={0: "/dev/null", 11: "/dev/dri/card0"},
+        cgroup="0::/system.slice/display-manager.service\n",
+    )
+    _process(env, 901, "python3", fds={5: "/dev/dri/renderD128"})
+    use = HostUse.scan(env.host, Inventory.scan(env.host))
+    reasons = [(r.kind, r.object, r.detail) for r in use.reasons(GPU)]
+    assert reasons == [
+        (UseKind.DRM_OPEN, "/dev/dri/card0", "open by Xorg (pid 800), unit display-manager.service"),
+        (UseKind.DRM_OPEN, "/dev/dri/renderD128", "open by python3 (pid 901)"),
+    ]
+    assert use.holders(bh.E1000E) == []
+
+
+def test_nvidia_nodes_and_persistenced(env):
+    env.fake.add_driver("nvidia")
+    env.fake.bind(GPU, "nvidia")
+    env.fake.write(f"proc/driver/nvidia/gpus/{GPU}/information", "Model: \t NVIDIA A2\nDevice Minor: \t 3\n")
+    _process(
+        env,
+        70,
+        "nvidia-persistenced",
+        fds={3: "/dev/nvidiactl", 4: "/dev/nvidia3"},
+        cgroup="0::/system.slice/nvidia-persistenced.service\n",
+    )
+    _process(env, 71, "cuda-job", fds={9: "/dev/nvidia-uvm"})
+    _process(env, 72, "other-gpu-job", fds={9: "/dev/nvidia2"})  # another GPU's node
+    holders = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
+    assert [(h.process.pid, h.node, h.kind) for h in holders] == [
+        (70, "/dev/nvidia3", HolderKind.NVIDIA),
+        (70, "/dev/nvidiactl", HolderKind.NVIDIA),
+        (71, "/dev/nvidia-uvm", HolderKind.NVIDIA),
+    ]
+    # With a second GPU on the nvidia driver, the shared nodes are no longer this GPU's alone.
+    env.fake.bind(bh.UNBOUND, "nvidia")
+    holders = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
+    assert [(h.process.pid, h.node) for h in holders] == [(70, "/dev/nvidia3")]
+
+
+def test_mapped_resource_files(env):
+    path = f"/sys/devices/pci0000:00/{GPU}/resource0"
+    _process(
+        env,
+        300,
+        "fwupd-tool",
+        maps=(
+            "5581c0a00000-5581c0a22000 r--p 00000000 fd:01 1234 /usr/bin/fwupd-tool\n"
+            f"7f0000000000-7f0001000000 rw-s 00000000 00:15 4242 {path}\n"
+            f"7f0001000000-7f0002000000 rw-s 00000000 00:15 4243 /sys/devices/pci0000:00/{bh.E1000E}/resource0\n"
+        ),
+    )
+    use = HostUse.scan(env.host, Inventory.scan(env.host))
+    assert [(r.kind, r.object, r.detail) for r in use.reasons(GPU)] == [
+        (UseKind.MAPPED, path, "mapped by fwupd-tool (pid 300)")
+    ]
+    assert [r.object for r in use.reasons(bh.E1000E) if r.kind is UseKind.MAPPED] == [
+        f"/sys/devices/pci0000:00/{bh.E1000E}/resource0"
+    ]
+
+
+def test_scan_reads_no_fd_link_when_nothing_has_a_node(env, monkeypatch):
+    """A NIC has no node: the fd links are not read at all (only maps, for resource mappings)."""
+    _process(env, 5, "bash", fds={0: "/dev/null"})
+    calls = []
+    real = os.readlink
+    monkeypatch.setattr(os, "readlink", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
+    watch = Watch()
+    watch.mapped.add(bh.E1000E)
+    assert scan(env.host, watch) == []
+    assert not [c for c in calls if "/proc/" in str(c)]
+    assert scan(env.host, Watch()) == []  # nothing asked: nothing read
+
+
+def test_hostile_proc_entries_do_not_block_or_leak(env):
+    _gpu(env)
+    base = env.root / "proc/44"
+    (base / "fd").mkdir(parents=True)
+    os.symlink("/dev/dri/card0", base / "fd/3")
+    os.mkfifo(base / "maps")  # would block a plain open()
+    (base / "comm").write_text("evil\x1b[2Jname\n")
+    holders = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
+    assert [(h.process.pid, h.process.command) for h in holders] == [(44, "evil?[2Jname")]
+
+
+# --- enable refuses, --force overrides, the remedy names the unit ------------------------------------------------
+def test_enable_refuses_a_held_device_naming_pid_and_command(env):
+    _gpu(env)
+    _process(env, 800, "Xorg", fds={11: "/dev/dri/card0"}, cgroup="0::/system.slice/display-manager.service\n")
+    _process(env, 901, "glxgears", fds={5: "/dev/dri/renderD128"})
+    before = env.digest()
+    r = env.enable(GPU)
+    assert r.exit_code is ExitCode.REFUSED and env.digest() == before
+    assert r.devices[0].reasons == (
+        f"{GPU} is in use by the host: /dev/dri/card0: open by Xorg (pid 800), unit display-manager.service",
+        f"{GPU} is in use by the host: /dev/dri/renderD128: open by glxgears (pid 901)",
+    )
+    (err,) = r.errors
+    assert err.remedy == (
+        "stop what holds it (systemctl stop display-manager.service; end glxgears (pid 901)) "
+        "first, or pass --force if you are sure"
+    )
+    r = env.enable(GPU, force=True)
+    assert r.exit_code is ExitCode.OK and env.driver(GPU) == "vfio-pci"
+    assert any("--force: going ahead although" in m and "Xorg (pid 800)" in m for m in r.messages)
+
+
+def test_enable_cli_exit_5_and_released_device_binds(env, capsys, monkeypatch):
+    import pcipass.engine.ops as ops
+
+    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
+    _gpu(env)
+    _process(env, 321, "sleep", fds={3: "/dev/dri/card0"})
+    r = run(capsys, "--root", str(env.root), "enable", GPU)
+    assert r.code == 5 and "/dev/dri/card0: open by sleep (pid 321)" in r.err, r.err
+    assert "end sleep (pid 321)" in r.err
+    os.unlink(env.root / "proc/321/fd/3")  # the process let go
+    r = run(capsys, "--root", str(env.root), "enable", GPU)
+    assert r.code == 0 and env.driver(GPU) == "vfio-pci", r.err
+
+
+def test_check_iommu_device_and_show_list_holders(env, capsys):
+    _gpu(env)
+    _process(env, 70, "nvtop", fds={4: "/dev/dri/renderD128"}, cgroup="0::/system.slice/nvtop.service\n")
+    r = run(capsys, "--root", str(env.root), "-f", "json", "check-iommu", "-d", GPU)
+    check = next(c for c in json.loads(r.out)["data"]["checks"] if c["id"] == "device.in_use")
+    assert check["verdict"] == "fail"
+    assert "/dev/dri/renderD128: open by nvtop (pid 70), unit nvtop.service" in check["detail"]
+    assert "systemctl stop nvtop.service" in check["remedy"]
+    r = run(capsys, "--root", str(env.root), "-f", "json", "show", GPU)
+    assert json.loads(r.out)["data"]["holders"] == [
+        {"pid": 70, "command": "nvtop", "unit": "nvtop.service", "kind": "drm", "node": "/dev/dri/renderD128"}
+    ]
+    r = run(capsys, "--root", str(env.root), "show", GPU)
+    assert ["70", "nvtop", "nvtop.service", "drm", "/dev/dri/renderD128"] in [
+        line.split() for line in r.out.splitlines()
+    ]
+
+
+# --- status: passive by default, --probe asks the kernel -----------------------------------------------------------
+def test_status_is_passive_and_probe_asks_the_kernel(env, monkeypatch):
+    from pcipass import engine
+
+    env.enable(bh.E1000E)
+    env.kernel.vfio_answer[1] = False  # the kernel's answer differs from sysfs's: shows who answered
+    monkeypatch.setattr(
+        env.kernel,
+        "vfio_status",
+        lambda g, real=env.kernel.vfio_status: (env.kernel.__dict__.setdefault("asked", []).append(g), real(g))[1],
+    )
+    st = engine.status(env.host, [bh.E1000E], kernel=env.kernel)
+    assert (st.devices[0].vfio_viable, st.devices[0].viable_from) == (True, "sysfs")
+    assert env.kernel.__dict__.get("asked") is None
+    assert any("no /dev/vfio node was opened" in m for m in st.messages)
+    st = engine.status(env.host, [bh.E1000E], kernel=env.kernel, probe=True)
+    assert (st.devices[0].vfio_viable, st.devices[0].viable_from) == (False, "kernel")
+    assert env.kernel.asked == [1]
+
+
+def test_passive_status_names_the_blocking_peer(env):
+    from pcipass import engine
+
+    env.fake.bind(bh.MF1, "vfio-pci")
+    env.kernel._bind(bh.MF1, "vfio-pci")
+    (d,) = engine.status(env.host, [bh.MF1], kernel=env.kernel).devices
+    assert (d.vfio_viable, d.viable_from, d.vfio_detail) == (
+        False,
+        "sysfs",
+        f"on a host driver: {bh.MF0} on virtio-pci",
+    )
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_status_cli_column(env, capsys, monkeypatch, probe):
+    import pcipass.engine.readstatus as status
+
+    monkeypatch.setattr(status, "SysfsKernel", lambda host: env.kernel)
+    env.enable(bh.E1000E)
+    r = run(capsys, "--root", str(env.root), "status", *(["--probe"] if probe else []), bh.E1000E)
+    assert r.code == 0
+    assert f"viable ({'kernel' if probe else 'sysfs'})" in r.out
+    assert ("no /dev/vfio node was opened" in r.err) is not probe
+
+
+def test_host_without_proc_has_no_holders(tmp_path):
+    from tests.support.fakehost import FakeHost
+
+    f = FakeHost(tmp_path / "r")
+    f.add_device(GPU, class_="030000", driver="bochs-drm", group=1)
+    f.add_drm(GPU)
+    import shutil
+
+    shutil.rmtree(tmp_path / "r/proc")
+    host = Host(f.root)
+    assert HostUse.scan(host, Inventory.scan(host)).holders(GPU) == []
+
+
+def test_a_large_proc_is_read_by_two_processes_with_the_same_result(env, monkeypatch):
+    import pcipass.holders as holders_mod
+    from pcipass.inventory import parallel
+
+    _gpu(env)
+    for pid in range(100, 140):
+        _process(env, pid, f"p{pid}", fds={3: "/dev/null", 4: "/dev/dri/card0" if pid % 13 == 0 else "pipe:[1]"})
+    serial = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
+    started = []
+    real_start = parallel.ForkedReader.start
+    monkeypatch.setattr(
+        parallel.ForkedReader,
+        "start",
+        classmethod(lambda cls, read, jobs: started.append(len(jobs)) or real_start.__func__(cls, read, jobs)),
+    )
+    monkeypatch.setattr(holders_mod, "_FORK_FROM", 8)
+    forked = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
+    assert started and forked == serial
+    assert [h.process.pid for h in forked] == [104, 117, 130]
