@@ -16,10 +16,11 @@ VENV=${PCIPASS_VENV:-.venv}
 RUN_DEBS=(python3-venv python3-pip pci.ids)
 # qemu/busybox/kmod/pciutils: the real-kernel tier; libvirt-dev + pkg-config: building libvirt-python;
 # libvirt-daemon*: the end-to-end scenarios run a real libvirtd inside the guest; make, gcc-12, xz-utils: the
-# sample mdev driver mtty built for the tier's kernel (tests/realkernel/mtty.py).
+# sample mdev driver mtty built for the tier's kernel (tests/realkernel/mtty.py); strace: the guest test that
+# proves status opens nothing under /dev/vfio.
 TEST_DEBS=(qemu-system-x86 busybox-static kmod pciutils libvirt-dev pkg-config libxml2-utils
            libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients iproute2 gcc python3-dev
-           make gcc-12 xz-utils)
+           make gcc-12 xz-utils strace)
 
 apt_install() {
     local missing=()

@@ -29,6 +29,7 @@ EXPECTED_DRIVERS = {
     "noacs_e1000e": "e1000e",
     "audio": "snd_hda_intel",
     "usb_xhci": "xhci_hcd",
+    "display": "bochs-drm",
     "io_9p": "virtio-pci",
     "root_9p": "virtio-pci",
     "lpc": "lpc_ich",
