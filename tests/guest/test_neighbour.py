@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest.kernel import SYS_PCI, put_back
+from tests.guest.kernel import driver as _driver
 from tests.support.cli import run
-from tests.guest.kernel import SYS_PCI, driver as _driver, put_back
 
 TOPOLOGY = "iommu_on"
 
