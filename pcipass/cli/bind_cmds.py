@@ -263,10 +263,11 @@ def status_cmd(
 ) -> None:
     """Current driver, override, the driver pcipass recorded, VFIO group viability, and boot binding.
 
-    Passive: reads sysfs, /proc and pcipass's state, and opens nothing under /dev/vfio (VFIO allows one open
-    file per group: a look at the instant a VM starts would make the VM's open fail). Viability comes from
-    sysfs by the kernel's rule (every endpoint of the group on vfio-pci, a vfio variant, pci-stub or no
-    driver), and a group a process holds is named with that process (pid and command); --probe asks the kernel.
+    Passive: reads sysfs, /proc and pcipass's state; opens nothing under /dev/vfio (VFIO allows one opener).
+
+    Viability from sysfs, by the kernel's rule: every endpoint on vfio-pci, a vfio variant, pci-stub or none.
+
+    A group a process holds is never opened: the process is named. --probe asks the kernel instead.
 
     Boot binding: a saved driverctl override, vfio-pci's ids=, or none (a runtime vfio binding ends with the boot)."""
     context.state(fmt)

@@ -246,9 +246,9 @@ def _show_view(data: dict[str, Any]) -> list[Block]:
 def show_cmd(address: AddressArg, fmt: FormatOption = None) -> None:
     """Everything about one device, with its IOMMU group peers and their roles, and the processes holding it.
 
-    Holders: processes with its DRM (/dev/dri/cardN, renderDN) or NVIDIA (/dev/nvidiaN; nvidiactl, -modeset,
-    -uvm when it is the only NVIDIA GPU) nodes open, or its /sys resource files mapped; each with pid, command
-    and systemd unit."""
+    Holders: processes with its DRM (/dev/dri/cardN, renderDN) or NVIDIA (/dev/nvidia*) nodes open.
+
+    Also those mapping its /sys resource files; each with pid, command and systemd unit."""
     context.state(fmt)
     from ..holders import device_watch, scan
     from ..result import Result
