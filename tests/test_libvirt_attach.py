@@ -112,6 +112,58 @@ def test_attach_reads_only_the_named_devices_and_their_groups(capsys, gpu, domai
     assert scans == [{LONE}, {GPU_PORT, GPU, GPU_AUDIO}]
 
 
+def _guest(el: ET.Element) -> tuple[int, int, int, str | None]:
+    a = el.find("address")
+    assert a is not None and a.get("type") == "pci", ET.tostring(el)
+    return (*(int(a.get(k), 16) for k in ("bus", "slot", "function")), a.get("multifunction"))
+
+
+def test_config_attach_gives_the_guest_addresses_emit_gives(capsys, gpu, domain):
+    """A card's functions stay together: one guest slot, functions 0 and 1, multifunction on function 0, as
+    'emit libvirt --group' prints them."""
+    r = _cli(capsys, gpu, "attach", domain, GPU, "--group", "--config", "-c", URI)
+    assert r.code == 0, r.err
+    attached = {a: _guest(el) for a, el in _config_hostdevs(domain).items()}
+    assert attached == {GPU: (0, 0x10, 0, "on"), GPU_AUDIO: (0, 0x10, 1, None)}
+    emitted = _cli(capsys, gpu, "emit", "libvirt", "--group", GPU)
+    assert emitted.code == 0, emitted.err
+    from pcipass.emit.libvirt import source_address
+
+    by_emit = {str(source_address(el)): _guest(el) for el in ET.fromstring(emitted.out).iterfind("hostdev")}
+    assert by_emit == attached
+
+
+def test_config_attach_keeps_a_card_together_on_a_free_slot(capsys, gpu, conn):
+    """Guest slot 0x10 is taken in the definition: the card moves to the next free slot, whole."""
+    name = f"pcipass-t{next(_names)}"
+    taken = _DOMAIN.format(name=name).replace(
+        "<devices/>",
+        "<devices><interface type='user'><address type='pci' domain='0x0000' bus='0x00' slot='0x10' "
+        "function='0x0'/></interface></devices>",
+    )
+    dom = conn.defineXML(taken)
+    try:
+        r = _cli(capsys, gpu, "attach", name, GPU, "--group", "--config", "-c", URI)
+        assert r.code == 0, r.err
+        attached = {a: _guest(el) for a, el in _config_hostdevs(name).items()}
+        assert attached == {GPU: (0, 0x11, 0, "on"), GPU_AUDIO: (0, 0x11, 1, None)}
+    finally:
+        dom.undefine()
+
+
+def test_live_attach_of_a_card_is_refused_with_the_config_remedy(capsys, gpu):
+    """The test driver's domain 'test' runs: a live attach of two functions of one card is refused before
+    libvirt is asked, nothing is attached, and the remedy is --config."""
+    r = _cli(capsys, gpu, "--format", "json", "attach", "test", GPU, "--group", "--live", "-c", URI)
+    assert r.code == 5, r.out + r.err
+    env = json.loads(r.out)
+    assert env["data"] == []
+    assert [(e["code"], e["address"]) for e in env["errors"]] == [("refused", GPU), ("refused", GPU_AUDIO)]
+    assert "cannot hot-plug a multifunction device" in env["errors"][0]["message"]
+    assert env["errors"][0]["remedy"].endswith(f"pcipass attach test {GPU} {GPU_AUDIO} --config")
+    assert not {GPU, GPU_AUDIO} & set(_config_hostdevs("test"))
+
+
 def test_managed_can_be_forced(capsys, gpu, domain):
     assert _cli(capsys, gpu, "attach", domain, GPU, "--managed", "yes", "--config", "-c", URI).code == 0
     assert _config_hostdevs(domain)[GPU].get("managed") == "yes"

@@ -18,7 +18,7 @@ vfio-pci (bound by pcipass) and libvirt must not touch the binding. Valid for li
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,30 +61,38 @@ def is_managed(target: Target, mode: Managed) -> bool:
     return mode is Managed.yes
 
 
-def guest_addresses(sources: Sequence[PciAddress]) -> dict[PciAddress, GuestAddress]:
-    """One guest slot per host slot, in host address order, from ``FIRST_GUEST_SLOT`` on guest bus 0.
+def host_slots(sources: Sequence[PciAddress]) -> dict[str, list[PciAddress]]:
+    """The functions of each host slot among ``sources``, slots and functions in address order: a card's
+    functions (a GPU and its audio) are one slot's list."""
+    slots: dict[str, list[PciAddress]] = {}
+    for addr in sorted(set(sources)):
+        slots.setdefault(addr.slot_id, []).append(addr)
+    return slots
+
+
+def guest_addresses(sources: Sequence[PciAddress], taken: Collection[int] = ()) -> dict[PciAddress, GuestAddress]:
+    """One guest slot per host slot, in host address order, from ``FIRST_GUEST_SLOT`` on guest bus 0, skipping
+    the slots in ``taken`` (those a domain's definition already uses: ``attach --config``).
 
     Functions of one host slot stay together on their guest slot. They keep their function numbers when
     the host slot's function 0 is among them; otherwise they are renumbered from 0 (a guest only scans a
     slot whose function 0 exists). Guest function 0 carries ``multifunction="on"`` when the slot has more
     than one function (a GPU and its audio function, as on the host).
     """
-    slots: dict[str, list[PciAddress]] = {}
-    for addr in sorted(set(sources)):
-        slots.setdefault(addr.slot_id, []).append(addr)
-    capacity = LAST_GUEST_SLOT - FIRST_GUEST_SLOT + 1
-    if len(slots) > capacity:
+    slots = host_slots(sources)
+    free = [s for s in range(FIRST_GUEST_SLOT, LAST_GUEST_SLOT + 1) if s not in taken]
+    if len(slots) > len(free):
         raise UsageError(
-            f"{len(slots)} host slots do not fit the {capacity} guest slots of --guest-address auto; "
+            f"{len(slots)} host slots do not fit the {len(free)} guest slots of --guest-address auto; "
             "use --guest-address none and let libvirt place them"
         )
     out: dict[PciAddress, GuestAddress] = {}
-    for index, functions in enumerate(slots.values()):
+    for slot, functions in zip(free, slots.values()):
         keep = functions[0].function == 0
         several = len(functions) > 1
         for n, addr in enumerate(functions):
             fn = addr.function if keep else n
-            out[addr] = GuestAddress(0, FIRST_GUEST_SLOT + index, fn, multifunction=several and fn == 0)
+            out[addr] = GuestAddress(0, slot, fn, multifunction=several and fn == 0)
     return out
 
 

@@ -13,11 +13,11 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..address import PciAddress
-from ..emit.libvirt import Hostdev, hostdev_element, source_address, to_xml
+from ..emit.libvirt import Hostdev, guest_addresses, host_slots, hostdev_element, source_address, to_xml
 from ..errors import HypervisorError, PcipassError, Refused
 
 _INSTALL_HINT = (
@@ -126,11 +126,24 @@ def _unsupported(lv: Any, exc: Any) -> bool:
 def attach(
     uri: str | None, domain: str, items: Sequence[Hostdev], *, live: bool = False, config: bool = False
 ) -> tuple[list[Change], list[PcipassError]]:
-    """Attach each hostdev; a device already in the affected definition is refused, others go on."""
+    """Attach each hostdev; a device already in the affected definition is refused, others go on.
+
+    Attached to the persistent definition only (``--config``), devices get the guest addresses ``emit libvirt``
+    gives them, each host slot on a guest slot of bus 0 the definition does not use yet, so a card's functions
+    (several functions of one host slot) stay together: functions 0..N of one slot, ``multifunction='on'`` on
+    function 0. A live attach of a card is refused: libvirt hot-plugs one function at a time onto a slot of its
+    own (qemu cannot hot-plug a multifunction slot function by function), which would split the card."""
     changes: list[Change] = []
     errors: list[PcipassError] = []
     with _domain(uri, domain) as (lv, conn, dom):
         eff_live, eff_config = _affected(dom, live, config)
+        cards = [fns for fns in host_slots([h.source for h in items]).values() if len(fns) > 1]
+        if eff_live and cards:
+            errors += _split_cards(domain, cards)
+            split = {a for fns in cards for a in fns}
+            items = [h for h in items if h.source not in split]
+        elif eff_config and not eff_live:
+            items = _placed(items, _hostdevs(lv, dom, inactive=True)[0])
         for h in items:
             addr = str(h.source)
             views = [v for v, on in ((False, eff_live), (True, eff_config)) if on]
@@ -156,6 +169,42 @@ def attach(
                     continue
             changes.append(Change(addr, domain, "attached", eff_live, eff_config))
     return changes, errors
+
+
+def _split_cards(domain: str, cards: list[list[PciAddress]]) -> list[PcipassError]:
+    out: list[PcipassError] = []
+    for fns in cards:
+        listed = " ".join(str(a) for a in fns)
+        for a in fns:
+            out.append(
+                Refused(
+                    f"{a} is one of the functions {listed} of one card: libvirt cannot hot-plug a multifunction "
+                    f"device into the running domain {domain} (each function would arrive on a slot of its own)",
+                    address=str(a),
+                    remedy=f"attach them to the persistent definition, together on one guest slot, and restart the "
+                    f"domain: pcipass attach {domain} {listed} --config",
+                )
+            )
+    return out
+
+
+def _used_slots(root: ET.Element) -> set[int]:
+    """The slots of guest bus 0 that the domain's devices already use (their ``<address type='pci'>``)."""
+    used = set()
+    for el in root.iterfind("devices//address[@type='pci']"):
+        try:
+            if int(el.get("domain", "0"), 0) == 0 and int(el.get("bus", "0"), 0) == 0:
+                used.add(int(el.get("slot", "0"), 0))
+        except ValueError:
+            continue
+    return used
+
+
+def _placed(items: Sequence[Hostdev], root: ET.Element) -> list[Hostdev]:
+    """``items`` with the guest addresses ``emit libvirt`` gives them, on slots of bus 0 ``root`` (the
+    persistent definition) does not use."""
+    guests = guest_addresses([h.source for h in items], taken=_used_slots(root))
+    return [replace(h, guest=h.guest or guests.get(h.source)) for h in items]
 
 
 def detach(

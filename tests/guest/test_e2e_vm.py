@@ -16,6 +16,9 @@ consumer's own view: QEMU's PCI list (QMP ``query-pci``), libvirt's live domain 
 4. One function of a shared group on vfio-pci, its peer left on its host driver (raw writes: pcipass's own
    guard would refuse) -> ``pcipass status`` says "not viable" -> the nested QEMU refuses: "group N is not
    viable", the same N.
+5. ``pcipass attach --group --live`` of a two-function card on a running domain is refused (nothing attached,
+   nothing rebound); ``--config`` puts both functions on one guest slot, the addresses ``emit libvirt`` gives,
+   and the domain started from that definition has them there (libvirt managing the binding).
 
 Every test gives every device back to its boot driver (finally blocks; ``restore`` checks all devices
 after each test) and destroys its nested VMs; libvirtd is started for this module only and stopped.
@@ -336,3 +339,61 @@ def test_live_attach_and_detach_with_libvirt_managing_the_binding(addr, capsys, 
     finally:
         _drop(dom)
         _give_back(boot, [a])
+
+
+# --- 5. attach keeps a card's functions together: --live refused, --config on one guest slot --------------------
+def _inactive_guests(dom) -> dict[str, tuple]:
+    out = {}
+    for el in ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).iterfind("devices/hostdev"):
+        src, guest = el.find("source/address"), el.find("address")
+        key = "{:04x}:{:02x}:{:02x}.{:x}".format(*(int(src.get(k), 16) for k in ("domain", "bus", "slot", "function")))
+        out[key] = (*(int(guest.get(k), 16) for k in ("bus", "slot", "function")), guest.get("multifunction"))
+    return out
+
+
+def test_attach_keeps_a_cards_functions_together(addr, capsys, boot, libvirt_conn):
+    fn0, fn1 = addr["mf_virtio_net"], addr["mf_e1000"]
+    name = "pcipass-e2e-card"
+    dom = None
+    try:
+        dom = _start(libvirt_conn, HOTPLUG_DOMAIN.format(name=name), libvirt.VIR_DOMAIN_START_PAUSED)
+        r = _pcipass(capsys, "attach", name, fn0, "--group", "--live", "--connect", URI)
+        assert r.code == 5, r.out + r.err
+        assert "cannot hot-plug a multifunction device" in r.err and "--config" in r.err, r.err
+        assert _live_hostdevs(dom) == {}
+        assert (_binding(fn0), _binding(fn1)) == (boot[fn0], boot[fn1])  # nothing half-attached or rebound
+
+        r = _pcipass(capsys, "attach", name, fn0, "--group", "--config", "--connect", URI)
+        assert r.code == 0, r.out + r.err
+        placed = _inactive_guests(dom)
+        assert placed == {fn0: (0, 0x10, 0, "on"), fn1: (0, 0x10, 1, None)}, placed
+        emitted = _pcipass(capsys, "emit", "libvirt", "--group", fn0)
+        assert emitted.code == 0, emitted.err
+        by_emit = {}
+        for el in ET.fromstring(emitted.out).iterfind("hostdev"):
+            src, guest = el.find("source/address"), el.find("address")
+            key = "{:04x}:{:02x}:{:02x}.{:x}".format(
+                *(int(src.get(k), 16) for k in ("domain", "bus", "slot", "function"))
+            )
+            by_emit[key] = (*(int(guest.get(k), 16) for k in ("bus", "slot", "function")), guest.get("multifunction"))
+        assert by_emit == placed
+
+        dom.destroy()
+        try:
+            dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        except libvirt.libvirtError as exc:
+            raise AssertionError(f"{exc}\n{domain_log(name)}") from exc
+        live = _live_hostdevs(dom)
+        assert {a: (h["managed"], h["guest"], h["multifunction"]) for a, h in live.items()} == {
+            fn0: ("yes", (0, 0x10, 0), "on"),
+            fn1: ("yes", (0, 0x10, 1), None),
+        }
+        in_qemu = {f.qdev_id: f for f in pci_functions(monitor_pci(dom))}
+        for a, h in live.items():
+            f = in_qemu.get(h["alias"])
+            assert f is not None, f"{a} ({h['alias']}) missing from QEMU's PCI list: {sorted(in_qemu)}"
+            assert ((f.bus, f.slot, f.function), f.ids) == (h["guest"], _ids(a)), f
+        assert (_driver(fn0), _driver(fn1)) == ("vfio-pci", "vfio-pci")  # libvirt bound them (managed='yes')
+    finally:
+        _drop(dom)
+        _give_back(boot, [fn0, fn1])
