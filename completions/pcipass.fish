@@ -75,7 +75,7 @@ complete -c pcipass -n '__pcipass_at \'\'' -a 'persist' -d 'Declare devices in t
 complete -c pcipass -n '__pcipass_at \'\'' -a 'unpersist' -d 'Remove devices\' entries from the desired-state file (their binding now is left as it is)'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'apply' -d 'Converge the host to the desired-state file: check each entry\'s fingerprint, then bind through enable\'s engine'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'verify' -d 'Compare every entry\'s fingerprint with the hardware; say what changed'
-complete -c pcipass -n '__pcipass_at \'\'' -a 'attach' -d 'Attach PCI devices to a libvirt domain as <hostdev> (libvirt picks their guest addresses)'
+complete -c pcipass -n '__pcipass_at \'\'' -a 'attach' -d 'Attach PCI devices to a libvirt domain as <hostdev>, a card\'s functions kept together'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'detach' -d 'Detach PCI host devices from a libvirt domain'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'mdev' -d 'Mediated devices (vGPU slices and other mdev instances): list the types parents offer, list, create and remove instances'
 complete -c pcipass -n '__pcipass_at \'\'' -a 'emit' -d 'Print hypervisor configuration for devices: libvirt <hostdev> XML, KubeVirt patches, Harvester claims'

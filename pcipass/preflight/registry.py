@@ -195,9 +195,10 @@ CHECKS: tuple[CheckDoc, ...] = (
         ("device.in_use",),
         (
             "the host uses it: addresses, routes, bonds/bridges, mounts, swap, dm/md/LVM, framebuffer console, a "
-            "keyboard behind it; a use found fails, and none found among facts the root lacks "
-            "(`/proc/self/mountinfo`, `/proc/swaps` or a disk's `holders/`; `/proc/net/route` or `fib_trie` for its "
-            "interfaces) is a skip naming them"
+            "keyboard behind it, a process holding its DRM or NVIDIA nodes or mapping its resource files (named "
+            "with pid, command and systemd unit; the remedy names the unit to stop); a use found fails, and none "
+            "found among facts the root lacks (`/proc/self/mountinfo`, `/proc/swaps` or a disk's `holders/`; "
+            "`/proc/net/route` or `fib_trie` for its interfaces) is a skip naming them"
         ),
         (Verdict.PASS, Verdict.FAIL, Verdict.SKIP),
     ),

@@ -225,6 +225,21 @@ GROUP_DOMAIN_HEAD = """<domain type='qemu'>
 GROUP_DOMAIN_TAIL = "</domain>\n"
 
 
+def _card_on_one_slot(dom, fn0: str, fn1: str, *, managed: str) -> None:
+    """The running domain has the card's two functions on guest slot 0x10 of bus 0 (function 0 multifunction),
+    in its live XML and in QEMU's PCI list."""
+    live = _live_hostdevs(dom)
+    assert {a: (h["managed"], h["guest"], h["multifunction"]) for a, h in live.items()} == {
+        fn0: (managed, (0, 0x10, 0), "on"),
+        fn1: (managed, (0, 0x10, 1), None),
+    }
+    in_qemu = {f.qdev_id: f for f in pci_functions(monitor_pci(dom))}
+    for a, h in live.items():
+        f = in_qemu.get(h["alias"])
+        assert f is not None, f"{a} ({h['alias']}) missing from QEMU's PCI list: {sorted(in_qemu)}"
+        assert ((f.bus, f.slot, f.function), f.behind, f.ids) == (h["guest"], "", _ids(a)), f
+
+
 def test_group_emitted_for_libvirt_runs_in_a_real_domain(addr, capsys, boot, libvirt_conn):
     fn0, fn1 = addr["mf_virtio_net"], addr["mf_e1000"]
     name = "pcipass-e2e-group"
@@ -241,16 +256,7 @@ def test_group_emitted_for_libvirt_runs_in_a_real_domain(addr, capsys, boot, lib
         dom = _start(libvirt_conn, xml, libvirt.VIR_DOMAIN_START_PAUSED)
         assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
 
-        live = _live_hostdevs(dom)
-        assert {a: (h["managed"], h["guest"], h["multifunction"]) for a, h in live.items()} == {
-            fn0: ("no", (0, 0x10, 0), "on"),
-            fn1: ("no", (0, 0x10, 1), None),
-        }
-        in_qemu = {f.qdev_id: f for f in pci_functions(monitor_pci(dom))}
-        for a, h in live.items():
-            f = in_qemu.get(h["alias"])
-            assert f is not None, f"{a} ({h['alias']}) missing from QEMU's PCI list: {sorted(in_qemu)}"
-            assert ((f.bus, f.slot, f.function), f.behind, f.ids) == (h["guest"], "", _ids(a)), f
+        _card_on_one_slot(dom, fn0, fn1, managed="no")
 
         # pcipass sees the VM holding the group and does not pull the devices from under it.
         st = _status(capsys, fn0, fn1)
@@ -342,9 +348,10 @@ def test_live_attach_and_detach_with_libvirt_managing_the_binding(addr, capsys, 
 
 
 # --- 5. attach keeps a card's functions together: --live refused, --config on one guest slot --------------------
-def _inactive_guests(dom) -> dict[str, tuple]:
+def _guests(root: ET.Element) -> dict[str, tuple]:
+    """Source address -> guest (bus, slot, function, multifunction) of each hostdev under ``root``."""
     out = {}
-    for el in ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).iterfind("devices/hostdev"):
+    for el in root.iterfind(".//hostdev"):
         src, guest = el.find("source/address"), el.find("address")
         key = "{:04x}:{:02x}:{:02x}.{:x}".format(*(int(src.get(k), 16) for k in ("domain", "bus", "slot", "function")))
         out[key] = (*(int(guest.get(k), 16) for k in ("bus", "slot", "function")), guest.get("multifunction"))
@@ -365,34 +372,18 @@ def test_attach_keeps_a_cards_functions_together(addr, capsys, boot, libvirt_con
 
         r = _pcipass(capsys, "attach", name, fn0, "--group", "--config", "--connect", URI)
         assert r.code == 0, r.out + r.err
-        placed = _inactive_guests(dom)
+        placed = _guests(ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
         assert placed == {fn0: (0, 0x10, 0, "on"), fn1: (0, 0x10, 1, None)}, placed
         emitted = _pcipass(capsys, "emit", "libvirt", "--group", fn0)
         assert emitted.code == 0, emitted.err
-        by_emit = {}
-        for el in ET.fromstring(emitted.out).iterfind("hostdev"):
-            src, guest = el.find("source/address"), el.find("address")
-            key = "{:04x}:{:02x}:{:02x}.{:x}".format(
-                *(int(src.get(k), 16) for k in ("domain", "bus", "slot", "function"))
-            )
-            by_emit[key] = (*(int(guest.get(k), 16) for k in ("bus", "slot", "function")), guest.get("multifunction"))
-        assert by_emit == placed
+        assert _guests(ET.fromstring(emitted.out)) == placed  # the addresses emit gives
 
         dom.destroy()
         try:
             dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
         except libvirt.libvirtError as exc:
             raise AssertionError(f"{exc}\n{domain_log(name)}") from exc
-        live = _live_hostdevs(dom)
-        assert {a: (h["managed"], h["guest"], h["multifunction"]) for a, h in live.items()} == {
-            fn0: ("yes", (0, 0x10, 0), "on"),
-            fn1: ("yes", (0, 0x10, 1), None),
-        }
-        in_qemu = {f.qdev_id: f for f in pci_functions(monitor_pci(dom))}
-        for a, h in live.items():
-            f = in_qemu.get(h["alias"])
-            assert f is not None, f"{a} ({h['alias']}) missing from QEMU's PCI list: {sorted(in_qemu)}"
-            assert ((f.bus, f.slot, f.function), f.ids) == (h["guest"], _ids(a)), f
+        _card_on_one_slot(dom, fn0, fn1, managed="yes")
         assert (_driver(fn0), _driver(fn1)) == ("vfio-pci", "vfio-pci")  # libvirt bound them (managed='yes')
     finally:
         _drop(dom)
