@@ -57,11 +57,9 @@ def attach_cmd(
 ) -> None:
     """Attach PCI devices to a libvirt domain as <hostdev>, a card's functions kept together.
 
-    To the persistent definition only (--config, or a domain that is not running): the guest addresses
-    'emit libvirt' gives, each host slot on a guest slot of bus 0 the definition does not use yet, a card's
-    functions (a GPU and its audio) together on one slot. To the running domain: libvirt picks the addresses;
-    several functions of one card are refused (libvirt cannot hot-plug a multifunction device), with the
-    --config remedy."""
+    To the definition (--config): the guest addresses 'emit libvirt' gives, on slots of bus 0 still free there.
+
+    To the running domain (--live): libvirt picks the addresses; a multifunction card is refused (use --config)."""
     context.state(fmt)
     from ..emit import commands, devices
     from ..emit import libvirt as lv
