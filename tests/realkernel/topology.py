@@ -29,7 +29,7 @@ depth-first, so they are stable)::
     0000:03:00.0   noacs_e1000e      e1000e NIC behind the ACS-less port e1000e
     0000:00:08.0   audio             ich9-intel-hda + hda-output       snd_hda_intel
     0000:00:09.0   usb_xhci          qemu-xhci (1b36:000d) + usb-kbd   xhci_hcd (keyboard: usbhid)
-    0000:00:0a.0   display           bochs-display (1234:1111)         bochs-drm (/dev/dri/card0)
+    0000:00:0c.0   display           bochs-display (1234:1111)         bochs-drm (/dev/dri/card0)
     0000:00:1d.0   io_9p             virtio-9p: command in/results out  PROTECTED
     0000:00:1e.0   root_9p           virtio-9p: the guest's root fs     PROTECTED
     0000:00:1f.0   lpc               ICH9 LPC (8086:2918)              lpc_ich
@@ -47,7 +47,7 @@ IOMMU group of its own)::
 IOMMU groups in ``iommu_on`` (verified by ``tests/guest/test_smoke.py`` on every run; group
 *numbers* are the kernel's and may change with the kernel version, so tests match by membership)::
 
-    single-device groups: 00:00.0, 00:02.0, 00:03.0, 00:04.0, 00:06.0, 00:08.0, 00:09.0, 00:0a.0, 00:1d.0, 00:1e.0
+    single-device groups: 00:00.0, 00:02.0, 00:03.0, 00:04.0, 00:06.0, 00:08.0, 00:09.0, 00:0c.0, 00:1d.0, 00:1e.0
     shared groups (SHARED_GROUPS below):
       {00:05.0, 00:05.1}               multifunction slot without ACS (virtio-net + e1000)
       {01:00.0, 02:01.0, 02:02.0}      pcie-pci-bridge + the two conventional NICs behind it
@@ -91,7 +91,7 @@ ADDRESSES: dict[str, str] = {
     "noacs_e1000e": "0000:03:00.0",
     "audio": "0000:00:08.0",
     "usb_xhci": "0000:00:09.0",
-    "display": "0000:00:0a.0",
+    "display": "0000:00:0c.0",
     "io_9p": "0000:00:1d.0",
     "root_9p": "0000:00:1e.0",
     "lpc": "0000:00:1f.0",
