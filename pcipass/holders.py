@@ -143,16 +143,15 @@ class Watch:
         return bool(self.nodes or self.prefixes or self.mapped)
 
 
-def device_watch(host: Host, inv: Inventory, addresses: Iterable[str], *, mapped: bool = True) -> Watch:
-    """The DRM and NVIDIA nodes of ``addresses`` (and, with ``mapped``, their resource mappings)."""
+def device_watch(host: Host, inv: Inventory, addresses: Iterable[str]) -> Watch:
+    """The DRM and NVIDIA nodes of ``addresses``, and their resource mappings."""
     watch = Watch()
     nvidia = [d.address for d in inv.devices.values() if d.driver == "nvidia"]
     for a in addresses:
         dev = inv.devices.get(a)
         if dev is None:
             continue
-        if mapped:
-            watch.mapped.add(a)
+        watch.mapped.add(a)
         for name in dev.drm:
             if _DRM_NODE.fullmatch(name):
                 watch.node(host, host.dev("dri", name), a, HolderKind.DRM)
@@ -168,9 +167,8 @@ def device_watch(host: Host, inv: Inventory, addresses: Iterable[str], *, mapped
 
 def nvidia_minor(host: Host, address: str) -> int | None:
     """The GPU's ``Device Minor`` (its /dev/nvidiaN) from the NVIDIA driver's procfs."""
-    from .sysfs import read_lines
-
-    for line in read_lines(host.nvidia_gpu_information(address)):
+    text = (_read_capped(os.fspath(host.nvidia_gpu_information(address))) or b"").decode("utf-8", "replace")
+    for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "Device Minor":
             value = value.strip()
