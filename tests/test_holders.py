@@ -28,10 +28,11 @@ def _process(
     *,
     fds: dict[int, str] | None = None,
     maps: str = "",
-    cgroup: str = "0::/user.slice/user-1000.slice/session-2.scope\n",
+    unit: str | None = None,
 ) -> None:
     """A process as /proc shows it: fd links with the targets as the process sees them (absolute, dangling in
-    the fake root), its maps, comm and cgroup."""
+    the fake root), its maps, comm and cgroup (in the system ``unit``, else in a login session)."""
+    cgroup = f"0::/system.slice/{unit}\n" if unit else "0::/user.slice/user-1000.slice/session-2.scope\n"
     base = env.root / "proc" / str(pid)
     (base / "fd").mkdir(parents=True, exist_ok=True)
     for fd, target in (fds or {}).items():
@@ -48,9 +49,7 @@ def _gpu(env) -> None:
 
 
 def _ordinary_processes(env) -> None:
-    _process(
-        env, 1, "systemd", fds={0: "/dev/null", 3: "socket:[1234]", 4: "/dev/dri/card7"}, cgroup="0::/init.scope\n"
-    )
+    _process(env, 1, "systemd", fds={0: "/dev/null", 3: "socket:[1234]", 4: "/dev/dri/card7"})
     (env.root / "proc/2/fd").mkdir(parents=True)  # a kernel thread: no fds
     (env.root / "proc/2/comm").write_text("kthreadd\n")
 
@@ -67,13 +66,7 @@ def test_unit_of_a_process():
 def test_drm_card_and_render_node_holders(env):
     _gpu(env)
     _ordinary_processes(env)
-    _process(
-        env,
-        800,
-        "Xorg",
-        fds={0: "/dev/null", 11: "/dev/dri/card0"},
-        cgroup="0::/system.slice/display-manager.service\n",
-    )
+    _process(env, 800, "Xorg", fds={0: "/dev/null", 11: "/dev/dri/card0"}, unit="display-manager.service")
     _process(env, 901, "python3", fds={5: "/dev/dri/renderD128"})
     use = HostUse.scan(env.host, Inventory.scan(env.host))
     reasons = [(r.kind, r.object, r.detail) for r in use.reasons(GPU)]
@@ -88,13 +81,8 @@ def test_nvidia_nodes_and_persistenced(env):
     env.fake.add_driver("nvidia")
     env.fake.bind(GPU, "nvidia")
     env.fake.write(f"proc/driver/nvidia/gpus/{GPU}/information", "Model: \t NVIDIA A2\nDevice Minor: \t 3\n")
-    _process(
-        env,
-        70,
-        "nvidia-persistenced",
-        fds={3: "/dev/nvidiactl", 4: "/dev/nvidia3"},
-        cgroup="0::/system.slice/nvidia-persistenced.service\n",
-    )
+    persistenced = {3: "/dev/nvidiactl", 4: "/dev/nvidia3"}
+    _process(env, 70, "nvidia-persistenced", fds=persistenced, unit="nvidia-persistenced.service")
     _process(env, 71, "cuda-job", fds={9: "/dev/nvidia-uvm"})
     _process(env, 72, "other-gpu-job", fds={9: "/dev/nvidia2"})  # another GPU's node
     holders = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
@@ -157,7 +145,7 @@ def test_hostile_proc_entries_do_not_block_or_leak(env):
 # --- enable refuses, --force overrides, the remedy names the unit ------------------------------------------------
 def test_enable_refuses_a_held_device_naming_pid_and_command(env):
     _gpu(env)
-    _process(env, 800, "Xorg", fds={11: "/dev/dri/card0"}, cgroup="0::/system.slice/display-manager.service\n")
+    _process(env, 800, "Xorg", fds={11: "/dev/dri/card0"}, unit="display-manager.service")
     _process(env, 901, "glxgears", fds={5: "/dev/dri/renderD128"})
     before = env.digest()
     r = env.enable(GPU)
@@ -192,7 +180,7 @@ def test_enable_cli_exit_5_and_released_device_binds(env, capsys, monkeypatch):
 
 def test_check_iommu_device_and_show_list_holders(env, capsys):
     _gpu(env)
-    _process(env, 70, "nvtop", fds={4: "/dev/dri/renderD128"}, cgroup="0::/system.slice/nvtop.service\n")
+    _process(env, 70, "nvtop", fds={4: "/dev/dri/renderD128"}, unit="nvtop.service")
     r = run(capsys, "--root", str(env.root), "-f", "json", "check-iommu", "-d", GPU)
     check = next(c for c in json.loads(r.out)["data"]["checks"] if c["id"] == "device.in_use")
     assert check["verdict"] == "fail"
