@@ -81,7 +81,7 @@ def _watch(host: Host, kind: str) -> holders.Watch:
     elif kind == "gpu":
         watch.mapped.add(GPU)
         for name in ("card0", "renderD128"):
-            watch.node(host, host.dev("dri", name), GPU, holders.HolderKind.DRM)
+            watch.node(host, host.dri_node(name), GPU, holders.HolderKind.DRM)
     else:
         for group in (12, 13):
             watch.node(host, host.vfio_group_node(group), str(group), holders.HolderKind.VFIO)

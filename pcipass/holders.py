@@ -154,14 +154,14 @@ def device_watch(host: Host, inv: Inventory, addresses: Iterable[str]) -> Watch:
         watch.mapped.add(a)
         for name in dev.drm:
             if _DRM_NODE.fullmatch(name):
-                watch.node(host, host.dev("dri", name), a, HolderKind.DRM)
+                watch.node(host, host.dri_node(name), a, HolderKind.DRM)
         if dev.driver == "nvidia":
             minor = nvidia_minor(host, a)
             if minor is not None:
-                watch.node(host, host.dev(f"nvidia{minor}"), a, HolderKind.NVIDIA)
+                watch.node(host, host.nvidia_node(f"nvidia{minor}"), a, HolderKind.NVIDIA)
             if nvidia == [a]:
                 for name in _NVIDIA_SHARED:
-                    watch.node(host, host.dev(name), a, HolderKind.NVIDIA)
+                    watch.node(host, host.nvidia_node(name), a, HolderKind.NVIDIA)
     return watch
 
 

@@ -439,6 +439,14 @@ class Host:
     def kvm_device(self) -> Path:
         return self.dev("kvm")
 
+    def dri_node(self, name: str) -> Path:
+        """A DRM minor's node (``cardN``, ``renderDN``) in ``/dev/dri``."""
+        return self.dev("dri", name)
+
+    def nvidia_node(self, name: str) -> Path:
+        """One of the NVIDIA driver's nodes in ``/dev`` (``nvidiaN``, ``nvidiactl``, ``nvidia-uvm``, ...)."""
+        return self.dev(name)
+
     @property
     def vfio_dev_dir(self) -> Path:
         """``/dev/vfio``: one node per VFIO group (``vfio_group_node``), ``devices/`` for iommufd users."""

@@ -91,19 +91,18 @@ class VfioOpeners:
         host = self.host
         watch = Watch()
         watch.prefix(host, host.vfio_dev_dir, HolderKind.VFIO)
-        under_root = os.fspath(host.root) + "/"
         out: dict[str, list[tuple[int, str]]] = {}
         for h in scan(host, watch):
-            # Keyed by the node's path under the root, whichever form the process's link has.
-            node = h.node if h.node.startswith(under_root) else os.fspath(host.root.joinpath(h.node.lstrip("/")))
-            out.setdefault(node, []).append((h.process.pid, h.process.name))
+            # Keyed by the node as the host knows it (/dev/vfio/N), whichever form the process's link has.
+            out.setdefault(host.shown(h.node), []).append((h.process.pid, h.process.name))
         return out
 
     def holders(self, nodes: list[str]) -> tuple[str, ...]:
         """``comm (pid N)`` of each process holding one of ``nodes`` (paths under the root), in pid order."""
         if self._by_node is None:
             self._by_node = self._scan()
-        return tuple(name for _, name in sorted({h for n in nodes for h in self._by_node.get(n, ())}))
+        by_node = self._by_node
+        return tuple(name for _, name in sorted({h for n in nodes for h in by_node.get(self.host.shown(n), ())}))
 
     def of_device(self, group: int | None, device_dir: str | os.PathLike[str]) -> tuple[str, ...]:
         """The holders of a VFIO device that is not a PCI device (a mediated device): its group's node and its
