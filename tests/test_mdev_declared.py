@@ -164,3 +164,27 @@ def test_entry_for_an_existing_instance(host):
     assert declared.entry_for(h, U1).fingerprint is None
     with pytest.raises(DeviceNotFound):
         declared.entry_for(h, U2)
+
+
+def test_pcipass_apply_and_verify_run_the_section(host, tmp_path):
+    """``pcipass apply`` recreates an instance (after the devices' bindings); ``verify`` says one is missing."""
+    from pcipass.persistence.apply import Change, apply, verify
+    from pcipass.persistence.drift import Drift
+
+    h = Host(host.root)
+    desired = _load(tmp_path, f"version: 1\nmdev:\n  - uuid: '{U1}'\n    parent: mtty\n    type: mtty-2\n")
+    (v,) = verify(h, desired)
+    assert (v.section, v.address, v.drift, v.declared) == ("mdev", U1, Drift.MISSING, "mtty-2 on mtty")
+    planned = apply(h, desired, check=True)
+    assert planned.changed and [(e.section, e.outcome) for e in planned.entries] == [("mdev", Change.CHANGED)]
+    assert not (host.root / f"sys/bus/mdev/devices/{U1}").exists()
+    kernel = FakeMdevKernel(host)
+    done = apply(h, desired, kernel=kernel)
+    assert done.changed and done.exit_code == 0 and (host.root / f"sys/bus/mdev/devices/{U1}").is_dir()
+    again = apply(h, desired, kernel=kernel)
+    assert not again.changed and again.entries[0].outcome is Change.UNCHANGED
+    assert [v.drift for v in verify(h, desired)] == [Drift.MATCH]
+    gone = _load(tmp_path, f"version: 1\nmdev:\n  - uuid: '{U2}'\n    parent: '0000:09:00.0'\n    type: x\n")
+    refused = apply(h, gone, kernel=kernel)
+    assert refused.exit_code == 5 and refused.entries[0].outcome is Change.REFUSED
+    assert "is its driver bound?" in refused.errors[0].message

@@ -559,3 +559,57 @@ def test_a_damaged_sriov_state_file_is_an_error(env):
     env.fake.write("run/pcipass/sriov.json", "{not json")
     with pytest.raises(StateError, match="sriov.json is not pcipass state"):
         numvfs(env, NVME_PF, 1)
+
+
+# --- pcipass apply / verify run the section (before the devices' bindings) ---------------------------------------
+def _numvfs(env: Env) -> str:
+    with open(os.path.join(env.host.pci_device(NVME_PF), "sriov_numvfs")) as f:
+        return f.read().strip()
+
+
+def test_apply_and_verify_run_the_sriov_section(env, tmp_path):
+    from pcipass.config import load
+    from pcipass.persistence.apply import Change, apply, verify
+    from pcipass.persistence.drift import Drift
+
+    path = tmp_path / "pcipass.yaml"
+    path.write_text(
+        "version: 1\nsriov:\n"
+        f"  - address: '{NVME_PF}'\n    numvfs: 2\n    vfio: true\n"
+        "    fingerprint: {vendor: '1b36', device: '0010', class: '010802'}\n"
+    )
+    desired = load(path, "pcipass.yaml")
+    (v,) = verify(env.host, desired)
+    assert (v.section, v.address, v.drift, v.declared) == ("sriov", NVME_PF, Drift.DIFFERS, "2 VFs")
+    assert v.reasons == ("0 VFs, 2 declared",)
+    kw = {"kernel": env.kernel, "timeout": 0.3, "lock_wait": 1.0}
+    r = apply(env.host, desired, check=True, **kw)
+    assert r.changed and [(e.section, e.outcome) for e in r.entries] == [("sriov", Change.CHANGED)]
+    assert env.kernel.writes == [] and _numvfs(env) == "0"
+    r = apply(env.host, desired, **kw)
+    assert r.changed and r.exit_code == 0 and r.entries[0].outcome is Change.CHANGED
+    assert _numvfs(env) == "2"
+    assert [env.driver(vf) for vf in NVME_VFS] == ["vfio-pci"] * 2
+    r = apply(env.host, desired, **kw)
+    assert not r.changed and r.exit_code == 0 and r.entries[0].outcome is Change.UNCHANGED
+    assert [v.drift for v in verify(env.host, desired)] == [Drift.MATCH]
+
+
+def test_apply_sets_the_vfs_before_binding_them(env, tmp_path):
+    from pcipass.config import load
+    from pcipass.persistence.apply import Change, apply
+
+    path = tmp_path / "pcipass.yaml"
+    path.write_text(
+        "version: 1\nsriov:\n"
+        f"  - address: '{NVME_PF}'\n    numvfs: 2\n"
+        "    fingerprint: {vendor: '1b36', device: '0010', class: '010802'}\n"
+        f"devices:\n  - address: '{NVME_VFS[0]}'\n    driver: vfio-pci\n"
+        "    fingerprint: {vendor: '1b36', device: '0010'}\n"
+    )
+    r = apply(env.host, load(path, "pcipass.yaml"), kernel=env.kernel, timeout=0.3, lock_wait=1.0)
+    assert [(e.section, e.address, e.outcome) for e in r.entries] == [
+        ("sriov", NVME_PF, Change.CHANGED),
+        ("devices", NVME_VFS[0], Change.CHANGED),
+    ]
+    assert r.exit_code == 0 and env.driver(NVME_VFS[0]) == "vfio-pci"

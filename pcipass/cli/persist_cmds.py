@@ -111,7 +111,7 @@ def _apply_view(data: dict[str, Any]) -> list[Block]:
         declared = e["driver"] + (" (group)" if e["group"] else "")
         rows.append([e["address"], declared, e["outcome"], drv, e["peers"], "; ".join(e["reasons"]) or None])
     if not rows:
-        return [f"{data['config']} declares no devices."]
+        return [f"{data['config']} declares no devices, sriov or mdev entries."]
     title = "Check (nothing was written)" if data["check"] else None
     return [
         Table(("ADDRESS", "DECLARED", "OUTCOME", "DRIVER", "GROUP PEERS", "REASON"), rows, title=title),
@@ -203,7 +203,7 @@ def _record(host, outcome: dict[str, Any]) -> None:
 
 def _verify_view(data: list[dict[str, Any]]) -> list[Block]:
     if not data:
-        return ["The desired-state file declares no devices."]
+        return ["The desired-state file declares no devices, sriov or mdev entries."]
     rows = [
         [v["address"], v["drift"], v["driver"], v["declared"], v["moved_to"], "; ".join(v["reasons"]) or None]
         for v in data

@@ -5,6 +5,11 @@ refused, never bound. The others go to ``engine.enable`` (one call per driver an
 ``driver: host``, ``engine.disable``: the same plan, guards, lock, state and transaction as ``enable`` by hand,
 so the in-use guards refuse at boot what they refuse by hand. ``check`` is the engine's dry run: nothing is
 written, and the result says what would change.
+
+The ``sriov`` section is converged first (``sriov_declared.apply``: a VF must exist before an entry binds it) and
+the ``mdev`` section last (``mdev.declared.apply``: a parent registers its types only once its driver is bound).
+Their entries are reported as ``EntryResult`` rows of their own ``section``, with the same outcomes and exit
+code rules; ``verify`` reports their state the same way.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ class EntryResult:
     driver_before: str | None
     driver_after: str | None
     peers: tuple[str, ...]  #: group peers moved with it (with --check: that would be)
-    drift: str  #: the fingerprint check (drift.Drift value)
+    drift: str  #: the fingerprint check (drift.Drift value; sriov and mdev: their check's state)
     reasons: tuple[str, ...]
+    section: str = "devices"  #: devices; sriov (``address`` the PF, ``driver`` "N VFs"); mdev (``address`` the
+    #: UUID, ``driver`` "TYPE on PARENT")
 
 
 @dataclass(frozen=True)
@@ -88,15 +95,87 @@ def _exit_code(results: list[EntryResult], forgiven: set[str]) -> ExitCode:
     return ExitCode.FAILED if any(r.outcome is Change.FAILED for r in bad) else ExitCode.REFUSED
 
 
+_FROM_SECTION = {
+    "changed": Change.CHANGED,
+    "created": Change.CHANGED,
+    "planned": Change.CHANGED,
+    "unchanged": Change.UNCHANGED,
+    "left": Change.REFUSED,  # absent, another card, no SR-IOV, no parent, no type, no instance: not done
+    "refused": Change.REFUSED,
+    "failed": Change.FAILED,
+}
+
+
+def _section_result(section: str, key: str, declared: str, state, outcome: str, detail: str | None) -> EntryResult:
+    from ..mdev.declared import MdevState
+
+    # mdevctl's udev rule creates what it defines (mdev/declared.py): converged from apply's side, as in
+    # ``pcipass mdev apply``'s exit code.
+    change = Change.UNCHANGED if state is MdevState.MDEVCTL else _FROM_SECTION[outcome]
+    return EntryResult(key, declared, False, change, None, None, (), state.value, (detail,) if detail else (), section)
+
+
+def _section_error(desired: Desired, line: int | None, r: EntryResult) -> PcipassError:
+    msg = f"{desired.path}:{line}: {r.section} {r.address}: {'; '.join(r.reasons)}"
+    return Refused(msg) if r.outcome is Change.REFUSED else PcipassError(msg)
+
+
+def _sriov(host: Host, desired: Desired, check: bool, engine_kw: dict) -> list[tuple[int | None, EntryResult]]:
+    from .. import sriov_declared
+
+    entries = desired.section("sriov")
+    applied = sriov_declared.apply(host, entries, check_only=check, **engine_kw) if entries else ()
+    return [
+        (e.line, _section_result("sriov", a.address, f"{e.numvfs} VFs", a.state, a.outcome, a.detail))
+        for e, a in zip(entries, applied)
+    ]
+
+
+def _mdev(host: Host, desired: Desired, check: bool, engine_kw: dict) -> list[tuple[int | None, EntryResult]]:
+    from ..mdev import declared
+
+    entries = desired.section("mdev")
+    applied = declared.apply(host, entries, check_only=check, **engine_kw) if entries else ()
+    return [
+        (e.line, _section_result("mdev", a.uuid, f"{a.type} on {a.parent}", a.state, a.outcome, a.detail))
+        for e, a in zip(entries, applied)
+    ]
+
+
 def apply(host: Host, desired: Desired, *, check: bool = False, force: bool = False, **engine_kw) -> ApplyReport:
-    """Converge ``host`` to ``desired.devices``. ``force``: entries refused because their device drifted still
-    are not bound, but do not fail the run. ``engine_kw`` go to ``engine.enable``/``disable`` (timeout, kernel,
-    lock_wait, on_lock_wait)."""
+    """Converge ``host`` to ``desired``: its ``sriov`` section, then ``devices``, then ``mdev``. ``force``: device
+    entries refused because their device drifted still are not bound, but do not fail the run. ``engine_kw`` go
+    to ``engine.enable``/``disable``, ``engine.set_numvfs`` and ``mdev.ops.create`` (timeout, kernel, lock_wait,
+    on_lock_wait)."""
+    errors: list[PcipassError] = []
+    before = _sriov(host, desired, check, engine_kw)
+    ordered, messages, forgiven = _devices(host, desired, check, force, errors, engine_kw)
+    after = _mdev(host, desired, check, engine_kw)
+    for line, r in before + after:
+        if r.outcome in (Change.REFUSED, Change.FAILED):
+            errors.append(_section_error(desired, line, r))
+    everything = [r for _, r in before] + ordered + [r for _, r in after]
+    changed = any(r.outcome is Change.CHANGED for r in everything)
+    return ApplyReport(
+        desired.path,
+        check,
+        changed,
+        tuple(everything),
+        tuple(messages),
+        tuple(errors),
+        _exit_code(everything, forgiven),
+    )
+
+
+def _devices(
+    host: Host, desired: Desired, check: bool, force: bool, errors: list[PcipassError], engine_kw: dict
+) -> tuple[list[EntryResult], list[str], set[str]]:
+    """The ``devices`` section: its results in file order, the engine's messages, and the entries ``force``
+    forgives (``errors`` gets the refusals and the engine's errors)."""
     from .. import engine
 
     entries: tuple[DeviceEntry, ...] = desired.devices
     results: dict[str, EntryResult] = {}
-    errors: list[PcipassError] = []
     messages: list[str] = []
     forgiven: set[str] = set()
     buckets: dict[tuple[str, bool], list[DeviceEntry]] = {}
@@ -158,11 +237,7 @@ def apply(host: Host, desired: Desired, *, check: bool = False, force: bool = Fa
                 Drift.MATCH.value,
                 d.reasons,
             )
-    ordered = [results[e.address] for e in entries]
-    changed = any(r.outcome is Change.CHANGED for r in ordered)
-    return ApplyReport(
-        desired.path, check, changed, tuple(ordered), tuple(messages), tuple(errors), _exit_code(ordered, forgiven)
-    )
+    return [results[e.address] for e in entries], messages, forgiven
 
 
 def _in_flight(host: Host) -> set[str]:
@@ -203,15 +278,40 @@ class VerifyResult:
     declared: str  #: the entry's driver
     moved_to: tuple[str, ...]  #: where a device matching the fingerprint is now
     reasons: tuple[str, ...]
+    section: str = "devices"  #: as in ``EntryResult``
+
+
+def _verdict(state) -> Drift:
+    """An sriov or mdev check's state as a drift verdict: absent, another card, else (an mdev instance that is
+    not there, a VF count that differs) what the section itself says is not as declared."""
+    from ..mdev.declared import MdevState
+    from ..sriov_declared import SriovState
+
+    if state in (SriovState.PRESENT, MdevState.PRESENT, MdevState.MDEVCTL):
+        return Drift.MATCH
+    if state in (SriovState.OTHER_CARD, MdevState.OTHER_CARD):
+        return Drift.DIFFERENT
+    if isinstance(state, SriovState) and state is not SriovState.ABSENT:
+        return Drift.DIFFERS
+    return Drift.MISSING
 
 
 def verify(host: Host, desired: Desired) -> tuple[VerifyResult, ...]:
-    """Every entry's fingerprint (and group, and owner) against the host; read-only."""
-    if not desired.devices:
-        return ()
-    matcher = Matcher(host, desired.devices)
+    """Every entry's fingerprint (and group, and owner) against the host, and each sriov and mdev entry's state;
+    read-only. In apply's order: sriov, devices, mdev."""
+    from .. import sriov_declared
+    from ..mdev import declared
+
     out = []
-    for e in desired.devices:
-        c = matcher.check(e)
-        out.append(VerifyResult(e.address, c.drift, c.driver, e.driver, c.moved_to, c.reasons))
+    for s in sriov_declared.check(host, desired.section("sriov")):
+        reasons = (s.detail,) if s.detail else ()
+        out.append(VerifyResult(s.address, _verdict(s.state), None, f"{s.numvfs} VFs", (), reasons, "sriov"))
+    if desired.devices:
+        matcher = Matcher(host, desired.devices)
+        for e in desired.devices:
+            c = matcher.check(e)
+            out.append(VerifyResult(e.address, c.drift, c.driver, e.driver, c.moved_to, c.reasons))
+    for m in declared.check(host, desired.section("mdev")) if desired.section("mdev") else ():
+        reasons = (m.detail,) if m.detail else ()
+        out.append(VerifyResult(m.uuid, _verdict(m.state), None, f"{m.type} on {m.parent}", (), reasons, "mdev"))
     return tuple(out)

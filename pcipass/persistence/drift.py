@@ -23,6 +23,7 @@ class Drift(str, Enum):
     DIFFERENT = "different-card"  #: a device that does not match the fingerprint is at the address
     GROUP = "group-changed"  #: the IOMMU group's other functions are not those recorded
     OWNER = "two-owners"  #: driverctl also binds the device at boot
+    DIFFERS = "differs"  #: an sriov entry's PF has another VF count, autoprobe or VF drivers (or no SR-IOV)
 
 
 @dataclass(frozen=True)
