@@ -86,3 +86,22 @@ def test_unpersist_and_errors(capsys, host, tmp_path):
     assert "no mediated device" in _cli(capsys, host, "persist", U2, code=1).err
     assert "not a UUID" in _cli(capsys, host, "unpersist", "x", code=2).err
     assert "declares no mediated device" in _cli(capsys, host, "apply").out
+
+
+def test_pcipass_apply_and_verify_cover_the_section(capsys, host):
+    from tests.support.cli import run
+
+    add_mdev(host, "mtty", "mtty-2", U1)
+    _cli(capsys, host, "persist", U1)
+    remove_mdev(host, U1)  # a reboot
+    r = run(capsys, "--root", str(host.root), "verify", "--format", "json")
+    assert r.code == 1 and json.loads(r.out)["drift"] is True
+    (v,) = json.loads(r.out)["data"]
+    assert (v["section"], v["address"], v["drift"]) == ("mdev", U1, "missing")
+    r = run(capsys, "--root", str(host.root), "apply", "--format", "json")
+    out = json.loads(r.out)
+    assert r.code == 0 and out["changed"] is True
+    assert [(e["section"], e["address"], e["outcome"]) for e in out["data"]["entries"]] == [("mdev", U1, "changed")]
+    assert (host.root / f"sys/bus/mdev/devices/{U1}").is_dir()
+    r = run(capsys, "--root", str(host.root), "verify")
+    assert r.code == 0 and "mtty-2 on mtty" in r.out

@@ -143,6 +143,8 @@ def apply_cmd(
 ) -> None:
     """Converge the host to the desired-state file: check each entry's fingerprint, then bind through enable's engine.
 
+    The sriov section's VF counts are set first, the mdev section's instances created after the bindings.
+
     Per entry: changed, unchanged, refused or failed, with the reason; JSON carries a top-level "changed".
 
     Exit 0 when converged, 3 partly, 5 refused, 1 failed."""
@@ -175,7 +177,7 @@ def apply_cmd(
                 "exit_code": int(report.exit_code),
                 "changed": report.changed,
                 "entries": [
-                    {"address": e.address, "outcome": e.outcome.value, "reasons": list(e.reasons)}
+                    {"section": e.section, "address": e.address, "outcome": e.outcome.value, "reasons": list(e.reasons)}
                     for e in report.entries
                 ],
             },
@@ -216,6 +218,8 @@ def verify_cmd(
     fmt: FormatOption = None,
 ) -> None:
     """Compare every entry's fingerprint with the hardware; say what changed. Exit 0 all match, 1 any drift.
+
+    The sriov and mdev sections too: a VF count that differs, an mdev instance that is missing.
 
     Drift: the device is missing, a different card is at the address, or the same card is at another address.
 
