@@ -87,7 +87,7 @@ def test_apply_boot_records_the_outcome(cli, env):
     assert cli("apply", "--boot").code == 0
     rec = json.loads((env.root / "run/pcipass/boot-apply.json").read_text())
     assert (rec["boot_id"], rec["exit_code"], rec["changed"]) == ("1111", 0, True)
-    assert rec["entries"] == [{"address": bh.E1000E, "outcome": "changed", "reasons": []}]
+    assert rec["entries"] == [{"section": "devices", "address": bh.E1000E, "outcome": "changed", "reasons": []}]
     r = cli("-f", "json", "boot", "status")
     data = json.loads(r.out)["data"]
     assert data["last_apply_note"] == "this boot" and data["last_apply"]["exit_code"] == 0

@@ -106,13 +106,15 @@ _FROM_SECTION = {
 }
 
 
-def _section_result(section: str, key: str, declared: str, state, outcome: str, detail: str | None) -> EntryResult:
+def _section_result(section: str, key: str, declared: str, applied) -> EntryResult:
+    """An ``SriovApplied`` or ``MdevApplied`` as apply's row."""
     from ..mdev.declared import MdevState
 
     # mdevctl's udev rule creates what it defines (mdev/declared.py): converged from apply's side, as in
     # ``pcipass mdev apply``'s exit code.
-    change = Change.UNCHANGED if state is MdevState.MDEVCTL else _FROM_SECTION[outcome]
-    return EntryResult(key, declared, False, change, None, None, (), state.value, (detail,) if detail else (), section)
+    change = Change.UNCHANGED if applied.state is MdevState.MDEVCTL else _FROM_SECTION[applied.outcome]
+    reasons = (applied.detail,) if applied.detail else ()
+    return EntryResult(key, declared, False, change, None, None, (), applied.state.value, reasons, section)
 
 
 def _section_error(desired: Desired, line: int | None, r: EntryResult) -> PcipassError:
@@ -120,37 +122,21 @@ def _section_error(desired: Desired, line: int | None, r: EntryResult) -> Pcipas
     return Refused(msg) if r.outcome is Change.REFUSED else PcipassError(msg)
 
 
-def _sriov(host: Host, desired: Desired, check: bool, engine_kw: dict) -> list[tuple[int | None, EntryResult]]:
-    from .. import sriov_declared
-
-    entries = desired.section("sriov")
-    applied = sriov_declared.apply(host, entries, check_only=check, **engine_kw) if entries else ()
-    return [
-        (e.line, _section_result("sriov", a.address, f"{e.numvfs} VFs", a.state, a.outcome, a.detail))
-        for e, a in zip(entries, applied)
-    ]
-
-
-def _mdev(host: Host, desired: Desired, check: bool, engine_kw: dict) -> list[tuple[int | None, EntryResult]]:
-    from ..mdev import declared
-
-    entries = desired.section("mdev")
-    applied = declared.apply(host, entries, check_only=check, **engine_kw) if entries else ()
-    return [
-        (e.line, _section_result("mdev", a.uuid, f"{a.type} on {a.parent}", a.state, a.outcome, a.detail))
-        for e, a in zip(entries, applied)
-    ]
-
-
 def apply(host: Host, desired: Desired, *, check: bool = False, force: bool = False, **engine_kw) -> ApplyReport:
     """Converge ``host`` to ``desired``: its ``sriov`` section, then ``devices``, then ``mdev``. ``force``: device
     entries refused because their device drifted still are not bound, but do not fail the run. ``engine_kw`` go
     to ``engine.enable``/``disable``, ``engine.set_numvfs`` and ``mdev.ops.create`` (timeout, kernel, lock_wait,
     on_lock_wait)."""
+    from .. import sriov_declared
+    from ..mdev import declared
+
     errors: list[PcipassError] = []
-    before = _sriov(host, desired, check, engine_kw)
+    sriov, mdev = desired.section("sriov"), desired.section("mdev")
+    done = sriov_declared.apply(host, sriov, check_only=check, **engine_kw) if sriov else ()
+    before = [(e.line, _section_result("sriov", a.address, f"{e.numvfs} VFs", a)) for e, a in zip(sriov, done)]
     ordered, messages, forgiven = _devices(host, desired, check, force, errors, engine_kw)
-    after = _mdev(host, desired, check, engine_kw)
+    made = declared.apply(host, mdev, check_only=check, **engine_kw) if mdev else ()
+    after = [(e.line, _section_result("mdev", a.uuid, f"{a.type} on {a.parent}", a)) for e, a in zip(mdev, made)]
     for line, r in before + after:
         if r.outcome in (Change.REFUSED, Change.FAILED):
             errors.append(_section_error(desired, line, r))
