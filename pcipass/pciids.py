@@ -21,10 +21,14 @@ Format (pciutils' pci.ids): ``vvvv  name``; ``\\tdddd  name``; ``\\t\\tssss ssss
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from bisect import bisect_right
 from pathlib import Path
+
+from . import sysfs
 
 # A top-level line (a block's header): not indented, not a comment, not empty. Its block ends where the next
 # one starts. Group 1 is the header's id when it is a whole field followed by blanks and a name: "10de" of
@@ -42,8 +46,14 @@ _FIELD_END = re.compile(rb"(?:  |[ \t]*(?:\n|\Z))")
 def _read(path: Path) -> bytearray:
     """The file's bytes after a newline (every line then starts after a ``\\n``, the first one too), in one
     buffer: ``b"\\n" + read()`` would allocate and copy the 1.3 MB a second time, at every cold start."""
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(os.fstat(f.fileno()).st_size + 1)
+    # O_NONBLOCK and the type check: a FIFO named pci.ids in a --root tree must not hang the listing; the size
+    # cap: pci.ids is ~1.5 MB, a larger "pci.ids" there is damage, not something to hold in memory.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > sysfs.MAX_TABLE:
+            raise OSError(errno.EINVAL, "not a regular file of a pci.ids size", str(path))
+        buf = bytearray(st.st_size + 1)
         buf[0] = 0x0A
         n = 1
         with memoryview(buf) as view:
@@ -53,7 +63,9 @@ def _read(path: Path) -> bytearray:
                     break
                 n += got
         del buf[n:]  # the file shrank meanwhile
-        buf += f.read()  # or grew
+        buf += f.read(sysfs.MAX_TABLE + 2 - len(buf))  # or grew
+        if len(buf) > sysfs.MAX_TABLE + 1:
+            raise OSError(errno.EFBIG, "grew past a pci.ids size", str(path))
     return buf
 
 
@@ -78,12 +90,10 @@ class PciIds:
         except OSError:
             return cls(None)
         if path.suffix == ".gz" or data[1:3] == b"\x1f\x8b":
-            import gzip  # here: most hosts have a plain pci.ids, and every listing would pay for the import
-
-            try:
-                data = b"\n" + gzip.decompress(memoryview(data)[1:])
-            except (OSError, EOFError, gzip.BadGzipFile):
+            raw = sysfs.gunzip(memoryview(data)[1:])
+            if raw is None:
                 return cls(None)
+            data = b"\n" + raw
         return cls(data)
 
     @property

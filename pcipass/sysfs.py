@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import zlib
 from collections.abc import Iterable
 
 from .beneath import open_beneath
@@ -43,6 +44,30 @@ def read_bytes(path: str | os.PathLike[str], limit: int = MAX_ATTR, *, head: boo
     finally:
         os.close(fd)
     return data if head or len(data) <= limit else None
+
+
+def gunzip(data: bytes | bytearray | memoryview, limit: int = MAX_TABLE) -> bytes | None:
+    """The decompressed content of gzip ``data`` (every member, as ``gzip.decompress``), or None when it is
+    not gzip or would grow past ``limit``: a few KiB of a hostile ``--root`` can inflate to GiBs (a gzip bomb),
+    so the output is bounded while it is made, never after."""
+    out: list[bytes] = []
+    size = 0
+    rest = bytes(data)
+    try:
+        while rest:
+            # 16 + MAX_WBITS: a gzip header and trailer around the deflate stream (zlib's documented switch).
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = d.decompress(rest, limit + 1 - size)
+            size += len(chunk)
+            out.append(chunk)
+            if size > limit or d.unconsumed_tail:
+                return None
+            if not d.eof:
+                return None  # truncated
+            rest = d.unused_data.lstrip(b"\0")  # members may be followed by zero padding, as gzip allows
+    except zlib.error:
+        return None
+    return b"".join(out) if out else None
 
 
 def read_str(path: str | os.PathLike[str]) -> str | None:

@@ -78,3 +78,46 @@ def test_tables_far_too_large_or_fifos_are_not_read(capsys, env, kind):
         assert "internal error" not in r.err and "Traceback" not in r.err, (cmd, r.err)
     # Nothing was read whole: the process grew by far less than one table.
     assert _max_rss_mib() - before < 256
+
+
+def _gzip_bomb() -> bytes:
+    """~64 KiB of gzip that inflates to 64 MiB: past every cap, small on disk."""
+    import gzip
+
+    return gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+
+
+def test_gunzip_is_bounded_while_it_inflates():
+    import gzip
+
+    from pcipass import sysfs
+
+    assert sysfs.gunzip(gzip.compress(b"a\n") + gzip.compress(b"b\n")) == b"a\nb\n"  # every member
+    assert sysfs.gunzip(gzip.compress(b"x" * 100), limit=100) == b"x" * 100
+    assert sysfs.gunzip(gzip.compress(b"x" * 101), limit=100) is None
+    assert sysfs.gunzip(gzip.compress(b"x" * 1000)[:-12]) is None  # truncated
+    assert sysfs.gunzip(b"not gzip") is None
+    bomb = _gzip_bomb()
+    before = _max_rss_mib()
+    assert sysfs.gunzip(bomb, limit=1 << 20) is None
+    assert _max_rss_mib() - before < 32  # refused while inflating, not after
+
+
+def test_pci_ids_bombs_fifos_and_huge_files_give_no_names(tmp_path):
+    from pcipass.pciids import PciIds
+
+    bomb = tmp_path / "pci.ids.gz"
+    bomb.write_bytes(_gzip_bomb())
+    assert not PciIds.load(bomb).available
+    fifo = tmp_path / "fifo" / "pci.ids"
+    _replace(fifo, "fifo")
+    previous = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(60)
+    try:
+        assert not PciIds.load(fifo).available
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    huge = tmp_path / "huge" / "pci.ids"
+    _replace(huge, "huge")
+    assert not PciIds.load(huge).available

@@ -543,6 +543,10 @@ def test_kconfig_from_proc_config_gz(fake):
     fake.path("proc/config.gz").write_bytes(b"not gzip")
     c = checks(fake)["kconfig.vfio_pci"]
     assert c.verdict.value == "skip" and c.detail.startswith("cannot read /proc/config.gz: not a gzip file")
+    # A gzip bomb (64 MiB of zeros in ~64 KiB) is refused while it inflates, as damage.
+    fake.path("proc/config.gz").write_bytes(gzip.compress(b"\0" * (64 << 20), compresslevel=9))
+    c = checks(fake)["kconfig.vfio_pci"]
+    assert c.verdict.value == "skip" and "larger than a kernel config can be" in c.detail
     os.unlink(fake.path("proc/config.gz"))
     c = checks(fake)["kconfig.vfio_pci"]
     assert c.detail == "no /boot/config-6.1.0-test-amd64 or /proc/config.gz in this root"

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from dataclasses import dataclass, field
 
+from .. import sysfs
 from ..host import Host
 from . import files
 
@@ -61,10 +60,10 @@ def load(host: Host) -> KernelConfig | None:
             raise unreadable from None
         raise
     if data is not None:
-        try:
-            text = gzip.decompress(data).decode("utf-8", "replace")
-        except (OSError, EOFError, zlib.error) as exc:
-            raise files.Unreadable(host.proc_config_gz, f"not a gzip file ({exc})") from exc
+        raw = sysfs.gunzip(data)
+        if raw is None:
+            raise files.Unreadable(host.proc_config_gz, "not a gzip file, or larger than a kernel config can be")
+        text = raw.decode("utf-8", "replace")
         return KernelConfig.parse(text, host.shown(host.proc_config_gz))
     if unreadable is not None:
         raise unreadable
