@@ -214,10 +214,10 @@ class Host:
         """The driver driverctl gives the device at boot, and the file that says so; None when there is none
         (driverctl's load-override applies only a non-empty file)."""
         path = self.driverctl_override(address)
-        try:
-            saved = path.read_bytes()[:256].decode("utf-8", "replace").strip()
-        except OSError:
-            return None
+        # read_bytes: bounded and never blocking (a FIFO or a GiB file there in a --root tree); a driver name is
+        # far shorter than 256 bytes.
+        raw = read_bytes(path, 256, head=True)
+        saved = raw.decode("utf-8", "replace").strip() if raw is not None else ""
         return (saved, path) if saved else None
 
     @property

@@ -27,6 +27,7 @@ TABLES = (
     f"lib/modules/{bh.KVER}/modules.dep",
     f"lib/modules/{bh.KVER}/modules.alias",
     "etc/default/grub",
+    f"etc/driverctl.d/pci-{bh.E1000E}",
 )
 COMMANDS = (
     ("list", "-f", "json"),
