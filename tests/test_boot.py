@@ -150,6 +150,36 @@ def test_status_says_the_boot_unit_binds_persisted_devices(cli, env):
     assert "until the next boot only" not in r.err
 
 
+def test_status_does_not_promise_a_boot_binding_the_unit_refuses(cli, env):
+    """A different card at a persisted address: the unit refuses the entry at boot (apply's fingerprint check),
+    so status must not say pcipass binds it then, neither for the card on vfio now nor for one on its host
+    driver."""
+    assert cli("persist", "00:02.0", "00:03.0").code == 0
+    assert cli("apply").code == 0
+    assert cli("boot", "install").code == 0
+    d = env.root / "sys/bus/pci/devices" / bh.E1000E
+    (d / "vendor").write_text("0x10ec\n")  # another card at 00:02.0, still on vfio-pci from the apply
+    r = cli("-f", "json", "status")
+    got = {x["address"]: x for x in json.loads(r.out)["data"]}
+    drifted, kept = got[bh.E1000E], got[bh.VIRTIO]
+    assert (drifted["boot_driver"], drifted["boot_by"]) == (None, "pcipass")
+    assert drifted["boot_where"] == "/etc/pcipass/pcipass.yaml:6"
+    assert "a different card is at 0000:00:02.0" in drifted["boot_refused"]
+    assert (kept["boot_driver"], kept["boot_by"], kept["boot_refused"]) == ("vfio-pci", "pcipass", None)
+    assert (
+        f"{bh.E1000E}: on vfio-pci until the next boot only: pcipass's boot unit refuses its entry "
+        "(/etc/pcipass/pcipass.yaml:6): a different card" in r.err
+    )
+    assert f"{bh.VIRTIO}: on vfio-pci until the next boot only" not in r.err
+    table = cli("status", bh.E1000E).out
+    assert "refused (pcipass)" in table
+    # Back on its host driver, the drifted card is not announced as taken by vfio-pci at the next boot.
+    assert cli("disable", "00:02.0").code == 0
+    r = cli("status", bh.E1000E)
+    assert "binds it to vfio-pci at the next boot" not in r.err
+    assert "pcipass's boot unit refuses its entry" in r.err
+
+
 def _line_of(env, address: str) -> int:
     text = (env.root / "etc/pcipass/pcipass.yaml").read_text().splitlines()
     return next(i for i, t in enumerate(text, 1) if f"address: '{address}'" in t)

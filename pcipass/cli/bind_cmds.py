@@ -217,6 +217,8 @@ def _status_view(data: list[dict[str, Any]]) -> list[Block]:
         elif d["recorded_known"] and recorded is None:
             recorded = "none"
         at_boot = f"{d['boot_driver']} ({d['boot_by']})" if d["boot_driver"] else None
+        if d["boot_refused"]:
+            at_boot = f"refused ({d['boot_by']})"
         rows.append(
             [
                 d["address"],

@@ -50,6 +50,9 @@ class DeviceStatus:
     boot_driver: str | None
     boot_by: str | None
     boot_where: str | None
+    #: Why pcipass's boot unit will refuse the entry that names the device (``verify``'s reasons: another card at
+    #: the address, its group changed, a second owner); ``boot_driver`` is then None: nothing binds it.
+    boot_refused: str | None
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,10 @@ def status(
                 vfio_viable=viable,
                 vfio_detail=detail,
                 viable_from=source,
-                boot_driver=at_boot.driver if at_boot else None,
+                boot_driver=at_boot.driver if at_boot and not at_boot.refused else None,
                 boot_by=at_boot.by if at_boot else None,
                 boot_where=at_boot.where if at_boot else None,
+                boot_refused=at_boot.refused if at_boot else None,
             )
         )
         if dev is not None:
@@ -160,13 +164,21 @@ def _from_sysfs(inv: Inventory, group: int) -> VfioGroupStatus:
 
 def _boot_driver(boot: BootConfig, dev: PciDevice) -> str | None:
     at_boot = boot.of(dev)
-    return at_boot.driver if at_boot else None
+    return at_boot.driver if at_boot and not at_boot.refused else None
 
 
 def _boot_note(dev: PciDevice, at_boot: BootBinding | None, variants: frozenset[str]) -> str | None:
     """The reboot trap, said: a vfio binding nothing renews at boot, or a host driver now that a boot-time
     configuration will take away again."""
     on_vfio = is_vfio_driver(dev.driver, variants)
+    if at_boot is not None and at_boot.refused:
+        # The entry is there but the unit will not apply it: neither "nothing binds it" nor "pcipass binds it".
+        until = f"on {dev.driver} until the next boot only: " if on_vfio else ""
+        return (
+            f"{dev.address}: {until}pcipass's boot unit refuses its entry ({at_boot.where}): {at_boot.refused}; "
+            f"'pcipass verify' says more; 'pcipass persist {dev.address}' again records the card now there, "
+            f"'pcipass unpersist {dev.address}' drops the entry"
+        )
     if on_vfio and (at_boot is None or not is_vfio_driver(at_boot.driver, variants)):
         driverctl = (
             f"driverctl set-override {dev.address} {dev.driver} (while no VM uses it: driverctl rebinds the device "
