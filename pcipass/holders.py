@@ -10,12 +10,28 @@ A process holds a device through its host driver when it has one of the device's
   GPU on the nvidia driver: ``nvidia-persistenced`` and every CUDA process hold those;
 - VFIO: ``/dev/vfio/<group>`` and the device's ``/dev/vfio/devices/vfioN`` cdev (iommufd users).
 
-Cost (bench/holders.py: 10,000 processes x 100 fds): reading every fd link of every process is one readlink(2)
-each, a million on a busy host, so the scan reads only what can matter to the run: no fd link at all when the
-devices asked about have no node (a NIC, a disk: their users are the network and storage checks of
-``hostuse``), and maps only when resource mappings are asked about. Kernel threads and processes this user
-may not inspect have an empty or unreadable ``fd`` directory and cost one failed listing. The scan happens
-once per run; lookups are dictionary reads.
+What is read, and what is skipped (figures: bench/holders.py, bench/HOLDERS.md). Reading every fd link of
+every process is one readlink(2) each, a million on a busy host, and Linux has no cheaper per-process answer to
+"has this process a file of that device open" (``maps`` shows mappings only; ``fdinfo`` is per fd). So the scan
+reads only what can matter to the run:
+
+- no fd link at all when the devices asked about have no node (a NIC, a disk: their users are the network and
+  storage checks of ``hostuse``), and maps only when resource mappings are asked about;
+- a DRM device's nodes are not looked for when DRM says nobody has any of them open: the kernel keeps every open
+  file of a DRM device on the device's ``filelist`` from open to last release (drivers/gpu/drm/drm_file.c
+  drm_open_helper, drm_close_helper; a file mapped after its fd was closed stays open, and one passed to
+  another process or inherited is the same file), and debugfs lists it (``/sys/kernel/debug/dri/<minor>/clients``,
+  drm_clients_info). The kernel's own clients (fbdev emulation) are on ``clientlist``, not ``filelist``. So a
+  ``clients`` list of only its header, for every minor of the device, proves no process holds it. Whenever that
+  cannot be told (debugfs not mounted or not readable: not root; no list for a minor; a header of another
+  format; a list longer than any real one), and whenever a client is listed, the fd links are read as before:
+  the list names who opened (or, since 6.7, last used) the file, not every process holding it (a file passed
+  with SCM_RIGHTS, logind's way, or inherited over fork is held by processes it does not name);
+- NVIDIA's and VFIO's nodes have no such list (a VFIO group held without a device fd shows nowhere in sysfs),
+  so they are looked for in every fd link.
+
+Kernel threads and processes this user may not inspect have an empty or unreadable ``fd`` directory and cost one
+failed listing. The scan happens once per run; lookups are dictionary reads.
 """
 
 from __future__ import annotations
@@ -41,6 +57,12 @@ _DRM_NODE = re.compile(r"(card|renderD|controlD)[0-9]+")
 # NVIDIA's nodes shared by every GPU of the driver (nvidia.ko: nvidiactl 195:255, nvidia-modeset 195:254;
 # nvidia-uvm.ko: nvidia-uvm, nvidia-uvm-tools).
 _NVIDIA_SHARED = ("nvidiactl", "nvidia-modeset", "nvidia-uvm", "nvidia-uvm-tools")
+# DRM's clients list (drivers/gpu/drm/drm_debugfs.c drm_clients_info): a header, then a line per open file. The
+# header's first columns were "command pid dev master a" and are "command tgid dev master a" (more columns were
+# appended later: name, id); it is checked so that a file of another format never reads as "no client".
+_CLIENTS_HEADER = re.compile(rb" *command +(?:pid|tgid) +dev +master +a(?: [^\n]*)?\n")
+# A clients list longer than this is not the kernel's (a line is ~150 bytes), or lists clients anyway.
+_MAX_CLIENTS = 1 << 20
 # A mapped PCI resource file (drivers/pci/pci-sysfs.c pci_create_resource_files: resourceN, resourceN_wc).
 _RESOURCE = re.compile(rb"/([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])/resource[0-9]+(?:_wc)?$")
 
@@ -97,9 +119,9 @@ def unit_of(cgroup_text: str) -> tuple[str | None, bool]:
     return _printable(parts[deepest]), user
 
 
-def _read_capped(path: str, dir_fd: int | None = None) -> bytes | None:
-    """A /proc file's content up to ``_MAX_PROC_FILE``; None when unreadable. O_NONBLOCK: a FIFO planted in a
-    --root tree must not block the scan."""
+def _read_capped(path: str, dir_fd: int | None = None, limit: int = _MAX_PROC_FILE) -> bytes | None:
+    """A /proc file's content up to ``limit``; None when unreadable. O_NONBLOCK: a FIFO planted in a --root tree
+    must not block the scan."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
@@ -107,8 +129,8 @@ def _read_capped(path: str, dir_fd: int | None = None) -> bytes | None:
     try:
         chunks = []
         size = 0
-        while size < _MAX_PROC_FILE:
-            chunk = os.read(fd, min(1 << 20, _MAX_PROC_FILE - size))
+        while size < limit:
+            chunk = os.read(fd, min(1 << 20, limit - size))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -128,6 +150,21 @@ class Watch:
         self.nodes: dict[str, tuple[str, HolderKind]] = {}
         self.prefixes: dict[str, HolderKind] = {}  #: every node under a directory (``/dev/vfio/``), for no address
         self.mapped: set[str] = set()
+        self.drm: dict[str, set[str]] = {}  #: address -> its DRM minors (``card0``, ``renderD128``)
+
+    def drm_minor(self, host: Host, name: str, address: str) -> None:
+        """A DRM minor of ``address``: its node, and its debugfs ``clients`` list that may spare the fd scan."""
+        self.node(host, host.dri_node(name), address, HolderKind.DRM)
+        self.drm.setdefault(address, set()).add(name)
+
+    def without_drm(self, addresses: set[str]) -> Watch:
+        """This watch without the DRM nodes of ``addresses``."""
+        out = Watch()
+        out.nodes = {p: v for p, v in self.nodes.items() if not (v[1] is HolderKind.DRM and v[0] in addresses)}
+        out.prefixes = dict(self.prefixes)
+        out.mapped = set(self.mapped)
+        out.drm = {a: set(m) for a, m in self.drm.items() if a not in addresses}
+        return out
 
     def node(self, host: Host, path: os.PathLike[str] | str, address: str, kind: HolderKind) -> None:
         # A process's fd link shows the path in its own mount namespace (/dev/...); a tree under --root may
@@ -154,7 +191,7 @@ def device_watch(host: Host, inv: Inventory, addresses: Iterable[str]) -> Watch:
         watch.mapped.add(a)
         for name in dev.drm:
             if _DRM_NODE.fullmatch(name):
-                watch.node(host, host.dri_node(name), a, HolderKind.DRM)
+                watch.drm_minor(host, name, a)
         if dev.driver == "nvidia":
             minor = nvidia_minor(host, a)
             if minor is not None:
@@ -174,6 +211,29 @@ def nvidia_minor(host: Host, address: str) -> int | None:
             value = value.strip()
             return int(value) if value.isdigit() else None
     return None
+
+
+def drm_clients(host: Host, minor: str) -> bool | None:
+    """Whether DRM's debugfs lists an open file of the device of ``minor`` (``card0``, ``renderD128``): False when
+    its ``clients`` list is only the header, True when it lists one, None when it cannot tell (not a DRM node
+    name, no debugfs or not readable, a header of another format, a file too long or not ending in a newline).
+    Bounded and non-blocking (a FIFO or a huge file there in a --root tree)."""
+    m = _DRM_NODE.fullmatch(minor)
+    if m is None:
+        return None
+    data = _read_capped(os.fspath(host.drm_debugfs(minor[len(m.group(1)) :]) / "clients"), limit=_MAX_CLIENTS)
+    if data is None or len(data) >= _MAX_CLIENTS or not data.endswith(b"\n"):
+        return None
+    header = _CLIENTS_HEADER.match(data)
+    if header is None:
+        return None
+    return bool(data[header.end() :].strip())
+
+
+def idle_drm(host: Host, watch: Watch) -> set[str]:
+    """The addresses of ``watch`` whose DRM devices no process holds, by DRM's own clients list (``drm_clients``
+    False for every minor of the address): their nodes need not be looked for in any fd link."""
+    return {a for a, minors in watch.drm.items() if minors and all(drm_clients(host, m) is False for m in minors)}
 
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -231,13 +291,17 @@ def _reader(proc_fd: int, watch: Watch):
     return read
 
 
-def scan(host: Host, watch: Watch) -> list[Holder]:
+def scan(host: Host, watch: Watch, *, drm_clients: bool = True) -> list[Holder]:
     """Every process holding what ``watch`` names, in pid order then node. Reads nothing when it names nothing.
 
-    A large /proc is read by two processes (``inventory.parallel.ForkedReader``: the fd links are system-call bound, and
-    a forked child has its own interpreter), meeting wherever their speeds take them."""
+    The DRM nodes of a device DRM lists no client of are not looked for (``idle_drm``; ``drm_clients=False``
+    looks for them in every fd link regardless). A large /proc is read by two processes
+    (``inventory.parallel.ForkedReader``: the fd links are system-call bound, and a forked child has its own
+    interpreter), meeting wherever their speeds take them."""
     from .inventory.parallel import ForkedReader
 
+    if drm_clients and watch.drm:
+        watch = watch.without_drm(idle_drm(host, watch))
     if not watch:
         return []
     try:

@@ -443,6 +443,13 @@ class Host:
         """A DRM minor's node (``cardN``, ``renderDN``) in ``/dev/dri``."""
         return self.dev("dri", name)
 
+    def drm_debugfs(self, minor: str) -> Path:
+        """DRM's debugfs directory of one minor (``/sys/kernel/debug/dri/<index>``: 0 for ``card0``, 128 for
+        ``renderD128``; in newer kernels a link to the device's directory, named by its PCI address). Its
+        ``clients`` lists every open file of the DRM device (drivers/gpu/drm/drm_debugfs.c drm_clients_info).
+        Root only, and only where debugfs is mounted."""
+        return self.sys("kernel", "debug", "dri", minor)
+
     def nvidia_node(self, name: str) -> Path:
         """One of the NVIDIA driver's nodes in ``/dev`` (``nvidiaN``, ``nvidiactl``, ``nvidia-uvm``, ...)."""
         return self.dev(name)

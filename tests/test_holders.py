@@ -273,3 +273,169 @@ def test_a_large_proc_is_read_by_two_processes_with_the_same_result(env, monkeyp
     forked = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
     assert started and forked == serial
     assert [h.process.pid for h in forked] == [104, 117, 130]
+
+
+# --- DRM's debugfs clients list: an idle GPU spares the fd scan ----------------------------------------------------
+#: drm_clients_info's header: before the tgid rename (pid), and with the columns appended since (name, id).
+OLD_HEADER = f"{'command':>20} {'pid':>5} {'dev':>3} master a {'uid':>5} {'magic':>10}\n"
+NEW_HEADER = f"{'command':>20} {'tgid':>5} {'dev':>3} master a {'uid':>5} {'magic':>10} {'name':>64} {'id':>20}\n"
+
+
+def _client(comm: str, tgid: int, minor: int = 0) -> str:
+    return f"{comm:>20} {tgid:5d} {minor:3d}   y    y {0:5d} {0:10d} {'<unset>':>64} {7:20d}\n"
+
+
+def _clients(env, minor: str, text: str) -> None:
+    """``/sys/kernel/debug/dri/<minor>/clients`` in the fake root."""
+    path = env.root / "sys/kernel/debug/dri" / minor / "clients"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _fd_links_read(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = os.readlink
+    monkeypatch.setattr(os, "readlink", lambda p, *a, **k: calls.append(str(p)) or real(p, *a, **k))
+    return calls
+
+
+def _gpu_watch(env) -> Watch:
+    watch = Watch()
+    watch.drm_minor(env.host, "card0", GPU)
+    watch.drm_minor(env.host, "renderD128", GPU)
+    return watch
+
+
+@pytest.mark.parametrize("header", [OLD_HEADER, NEW_HEADER])
+def test_drm_clients_list_parsed_across_kernels(env, header):
+    from pcipass.holders import drm_clients
+
+    _clients(env, "0", header)
+    assert drm_clients(env.host, "card0") is False
+    _clients(env, "0", header + _client("Xorg", 800))
+    assert drm_clients(env.host, "card0") is True
+    _clients(env, "0", header + _client("<unknown>", 4242))  # the opener is gone; its file is still held
+    assert drm_clients(env.host, "card0") is True
+    _clients(env, "128", header)
+    assert drm_clients(env.host, "renderD128") is False
+    assert drm_clients(env.host, "card1") is None  # no list for that minor
+    assert drm_clients(env.host, "card0-HDMI-A-1") is None  # a connector, not a minor
+
+
+def test_an_idle_gpu_by_drm_clients_reads_no_fd_link(env, monkeypatch):
+    """Every minor's clients list is only the header: nobody holds the GPU, so its nodes are looked for in no fd
+    link (the NIC's maps are still read), and with ``drm_clients=False`` the full scan agrees."""
+    _gpu(env)
+    _ordinary_processes(env)
+    _clients(env, "0", NEW_HEADER)
+    _clients(env, "128", NEW_HEADER)
+    calls = _fd_links_read(monkeypatch)
+    assert HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU) == []
+    assert not [c for c in calls if "/proc/" in c or c.isdigit()], calls
+    calls.clear()
+    assert scan(env.host, _gpu_watch(env)) == []
+    assert not calls
+    assert scan(env.host, _gpu_watch(env), drm_clients=False) == []
+    assert calls  # the full scan read the fd links, and found nobody either
+
+
+def test_a_listed_client_means_the_full_scan_naming_every_holder(env, monkeypatch):
+    """DRM lists the opener (Xorg), not the process it passed the file to nor a forked child: the fd links are
+    read and every holder is named."""
+    _gpu(env)
+    _clients(env, "0", NEW_HEADER + _client("Xorg", 800))
+    _clients(env, "128", NEW_HEADER + _client("Xorg", 800))
+    _process(env, 800, "Xorg", fds={11: "/dev/dri/card0"}, unit="display-manager.service")
+    _process(env, 801, "Xorg-child", fds={11: "/dev/dri/card0"})  # inherited over fork: not listed
+    _process(env, 900, "logind-client", fds={4: "/dev/dri/renderD128"})  # received with SCM_RIGHTS
+    calls = _fd_links_read(monkeypatch)
+    holders = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
+    assert [(h.process.pid, h.node) for h in holders] == [
+        (800, "/dev/dri/card0"),
+        (801, "/dev/dri/card0"),
+        (900, "/dev/dri/renderD128"),
+    ]
+    assert calls
+    assert scan(env.host, _gpu_watch(env)) == scan(env.host, _gpu_watch(env), drm_clients=False)
+
+
+def _held_gpu(env) -> None:
+    _gpu(env)
+    _process(env, 321, "sleep", fds={3: "/dev/dri/card0"})
+
+
+def _assert_full_scan(env) -> None:
+    holders = HostUse.scan(env.host, Inventory.scan(env.host)).holders(GPU)
+    assert [(h.process.pid, h.node) for h in holders] == [(321, "/dev/dri/card0")]
+
+
+def test_no_debugfs_means_the_full_scan(env):
+    _held_gpu(env)
+    _assert_full_scan(env)
+
+
+def test_one_minor_without_a_list_means_the_full_scan(env):
+    """card0's list is empty but renderD128 has none: nothing proves the render node unheld."""
+    _held_gpu(env)
+    _clients(env, "0", NEW_HEADER)
+    holders = scan(env.host, _gpu_watch(env))
+    assert [(h.process.pid, h.node) for h in holders] == [(321, "/dev/dri/card0")]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",  # empty: not the kernel's (it always writes the header)
+        "name dev unique\n",  # another file's format
+        NEW_HEADER.rstrip("\n"),  # cut short
+        "\n" + NEW_HEADER,  # the header not first
+    ],
+)
+def test_a_clients_list_of_another_format_means_the_full_scan(env, content):
+    _held_gpu(env)
+    _clients(env, "0", content)
+    _clients(env, "128", NEW_HEADER)
+    _assert_full_scan(env)
+
+
+def test_an_unreadable_clients_list_means_the_full_scan(env, monkeypatch):
+    """Not root (debugfs is 0700), or something else where the file should be (a directory)."""
+    import errno
+
+    _held_gpu(env)
+    _clients(env, "128", NEW_HEADER)
+    (env.root / "sys/kernel/debug/dri/0/clients").mkdir(parents=True)
+    _assert_full_scan(env)
+    real_open = os.open
+
+    def denied(path, *a, **k):
+        if "kernel/debug" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    os.rmdir(env.root / "sys/kernel/debug/dri/0/clients")
+    _clients(env, "0", NEW_HEADER)
+    monkeypatch.setattr(os, "open", denied)
+    _assert_full_scan(env)
+
+
+def test_a_hostile_clients_list_neither_blocks_nor_fills_memory(env, monkeypatch):
+    """A FIFO where the list should be opens at once and reads as empty; a huge file is read up to the cap only."""
+    import pcipass.holders as holders_mod
+
+    _held_gpu(env)
+    _clients(env, "128", NEW_HEADER)
+    fifo = env.root / "sys/kernel/debug/dri/0/clients"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    _assert_full_scan(env)
+    os.unlink(fifo)
+    with open(fifo, "wb") as f:  # a header, then a GiB (sparse) of nothing
+        f.write(NEW_HEADER.encode())
+        f.truncate(1 << 30)
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    assert holders_mod.drm_clients(env.host, "card0") is None
+    assert sum(reads) <= holders_mod._MAX_CLIENTS
+    _assert_full_scan(env)
