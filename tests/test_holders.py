@@ -276,7 +276,8 @@ def test_a_large_proc_is_read_by_two_processes_with_the_same_result(env, monkeyp
 
 
 # --- DRM's debugfs clients list: an idle GPU spares the fd scan ----------------------------------------------------
-#: drm_clients_info's header: before the tgid rename (pid), and with the columns appended since (name, id).
+#: drm_clients_info's header: before the tgid rename (pid: 6.1, as the real-kernel tier's guest prints it), and with
+#: the columns appended since (name, id).
 OLD_HEADER = f"{'command':>20} {'pid':>5} {'dev':>3} master a {'uid':>5} {'magic':>10}\n"
 NEW_HEADER = f"{'command':>20} {'tgid':>5} {'dev':>3} master a {'uid':>5} {'magic':>10} {'name':>64} {'id':>20}\n"
 
