@@ -5,6 +5,9 @@
 2. A process holding the bochs-display's /dev/dri/card0 (bochs-drm): ``enable`` refuses (exit 5) naming pid
    and command, ``check-iommu -d`` and ``show`` list it; once it lets go, ``enable`` binds the device, and
    ``disable`` gives it back to bochs-drm. A process mapping its resource0 (driverless) is refused likewise.
+3. DRM's debugfs clients list, which spares the fd scan for a GPU nobody holds, says what the full scan finds:
+   clients while processes hold card0, and the scan then names every holder, also one that inherited the file
+   over fork, which DRM does not list; none once they let go (bochs-drm's own fbdev client is not listed).
 """
 
 from __future__ import annotations
@@ -172,3 +175,57 @@ def test_a_mapped_resource_file_is_named_and_refused(display, capsys):
     finally:
         _stop(holder)
         put_back(display, "bochs-drm", None)
+
+
+def test_drm_clients_list_agrees_with_the_full_scan(display):
+    from pcipass.holders import device_watch, drm_clients, scan
+    from pcipass.inventory import Inventory
+
+    assert Path("/sys/kernel/debug/dri").is_dir(), "debugfs is not mounted (guest_stage2.sh mounts it)"
+    card = _card(display)
+    minors = [n for n in os.listdir(SYS_PCI / display / "drm") if n.startswith(("card", "renderD"))]
+    host = _host()
+
+    def both() -> tuple[list, list]:
+        watch = device_watch(host, Inventory.scan(host), [display])
+        return scan(host, watch), scan(host, watch, drm_clients=False)
+
+    assert [drm_clients(host, m) for m in minors] == [False] * len(minors), Path(
+        f"/sys/kernel/debug/dri/{card[4:]}/clients"
+    ).read_text()
+    fast, full = both()
+    assert fast == full == []
+
+    # A shell holding the node forks a child (which inherits the file: DRM lists only the opener) and becomes
+    # sleep; a second process opens the node itself. One session, so that the child is stopped with them.
+    holders = subprocess.Popen(
+        ["sh", "-c", f"exec 3</dev/dri/{card}; sleep 600 & exec sleep 600"], start_new_session=True
+    )
+    opener = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; os.open(sys.argv[1], os.O_RDWR); sys.stdin.read()", f"/dev/dri/{card}"],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            fast, full = both()
+            if len({h.process.pid for h in full}) >= 3:
+                break
+            assert time.monotonic() < deadline, full
+            time.sleep(0.2)
+        assert [drm_clients(host, m) for m in minors] == [True] * len(minors)
+        assert fast == full
+        assert {holders.pid, opener.pid} < {h.process.pid for h in full}, full
+    finally:
+        for p in (opener, holders):
+            with suppress(ProcessLookupError):
+                os.killpg(p.pid, 9)
+            p.wait(timeout=60)
+
+    deadline = time.monotonic() + 60
+    while any(drm_clients(host, m) for m in minors):
+        assert time.monotonic() < deadline, Path(f"/sys/kernel/debug/dri/{card[4:]}/clients").read_text()
+        time.sleep(0.2)
+    fast, full = both()
+    assert fast == full == []
