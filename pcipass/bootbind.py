@@ -6,7 +6,8 @@ and both are read here: driverctl's per-address override (``/etc/driverctl.d/pci
 driver's name, applied by driverctl's udev rule when the device appears) and vfio-pci's ``ids=``
 (``vfio-pci.ids=`` on the kernel command line or ``options vfio-pci ids=`` in modprobe.d: every device with
 those ids, see ``vfioids``). A libvirt hostdev with ``managed='yes'`` needs neither: libvirt binds it when the
-VM starts.
+VM starts. pcipass's own boot unit is the third: the desired-state file's ``devices`` entries, and the VFs of an
+``sriov`` entry with ``vfio: true`` (the unit creates them and binds them to vfio-pci).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import NamedTuple
 
 from . import kmod, vfioids
 from .config.devices import HOST, DeviceEntry
+from .config.sriov import SriovEntry
 from .host import Host
 from .model import PciDevice
 
@@ -45,11 +47,12 @@ class BootConfig:
         self._seen: dict[str, BootBinding | None] = {}
         self._pcipass: dict[str, tuple[DeviceEntry, str]] | None = None
         self._refused: dict[str, str | None] = {}  #: entry address -> why the unit refuses it (None: it applies)
+        self._vfio_pfs: dict[str, tuple[SriovEntry, str]] = {}  #: PF -> its sriov entry with vfio: true, file:line
 
     def _persisted(self) -> dict[str, tuple[DeviceEntry, str]]:
         """address -> (the entry that binds it, ``file:line``) of the desired-state file that pcipass-apply.service
         applies at boot; empty when the unit is not enabled or the file is missing or invalid (``verify`` says
-        why)."""
+        why). Also fills ``_vfio_pfs`` from the ``sriov`` entries with ``vfio: true``."""
         if self._pcipass is None:
             self._pcipass = {}
             from .config import load
@@ -58,16 +61,41 @@ class BootConfig:
 
             config = boot.enabled_config(self.host)
             if config is not None:
+                shown = self.host.shown(config)
                 try:
-                    entries = load(config, self.host.shown(config), missing_ok=True).devices
+                    desired = load(config, shown, missing_ok=True)
+                    entries, sriov = desired.devices, desired.section("sriov")
                 except PcipassError:
-                    entries = ()
+                    entries, sriov = (), ()
                 for e in entries:
-                    where = f"{self.host.shown(config)}:{e.line}"
+                    where = f"{shown}:{e.line}"
                     peers = (e.group_peers or ()) if e.group else ()
                     for a in (e.address, *peers):
                         self._pcipass.setdefault(a, (e, where))
+                for s in sriov:
+                    if s.vfio and s.numvfs > 0:
+                        self._vfio_pfs[s.address] = (s, f"{shown}:{s.line}")
         return self._pcipass
+
+    def _declared_vf(self, dev: PciDevice) -> BootBinding | None:
+        """The boot unit's binding of ``dev`` as a VF that an ``sriov`` entry with ``vfio: true`` creates again: one
+        of the PF's first ``numvfs`` VFs (``virtfn0`` ...). Refused, as the unit leaves the entry, when the PF is
+        not the card the entry was made for or has no SR-IOV (``sriov_declared.check_one``)."""
+        self._persisted()
+        if dev.physfn is None or dev.physfn not in self._vfio_pfs:
+            return None
+        from . import sriov_declared
+        from .sysfs import link_name
+
+        entry, where = self._vfio_pfs[dev.physfn]
+        pf = self.host.pci_device(dev.physfn)
+        if not any(link_name(pf / f"virtfn{i}") == dev.address for i in range(entry.numvfs)):
+            return None
+        if dev.physfn not in self._refused:
+            check = sriov_declared.check_one(self.host, entry)
+            left = check.state not in (sriov_declared.SriovState.PRESENT, sriov_declared.SriovState.DIFFERENT)
+            self._refused[dev.physfn] = check.detail if left else None
+        return BootBinding("vfio-pci", PCIPASS, where, self._refused[dev.physfn])
 
     def _refusal(self, entry: DeviceEntry) -> str | None:
         """What ``apply --boot`` would refuse the entry for, by the check it makes itself (``persistence.drift``):
@@ -98,6 +126,9 @@ class BootConfig:
             if driver == "auto":
                 driver = kmod.vfio_variant_for(self.host, dev.modalias) or "vfio-pci"
             return BootBinding(driver, PCIPASS, where, self._refusal(entry))
+        vf = self._declared_vf(dev)
+        if vf is not None:
+            return vf
         if vfioids.claimed(self._ids, dev):
             return BootBinding("vfio-pci", VFIO_IDS, self._ids_where)
         return None

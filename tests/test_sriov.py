@@ -613,3 +613,57 @@ def test_apply_sets_the_vfs_before_binding_them(env, tmp_path):
         ("devices", NVME_VFS[0], Change.CHANGED),
     ]
     assert r.exit_code == 0 and env.driver(NVME_VFS[0]) == "vfio-pci"
+
+
+def test_status_says_the_boot_unit_binds_the_declared_vfs(cli, env, monkeypatch):
+    """A VF that an sriov entry with ``vfio: true`` creates at boot is bound there by pcipass's unit: status says
+    so (not "on vfio-pci until the next boot only"), for the VFs that the declared count creates."""
+    import pcipass.persistence.boot as boot
+
+    monkeypatch.setattr(boot, "executable", lambda: ["/usr/bin/pcipass"])
+    assert cli("sriov", "00:0b.0", "--numvfs", "2", "--no-autoprobe", "--vfio").code == 0
+    conf = env.root / "etc/pcipass/pcipass.yaml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
+        "version: 1\nsriov:\n"
+        f"  - address: '{NVME_PF}'\n    numvfs: 1\n    autoprobe: false\n    vfio: true\n"
+        "    fingerprint: {vendor: '1b36', device: '0010', class: '010802'}\n"
+    )
+
+    def at_boot() -> tuple[dict[str, tuple], str]:
+        r = cli("-f", "json", "status", *NVME_VFS)
+        assert r.code == 0, r.err
+        data = json.loads(r.out)["data"]
+        return {d["address"]: (d["boot_driver"], d["boot_by"], d["boot_where"]) for d in data}, r.err
+
+    got, err = at_boot()  # the unit is not enabled: nothing binds them at boot
+    assert got == {vf: (None, None, None) for vf in NVME_VFS} and f"{NVME_VFS[0]}: on vfio-pci until the next" in err
+    assert cli("boot", "install").code == 0
+    got, err = at_boot()
+    # virtfn0 is the one VF the entry creates again; virtfn1 exists now only
+    assert got == {NVME_VFS[0]: ("vfio-pci", "pcipass", "/etc/pcipass/pcipass.yaml:3"), NVME_VFS[1]: (None,) * 3}
+    assert f"{NVME_VFS[0]}: on vfio-pci until" not in err and f"{NVME_VFS[1]}: on vfio-pci until" in err
+    conf.write_text(conf.read_text().replace("    vfio: true\n", ""))  # created at boot, bound by nothing
+    assert at_boot()[0] == {vf: (None, None, None) for vf in NVME_VFS}
+
+
+def test_status_says_a_vf_whose_pf_entry_the_unit_leaves_is_refused(cli, env, monkeypatch):
+    """Another card at the declared PF's address: the unit leaves the sriov entry at boot (no VFs), so its VFs are
+    not said to be bound by pcipass then."""
+    import pcipass.persistence.boot as boot
+
+    monkeypatch.setattr(boot, "executable", lambda: ["/usr/bin/pcipass"])
+    assert cli("sriov", "00:0b.0", "--numvfs", "2", "--no-autoprobe", "--vfio").code == 0
+    conf = env.root / "etc/pcipass/pcipass.yaml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
+        "version: 1\nsriov:\n"
+        f"  - address: '{NVME_PF}'\n    numvfs: 2\n    vfio: true\n"
+        "    fingerprint: {vendor: '8086', device: '0010', class: '010802'}\n"
+    )
+    assert cli("boot", "install").code == 0
+    r = cli("-f", "json", "status", NVME_VFS[0])
+    (d,) = json.loads(r.out)["data"]
+    assert (d["boot_driver"], d["boot_by"], d["boot_where"]) == (None, "pcipass", "/etc/pcipass/pcipass.yaml:3")
+    assert d["boot_refused"].startswith(f"another card at {NVME_PF}: vendor 8086 recorded, 1b36 found")
+    assert f"{NVME_VFS[0]}: on vfio-pci until the next boot only: pcipass's boot unit refuses its entry" in r.err
