@@ -18,7 +18,8 @@ Fixtures: ``topology`` (dict: name, iommu, addresses, protected, shared_groups, 
 free_endpoints -- see tests/realkernel/topology.py), ``addr`` (role key -> address),
 ``protected`` (set of addresses), ``lspci`` (parsed ``lspci -D -n -vmm -k``), ``sysfs_groups``
 (group number -> set of addresses, from /sys/kernel/iommu_groups), ``run_cli`` (runs
-``python -m pcipass ...`` and returns the CompletedProcess).
+``python -m pcipass ...`` and returns the CompletedProcess), ``mtty`` (the sample mdev driver loaded for the
+module's tests, any topology).
 
 The reporter below appends one JSON line per test report to ``$PCIPASS_GUEST_RESULTS`` (on the
 writable 9p share), flushed at once, so results survive a guest that is killed half way.
@@ -228,3 +229,23 @@ def kernel_config():
     yield target
     if created:
         target.unlink()
+
+
+@pytest.fixture(scope="module")
+def mtty():
+    """The sample mdev driver (built by the host tier for this kernel, tests/realkernel/mtty.py) loaded, vfio and
+    mdev first (it needs vfio_register_emulated_iommu_dev); yields ``Host("/")``. After the module: every mdev
+    removed (whatever a failed test left) and mtty unloaded."""
+    ko = os.environ.get("PCIPASS_GUEST_MTTY", "")
+    if not ko:
+        pytest.fail("the host tier could not build mtty.ko: " + os.environ.get("PCIPASS_GUEST_MTTY_ERROR", "?"))
+    subprocess.run(["modprobe", "-a", "vfio", "mdev"], check=True)
+    subprocess.run(["insmod", ko], check=True, capture_output=True, text=True)
+    from pcipass.host import Host
+
+    host = Host("/")
+    yield host
+    for link in os.listdir(host.mdev_devices_dir):
+        with open(host.mdev_device(link) / "remove", "w") as fh:
+            fh.write("1")
+    subprocess.run(["rmmod", "mtty"], check=True)

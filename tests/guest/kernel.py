@@ -24,6 +24,22 @@ def group(address: str) -> int | None:
     return int(os.path.basename(os.readlink(link))) if link.is_symlink() else None
 
 
+def attr(address: str, name: str) -> str:
+    """A device's sysfs attribute, stripped (``sriov_numvfs``...)."""
+    return (SYS_PCI / address / name).read_text().strip()
+
+
+def virtfns(pf: str) -> list[str]:
+    """The PF's VFs, by ``virtfnN`` order."""
+    links = sorted((int(e.name[6:]), e) for e in (SYS_PCI / pf).iterdir() if e.name.startswith("virtfn"))
+    return [os.path.basename(os.readlink(link)) for _, link in links]
+
+
+def nvme_vf(pf: str, n: int) -> str:
+    """QEMU's nvme puts VF n (from 1) at the PF's routing ID + n (offset 1, stride 1)."""
+    return pf[:-1] + str(int(pf[-1]) + n)
+
+
 def binding(address: str) -> tuple[str | None, str | None]:
     """(driver, override): what a test restores a device to."""
     return driver(address), override(address)

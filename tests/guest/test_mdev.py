@@ -8,31 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 
 TOPOLOGY = "iommu_on"
 
 U1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
-
-
-@pytest.fixture(scope="module")
-def mtty():
-    """mtty loaded (vfio and mdev first: it needs vfio_register_emulated_iommu_dev), unloaded after."""
-    ko = os.environ.get("PCIPASS_GUEST_MTTY", "")
-    if not ko:
-        pytest.fail("the host tier could not build mtty.ko: " + os.environ.get("PCIPASS_GUEST_MTTY_ERROR", "?"))
-    subprocess.run(["modprobe", "-a", "vfio", "mdev"], check=True)
-    subprocess.run(["insmod", ko], check=True, capture_output=True, text=True)
-    from pcipass.host import Host
-
-    host = Host("/")
-    yield host
-    for link in os.listdir(host.mdev_devices_dir):  # whatever a failed test left
-        with open(host.mdev_device(link) / "remove", "w") as fh:
-            fh.write("1")
-    subprocess.run(["rmmod", "mtty"], check=True)
 
 
 def _types(host) -> dict[str, tuple[str | None, int | None, int]]:

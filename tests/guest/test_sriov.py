@@ -24,7 +24,7 @@ from pcipass.engine import Outcome, set_numvfs
 from pcipass.engine.state import StateStore
 from pcipass.errors import ExitCode
 from pcipass.host import Host
-from tests.guest.kernel import SYS_PCI, driver, group, raw_write
+from tests.guest.kernel import SYS_PCI, attr, driver, group, nvme_vf, raw_write, virtfns
 
 TOPOLOGY = "sriov"
 
@@ -41,27 +41,13 @@ def _viable(g: int) -> bool:
         os.close(fd)
 
 
-def _attr(pf: str, name: str) -> str:
-    return (SYS_PCI / pf / name).read_text().strip()
-
-
-def _virtfns(pf: str) -> list[str]:
-    links = sorted((int(e.name[6:]), e) for e in (SYS_PCI / pf).iterdir() if e.name.startswith("virtfn"))
-    return [os.path.basename(os.readlink(link)) for _, link in links]
-
-
-def _plus(pf: str, n: int) -> str:
-    """QEMU's nvme puts VF i at the PF's routing ID + 1 + i (offset 1, stride 1)."""
-    return pf[:-1] + str(int(pf[-1]) + n)
-
-
 @pytest.fixture(params=["sriov_pf", "sriov_pf_rp"])
 def pf(request, addr):
     a = addr[request.param]
-    assert driver(a) == "nvme" and _attr(a, "sriov_numvfs") == "0"
+    assert driver(a) == "nvme" and attr(a, "sriov_numvfs") == "0"
     yield a
     # Leave the PF as the guest booted it, whatever happened (raw writes: not through the code under test).
-    for vf in _virtfns(a):
+    for vf in virtfns(a):
         if driver(vf):
             raw_write(SYS_PCI / vf / "driver" / "unbind", vf)
     raw_write(SYS_PCI / a / "sriov_numvfs", "0")
@@ -72,13 +58,13 @@ def test_vfs_on_vfio_refusal_while_held_and_back_to_zero(pf, run_cli):
     host = Host("/")
     shown = sriov.show(host, pf)
     assert (shown.sriov_totalvfs, shown.sriov_numvfs, shown.sriov_drivers_autoprobe, shown.vfs) == (2, 0, True, ())
-    vfs = (_plus(pf, 1), _plus(pf, 2))
+    vfs = (nvme_vf(pf, 1), nvme_vf(pf, 2))
     assert shown.vf_addresses(2) == vfs
 
     # 0 -> 2, no host driver probes them, both on vfio-pci.
     r = set_numvfs(host, pf, 2, autoprobe=False, vfio=True)
     assert r.exit_code is ExitCode.OK, (r.errors, r.steps, r.binding)
-    assert r.vfs == vfs and _virtfns(pf) == list(vfs) and _attr(pf, "sriov_drivers_autoprobe") == "0"
+    assert r.vfs == vfs and virtfns(pf) == list(vfs) and attr(pf, "sriov_drivers_autoprobe") == "0"
     groups = [group(vf) for vf in vfs]
     assert None not in groups and len(set(groups)) == 2
     for vf, g in zip(vfs, groups):
@@ -107,7 +93,7 @@ def test_vfs_on_vfio_refusal_while_held_and_back_to_zero(pf, run_cli):
             assert f"VF {vfs[1]} (virtfn1): IOMMU group {groups[1]} is open by sleep (pid {holder.pid})" in (
                 r.errors[0].message
             )
-        assert _virtfns(pf) == list(vfs) and driver(vfs[1]) == "vfio-pci"
+        assert virtfns(pf) == list(vfs) and driver(vfs[1]) == "vfio-pci"
         assert [v.vfio_users for v in sriov.show(host, pf).vfs] == [(), (f"sleep (pid {holder.pid})",)]
     finally:
         holder.kill()
@@ -117,14 +103,14 @@ def test_vfs_on_vfio_refusal_while_held_and_back_to_zero(pf, run_cli):
     r = set_numvfs(host, pf, 1, vfio=True)
     assert r.exit_code is ExitCode.OK, (r.errors, r.steps)
     assert [(s.step.value, s.status) for s in r.steps] == [("0", "done"), ("1", "done"), ("1", "done")]
-    assert _virtfns(pf) == [vfs[0]] and not (SYS_PCI / vfs[1]).exists()
+    assert virtfns(pf) == [vfs[0]] and not (SYS_PCI / vfs[1]).exists()
     assert driver(vfs[0]) == "vfio-pci" and _viable(group(vfs[0]))
     assert vfs[1] not in StateStore(host).load()
 
     # Back to 0: nothing left (no VF, no VFIO node of theirs, no state record).
     r = set_numvfs(host, pf, 0)
     assert r.exit_code is ExitCode.OK and r.vfs == () and r.numvfs_after == 0, r.errors
-    assert _virtfns(pf) == [] and _attr(pf, "sriov_numvfs") == "0"
+    assert virtfns(pf) == [] and attr(pf, "sriov_numvfs") == "0"
     deadline = time.monotonic() + 5
     while any(Path(f"/dev/vfio/{g}").exists() for g in groups) and time.monotonic() < deadline:
         time.sleep(0.05)  # devtmpfs nodes go with the device's release
