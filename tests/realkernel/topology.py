@@ -106,6 +106,12 @@ SRIOV_ADDRESSES: dict[str, str] = {
     "sriov_pf_rp": "0000:04:00.0",
 }
 
+# The VFs of those PFs once created (QEMU's nvme: VF n at the PF's routing ID + n, offset 1 and stride 1).
+SRIOV_VFS: dict[str, tuple[str, str]] = {
+    "sriov_pf": ("0000:00:0a.1", "0000:00:0a.2"),
+    "sriov_pf_rp": ("0000:04:00.1", "0000:04:00.2"),
+}
+
 # Devices a guest test must never touch (root fs + result channel).
 PROTECTED: tuple[str, ...] = (ADDRESSES["io_9p"], ADDRESSES["root_9p"])
 
