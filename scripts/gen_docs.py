@@ -27,7 +27,6 @@ the command line's ``--root``, else ``$PCIPASS_ROOT``, else ``/``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import json
 import os
@@ -46,10 +45,9 @@ import typer.main  # noqa: E402
 
 from pcipass import __version__  # noqa: E402
 from pcipass.cli.app import app  # noqa: E402
-from pcipass.cli.inventory_cmds import DETAIL_FIELDS  # noqa: E402
 from pcipass.errors import ExitCode  # noqa: E402
 from pcipass.host import PCI_IDS_ENV, ROOT_ENV, Host  # noqa: E402
-from pcipass.model import PciDevice  # noqa: E402
+from pcipass.model import device_fields  # noqa: E402
 from pcipass.preflight.registry import CHECKS  # noqa: E402
 from pcipass.select import CLASS_ALIASES  # noqa: E402
 
@@ -1011,20 +1009,20 @@ _JSON_TYPES = {
 
 
 def device_field_table() -> str:
-    """The fields of a device in ``show``'s and ``list``'s JSON: PciDevice's, in order, with their ``#:`` notes."""
-    src = inspect.getsource(PciDevice)
-    notes = {m.group(1): m.group(2).strip() for m in re.finditer(r"^    (\w+):[^#\n]*#:(.*)$", src, re.M)}
+    """The fields of a device in ``show``'s and ``list``'s JSON: the field spec (PciDevice, ``device_fields``), in
+    order, with each field's JSON type, whether ``list`` has it, where the kernel shows it and what it means."""
     rows = []
-    for f in dataclasses.fields(PciDevice):
+    for f in device_fields():
         kind = str(f.type)
         nullable = kind.endswith(" | None")
         base = kind.removesuffix(" | None")
         if base not in _JSON_TYPES:
             raise SystemExit(f"gen_docs: PciDevice.{f.name}: no JSON type for {kind!r}; add it to _JSON_TYPES")
         shown = _JSON_TYPES[base] + (" or null" if nullable else "")
-        in_list = "no (`show`)" if f.name in DETAIL_FIELDS else "yes"
-        rows.append(f"| `{f.name}` | {shown} | {in_list} | {notes.get(f.name, '')} |\n")
-    return "| field | JSON type | in `list` | note |\n| --- | --- | --- | --- |\n" + "".join(rows)
+        in_list = "no (`show`)" if f.metadata["detail"] else "yes"
+        rows.append(f"| `{f.name}` | {shown} | {in_list} | {f.metadata['source']} | {f.metadata['doc']} |\n")
+    head = "| field | JSON type | in `list` | read from | note |\n| --- | --- | --- | --- | --- |\n"
+    return head + "".join(rows)
 
 
 def doc_tables() -> dict[str, str]:

@@ -457,7 +457,8 @@ def test_targeted_scan_reads_the_devices_and_their_groups(server):
 
 def test_list_leaves_out_the_details_show_has(server):
     """``list`` skips the per-device details (five more reads each); ``summary`` is ``jsonable`` without them."""
-    from pcipass.cli.inventory_cmds import DETAIL_FIELDS, summary
+    from pcipass.cli.inventory_cmds import summary
+    from pcipass.model import DETAIL_FIELDS
 
     root, _m = server
     lean, full = Inventory.scan(Host(root), detail=False), Inventory.scan(Host(root))
@@ -505,3 +506,43 @@ def test_build_frozen_builds_what_init_builds(server):
         assert build_frozen(PciDevice, dict(fields)) == made
         with pytest.raises(AttributeError):
             dev.driver = "x"
+
+
+# --- the field spec (PciDevice's declaration, model.device_fields) ---------------------------------------------
+def test_the_reader_builds_the_spec_s_fields_in_its_order(server):
+    """Reader.row keys its values by the spec's names, in its order: the scan makes them the device's own dict,
+    whose order ``summary`` and the JSON keep."""
+    from pcipass.inventory import Reading
+    from pcipass.model import device_fields
+
+    names = [f.name for f in device_fields()]
+    root, _m = server
+    for detail in (True, False):
+        reading = Reading(Host(root), None, detail=detail, only=None)
+        for job in reading.jobs[:50]:
+            values, malformed = reading.reader.row(job)
+            assert list(values) == names and malformed == ()
+        assert [list(vars(d)) for d in list(reading.devices().values())[:50]] == [names] * 50
+
+
+def test_the_json_goldens_keys_are_the_spec_s_names():
+    """What ``show`` and ``list`` write for a device has the spec's names as keys, in its order (``list``: all
+    but the fields only a detail scan reads), in every JSON golden that has devices."""
+    import json
+
+    from pcipass.model import device_fields
+    from tests.support.golden import GOLDEN
+
+    show = [f.name for f in device_fields()]
+    listed = [f.name for f in device_fields() if not f.metadata["detail"]]
+    seen = 0
+    for path in sorted(GOLDEN.glob("hpe-a2.*.json")):
+        data = json.loads(path.read_text())["data"]
+        if ".show-" in path.name:
+            assert list(data["device"]) == show, path.name
+            seen += 1
+        elif ".list" in path.name:
+            devices = [d for g in data for d in g["devices"]] if ".list-tree" in path.name else data
+            assert devices and all(list(d) == listed for d in devices), path.name
+            seen += 1
+    assert seen == 5

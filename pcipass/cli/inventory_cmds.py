@@ -23,12 +23,9 @@ def _inventory(detail: bool = True):
     return Inventory.scan(context.CURRENT.host(), detail=detail, reading=take_reading())
 
 
-#: The PciDevice fields that only a ``detail`` scan reads; ``list`` leaves them out of its output.
-DETAIL_FIELDS = ("reset_method", "link")
-
-
 def summary(dev: "PciDevice") -> dict[str, Any]:
-    """The device as ``list`` reports it: ``jsonable(dev)`` without ``DETAIL_FIELDS``.
+    """The device as ``list`` reports it: ``jsonable(dev)`` without ``model.DETAIL_FIELDS`` (the fields only a
+    detail scan reads, which ``list`` does not make).
 
     Written for PciDevice rather than through jsonable's generic walk, which was a tenth of a large
     ``list --format json`` (bench/); tests/test_inventory.py holds the two equal."""

@@ -1,6 +1,7 @@
-"""One device's fields, read from its sysfs directory (``Reader.row``), as a plain tuple in PciDevice field order.
+"""One device's fields, read from its sysfs directory (``Reader.row``): a dict by the names of the field spec
+(PciDevice, model.py), in its order, and the ids it found malformed.
 
-Rows are plain values so that a forked child can read part of them and send them back (parallel.py); the
+Rows are plain values (``Row``) so that a forked child can read part of them and send them back (parallel.py); the
 scan (scan.py) makes the PciDevice of each. Each device costs 16 system calls: ``uevent`` first (it holds the
 ids, class, driver and modalias), one raw read per file (``sysfs.read_many``) on ``str`` paths (pathlib's joins
 cost about as much as the reads they led to), and what repeats across devices (a whole identity, parsed ids,
@@ -9,12 +10,13 @@ pci.ids names) cached. Figures: bench/run.py and bench/RESULTS.md.
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from operator import itemgetter
+from typing import Any, TypeAlias
 
 from ..address import pci_owner
 from ..host import Host
-from ..model import PciDevice
+from ..model import device_fields
 from ..pciids import PciIds
 from ..sysfs import link_name, list_dir, read_many, read_str
 from .tables import HostTables, group_number
@@ -102,6 +104,24 @@ def _malformed(ev: dict[str, str], raw: dict[str, bytes], values: tuple) -> tupl
             shown = given if len(given) <= _QUOTED else given[:_QUOTED] + "..."
             out.append(f"{name} {shown!r} is not {digits} hex digits")
     return tuple(out)
+
+
+#: What ``Reader.row`` gives: a device's fields by name, and the phrases of its malformed ids (for warnings).
+Row: TypeAlias = tuple[dict[str, Any], tuple[str, ...]]
+
+_NAMES = tuple(f.name for f in device_fields())
+_VALUES = itemgetter(*_NAMES)
+
+
+def row_to_wire(row: Row) -> tuple:
+    """A row as a forked reader sends it (parallel.py): the values in the spec's order, without their names,
+    which marshal would otherwise write and read again for every device (it then costs twice as much)."""
+    return _VALUES(row[0]), row[1]
+
+
+def row_from_wire(wire: tuple) -> Row:
+    """The row ``row_to_wire`` sent."""
+    return dict(zip(_NAMES, wire[0])), wire[1]
 
 
 class Reader:
@@ -220,10 +240,11 @@ class Reader:
             self._identities[key] = identity
         return identity
 
-    def row(self, job: tuple[str, str, tuple[str, ...]]) -> tuple:
-        """One device's fields (``job``: its name, slot id and slot siblings, ``scan.device_jobs``), in PciDevice
-        field order, as plain values (``sriov`` and ``link`` as tuples): what a forked reader can send back
-        (parallel.py); ``scan.to_devices`` makes the PciDevice."""
+    def row(self, job: tuple[str, str, tuple[str, ...]]) -> Row:
+        """One device's fields (``job``: its name, slot id and slot siblings, ``scan.device_jobs``) by PciDevice's
+        field names and in its order, as plain values (``sriov`` and ``link`` as tuples), and the phrases of the
+        ids it found malformed: what a forked reader can send back (parallel.py); ``scan.to_devices`` makes the
+        PciDevice."""
         name, _, functions = job
         entry = self.devices_dir + "/" + name
         # Follow the bus symlink textually once so each attribute read is a direct path (and a dangling link
@@ -298,41 +319,41 @@ class Reader:
                 _int(_text(attr("max_link_width"))),
             )
 
-        return (
-            name,
-            vendor,
-            device,
-            sub_vendor,
-            sub_device,
-            class_id,
-            revision,
-            *names,
-            driver,
-            override,
-            module,
-            modalias,
-            iommu_group,
-            numa,
-            is_bridge,
-            header_type,
-            None,  # physical_slot: host tables, joined by scan.to_devices
-            pci_owner(real) if real != entry else None,
-            functions,
-            physfn,
-            sriov,
-            boot_vga,
-            reset_method,
-            link,
-            None,
-            None,
-            None,  # net, block, drm: likewise
-            malformed,  # not a field: what the warnings say (Inventory.warnings)
-        )
-
-
-ROW_FIELDS = tuple(f.name for f in dataclasses.fields(PciDevice))
-SRIOV_AT = ROW_FIELDS.index("sriov")
-LINK_AT = ROW_FIELDS.index("link")
-FUNCTIONS_AT = ROW_FIELDS.index("functions")
-PHYSFN_AT = ROW_FIELDS.index("physfn")
-MALFORMED_AT = len(ROW_FIELDS)  # after the fields: Reader.row's malformed ids
+        # By the field spec's names (PciDevice, model.py), in its order: ``summary`` and the JSON keep this order,
+        # and tests/test_inventory.py holds the keys to the spec.
+        values = {
+            "address": name,
+            "vendor_id": vendor,
+            "device_id": device,
+            "subsystem_vendor_id": sub_vendor,
+            "subsystem_device_id": sub_device,
+            "class_id": class_id,
+            "revision": revision,
+            "vendor_name": names[0],
+            "device_name": names[1],
+            "subsystem_vendor_name": names[2],
+            "subsystem_device_name": names[3],
+            "class_name": names[4],
+            "subclass_name": names[5],
+            "prog_if_name": names[6],
+            "driver": driver,
+            "driver_override": override,
+            "module": module,
+            "modalias": modalias,
+            "iommu_group": iommu_group,
+            "numa_node": numa,
+            "is_bridge": is_bridge,
+            "header_type": header_type,
+            "physical_slot": None,  # from the host tables, joined by scan.to_devices
+            "parent_bridge": pci_owner(real) if real != entry else None,
+            "functions": functions,
+            "physfn": physfn,
+            "sriov": sriov,
+            "boot_vga": boot_vga,
+            "reset_method": reset_method,
+            "link": link,
+            "net": (),  # net, block, drm: likewise
+            "block": (),
+            "drm": (),
+        }
+        return values, malformed

@@ -26,7 +26,7 @@ from ..model import PciDevice, PciLink, Role, Sriov, build_frozen
 from ..pciids import PciIds
 from ..sysfs import link_name, list_dir
 from .parallel import ForkedReader
-from .reader import FUNCTIONS_AT, LINK_AT, MALFORMED_AT, PHYSFN_AT, ROW_FIELDS, SRIOV_AT, Reader
+from .reader import Reader, Row, row_from_wire, row_to_wire
 from .tables import HostTables
 
 if TYPE_CHECKING:
@@ -37,42 +37,43 @@ if TYPE_CHECKING:
 PARALLEL_MIN = 1024
 
 
-def virtual_functions(rows: list[tuple], devices_dir: str, partial: bool) -> set[str]:
+def virtual_functions(rows: list[Row], devices_dir: str, partial: bool) -> set[str]:
     """The SR-IOV VFs among the devices read and, for a partial scan, among their slot siblings.
 
     Why: a device's ``functions`` are its multifunction siblings, and the kernel makes every VF single-function
     (pci_iov_add_virtfn() in drivers/pci/iov.c sets ``virtfn->multifunction = 0``), although a VF's routing ID
     may fall in its PF's slot (the recorded HPE A2: PF 08:00.0, VFs 08:00.4-.7) or fill slots of its own. A
     full scan has read every sibling; a partial one (``only``) asks an unread sibling's ``physfn`` link."""
-    vfs = {row[0] for row in rows if row[PHYSFN_AT] is not None}
+    vfs = {values["address"] for values, _ in rows if values["physfn"] is not None}
     if partial:
-        read = {row[0] for row in rows}
-        for row in rows:
-            for name in row[FUNCTIONS_AT]:
+        read = {values["address"] for values, _ in rows}
+        for values, _ in rows:
+            for name in values["functions"]:
                 if name not in read and name not in vfs and os.path.lexists(f"{devices_dir}/{name}/physfn"):
                     vfs.add(name)
     return vfs
 
 
-def to_devices(rows: list[tuple], jobs: list[tuple], tables: HostTables, vfs: set[str]) -> dict[str, PciDevice]:
+def to_devices(rows: list[Row], jobs: list[tuple], tables: HostTables, vfs: set[str]) -> dict[str, PciDevice]:
     """The PciDevice of each row (by name, in order), joined with the host tables (physical slot, net/block/DRM
     objects) and with the scan's VFs (``virtual_functions``: none are multifunction siblings, and a VF has
     none). One loop with the tables at hand: on a large host this is the scan's last step, which no second
     process shares."""
     slots, net, block, drm = tables.slots, tables.net, tables.block, tables.drm
     devices = {}
-    for row, (name, slot_id, functions) in zip(rows, jobs):
-        values = dict(zip(ROW_FIELDS, row))
+    for (values, _), (name, slot_id, functions) in zip(rows, jobs):
+        # The row's own dict becomes the device's: its keys are the fields, in order (Reader.row).
         if vfs and functions:
             values["functions"] = () if name in vfs else tuple(f for f in functions if f not in vfs)
         values["physical_slot"] = slots.get(slot_id)
         values["net"] = net.get(name, ())
         values["block"] = block.get(name, ())
         values["drm"] = drm.get(name, ())
-        if row[SRIOV_AT] is not None:
-            values["sriov"] = Sriov(*row[SRIOV_AT])
-        if row[LINK_AT] is not None:
-            values["link"] = PciLink(*row[LINK_AT])
+        sriov, link = values["sriov"], values["link"]
+        if sriov is not None:
+            values["sriov"] = Sriov(*sriov)
+        if link is not None:
+            values["link"] = PciLink(*link)
         devices[name] = build_frozen(PciDevice, values)
     return devices
 
@@ -163,7 +164,9 @@ class Reading:
         self.partial = only is not None
         self.tables = HostTables(host)
         self.reader = Reader(host, PciIds.load(host.find_pci_ids()) if ids is None else ids, self.tables, detail)
-        self.child = ForkedReader.start(self.reader.row, jobs) if len(jobs) >= PARALLEL_MIN else None
+        self.child = (
+            ForkedReader.start(self.reader.row, jobs, row_to_wire, row_from_wire) if len(jobs) >= PARALLEL_MIN else None
+        )
         #: What ``devices`` read but did not believe (an id that is not 4 hex digits is None): for stderr.
         self.warnings: tuple[str, ...] = ()
 
@@ -185,7 +188,7 @@ class Reading:
             rows = [self.reader.row(job) for job in self.jobs]
         vfs = virtual_functions(rows, self.devices_dir, partial=self.partial)
         self.warnings = tuple(
-            f"{row[0]}: {', '.join(row[MALFORMED_AT])}: shown as unknown" for row in rows if row[MALFORMED_AT]
+            f"{values['address']}: {', '.join(malformed)}: shown as unknown" for values, malformed in rows if malformed
         )
         return to_devices(rows, self.jobs, self.tables, vfs)
 
