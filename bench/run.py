@@ -3,25 +3,35 @@
 
     .venv/bin/python bench/run.py                 # 4,096 and 16,384 functions, 7 repetitions, writes bench/RESULTS.md
     .venv/bin/python bench/run.py --reps 3 --sizes 4096 --no-write
+    .venv/bin/python bench/run.py --venv /tmp/old --no-write   # an install made beforehand, e.g. another version
+
+What is measured is a plain install, as a user has it: unless ``--venv`` names one, a new venv in the scratch
+directory gets ``pip install REPO`` (not editable; pip compiles the bytecode at install time, as for typer).
+The development venv (``pip install -e``) is not measured: its editable finder is imported at every start of
+its interpreter, the hello-world's included (pathlib, re, urllib.parse, ipaddress...), which inflates the
+baseline more than pcipass and flatters the ratios (docs/performance.md).
 
 For each size, bench/gen_tree.py writes a server tree into a scratch directory (tmpfs when there is one), then
 ``pcipass --root T list --format json`` and ``lspci -D -nn -k -A linux-sysfs -O sysfs.path=T/sys/bus/pci`` run
 alternately (after one warm-up run each, so both read from the page cache), stdout to /dev/null; the median
 of the repetitions is reported. Both use the system's pci.ids (PCIPASS_PCI_IDS and PCIPASS_ROOT are removed
 from the environment). Cold start: new processes of ``pcipass --version`` and ``pcipass --root SMALL list``
-(a 64-function host) against bench/hello.py, a bare typer hello-world, all with this venv's python.
+(a 64-function host) against bench/hello.py, a bare typer hello-world, and against the bare interpreter
+(``python -c pass``), all with the measured venv's python, alternating.
 
 A breakdown of where ``list --format json`` spends its time (import, scan, serialisation) is measured in a
 separate process per size with the same library calls the command makes.
 
-Targets (issue 2): list ratio <= 1.0 at both sizes; cold start <= 1.3x the hello-world. Only reads /sys-like
-trees under the scratch directory.
+The machine's load average is recorded at the start and the end: on a shared machine wall times follow it,
+CPU times (user + system of the process) much less.
+
+Targets (issue 2, issue 18): list ratio <= 1.0 at both sizes; cold start <= 1.3x the hello-world. Only reads
+/sys-like trees under the scratch directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import platform
@@ -119,7 +129,7 @@ def _check_same_devices(pcipass: str, root: Path, lspci: list[str], env: dict[st
         raise SystemExit(f"bench: pcipass ({len(ours)}) and lspci ({len(from_lspci)}) disagree on the devices")
 
 
-def machine() -> dict[str, str]:
+def machine(python: str) -> dict[str, str]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -129,32 +139,55 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     lspci_version = subprocess.run(["lspci", "--version"], capture_output=True, text=True).stdout.strip()
-    import typer
-
-    from pcipass import __version__
-
+    versions = subprocess.run(
+        [
+            python,
+            "-c",
+            "import platform, typer, pcipass; print(platform.python_version(), typer.__version__, pcipass.__version__)",
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.split()
     return {
         "CPU": f"{model}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))})",
         "Kernel": platform.release(),
-        "Python": platform.python_version(),
-        "typer": typer.__version__,
-        "pcipass": __version__,
+        "Python": versions[0],
+        "typer": versions[1],
+        "pcipass": versions[2],
         "pciutils": lspci_version,
     }
 
 
-def _editable() -> bool:
-    """Whether pcipass is installed editable in this venv (``pip install -e``): every interpreter start then
-    imports setuptools' editable finder (pathlib, re, urllib.parse, ipaddress...), the hello-world's too."""
-    import site
+def _editable(python: str) -> bool:
+    """Whether pcipass is installed editable in the venv of ``python`` (``pip install -e``): every interpreter
+    start then imports setuptools' editable finder (pathlib, re, urllib.parse, ipaddress...), the
+    hello-world's too."""
+    code = "import site, glob; print(any(glob.glob(d + '/__editable__*pcipass*.pth') for d in site.getsitepackages()))"
+    return subprocess.run([python, "-c", code], capture_output=True, check=True, text=True).stdout.strip() == "True"
 
-    return any(Path(d).glob("__editable__*pcipass*.pth") for d in site.getsitepackages())
+
+def plain_install(venv: Path) -> Path:
+    """A new venv at ``venv`` with pcipass installed from this repository as a user installs it (``pip install``,
+    not editable); its python."""
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    pip = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if pip.returncode != 0:
+        raise SystemExit(f"bench: pip install {REPO} failed: {pip.stderr[-2000:]}")
+    return python
 
 
 _EDITABLE_NOTE = [
-    "pcipass is installed editable here: every start of this venv's interpreter imports the editable finder",
-    "(pathlib, re, urllib.parse, ...), the hello-world's included, which lowers both cold-start ratios; against",
-    "a plain install (`pip install .`) they are higher (docs/performance.md).",
+    "The measured pcipass is installed editable (`--venv` named a development venv): every start of its",
+    "interpreter imports the editable finder (pathlib, re, urllib.parse, ...), the hello-world's and the bare",
+    "interpreter's included, which lowers the cold-start ratios; a plain install (the default) is what a user runs.",
     "",
 ]
 
@@ -174,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="scratch directory (default: a new one under /dev/shm or $TMPDIR)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument(
+        "--venv", help="measure the pcipass installed in this venv (default: a plain install made in the scratch dir)"
+    )
+    parser.add_argument(
         "--cold-only",
         action="store_true",
         help="only the cold-start part (implies --no-write: RESULTS.md holds every benchmark)",
@@ -182,23 +218,32 @@ def main(argv: list[str] | None = None) -> int:
     if opts.cold_only:
         opts.sizes, opts.no_write = [], True
 
-    bindir = Path(sys.executable).parent
-    pcipass = str(bindir / "pcipass")
-    if not os.access(pcipass, os.X_OK):
-        raise SystemExit(f"bench: no {pcipass}; run with the venv's python (scripts/setup.sh run)")
     if opts.sizes and not shutil.which("lspci"):
         raise SystemExit("bench: lspci not found (apt install pciutils)")
     env = _env()
-    # Bytecode for pcipass as an installed package has it (pip compiles at install time; typer's is): under
-    # PYTHONDONTWRITEBYTECODE, set in some shells and CI images, an edited source tree would otherwise be
-    # compiled from source on every run, which measures the compiler, not pcipass (~20 ms of a cold start).
-    from pcipass import __file__ as package_init
-
-    compileall.compile_dir(str(Path(package_init).parent), quiet=1)
     base = opts.workdir or tempfile.mkdtemp(
         prefix="pcipass-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
     )
     work = Path(base)
+    if opts.venv:
+        python = str(Path(opts.venv) / "bin" / "python")
+        # Bytecode as an installed package has it (pip compiles at install time; typer's is): under
+        # PYTHONDONTWRITEBYTECODE, set in some shells and CI images, an edited source tree would otherwise be
+        # compiled from source on every run, which measures the compiler, not pcipass (~20 ms of a cold start).
+        subprocess.run(
+            [
+                python,
+                "-c",
+                "import compileall, os, pcipass; compileall.compile_dir(os.path.dirname(pcipass.__file__), quiet=1)",
+            ],
+            check=True,
+        )
+    else:
+        python = str(plain_install(work / "venv"))
+    pcipass = str(Path(python).parent / "pcipass")
+    if not os.access(pcipass, os.X_OK):
+        raise SystemExit(f"bench: no {pcipass}")
+    load_start = os.getloadavg()
     rows: list[tuple[str, ...]] = []
     phases: dict[int, dict[str, float]] = {}
     results: dict[str, float] = {}
@@ -234,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             ph = [
                 json.loads(
                     subprocess.run(
-                        [sys.executable, "-c", _PHASES, str(root)], capture_output=True, check=True, env=env, text=True
+                        [python, "-c", _PHASES, str(root)], capture_output=True, check=True, env=env, text=True
                     ).stdout
                 )
                 for _ in range(3)
@@ -243,13 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         small = work / "host-small"
         if not small.exists():
             gen_tree.write_tree(gen_tree.build(64), str(small))
-        hello = [sys.executable, str(HERE / "hello.py")]
+        hello = [python, str(HERE / "hello.py")]
         cold = _alternate(
-            {"version": [pcipass, "--version"], "list": [pcipass, "--root", str(small), "list"], "hello": hello},
+            {
+                "version": [pcipass, "--version"],
+                "list": [pcipass, "--root", str(small), "list"],
+                "hello": hello,
+                "python": [python, "-c", "pass"],
+            },
             opts.cold_reps,
             env,
         )
         h, hc = cold["hello"]
+        b, bc = cold["python"]
         for name, label in (("version", "`pcipass --version`"), ("list", "`pcipass list`, 64 functions")):
             v, vc = cold[name]
             results[f"cold-{name}"] = v / h
@@ -265,9 +316,35 @@ def main(argv: list[str] | None = None) -> int:
                     f"≤ {COLD_TARGET}",
                 )
             )
+        v, vc = cold["list"]
+        rows.append(
+            (
+                "cold `pcipass list`, 64 functions",
+                _fmt(v),
+                _fmt(vc),
+                f"bare `python -c pass` {_fmt(b)}",
+                _fmt(bc),
+                f"{v / b:.2f}",
+                f"{vc / bc:.2f}",
+                "(none)",
+            )
+        )
+        rows.append(
+            (
+                "cold typer hello-world",
+                _fmt(h),
+                _fmt(hc),
+                f"bare `python -c pass` {_fmt(b)}",
+                _fmt(bc),
+                f"{h / b:.2f}",
+                f"{hc / bc:.2f}",
+                "(none)",
+            )
+        )
     finally:
         if not opts.workdir:
             shutil.rmtree(work, ignore_errors=True)
+    load_end = os.getloadavg()
 
     header = ("benchmark", "pcipass wall", "CPU", "baseline wall", "CPU", "ratio (wall)", "ratio (CPU)", "target")
     table = [header, ("---",) * len(header), *rows]
@@ -276,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     phase_lines = ["| functions | " + " | ".join(phase_names) + " |", "|---" * (len(phase_names) + 1) + "|"]
     for size, ph in phases.items():
         phase_lines.append(f"| {size:,} | " + " | ".join(_fmt(ph[k]) for k in phase_names) + " |")
-    info = machine()
+    info = machine(python)
+    loads = [" / ".join(f"{x:.1f}" for x in avg) for avg in (load_start, load_end)]
+    info["Load average (1, 5, 15 min)"] = f"{loads[0]} at the start, {loads[1]} at the end"
+    info["Measured install"] = opts.venv or "a plain `pip install` of this repository in a new venv"
     met = all(v <= (LIST_TARGET if k.startswith("list") else COLD_TARGET) for k, v in results.items())
     text = "\n".join(
         [
@@ -284,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "Written by `bench/run.py` (medians of "
             f"{opts.reps} alternating runs per size, {opts.cold_reps} for cold start; CPU = user + system time of "
-            f"the process). Targets (on wall time) {'met' if met else 'NOT met'}.",
+            f"the process; {'the venv ' + opts.venv if opts.venv else 'a plain install, not editable'}). "
+            f"Targets (on wall time) {'met' if met else 'NOT met'}.",
             "",
             *lines,
             "",
@@ -296,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *(f"- {k}: {v}" for k, v in info.items()),
             "",
-            *(_EDITABLE_NOTE if _editable() else []),
+            *(_EDITABLE_NOTE if _editable(python) else []),
         ]
     )
     print(text)
