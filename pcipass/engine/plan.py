@@ -5,10 +5,13 @@ files. Each write carries the steps that undo it; a step may be conditional on t
 moment it runs (``when``), which is how "bind the recorded driver if the kernel picked another" and the
 rollback of a half-done step are expressed without guessing at plan time.
 
-The classes are ``NamedTuple``s rather than frozen dataclasses: the engine is imported by every ``enable``
-and ``disable``, and a dataclass compiles its generated methods (one ``exec`` each) at import, which the
-emulated guest of the real-kernel tier stretches many times over (bench/profile_binding.py); a NamedTuple
-costs a fraction of that and is just as immutable.
+The classes are ``NamedTuple``s rather than frozen dataclasses, a trick kept because it pays natively too:
+every ``enable`` and ``disable`` process imports this module, and a frozen dataclass compiles its generated
+methods at import, so the dataclass version of this module costs about twice the import time, and a plan
+takes over twice as long to build (bench/plan_classes.py measures both, bench/PLAN_CLASSES.md has the
+figures); the emulated guest of the real-kernel tier stretches the difference many times over
+(bench/profile_binding.py). A NamedTuple is just as immutable; what it adds (it is a tuple: indexable,
+iterable, equal to a plain tuple of its values) no code here relies on.
 """
 
 from __future__ import annotations
