@@ -1,5 +1,7 @@
-"""An SR-IOV physical function as ``pcipass sriov`` shows it: its VF counts, whether drivers probe new VFs,
-and each VF with its driver, IOMMU group and users.
+"""An SR-IOV physical function as ``pcipass sriov`` shows it (``PhysicalFunction``): its VF counts, whether
+drivers probe new VFs, and each VF with its driver, IOMMU group and users. This module reads what the kernel
+shows of a PF; the view itself, which adds the engine's verdicts (who holds a VF, the PF guard), is made by
+``engine.sriov.physical_function``.
 
 The kernel's attributes of a PF (drivers/pci/pci-sysfs.c, drivers/pci/iov.c ``sriov_*``; present when the
 device has the SR-IOV capability, whatever its driver): ``sriov_totalvfs`` (the most VFs it can have),
@@ -15,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .address import PciAddress
-from .errors import Unsupported, UsageError
 from .host import Host
 from .inventory import Inventory
-from .sysfs import link_name, list_dir, read_int, read_str
+from .sysfs import link_name, list_dir
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def scan(host: Host, address: str) -> Inventory:
     return Inventory.scan(host, ids=PciIds(None), detail=False, only=[address])
 
 
-def _virtfns(host: Host, address: str) -> list[tuple[int, str]]:
+def virtfns(host: Host, address: str) -> list[tuple[int, str]]:
+    """The PF's ``virtfnN`` links: (N, the VF's address), by N."""
     d = host.pci_device(address)
     out = []
     for entry in list_dir(d):
@@ -90,74 +92,9 @@ def _virtfns(host: Host, address: str) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def _device_id(text: str | None) -> str | None:
+def vf_device_id(text: str | None) -> str | None:
     """``sriov_vf_device`` as the other ids are shown: four hex digits (the kernel prints it with %x)."""
     try:
         return f"{int(text or '', 16):04x}"
     except ValueError:
         return None
-
-
-def physical_function(host: Host, inv: Inventory, address: str) -> PhysicalFunction:
-    """The PF at ``address`` (canonical) with its VFs. Raises DeviceNotFound, UsageError (a VF: VFs are counted
-    on their PF), Unsupported (no SR-IOV capability)."""
-    from .engine.guards import sriov_pf_refusal
-    from .engine.vfio import VfioOpeners
-    from .hostuse import HostUse
-
-    dev = inv.device(address)
-    if dev.physfn:
-        raise UsageError(
-            f"{address} is a virtual function of {dev.physfn}: VFs are created and removed on their PF",
-            address=address,
-            remedy=f"pcipass sriov {dev.physfn}",
-        )
-    if dev.sriov is None or not dev.sriov.totalvfs:
-        why = "has no SR-IOV capability" if dev.sriov is None else "offers 0 VFs (sriov_totalvfs is 0)"
-        raise Unsupported(
-            f"{address} {why}: it cannot have virtual functions",
-            address=address,
-            remedy="check that the device supports SR-IOV and that SR-IOV is enabled in the system firmware "
-            "setup and in the device's own firmware (e.g. mlxconfig SRIOV_EN, NUM_OF_VFS), and that the "
-            "kernel has CONFIG_PCI_IOV",
-        )
-    d = host.pci_device(address)
-    autoprobe = read_int(d / "sriov_drivers_autoprobe")
-    use = HostUse.scan(host, inv)
-    openers = VfioOpeners(host)
-    vfs = []
-    for index, vf in _virtfns(host, address):
-        vdev = inv.devices.get(vf)
-        group = vdev.iommu_group if vdev else None
-        vfs.append(
-            VirtualFunction(
-                index,
-                vf,
-                vdev.driver if vdev else None,
-                vdev.driver_override if vdev else None,
-                group,
-                openers.of_group(inv, group) if group is not None else (),
-                tuple(r.message for r in use.reasons(vf)),
-            )
-        )
-    guard = sriov_pf_refusal(dev, inv)
-    return PhysicalFunction(
-        address,
-        dev.vendor_id,
-        dev.device_id,
-        dev.driver,
-        dev.sriov.totalvfs,
-        dev.sriov.numvfs,
-        None if autoprobe is None else bool(autoprobe),
-        read_int(d / "sriov_offset"),
-        read_int(d / "sriov_stride"),
-        _device_id(read_str(d / "sriov_vf_device")),
-        tuple(vfs),
-        guard.message if guard else None,
-    )
-
-
-def show(host: Host, address: str) -> PhysicalFunction:
-    """``pcipass sriov ADDR``: the PF at ``address`` (any accepted spelling)."""
-    canonical = str(PciAddress.parse(address))
-    return physical_function(host, scan(host, canonical), canonical)

@@ -12,10 +12,14 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
+from . import fingerprint
+from .address import PciAddress
 from .config.sriov import SriovEntry
 from .drivers import is_vfio_driver
-from .errors import PcipassError
+from .engine.sriov import physical_function, set_numvfs
+from .errors import ExitCode, PcipassError
 from .host import Host
+from .sriov import scan
 
 
 class SriovState(str, Enum):
@@ -63,19 +67,17 @@ def _differences(entry: SriovEntry, pf) -> list[str]:
 
 
 def check_one(host: Host, entry: SriovEntry) -> SriovCheck:
-    from . import fingerprint, sriov
-
     def result(state: SriovState, detail: str | None = None) -> SriovCheck:
         return SriovCheck(entry.address, entry.numvfs, state, detail, entry.line)
 
     if not os.path.isdir(host.pci_device(entry.address)):
         return result(SriovState.ABSENT, f"no device at {entry.address}")
-    inv = sriov.scan(host, entry.address)
+    inv = scan(host, entry.address)
     diffs = fingerprint.differences(entry.fingerprint, fingerprint.of(host, inv.device(entry.address)))
     if diffs:
         return result(SriovState.OTHER_CARD, f"another card at {entry.address}: {fingerprint.describe(diffs)}")
     try:
-        pf = sriov.physical_function(host, inv, entry.address)
+        pf = physical_function(host, inv, entry.address)
     except PcipassError as err:
         return result(SriovState.UNSUPPORTED, err.message)
     differs = _differences(entry, pf)
@@ -90,9 +92,6 @@ def apply(
     host: Host, entries: tuple[SriovEntry, ...], *, check_only: bool = False, **set_kw
 ) -> tuple[SriovApplied, ...]:
     """Set every PF that differs (``check_only``: say what would be written, write nothing)."""
-    from .engine import set_numvfs
-    from .errors import ExitCode
-
     out = []
     for entry, c in zip(entries, check(host, entries)):
         if c.state is SriovState.PRESENT:
@@ -125,12 +124,9 @@ def apply(
 
 def entry_for(host: Host, address: str, *, vfio: bool = False, line: int | None = None) -> SriovEntry:
     """The entry that declares the PF at ``address`` as it is now: its VF count, autoprobe and fingerprint."""
-    from . import fingerprint, sriov
-    from .address import PciAddress
-
     canonical = str(PciAddress.parse(address))
-    inv = sriov.scan(host, canonical)
-    pf = sriov.physical_function(host, inv, canonical)
+    inv = scan(host, canonical)
+    pf = physical_function(host, inv, canonical)
     return SriovEntry(
         canonical,
         pf.sriov_numvfs or 0,

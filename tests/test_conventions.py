@@ -57,6 +57,67 @@ def test_host_is_the_only_path_authority():
     assert offenders == []
 
 
+# The layers of docs/design.md, from the top: a module may import only from its own layer or the ones below,
+# wherever the import stands (a function-level import is an arrow like any other). A dotted name (a module of a
+# package) overrides its package's layer.
+LAYERS = (
+    ("cli",),
+    ("engine", "preflight", "emit", "hypervisor", "mdev", "sriov_declared", "persistence", "bootbind"),
+    (
+        "inventory", "hostuse", "kmod", "iommu", "snapshot", "sriov", "fingerprint", "config", "holders",
+        "pciids",
+    ),
+    ("host", "sysfs", "beneath", "archive"),
+    ("model", "address", "group", "errors", "result", "cmdline", "vfioids", "drivers", "select"),
+)  # fmt: skip
+_LAYER = {name: len(LAYERS) - i for i, names in enumerate(LAYERS) for name in names}
+
+
+def _layer(parts: list[str]) -> int | None:
+    """The layer of the module ``pcipass.<parts>`` (None: the package itself, or what no layer names)."""
+    for n in (2, 1):
+        if len(parts) >= n and ".".join(parts[:n]) in _LAYER:
+            return _LAYER[".".join(parts[:n])]
+    return None
+
+
+def test_imports_point_down_the_layers():
+    """No module imports a module of a layer above its own (docs/design.md, *Layers*), not even inside a
+    function; every module of the library has a layer."""
+    offenders, unplaced = [], []
+    for path in _sources():
+        parts = list(path.relative_to(PKG).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts in ([], ["__main__"]):
+            continue
+        mine = _layer(parts)
+        if mine is None:
+            unplaced.append("/".join(parts))
+            continue
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                    module = base + (node.module.split(".") if node.module else [])
+                elif (node.module or "").split(".")[0] == "pcipass":
+                    module = node.module.split(".")[1:]
+                else:
+                    continue
+                targets = [module + [alias.name] for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "pcipass"]
+            else:
+                continue
+            for target in targets:
+                theirs = _layer(target)
+                if theirs is not None and theirs > mine:
+                    offenders.append(f"pcipass/{'/'.join(parts)}:{node.lineno} imports {'.'.join(target)}")
+    assert unplaced == [], "give these modules a layer (LAYERS, docs/design.md)"
+    assert offenders == []
+
+
 def test_library_never_prints_or_exits():
     offenders = []
     for path in _sources():

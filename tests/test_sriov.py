@@ -9,8 +9,7 @@ import threading
 
 import pytest
 
-from pcipass import sriov
-from pcipass.engine import Outcome, set_numvfs
+from pcipass.engine import Outcome, set_numvfs, sriov
 from pcipass.engine.state import Lock
 from pcipass.errors import DeviceNotFound, ExitCode, LockBusy, Unsupported, UsageError
 from pcipass.host import Host

@@ -114,9 +114,9 @@ def sriov_cmd(
     if numvfs is None:
         if no_autoprobe or vfio or dry_run or force:
             raise UsageError("--no-autoprobe, --vfio, --dry-run and --force go with --numvfs")
-        from .. import sriov
+        from ..engine.sriov import show
 
-        finish(Result("sriov", data=sriov.show(host, address)), _show_view)
+        finish(Result("sriov", data=show(host, address)), _show_view)
         return
     from .. import engine
 

@@ -28,9 +28,12 @@ from ..address import PciAddress
 from ..drivers import VFIO_PCI, is_vfio_driver
 from ..errors import ExitCode, PcipassError, Refused, Unsupported, UsageError
 from ..host import Host
-from ..sriov import PhysicalFunction, physical_function, scan
+from ..hostuse import HostUse
+from ..inventory import Inventory
+from ..sriov import PhysicalFunction, VirtualFunction, scan, vf_device_id, virtfns
+from ..sysfs import read_int, read_str
 from .execute import Executor, StepRecord
-from .guards import Refusal, RefusalKind, not_live_message, preflight
+from .guards import Refusal, RefusalKind, not_live_message, preflight, sriov_pf_refusal
 from .kernel import Kernel, SysfsKernel
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, enable
 from .plan import Op, Step
@@ -38,6 +41,67 @@ from .planner import StepBuilder
 from .state import Lock, StateStore, damaged, now_utc, pid_alive, read_private, save_private_json
 from .vfio import VfioOpeners, status_unless_held
 from .wait import Waiter
+
+
+def physical_function(host: Host, inv: Inventory, address: str) -> PhysicalFunction:
+    """The PF at ``address`` (canonical) with its VFs. Raises DeviceNotFound, UsageError (a VF: VFs are counted
+    on their PF), Unsupported (no SR-IOV capability)."""
+    dev = inv.device(address)
+    if dev.physfn:
+        raise UsageError(
+            f"{address} is a virtual function of {dev.physfn}: VFs are created and removed on their PF",
+            address=address,
+            remedy=f"pcipass sriov {dev.physfn}",
+        )
+    if dev.sriov is None or not dev.sriov.totalvfs:
+        why = "has no SR-IOV capability" if dev.sriov is None else "offers 0 VFs (sriov_totalvfs is 0)"
+        raise Unsupported(
+            f"{address} {why}: it cannot have virtual functions",
+            address=address,
+            remedy="check that the device supports SR-IOV and that SR-IOV is enabled in the system firmware "
+            "setup and in the device's own firmware (e.g. mlxconfig SRIOV_EN, NUM_OF_VFS), and that the "
+            "kernel has CONFIG_PCI_IOV",
+        )
+    d = host.pci_device(address)
+    autoprobe = read_int(d / "sriov_drivers_autoprobe")
+    use = HostUse.scan(host, inv)
+    openers = VfioOpeners(host)
+    vfs = []
+    for index, vf in virtfns(host, address):
+        vdev = inv.devices.get(vf)
+        group = vdev.iommu_group if vdev else None
+        vfs.append(
+            VirtualFunction(
+                index,
+                vf,
+                vdev.driver if vdev else None,
+                vdev.driver_override if vdev else None,
+                group,
+                openers.of_group(inv, group) if group is not None else (),
+                tuple(r.message for r in use.reasons(vf)),
+            )
+        )
+    guard = sriov_pf_refusal(dev, inv)
+    return PhysicalFunction(
+        address,
+        dev.vendor_id,
+        dev.device_id,
+        dev.driver,
+        dev.sriov.totalvfs,
+        dev.sriov.numvfs,
+        None if autoprobe is None else bool(autoprobe),
+        read_int(d / "sriov_offset"),
+        read_int(d / "sriov_stride"),
+        vf_device_id(read_str(d / "sriov_vf_device")),
+        tuple(vfs),
+        guard.message if guard else None,
+    )
+
+
+def show(host: Host, address: str) -> PhysicalFunction:
+    """``pcipass sriov ADDR``: the PF at ``address`` (any accepted spelling)."""
+    canonical = str(PciAddress.parse(address))
+    return physical_function(host, scan(host, canonical), canonical)
 
 
 class SriovReport(NamedTuple):

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pcipass import sriov
-from pcipass.engine import Outcome, set_numvfs
+from pcipass.engine import Outcome, set_numvfs, sriov
 from pcipass.engine.state import StateStore
 from pcipass.errors import ExitCode
 from pcipass.host import Host
