@@ -165,9 +165,9 @@ def test_enable_refuses_a_held_device_naming_pid_and_command(env):
 
 
 def test_enable_cli_exit_5_and_released_device_binds(env, capsys, monkeypatch):
-    import pcipass.engine.ops as ops
+    import pcipass.engine.kernel as kernel
 
-    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
+    monkeypatch.setattr(kernel, "SysfsKernel", lambda host: env.kernel)
     _gpu(env)
     _process(env, 321, "sleep", fds={3: "/dev/dri/card0"})
     r = run(capsys, "--root", str(env.root), "enable", GPU)

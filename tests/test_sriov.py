@@ -369,12 +369,10 @@ def test_a_run_waits_for_another_process_lock(env):
 # --- the command line -----------------------------------------------------------------------------------------
 @pytest.fixture
 def cli(env, monkeypatch, capsys):
-    import pcipass.engine.ops as ops
-    import pcipass.engine.sriov as sriov_engine
+    import pcipass.engine.kernel as kernel
     from tests.support.cli import run
 
-    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
-    monkeypatch.setattr(sriov_engine, "SysfsKernel", lambda host: env.kernel)
+    monkeypatch.setattr(kernel, "SysfsKernel", lambda host: env.kernel)  # what a mutating run writes through
     return lambda *args: run(capsys, "--root", str(env.root), *args)
 
 

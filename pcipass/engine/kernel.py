@@ -1,7 +1,8 @@
 """The one seam between the engine and the kernel: every mutation goes through a ``Kernel``.
 
-``SysfsKernel`` is the real thing (``sysfs.write_attr``, ``modprobe``, the VFIO ioctl). Tests substitute a
-fake kernel that applies the kernel's semantics to a fake tree and injects failures at any step.
+``SysfsKernel`` is the real thing (``sysfs.write_attr``, ``modprobe``, the VFIO ioctl). A mutating run gets it,
+with the lock, from ``mutating``: the one place a run makes it, and where tests substitute a fake kernel that
+applies the kernel's semantics to a fake tree and injects failures at any step.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import math
 import os
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from queue import SimpleQueue
 from typing import Protocol
 
 from ..errors import ModuleError, SysfsError, UsageError
 from ..host import Host
 from ..sysfs import write_attr
+from .state import Lock
 from .vfio import VfioGroupStatus, group_status
 
 #: The longest wait pcipass accepts for one kernel write or bind (an hour: a driver that takes longer is stuck).
@@ -29,6 +33,12 @@ def check_timeout(seconds: float, option: str = "--timeout") -> None:
     written, and ``nan`` makes every wait end at once."""
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or not 0 < seconds <= MAX_TIMEOUT:
         raise UsageError(f"{option} {seconds!r}: give a number of seconds above 0 and at most {MAX_TIMEOUT:g}")
+
+
+def check_timeouts(timeout: float, lock_wait: float) -> None:
+    """``check_timeout`` of a mutating run's ``--timeout`` and lock wait."""
+    check_timeout(timeout)
+    check_timeout(lock_wait, "lock wait")
 
 
 class Kernel(Protocol):
@@ -143,3 +153,32 @@ class SysfsKernel:
 
     def vfio_status(self, group: int) -> VfioGroupStatus:
         return group_status(self.host, group)
+
+
+@contextmanager
+def mutating(
+    host: Host,
+    command: str,
+    *,
+    dry_run: bool,
+    kernel: Kernel | None,
+    lock_wait: float,
+    on_lock_wait: Callable[[str], None] | None = None,
+    shared: bool = False,
+) -> Iterator[tuple[Kernel, Lock | None]]:
+    """The frame of every run that may write to the kernel (``enable``/``disable``, ``sriov --numvfs``, ``mdev
+    create``/``remove``): the kernel to write through (``kernel``, else a SysfsKernel of the run's own, closed
+    at the end: its writer thread) and, unless ``dry_run``, the one lock of mutating runs, held until the end
+    (``command`` names the run to whoever waits for it; ``shared``: see ``Lock``)."""
+    own = None
+    if kernel is None:
+        kernel = own = SysfsKernel(host)
+    try:
+        if dry_run:
+            yield kernel, None
+        else:
+            with Lock(host, wait=lock_wait, command=command, on_wait=on_lock_wait, shared=shared) as lock:
+                yield kernel, lock
+    finally:
+        if own is not None:
+            own.close()

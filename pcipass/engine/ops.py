@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import nullcontext
 from typing import Any, NamedTuple
 
 from ..address import PciAddress
@@ -23,13 +22,12 @@ from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError
 from ..host import Host
 from .execute import Executor, GroupRun, StepRecord, driver_of
 from .guards import not_live_message, preflight
-from .kernel import Kernel, SysfsKernel, check_timeout
+from .kernel import Kernel, check_timeouts, mutating
 from .plan import GroupPlan, Plan
 from .planner import AUTO, Context, current_override, plan_disable, plan_enable
 from .results import DeviceResult, Outcome, Planned, canonical, exit_code, result_for
 from .state import (
     DeviceRecord,
-    Lock,
     Phase,
     StateStore,
     gone_message,
@@ -106,25 +104,17 @@ def _mutate(
     messages: list[str] = []
     if not dry_run and not host.reaches_kernel and kernel is None:
         messages.append(not_live_message(host))
-    own = None
-    if kernel is None:
-        kernel = own = SysfsKernel(host)
-    try:
-        return _locked_run(
-            host,
-            action,
-            addrs,
-            planner,
-            messages,
-            dry_run=dry_run,
-            timeout=timeout,
-            kernel=kernel,
-            lock_wait=lock_wait,
-            on_lock_wait=on_lock_wait,
-        )
-    finally:
-        if own is not None:
-            own.close()  # its writer thread
+    with mutating(
+        host,
+        f"{action} {' '.join(addrs)}",
+        dry_run=dry_run,
+        kernel=kernel,
+        lock_wait=lock_wait,
+        on_lock_wait=on_lock_wait,
+    ) as (kernel, lock):
+        if lock is not None and lock.contended:
+            messages.append(f"waited {lock.waited:.1f} s for another pcipass run to finish")
+        return _locked_run(host, action, addrs, planner, messages, dry_run=dry_run, timeout=timeout, kernel=kernel)
 
 
 def _locked_run(
@@ -137,102 +127,93 @@ def _locked_run(
     dry_run: bool,
     timeout: float,
     kernel: Kernel,
-    lock_wait: float,
-    on_lock_wait,
 ) -> BindReport:
-    lock = (
-        nullcontext()
-        if dry_run
-        else Lock(host, wait=lock_wait, command=f"{action} {' '.join(addrs)}", on_wait=on_lock_wait)
+    """The run, in the lock (unless ``dry_run``): the state read, the plan, each group's transaction."""
+    store = StateStore(host)
+    records = load_for_reading(host, messages)[0] if dry_run else store.load()
+    free = dry_run and lock_is_free(host)
+    # Records of devices that disappeared: said once, then kept aside as phase gone (not a run that died).
+    gone = [r for a, r in sorted(records.items()) if r.phase is not Phase.GONE and not host.pci_device(a).exists()]
+    messages += [gone_message(r) for r in gone]
+    if gone and not dry_run:
+        records.update({r.address: r._replace(phase=Phase.GONE) for r in gone})
+        store.save(records)
+    interrupted = tuple(
+        r
+        for a, r in sorted(records.items())
+        if r.in_flight and r not in gone and (not dry_run or free or not pid_alive(r.pid))
     )
-    with lock:
-        if isinstance(lock, Lock) and lock.contended:
-            messages.append(f"waited {lock.waited:.1f} s for another pcipass run to finish")
-        store = StateStore(host)
-        records = load_for_reading(host, messages)[0] if dry_run else store.load()
-        free = dry_run and lock_is_free(host)
-        # Records of devices that disappeared: said once, then kept aside as phase gone (not a run that died).
-        gone = [r for a, r in sorted(records.items()) if r.phase is not Phase.GONE and not host.pci_device(a).exists()]
-        messages += [gone_message(r) for r in gone]
-        if gone and not dry_run:
-            records.update({r.address: r._replace(phase=Phase.GONE) for r in gone})
-            store.save(records)
-        interrupted = tuple(
-            r
-            for a, r in sorted(records.items())
-            if r.in_flight and r not in gone and (not dry_run or free or not pid_alive(r.pid))
-        )
-        messages += [interrupted_message(r) for r in interrupted]
-        ctx = Context(host, kernel, records, addrs)
-        planned: Planned = planner(ctx, addrs)
-        messages += planned.messages
-        results = dict(planned.results)
-        errors = list(planned.errors)
-        plan = planned.plan
-        if dry_run:
-            for gp in plan.groups:
-                for m in gp.moves:
-                    dev = ctx.inv.devices[m.address]
-                    results[m.address] = result_for(dev, Outcome.PLANNED, requested=m.requested, target=m.target)
-            ordered = _order(addrs, results)
-            return BindReport(
-                action,
-                True,
-                ordered,
-                tuple(StepRecord(s, "planned") for s in plan.steps),
-                (),
-                interrupted,
-                None,
-                tuple(messages),
-                tuple(errors),
-                exit_code(list(ordered)),
-            )
-        for a in planned.drop_records:
-            records.pop(a, None)
-        if planned.drop_records and not plan.groups:
-            store.save(records)  # else with the in-flight records, before the first write
-        waiter = Waiter(host)
-        run = _Run(host, Executor(host, kernel, waiter, timeout), store, records, action, results, errors)
-        if plan.groups:
-            try:
-                module_errors: dict[str, PcipassError] = {}
-                for step in plan.modules:
-                    try:
-                        status, detail = run.ex.run_step(step)
-                        run.steps.append(StepRecord(step, status, detail))
-                    except PcipassError as err:
-                        module_errors[step.value or ""] = err
-                        run.steps.append(StepRecord(step, "failed", err.message))
-                run.record_in_flight(plan)
-                for i, gp in enumerate(plan.groups):
-                    run.group(gp, module_errors)
-                    if run.interrupted is not None:
-                        for rest in plan.groups[i + 1 :]:  # not begun: nothing to record
-                            run.put_back(rest)
-                        break
-                # The groups' outcomes, saved once after the last write. A run that dies before this leaves
-                # every group in flight on disk, and the next run treats them as interrupted: enable
-                # completes them (done steps are skipped), disable puts them back from the originals.
-                store.save(records)
-            finally:
-                waiter.close()
-            if run.interrupted is not None:
-                raise run.interrupted  # Ctrl-C / SIGTERM: its group was put back and the state saved
-        if waiter.note:
-            messages.append(waiter.note)
+    messages += [interrupted_message(r) for r in interrupted]
+    ctx = Context(host, kernel, records, addrs)
+    planned: Planned = planner(ctx, addrs)
+    messages += planned.messages
+    results = dict(planned.results)
+    errors = list(planned.errors)
+    plan = planned.plan
+    if dry_run:
+        for gp in plan.groups:
+            for m in gp.moves:
+                dev = ctx.inv.devices[m.address]
+                results[m.address] = result_for(dev, Outcome.PLANNED, requested=m.requested, target=m.target)
         ordered = _order(addrs, results)
         return BindReport(
             action,
-            False,
+            True,
             ordered,
-            tuple(run.steps),
-            tuple(run.rollback),
+            tuple(StepRecord(s, "planned") for s in plan.steps),
+            (),
             interrupted,
-            waiter.source,
+            None,
             tuple(messages),
             tuple(errors),
             exit_code(list(ordered)),
         )
+    for a in planned.drop_records:
+        records.pop(a, None)
+    if planned.drop_records and not plan.groups:
+        store.save(records)  # else with the in-flight records, before the first write
+    waiter = Waiter(host)
+    run = _Run(host, Executor(host, kernel, waiter, timeout), store, records, action, results, errors)
+    if plan.groups:
+        try:
+            module_errors: dict[str, PcipassError] = {}
+            for step in plan.modules:
+                try:
+                    status, detail = run.ex.run_step(step)
+                    run.steps.append(StepRecord(step, status, detail))
+                except PcipassError as err:
+                    module_errors[step.value or ""] = err
+                    run.steps.append(StepRecord(step, "failed", err.message))
+            run.record_in_flight(plan)
+            for i, gp in enumerate(plan.groups):
+                run.group(gp, module_errors)
+                if run.interrupted is not None:
+                    for rest in plan.groups[i + 1 :]:  # not begun: nothing to record
+                        run.put_back(rest)
+                    break
+            # The groups' outcomes, saved once after the last write. A run that dies before this leaves
+            # every group in flight on disk, and the next run treats them as interrupted: enable
+            # completes them (done steps are skipped), disable puts them back from the originals.
+            store.save(records)
+        finally:
+            waiter.close()
+        if run.interrupted is not None:
+            raise run.interrupted  # Ctrl-C / SIGTERM: its group was put back and the state saved
+    if waiter.note:
+        messages.append(waiter.note)
+    ordered = _order(addrs, results)
+    return BindReport(
+        action,
+        False,
+        ordered,
+        tuple(run.steps),
+        tuple(run.rollback),
+        interrupted,
+        waiter.source,
+        tuple(messages),
+        tuple(errors),
+        exit_code(list(ordered)),
+    )
 
 
 def _order(addrs: list[str], results: dict[str, DeviceResult]) -> tuple[DeviceResult, ...]:
@@ -394,8 +375,7 @@ def enable(
 ) -> BindReport:
     """Bind ``addresses`` to ``driver`` (``vfio-pci``, ``auto`` for a vfio variant, a variant's name, or
     ``pci-stub``)."""
-    check_timeout(timeout)
-    check_timeout(lock_wait, "lock wait")
+    check_timeouts(timeout, lock_wait)
     _check_driver(host, driver)
     return _mutate(
         host,
@@ -421,8 +401,7 @@ def disable(
     on_lock_wait=None,
 ) -> BindReport:
     """Return ``addresses`` to their host driver (the one recorded by enable, else the kernel's choice)."""
-    check_timeout(timeout)
-    check_timeout(lock_wait, "lock wait")
+    check_timeouts(timeout, lock_wait)
     return _mutate(
         host,
         "disable",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-from contextlib import nullcontext
 from typing import Any, NamedTuple
 
 from ..address import PciAddress
@@ -34,11 +33,11 @@ from ..sriov import PhysicalFunction, VirtualFunction, scan, vf_device_id, virtf
 from ..sysfs import read_int, read_str
 from .execute import Executor, StepRecord
 from .guards import Refusal, RefusalKind, not_live_message, preflight, sriov_pf_refusal
-from .kernel import Kernel, SysfsKernel
+from .kernel import Kernel, check_timeouts, mutating
 from .ops import DEFAULT_LOCK_WAIT, DEFAULT_TIMEOUT, BindReport, DeviceResult, Outcome, enable
 from .plan import Op, Step
 from .planner import StepBuilder
-from .state import Lock, StateStore, damaged, now_utc, pid_alive, read_private, save_private_json
+from .state import StateStore, damaged, now_utc, pid_alive, read_private, save_private_json
 from .vfio import VfioOpeners, status_unless_held
 from .wait import Waiter
 
@@ -326,37 +325,32 @@ def set_numvfs(
     """Give the PF at ``address`` ``numvfs`` VFs (through 0 from another non-zero count); ``autoprobe``: set
     ``sriov_drivers_autoprobe`` first (None: leave it); ``vfio``: bind every VF to vfio-pci afterwards;
     ``force``: remove VFs the host uses (never one whose VFIO group is open)."""
+    check_timeouts(timeout, lock_wait)
     if numvfs < 0:
         raise UsageError(f"a VF count cannot be negative ({numvfs})")
     address = str(PciAddress.parse(address))
     preflight(host, action="sriov", dry_run=dry_run, iommu=vfio)
-    own = None
-    if kernel is None:
-        kernel = own = SysfsKernel(host)
-    try:
-        lock = (
-            nullcontext()
-            if dry_run
-            else Lock(
-                host, wait=lock_wait, command=f"sriov {address} --numvfs {numvfs}", on_wait=on_lock_wait, shared=True
-            )
+    with mutating(
+        host,
+        f"sriov {address} --numvfs {numvfs}",
+        dry_run=dry_run,
+        kernel=kernel,
+        lock_wait=lock_wait,
+        on_lock_wait=on_lock_wait,
+        shared=True,
+    ) as (kernel, _):
+        return _run(
+            host,
+            kernel,
+            address,
+            numvfs,
+            autoprobe=autoprobe,
+            vfio=vfio,
+            force=force,
+            dry_run=dry_run,
+            timeout=timeout,
+            lock_wait=lock_wait,
         )
-        with lock:
-            return _run(
-                host,
-                kernel,
-                address,
-                numvfs,
-                autoprobe=autoprobe,
-                vfio=vfio,
-                force=force,
-                dry_run=dry_run,
-                timeout=timeout,
-                lock_wait=lock_wait,
-            )
-    finally:
-        if own is not None:
-            own.close()
 
 
 def _run(

@@ -20,8 +20,8 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ..engine.guards import not_live_message, preflight
-from ..engine.kernel import Kernel, SysfsKernel, check_timeout
-from ..engine.state import Lock, StateError, now_utc, read_private, save_private_json
+from ..engine.kernel import Kernel, check_timeouts, mutating
+from ..engine.state import StateError, now_utc, read_private, save_private_json
 from ..engine.vfio import VfioOpeners, group_status
 from ..errors import DeviceNotFound, ExitCode, PcipassError, Refused, SysfsError, UsageError, from_oserror
 from ..host import Host
@@ -159,15 +159,10 @@ def _mutate(
     host: Host, action: str, what: str, body, *, dry_run: bool, kernel: Kernel | None, lock_wait: float, on_lock_wait
 ) -> MdevReport:
     preflight(host, action=f"mdev {action}", dry_run=dry_run, iommu=False)
-    own = SysfsKernel(host) if kernel is None and not dry_run else None
-    try:
-        if dry_run:
-            return body(MdevStore(host), kernel)
-        with Lock(host, wait=lock_wait, command=f"mdev {action} {what}", on_wait=on_lock_wait):
-            return body(MdevStore(host), kernel or own)
-    finally:
-        if own is not None:
-            own.close()
+    with mutating(
+        host, f"mdev {action} {what}", dry_run=dry_run, kernel=kernel, lock_wait=lock_wait, on_lock_wait=on_lock_wait
+    ) as (k, _):
+        return body(MdevStore(host), k)
 
 
 def _not_live(host: Host, kernel: Kernel | None) -> list[str]:
@@ -189,11 +184,10 @@ def create(
     on_lock_wait=None,
 ) -> MdevReport:
     """Create an instance of ``type_id`` on ``parent`` (UUID ``uuid``, else a random one)."""
-    check_timeout(timeout)
-    check_timeout(lock_wait, "lock wait")
+    check_timeouts(timeout, lock_wait)
     u = canonical_uuid(uuid) if uuid is not None else str(uuidlib.uuid4())
 
-    def body(store: MdevStore, k: Kernel | None) -> MdevReport:
+    def body(store: MdevStore, k: Kernel) -> MdevReport:
         name = read.resolve_parent(host, parent)
         mtype = read.core_type(host, name, type_id)
         if mtype is None:
@@ -254,7 +248,6 @@ def create(
         records = store.load()
         records[u] = _record(name, type_id, "creating")
         store.save(records)
-        assert k is not None
         try:
             _run(host, k, steps, timeout)
         except PcipassError:
@@ -289,11 +282,10 @@ def remove(
     on_lock_wait=None,
 ) -> MdevReport:
     """Remove the mediated device ``uuid``; refused while a process holds it."""
-    check_timeout(timeout)
-    check_timeout(lock_wait, "lock wait")
+    check_timeouts(timeout, lock_wait)
     u = canonical_uuid(uuid)
 
-    def body(store: MdevStore, k: Kernel | None) -> MdevReport:
+    def body(store: MdevStore, k: Kernel) -> MdevReport:
         records = store.load()
         path = host.mdev_device(u)
         if not os.path.lexists(path):
@@ -338,7 +330,6 @@ def remove(
         before = records.get(u)
         records[u] = _record(dev.parent or "", dev.mdev_type or "", "removing")
         store.save(records)
-        assert k is not None
         try:
             _run(host, k, steps, timeout)
         except PcipassError:

@@ -181,11 +181,11 @@ def env(tmp_path) -> Env:
 @pytest.fixture
 def cli(env, monkeypatch, capsys):
     """``pcipass --root <env's root> ARGS`` through the real CLI entry point, with the fake kernel."""
-    import pcipass.engine.ops as ops
+    import pcipass.engine.kernel as kernel
     import pcipass.engine.readstatus as status
     from tests.support.cli import run
 
-    monkeypatch.setattr(ops, "SysfsKernel", lambda host: env.kernel)
+    monkeypatch.setattr(kernel, "SysfsKernel", lambda host: env.kernel)  # what a mutating run writes through
     monkeypatch.setattr(status, "SysfsKernel", lambda host: env.kernel)
 
     def call(*args: str):

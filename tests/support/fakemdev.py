@@ -180,7 +180,7 @@ class FakeMdevKernel(FakeKernel):
 def as_root_with_fake_kernel(monkeypatch, fake: FakeHost) -> FakeMdevKernel:
     """The mdev commands act as root, and their writes go to a fake kernel of ``fake``'s tree, never to /sys."""
     import pcipass.engine.guards as guards
-    from pcipass.mdev import ops
+    import pcipass.engine.kernel as engine_kernel
 
     monkeypatch.setattr(guards, "effective_uid", lambda: 0)
     kernel = FakeMdevKernel(fake)
@@ -189,7 +189,7 @@ def as_root_with_fake_kernel(monkeypatch, fake: FakeHost) -> FakeMdevKernel:
         assert os.path.realpath(host.root) == os.path.realpath(fake.root)
         return kernel
 
-    monkeypatch.setattr(ops, "SysfsKernel", kernel_for)
+    monkeypatch.setattr(engine_kernel, "SysfsKernel", kernel_for)  # what a mutating run writes through
     return kernel
 
 
