@@ -257,6 +257,16 @@ def test_bad_counts_are_usage_errors(env, n, words):
     assert env.kernel.writes == []
 
 
+@pytest.mark.parametrize(
+    "kw, words", [({"timeout": float("inf")}, "--timeout inf"), ({"lock_wait": float("nan")}, "lock wait nan")]
+)
+def test_bad_timeouts_are_usage_errors(env, kw, words):
+    """As for enable, disable and mdev (engine.kernel.check_timeouts): before anything is read or written."""
+    with pytest.raises(UsageError, match=words):
+        set_numvfs(env.host, NIC_PF, 2, kernel=env.kernel, **kw)
+    assert env.kernel.writes == []
+
+
 def test_a_pf_without_driver_is_unsupported(env):
     env.fake.unbind(NVME_PF)
     with pytest.raises(Unsupported) as exc:

@@ -23,7 +23,7 @@ class Outcome(str, Enum):
     FAILED = "failed"
 
 
-# The report classes are NamedTuples, not dataclasses: see plan.py (import cost under emulation).
+# The report classes are NamedTuples, not dataclasses: see plan.py (import cost, bench/PLAN_CLASSES.md).
 class DeviceResult(NamedTuple):
     """One device's outcome."""
 
